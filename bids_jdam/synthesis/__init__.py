@@ -1,0 +1,1 @@
+"""synthesis stage of bids-jdam."""
