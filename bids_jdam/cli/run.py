@@ -1,0 +1,73 @@
+"""``bids-jdam bids_dir output_dir {participant,group}``: argument parsing only (BIDS-Apps interface)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bids_jdam import __version__
+
+ANALYSIS_LEVELS = ("participant", "group")
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bids-jdam",
+        description="Synthesize FDG-PET from T1-weighted MRI (JDAM) and write BIDS derivatives with QC reports.",
+    )
+    parser.add_argument("bids_dir", type=Path, help="the root of the input BIDS dataset (never written to)")
+    parser.add_argument("output_dir", type=Path, help="where derivatives and reports are written")
+    parser.add_argument("analysis_level", choices=ANALYSIS_LEVELS, help="participant: synthesize; group: QC summary")
+    parser.add_argument("--version", action="version", version=f"bids-jdam {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+
+    sel = parser.add_argument_group("selecting inputs")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                     help="participants to process, with or without 'sub-' (default: all)")
+    sel.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                     help="sessions to process, with or without 'ses-' (default: all)")
+    sel.add_argument("--bids-filter-file", "--bids_filter_file", type=Path, metavar="JSON",
+                     help="pybids entity filters per query, as in fMRIPrep: {\"t1w\": {...}, \"pet\": {...}}")
+    sel.add_argument("--anat-suffix", default="T1w", choices=("T1w", "UNIT1"),
+                     help="anatomical suffix to use (UNIT1 for MP2RAGE, common at 7T)")
+    sel.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                     help="do not run the BIDS validator on the input dataset")
+
+    model = parser.add_argument_group("model and sampling")
+    model.add_argument("--model", metavar="DIR|demo",
+                       help="a model directory made by bids-jdam-train, or 'demo' to force the phantom-trained "
+                            "demo model (default: the demo model, only on phantom datasets)")
+    model.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="auto uses a GPU when one is visible and falls back to CPU with a log line")
+    model.add_argument("--sampler", help="sampler name (default: the model's default)")
+    model.add_argument("--steps", type=int, help="sampler steps (default: the sampler's default)")
+    model.add_argument("--num-samples", type=int, default=1,
+                       help="posterior samples K; K > 1 also writes a standard-deviation (uncertainty) map")
+    model.add_argument("--planes", nargs="+", choices=PLANES, default=["axial"],
+                       help="sampling planes; several are fused (mean), which removes inter-slice stripes")
+    model.add_argument("--seed", type=int, default=0, help="random seed (results do not depend on batch size)")
+
+    perf = parser.add_argument_group("resources and work directory")
+    perf.add_argument("-w", "--work-dir", type=Path, help="cached intermediate results (reused between runs)")
+    perf.add_argument("--nprocs", "--nthreads", type=int, default=1, help="participants processed in parallel")
+    perf.add_argument("--omp-nthreads", type=int, default=2,
+                      help="threads per process for ANTs/ITK, OpenMP and torch")
+    perf.add_argument("--mem-gb", type=float, help="memory limit in GB (bounds the sampling batch size)")
+    perf.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed participant")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    from bids_jdam.workflows.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
