@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 # Axis of the volume along each plane's normal (RAS: x = sagittal, y = coronal, z = axial).
-PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
-PLANES = tuple(PLANE_AXIS)
+PLANE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+PLANES = tuple(PLANE_AXES)
 
 # The paper's "30th to 60th slice" of SPM's 2 mm MNI grid (91x109x91, origin -90, -126, -72 mm), in millimetres
 # along each plane's normal: index i (1-based) sits at origin + 2 (i - 1).
@@ -20,9 +20,9 @@ PAPER_SLICE_RANGE_MM = {"sagittal": (-32.0, 28.0), "coronal": (-68.0, -8.0), "ax
 
 
 def _axis(plane: str) -> int:
-    if plane not in PLANE_AXIS:
+    if plane not in PLANE_AXES:
         raise ValueError(f"unknown plane {plane!r}; expected one of {', '.join(PLANES)}")
-    return PLANE_AXIS[plane]
+    return PLANE_AXES[plane]
 
 
 def _padding(in_plane_shape: tuple[int, int], size: int, plane: str) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -85,7 +85,7 @@ def brain_slice_indices(mask: np.ndarray, plane: str, min_voxels: int = 1) -> np
 
 
 def indices_in_range_mm(affine: np.ndarray, shape: tuple[int, int, int], plane: str, range_mm: tuple[float, float]) -> np.ndarray:
-    """Indices of the slices along ``plane`` whose world coordinate (mm, on the normal) lies in ``range_mm``."""
+    """Indices of the slices along ``plane`` whose world coordinate (mm) lies in ``range_mm`` (axis-aligned grid)."""
     axis = _axis(plane)
     low, high = sorted(range_mm)
     positions = affine[axis, axis] * np.arange(shape[axis]) + affine[axis, 3]
