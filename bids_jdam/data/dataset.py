@@ -1,0 +1,127 @@
+"""Training slices: paired (PET, MRI) 2D slices of model-grid volumes, and subject-level splits.
+
+Volumes arrive in model units (T1w normalized, PET in SUVR with background 0). Splits are made per subject, never
+per slice, so no held-out subject leaks into training through a neighbouring slice; they are balanced by diagnosis
+and written to ``splits.json`` next to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bids_jdam.data.slices import cut_slice, pad_slice, select_slices
+
+
+@dataclass(frozen=True)
+class SubjectVolumes:
+    """One subject's co-registered volumes on the model grid, in model units."""
+
+    subject: str
+    diagnosis: str
+    t1: np.ndarray  # normalized T1w
+    pet: np.ndarray  # SUVR, background 0
+    brain_mask: np.ndarray  # bool
+    affine: np.ndarray
+
+
+class SliceSample(NamedTuple):
+    """One training example; ``pet`` and ``mri`` are ``[1, size, size]`` float32 tensors."""
+
+    pet: torch.Tensor
+    mri: torch.Tensor
+    plane: str
+    subject: str
+    index: int
+
+
+class PairedSliceDataset(Dataset):
+    """Every brain-containing slice of every subject in the configured planes, padded to ``slice_size``."""
+
+    def __init__(
+        self,
+        volumes: list[SubjectVolumes],
+        planes: tuple[str, ...],
+        slice_size: int,
+        min_brain_voxels: int = 1,
+        range_mm: dict[str, tuple[float, float]] | None = None,
+    ):
+        self.volumes = volumes
+        self.slice_size = slice_size
+        self.items = [
+            (volume_index, plane, int(index))
+            for volume_index, volume in enumerate(volumes)
+            for plane in planes
+            for index in select_slices(volume.brain_mask, volume.affine, plane, min_brain_voxels, range_mm)
+        ]
+        if not self.items:
+            raise ValueError("no slice with brain in the given volumes and planes")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item: int) -> SliceSample:
+        volume_index, plane, index = self.items[item]
+        volume = self.volumes[volume_index]
+
+        def padded(image: np.ndarray) -> torch.Tensor:
+            data = pad_slice(cut_slice(image, plane, index).astype(np.float32), plane, self.slice_size)
+            return torch.from_numpy(np.ascontiguousarray(data))[None]
+
+        return SliceSample(padded(volume.pet), padded(volume.t1), plane, volume.subject, index)
+
+    def stacked(self, items: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(PET, MRI) batches ``[len(items), 1, size, size]`` of the given dataset positions."""
+        samples = [self[int(i)] for i in items]
+        return torch.stack([s.pet for s in samples]), torch.stack([s.mri for s in samples])
+
+
+def split_subjects(diagnoses: dict[str, str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Seeded subject-level train/validation split, balanced by diagnosis.
+
+    Each diagnosis group gives ``round(val_fraction * n)`` subjects to validation; at least one subject is held out
+    overall when ``val_fraction > 0`` and there are two or more subjects.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for subject in sorted(diagnoses):
+        groups[diagnoses[subject]].append(subject)
+    validation: list[str] = []
+    leftovers: list[str] = []
+    for diagnosis in sorted(groups):
+        members = list(rng.permutation(groups[diagnosis]))
+        n_val = int(round(val_fraction * len(members)))
+        validation += members[:n_val]
+        leftovers += members[n_val:]
+    if val_fraction > 0 and not validation and len(leftovers) >= 2:
+        validation.append(leftovers.pop(int(rng.integers(len(leftovers)))))
+    return {"train": sorted(leftovers), "validation": sorted(validation)}
+
+
+def write_splits(path: Path, splits: dict[str, list[str]], diagnoses: dict[str, str], seed: int) -> None:
+    """Write the split with each subject's diagnosis and the seed to ``path`` (atomically)."""
+    path = Path(path)
+    payload = {
+        "seed": seed,
+        **{name: {subject: diagnoses[subject] for subject in subjects} for name, subjects in splits.items()},
+    }
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        handle.write(json.dumps(payload, indent=2) + "\n")
+    os.replace(handle.name, path)
+
+
+def read_splits(path: Path) -> dict[str, list[str]]:
+    """The subject lists of a ``splits.json`` written by :func:`write_splits`."""
+    payload = json.loads(Path(path).read_text())
+    return {name: sorted(payload[name]) for name in ("train", "validation")}
