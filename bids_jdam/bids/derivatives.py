@@ -1,0 +1,359 @@
+"""Write the synthetic PET as a BIDS derivative dataset: names, sidecars, dataset_description, atomic staging.
+
+Names follow the BIDS schema shipped with pybids (``bidsschematools``): the source image's entities and ``trc-``,
+``space-``, ``res-``, ``desc-``, as far as the target file rule allows them, in the schema's entity order (so
+``trc-`` comes before ``run-``: ``sub-01_ses-A_trc-FDG_run-1_space-T1w_desc-jdam_pet.nii.gz``), then the suffix.
+A PET name carries only the subject, session and run of its T1w: a PET derivative has no ``acq-`` or ``ce-``
+entity, and its ``rec-`` means a PET reconstruction, not the MR one (the query refuses inputs that would then
+collide). Transforms (``_xfm``) have no rule in the specification: they are named as fMRIPrep names them
+and listed in ``.bidsignore``.
+
+Sidecar choices, checked with ``bids-validator-deno`` 3.x: files under ``pet/`` in a derivative dataset must have
+``SkullStripped``, and images in a non-template space (``space-T1w``) must have ``SpatialReference``; the
+validator demands none of the raw-PET acquisition fields there (InjectedRadioactivity, TimeZero, ScanStart,
+InjectionStart, FrameTimesStart, FrameDuration, ReconMethodName, AttenuationCorrection, ...). Nothing was
+injected, scanned or reconstructed, so those fields are omitted rather than filled with invented numbers;
+TracerName, TracerRadionuclide and Units describe what the image stands for. SUVR is a ratio, so Units is
+"unitless" and the reference region is named in Description.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import nibabel as nib
+from bidsschematools import schema as bids_schema
+
+from bids_jdam.bids.query import AnatInput
+from bids_jdam.errors import InputError
+
+LOGGER = logging.getLogger(__name__)
+
+PIPELINE_NAME = "bids-jdam"
+TEMPLATE_SPACE = "MNI152NLin2009aSym"
+NATIVE_SPACE = "T1w"
+DERIVED_ENTITIES = ("trc", "space", "res", "desc")
+PET_SOURCE_ENTITIES = ("sub", "ses", "run")
+TRANSFORM_GLOB = "*_xfm.*"
+# The specification version the names and sidecars were checked against; bidsschematools may be newer than the
+# validator, which warns about versions it does not know.
+BIDS_VERSION = "1.10.0"
+CONTAINER_TYPE_ENV = "BIDS_JDAM_CONTAINER_TYPE"
+CONTAINER_TAG_ENV = "BIDS_JDAM_CONTAINER_TAG"
+
+
+@lru_cache(maxsize=1)
+def _schema() -> Any:
+    return bids_schema.load_schema()
+
+
+@lru_cache(maxsize=None)
+def _entity_order() -> tuple[str, ...]:
+    """Short entity keys (sub, ses, ..., desc) in the order the specification fixes for file names."""
+    schema = _schema()
+    return tuple(schema.objects.entities[name].name for name in schema.rules.entities)
+
+
+@lru_cache(maxsize=None)
+def _allowed_entities(suffix: str, datatype: str) -> frozenset[str]:
+    """Short entity keys that the derivative file rule for ``datatype/suffix`` accepts."""
+    schema = _schema()
+    for rules in schema.rules.files.deriv.values():
+        for rule in rules.values():
+            if suffix in (rule.get("suffixes") or []) and datatype in (rule.get("datatypes") or []):
+                if "template" in rule.entities:
+                    continue
+                return frozenset(schema.objects.entities[name].name for name in rule.entities)
+    raise ValueError(f"the BIDS schema has no derivative rule for {datatype}/*_{suffix}")
+
+
+def _join_entities(entities: Mapping[str, str]) -> str:
+    order = _entity_order()
+    ordered = sorted(entities.items(), key=lambda item: order.index(item[0]))
+    for key, value in ordered:
+        if not str(value).isalnum():
+            raise ValueError(f"BIDS label {key}-{value} must be letters and digits only")
+    return "_".join(f"{key}-{value}" for key, value in ordered)
+
+
+def _datatype_for(suffix: str) -> str:
+    return "pet" if suffix == "pet" else "anat"
+
+
+def derivative_name(
+    source_entities: Mapping[str, str],
+    *,
+    space: str,
+    desc: str | None,
+    suffix: str,
+    extension: str,
+    trc: str | None = None,
+    res: str | None = None,
+) -> str:
+    """``sub-01_ses-A_trc-FDG_run-1_space-T1w_desc-jdam_pet.nii.gz`` from the source's short-key entities."""
+    datatype = _datatype_for(suffix)
+    allowed = _allowed_entities(suffix, datatype)
+    carried = PET_SOURCE_ENTITIES if datatype == "pet" else allowed
+    entities = {key: value for key, value in source_entities.items()
+                if key in allowed and key in carried and key not in DERIVED_ENTITIES}
+    derived = {"trc": trc, "space": space, "res": res, "desc": desc}
+    entities.update({key: value for key, value in derived.items() if value is not None and key in allowed})
+    return f"{_join_entities(entities)}_{suffix}{extension}"
+
+
+def _subject_folder(source_entities: Mapping[str, str], datatype: str) -> Path:
+    folder = Path(f"sub-{source_entities['sub']}")
+    if "ses" in source_entities:
+        folder /= f"ses-{source_entities['ses']}"
+    return folder / datatype
+
+
+def derivative_path(
+    source_entities: Mapping[str, str],
+    *,
+    space: str,
+    desc: str | None,
+    suffix: str,
+    extension: str,
+    trc: str | None = None,
+    res: str | None = None,
+) -> Path:
+    """The output path relative to the derivative dataset: ``sub-01/[ses-A/]pet/<derivative_name>``."""
+    name = derivative_name(source_entities, space=space, desc=desc, suffix=suffix, extension=extension,
+                           trc=trc, res=res)
+    return _subject_folder(source_entities, _datatype_for(suffix)) / name
+
+
+def transform_path(
+    source_entities: Mapping[str, str], *, from_space: str, to_space: str, extension: str, mode: str = "image"
+) -> Path:
+    """``sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5`` (fMRIPrep's convention)."""
+    allowed = _allowed_entities("mask", "anat")
+    entities = {key: value for key, value in source_entities.items()
+                if key in allowed and key not in DERIVED_ENTITIES}
+    for label in (from_space, to_space, mode):
+        if not label.isalnum():
+            raise ValueError(f"BIDS label {label!r} must be letters and digits only")
+    name = f"{_join_entities(entities)}_from-{from_space}_to-{to_space}_mode-{mode}_xfm{extension}"
+    return _subject_folder(source_entities, "anat") / name
+
+
+@dataclass(frozen=True)
+class SynthesisProvenance:
+    """How a synthetic PET was made; copied into its sidecar so that a result can be traced and reproduced."""
+
+    model_name: str
+    model_sha256: str
+    phantom_trained: bool
+    sampler: str
+    steps: int
+    seed: int
+    num_samples: int
+    reference_region: str
+    wall_time_s: float
+
+
+def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
+    """Sources always; SpatialReference where the space is not a standard template (the validator requires it)."""
+    fields: dict[str, Any] = {"Sources": [source.bids_uri]}
+    if space == NATIVE_SPACE:
+        fields["SpatialReference"] = source.bids_uri
+    return fields
+
+
+def pet_sidecar(
+    source: AnatInput,
+    provenance: SynthesisProvenance,
+    *,
+    space: str,
+    statistic: str = "mean",
+    skull_stripped: bool = True,
+) -> dict[str, Any]:
+    """Sidecar of a synthetic PET (``statistic="mean"``) or of its standard-deviation map (``"std"``)."""
+    if statistic not in ("mean", "std"):
+        raise ValueError(f"statistic must be 'mean' or 'std', got {statistic!r}")
+    what = ("Synthetic FDG-PET" if statistic == "mean"
+            else "Voxel-wise standard deviation across the posterior samples of a synthetic FDG-PET")
+    description = (
+        f"{what} (SUVR, reference region: {provenance.reference_region}) computed from "
+        f"{source.relative_path} by the JDAM score-based diffusion model '{provenance.model_name}' "
+        f"({provenance.num_samples} sample(s), {provenance.sampler} sampler, {provenance.steps} steps). "
+        "Not a measurement: no tracer was injected and no scan was acquired."
+    )
+    if provenance.phantom_trained:
+        description += " The model was trained on phantoms, not for real patients."
+    sidecar: dict[str, Any] = {
+        "Description": description,
+        "SkullStripped": skull_stripped,
+        **_spatial_fields(source, space),
+        "TracerName": "FDG",
+        "TracerRadionuclide": "F18",
+        "Units": "unitless",
+        "ModelName": provenance.model_name,
+        "ModelSHA256": provenance.model_sha256,
+        "ModelTrainedOnPhantoms": provenance.phantom_trained,
+        "Sampler": provenance.sampler,
+        "SamplerSteps": provenance.steps,
+        "RandomSeed": provenance.seed,
+        "NumberOfSamples": provenance.num_samples,
+        "SynthesisWallTimeSeconds": round(provenance.wall_time_s, 3),
+    }
+    if source.field_strength is not None:
+        sidecar["MagneticFieldStrength"] = source.field_strength
+    return sidecar
+
+
+def mask_sidecar(source: AnatInput, *, space: str) -> dict[str, Any]:
+    """Sidecar of the brain mask the synthesis was restricted to."""
+    return {
+        "Type": "Brain",
+        "Description": f"Brain mask of {source.relative_path}, the region where the synthetic PET is defined.",
+        **_spatial_fields(source, space),
+    }
+
+
+def _container_from_environment() -> dict[str, str] | None:
+    """Container images set these variables, so a run inside one records which image produced the outputs."""
+    container_type = os.environ.get(CONTAINER_TYPE_ENV)
+    container_tag = os.environ.get(CONTAINER_TAG_ENV)
+    if not container_type:
+        return None
+    return {"Type": container_type, **({"Tag": container_tag} if container_tag else {})}
+
+
+def _read_existing_description(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read the existing dataset_description.json ({error})") from None
+    generated_by = existing.get("GeneratedBy") if isinstance(existing, dict) else None
+    names = [entry.get("Name") for entry in generated_by or [] if isinstance(entry, dict)]
+    if not isinstance(existing, dict) or existing.get("DatasetType") != "derivative" or PIPELINE_NAME not in names:
+        others = ", ".join(str(name) for name in names) or "not a bids-jdam derivative dataset"
+        raise InputError(f"{path}: the output folder belongs to another dataset ({others}); choose another one")
+    return existing
+
+
+def write_dataset_description(
+    out_dir: Path, *, source_dir: Path, version: str, container: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Create or update ``out_dir/dataset_description.json``, keeping other pipelines' GeneratedBy entries."""
+    out_dir = Path(out_dir)
+    path = out_dir / "dataset_description.json"
+    existing = _read_existing_description(path)
+    container = container or _container_from_environment()
+    generated = {"Name": PIPELINE_NAME, "Version": version,
+                 "Description": "Synthetic FDG-PET from T1-weighted MRI (JDAM score-based diffusion model)"}
+    if container:
+        generated["Container"] = container
+    raw_link = Path(source_dir).absolute().as_uri()
+    description: dict[str, Any] = dict(existing or {})
+    description.update({
+        "Name": description.get("Name", "bids-jdam: synthetic FDG-PET"),
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [entry for entry in description.get("GeneratedBy", [])
+                        if entry.get("Name") != PIPELINE_NAME] + [generated],
+    })
+    sources = [entry for entry in description.get("SourceDatasets", []) if entry.get("URL") != "bids:raw:"]
+    description["SourceDatasets"] = sources + [{"URL": "bids:raw:"}]
+    links = dict(description.get("DatasetLinks", {}))
+    if links.get("raw") not in (None, raw_link):
+        LOGGER.warning("%s: the raw dataset link changes from %s to %s", path, links["raw"], raw_link)
+    links["raw"] = raw_link
+    description["DatasetLinks"] = links
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, description)
+    return description
+
+
+def write_bidsignore(out_dir: Path, patterns: list[str] | None = None) -> None:
+    """Add ``patterns`` (default: the transforms) to ``out_dir/.bidsignore``, keeping lines already there."""
+    path = Path(out_dir) / ".bidsignore"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    lines += [pattern for pattern in (patterns or [TRANSFORM_GLOB]) if pattern not in lines]
+    _atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _temporary_sibling(path: Path) -> Path:
+    """A hidden file in the same folder (same filesystem, so os.replace is atomic) that keeps the extension."""
+    return path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = _temporary_sibling(path)
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON so that readers never see a half-written file."""
+    _atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_nifti(image: nib.Nifti1Image, path: Path) -> None:
+    """Save a NIfTI image so that readers never see a half-written file."""
+    path = Path(path)
+    temporary = _temporary_sibling(path)
+    try:
+        nib.save(image, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class ParticipantStaging:
+    """Collect one participant's outputs in a hidden folder of ``out_dir`` and move them in only on success.
+
+    Use ``staging.path(relative)`` for every output; on a clean exit each file is moved to ``out_dir/relative``
+    (os.replace, so an earlier run's file is replaced whole); on an exception the staging folder is deleted and
+    ``out_dir`` is left as it was.
+    """
+
+    def __init__(self, out_dir: Path, subject: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.staging_dir = self.out_dir / f".staging-sub-{subject}-{uuid.uuid4().hex}"
+
+    def __enter__(self) -> ParticipantStaging:
+        self.staging_dir.mkdir(parents=True)
+        return self
+
+    def path(self, relative: Path | str) -> Path:
+        """Where to write the output that will end up at ``out_dir/relative`` (parent folders created)."""
+        staged = self.staging_dir / relative
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        return staged
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self._publish()
+        finally:
+            shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+    def _publish(self) -> None:
+        staged_files = sorted(p for p in self.staging_dir.rglob("*") if p.is_file())
+        for staged in staged_files:
+            target = self.out_dir / staged.relative_to(self.staging_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)

@@ -1,0 +1,68 @@
+"""Run the official BIDS validator (``bids-validator-deno``) and keep only what decides pass or fail.
+
+The validator is the reference for what the specification accepts, so both the input check of the app and the
+tests of the derivatives writer go through it rather than through hand-written rules. It runs offline with its
+bundled schema.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bids_jdam.errors import InputError
+
+VALIDATOR_EXECUTABLE = "bids-validator-deno"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Outcome of one validator run: ``errors`` holds one line per error ("CODE [subCode]: location")."""
+
+    ok: bool
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_validator() -> Path:
+    """Locate the validator beside the running interpreter (a venv without PATH set up) or on PATH."""
+    beside_python = Path(sys.executable).parent / VALIDATOR_EXECUTABLE
+    if beside_python.is_file():
+        return beside_python
+    on_path = shutil.which(VALIDATOR_EXECUTABLE)
+    if on_path is None:
+        raise InputError(
+            f"{VALIDATOR_EXECUTABLE} is not installed: `pip install bids-validator-deno`, "
+            "or pass --skip-bids-validation"
+        )
+    return Path(on_path)
+
+
+def _issue_line(issue: dict) -> str:
+    code = issue.get("code", "UNKNOWN")
+    sub_code = issue.get("subCode")
+    label = f"{code} {sub_code}" if sub_code else code
+    return f"{label}: {issue.get('location', '?')}"
+
+
+def run_bids_validator(path: Path, *, ignore_warnings: bool = True) -> ValidationResult:
+    """Validate the dataset at ``path``; raise InputError only when the validator itself cannot run."""
+    command = [str(find_validator()), "--format", "json", "--no-color"]
+    if ignore_warnings:
+        command.append("--ignoreWarnings")
+    command.append(str(path))
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        report = json.loads(completed.stdout)
+        issues = report["issues"]["issues"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        message = (completed.stderr or completed.stdout).strip().splitlines()
+        reason = message[-1] if message else f"exit code {completed.returncode}"
+        raise InputError(f"{path}: {VALIDATOR_EXECUTABLE} gave no readable report ({reason})") from None
+    errors = [_issue_line(issue) for issue in issues if issue.get("severity") == "error"]
+    warnings = [_issue_line(issue) for issue in issues if issue.get("severity") == "warning"]
+    return ValidationResult(ok=not errors, errors=errors, warnings=warnings)
