@@ -1,0 +1,39 @@
+"""Reproducible per-slice noise: each slice draws from its own generator, so results never depend on batch size.
+
+A slice is identified by the key (seed, plane, slice index, sample index); the same key yields the same stream
+of Gaussian draws whether the slice is sampled alone or with others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+SliceKey = tuple[int, str, int, int]  # (seed, plane, slice index, sample index)
+
+
+def generator_seed(key: SliceKey) -> int:
+    """A 63-bit seed that is a stable function of the key (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(repr(tuple(key)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class SliceNoise:
+    """One CPU torch.Generator per slice; ``randn()`` stacks one draw per slice and moves it to ``device``."""
+
+    def __init__(self, keys: list[SliceKey], shape_per_item: tuple[int, ...], device: torch.device | str = "cpu"):
+        if not keys:
+            raise ValueError("SliceNoise needs at least one slice key")
+        self.shape_per_item = tuple(shape_per_item)
+        self.device = torch.device(device)
+        self.generators = [torch.Generator().manual_seed(generator_seed(key)) for key in keys]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self) -> Tensor:
+        """[B, *shape_per_item] standard normal; row b is the next draw of slice b's own stream."""
+        draws = torch.stack([torch.randn(self.shape_per_item, generator=g) for g in self.generators])
+        return draws.to(self.device)
