@@ -28,7 +28,7 @@ test-all: venv
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(BIN)/python -m bids_jdam.demo --out $(DEMO_OUT)
+	$(BIN)/python -m bids_jdam.cli.demo --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

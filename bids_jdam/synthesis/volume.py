@@ -134,7 +134,7 @@ def _sample_chunk(denoiser_fn, chunk, cond_by_plane, sde, sampler_cfg, device, c
         cond = torch.from_numpy(np.stack([cond_by_plane[p][i] for p, i, _ in chunk])[:, None]).to(device)
     size = next(iter(cond_by_plane.values())).shape[-1]
     keys = [(sampler_cfg.seed, plane, index, s) for plane, index, s in chunk]
-    x = sample(denoiser_fn, cond, (len(chunk), 1, size, size), sampler_cfg, sde, keys)
+    x = sample(denoiser_fn, cond, (len(chunk), 1, size, size), sampler_cfg, sde, keys, device=device)
     return x[:, 0].float().cpu().numpy()
 
 
