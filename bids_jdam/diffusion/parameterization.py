@@ -24,7 +24,10 @@ def _per_item(sigma: Tensor, like: Tensor) -> Tensor:
 
 
 class Denoiser(nn.Module, abc.ABC):
-    """D(x, sigma, cond) ~ E[x0 | x, y]; ``parameterization`` names the training recipe (see losses.dsm_loss)."""
+    """D(x, sigma, cond) ~ E[x0 | x, y]; ``parameterization`` names the training recipe (see losses.dsm_loss).
+
+    A "preconditioned" denoiser also carries ``sigma_data``, which sets EDM's loss weight.
+    """
 
     parameterization: str
 
@@ -45,6 +48,7 @@ class NetworkDenoiser(Denoiser):
         self.net = net
 
     def network(self, x: Tensor, noise_label: Tensor, cond: Tensor | None) -> Tensor:
+        """The raw U-Net output for input x (already scaled by the subclass) and the MRI slice ``cond``."""
         if not self.net.conditional:
             return self.net(x, noise_label)
         if cond is None:
