@@ -1,0 +1,324 @@
+"""Group level: gather every image's metrics JSON into ``group_metrics.tsv`` and ``group_report.html``.
+
+It reads derivatives only (never reruns anything) and tolerates partial outputs from many independent jobs:
+unreadable metrics files and images whose status is not ``ok`` are listed, not fatal, and every participant of the
+dataset without a usable output is named in the report.
+
+Outliers: for each measure, the modified z-score of Iglewicz and Hoaglin, ``0.6745 (x - median) / MAD``; an image is
+flagged when ``|z| > 3.5`` on any measure. Quality and check measures are compared across all images; regional SUVR
+within each diagnosis group (when participants.tsv gives one), so that AD hypometabolism is not called an outlier
+against CN. When over half the values are equal (MAD = 0) the scale is 1.2533 times the mean absolute deviation
+instead. A measure is skipped in a group of fewer than five images or when all its values are equal.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bids_jdam.errors import InputError
+from bids_jdam.reports.atomic import write_text_atomic
+from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
+from bids_jdam.reports.participant import PHANTOM_BANNER
+from bids_jdam.reports.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
+
+LOGGER = logging.getLogger(__name__)
+
+OUTLIER_Z = 3.5
+MIN_IMAGES_FOR_OUTLIERS = 5
+DIAGNOSIS_COLUMNS = ("diagnosis", "dx", "group")
+QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse")
+CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
+MEASURE_LABELS = {
+    "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE", "noise_index": "noise index",
+    "brain_volume_ml": "brain volume (ml)", "registration_correlation": "registration: correlation",
+    "brain_extraction_dice": "brain extraction: Dice",
+}
+
+
+def run_group_level(output_dir: Path, bids_dir: Path | None) -> tuple[Path, Path]:
+    """Write ``group_metrics.tsv`` and ``group_report.html`` into ``output_dir``; return both paths."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        raise InputError(f"{output_dir}: the output directory does not exist; run the participant level first")
+    metrics, problems = collect_metrics(output_dir)
+    participants = read_participants(bids_dir)
+    table = metrics_table(metrics, participants)
+    flag_outliers(table)
+    expected = expected_participants(output_dir, bids_dir, participants)
+    missing = sorted(set(expected) - set(table["participant_id"]))
+    LOGGER.info("group level: %d images, %d participants without outputs", len(table), len(missing))
+
+    tsv_path = write_text_atomic(
+        output_dir / "group_metrics.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    )
+    html_path = write_text_atomic(
+        output_dir / "group_report.html", _group_html(output_dir, table, metrics, missing, problems, expected)
+    )
+    return tsv_path, html_path
+
+
+def collect_metrics(output_dir: Path) -> tuple[list[ParticipantMetrics], list[str]]:
+    """Every readable metrics JSON with status ``ok``, and one line per file that was skipped and why."""
+    metrics, problems = [], []
+    for path in sorted(Path(output_dir).glob(f"sub-*/figures/*{METRICS_SUFFIX}")):
+        try:
+            item = ParticipantMetrics.from_json(path)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        if item.status != "ok":
+            problems.append(f"{path}: status {item.status!r}")
+            continue
+        metrics.append(item)
+    return metrics, problems
+
+
+def read_participants(bids_dir: Path | None) -> pd.DataFrame | None:
+    """The dataset's participants.tsv (participant_id with ``sub-``, plus a ``diagnosis`` column if it has one)."""
+    if bids_dir is None or not (Path(bids_dir) / "participants.tsv").is_file():
+        return None
+    path = Path(bids_dir) / "participants.tsv"
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot parse the participants table ({exc})") from exc
+    if "participant_id" not in table.columns:
+        raise InputError(f"{path}: no participant_id column")
+    table["participant_id"] = [p if p.startswith("sub-") else f"sub-{p}" for p in table["participant_id"]]
+    lower = {column.lower(): column for column in table.columns}
+    found = next((lower[name] for name in DIAGNOSIS_COLUMNS if name in lower), None)
+    table["diagnosis"] = table[found] if found else None
+    return table[["participant_id", "diagnosis"]]
+
+
+def metrics_table(metrics: list[ParticipantMetrics], participants: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per image: identifiers, diagnosis, quality, checks and regional SUVR (``suvr_``/``realsuvr_``)."""
+    regions = sorted({region for item in metrics for region in item.regional_suvr_synthetic})
+    real_regions = sorted({region for item in metrics for region in (item.regional_suvr_real or {})})
+    diagnoses = {} if participants is None else dict(zip(participants["participant_id"], participants["diagnosis"]))
+    rows = []
+    for item in metrics:
+        quality = item.quality
+        row = {
+            "participant_id": item.participant_id,
+            "session": item.session,
+            "run": item.run,
+            "field_strength": item.field_strength,
+            "diagnosis": diagnoses.get(item.participant_id),
+            "model": item.model.name,
+            "trained_on_phantoms": item.model.trained_on_phantoms,
+            "in_training_set": item.in_training_set,
+        }
+        row.update({name: getattr(quality, name) if quality else math.nan for name in QUALITY_MEASURES})
+        row.update({
+            "noise_index": item.noise_index,
+            "brain_volume_ml": item.brain_volume_ml,
+            "registration_correlation": item.registration.correlation_with_template,
+            "brain_extraction_dice": item.brain_extraction.dice_with_template_mask,
+        })
+        row.update({f"suvr_{r}": item.regional_suvr_synthetic.get(r, math.nan) for r in regions})
+        row.update({f"realsuvr_{r}": (item.regional_suvr_real or {}).get(r, math.nan) for r in real_regions})
+        rows.append(row)
+    columns = (
+        ["participant_id", "session", "run", "field_strength", "diagnosis", "model", "trained_on_phantoms",
+         "in_training_set", *QUALITY_MEASURES, *CHECK_MEASURES]
+        + [f"suvr_{r}" for r in regions] + [f"realsuvr_{r}" for r in real_regions]
+    )
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values(["participant_id", "session", "run"], na_position="first", ignore_index=True)
+
+
+def outlier_measures(table: pd.DataFrame) -> list[str]:
+    """The numeric columns screened for outliers."""
+    return [c for c in table.columns if c in QUALITY_MEASURES or c in CHECK_MEASURES or "suvr_" in c]
+
+
+def flag_outliers(table: pd.DataFrame) -> None:
+    """Add ``outlier`` (bool) and ``outlier_measures`` (comma-separated) columns in place (rule in the docstring)."""
+    flagged: list[list[str]] = [[] for _ in range(len(table))]
+    by_diagnosis = "diagnosis" if table["diagnosis"].notna().any() else None
+    for column in outlier_measures(table):
+        for _, rows in _groups(table, by_diagnosis if "suvr_" in column else None):
+            values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
+            for position in np.flatnonzero(_robust_outliers(values)):
+                flagged[table.index.get_loc(rows.index[position])].append(column)
+    table["outlier"] = [bool(names) for names in flagged]
+    table["outlier_measures"] = [",".join(names) for names in flagged]
+
+
+def _robust_outliers(values: np.ndarray) -> np.ndarray:
+    """True where the modified z-score exceeds the limit; all False when the rule cannot be applied."""
+    finite = values[np.isfinite(values)]
+    if finite.size < MIN_IMAGES_FOR_OUTLIERS:
+        return np.zeros(values.shape, dtype=bool)
+    median = np.median(finite)
+    deviations = np.abs(finite - median)
+    scale = np.median(deviations) / 0.6745
+    if scale == 0:  # over half the values are equal: Iglewicz and Hoaglin's fallback on the mean absolute deviation
+        scale = 1.253314 * np.mean(deviations)
+    if scale == 0:
+        return np.zeros(values.shape, dtype=bool)
+    return np.abs(np.nan_to_num((values - median) / scale)) > OUTLIER_Z
+
+
+def expected_participants(output_dir: Path, bids_dir: Path | None, participants: pd.DataFrame | None) -> list[str]:
+    """Participants that should have outputs: participants.tsv, else the ``sub-*`` folders of the dataset.
+
+    Without a dataset, the ``sub-*`` folders of the output directory stand in (a folder without metrics failed).
+    """
+    if participants is not None:
+        return sorted(set(participants["participant_id"]))
+    root = Path(bids_dir) if bids_dir is not None else Path(output_dir)
+    return sorted(p.name for p in root.glob("sub-*") if p.is_dir())
+
+
+def _group_html(
+    output_dir: Path, table: pd.DataFrame, metrics: list[ParticipantMetrics], missing: list[str], problems: list[str],
+    expected: list[str],
+) -> str:
+    body = []
+    if any(item.model.trained_on_phantoms for item in metrics):
+        body.append(f'<div class="banner">{html.escape(PHANTOM_BANNER)}</div>')
+    n_outliers = int(table["outlier"].sum())
+    body.append(
+        f"<p>{len(table)} image(s) of {table['participant_id'].nunique()} participant(s) succeeded; "
+        f"{len(missing)} of {len(expected)} participant(s) have no output; {len(problems)} metrics file(s) "
+        f"skipped; {n_outliers} image(s) flagged as outliers.</p>"
+    )
+
+    body.append("<h2>Participants without outputs</h2>")
+    body.append(bullet_list(missing) if missing else "<p>None: every participant has at least one output.</p>")
+    if problems:
+        body.append("<h3>Skipped metrics files</h3>" + bullet_list(problems, "warnings"))
+    if table.empty:
+        body.append("<p>No image succeeded, so there is nothing to plot.</p>")
+        return page("bids-jdam: group report", "\n".join(body))
+
+    groupings = [c for c in ("diagnosis", "field_strength") if table[c].notna().any()]
+    body.append("<h2>Regional SUVR</h2>")
+    by = "diagnosis" if "diagnosis" in groupings else None
+    for prefix, label in (("suvr_", "synthetic PET"), ("realsuvr_", "real PET")):
+        columns = [c for c in table.columns if c.startswith(prefix)]
+        if columns and table[columns].notna().any().any():
+            body.append(embedded_png(
+                _regional_figure(table, columns, by, label), f"regional SUVR {label}",
+                f"Mean SUVR per region, {label}" + (", by diagnosis." if by else "."),
+            ))
+            body.append(_regional_means_table(table, columns, by))
+
+    quality_present = [m for m in QUALITY_MEASURES if table[m].notna().any()]
+    sections = [("Image quality (images with a real PET)", quality_present), ("Noise index and checks", CHECK_MEASURES)]
+    for title, measures in sections:
+        if not measures:
+            continue
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        caption = "; ".join(f"row {i}: by {g.replace('_', ' ')}" for i, g in enumerate(groupings, start=1))
+        body.append(embedded_png(
+            _distribution_figure(table, list(measures), groupings or [None]), title,
+            (caption + "; " if caption else "") + "red dots: flagged outliers.",
+        ))
+
+    body.append("<h2>Outliers</h2>")
+    body.append(
+        f"<p class=\"note\">Modified z-score 0.6745 (x - median) / MAD per measure, flagged when |z| &gt; {OUTLIER_Z}: "
+        f"quality and checks across all images, regional SUVR within each diagnosis group; a measure needs at "
+        f"least {MIN_IMAGES_FOR_OUTLIERS} images in its group; 1.2533 x the mean absolute deviation replaces a zero "
+        f"MAD.</p>"
+    )
+    flagged = table[table["outlier"]]
+    body.append(
+        data_table(["participant_id", "session", "run", "measures"],
+                   flagged[["participant_id", "session", "run", "outlier_measures"]].values.tolist())
+        if len(flagged) else "<p>No outliers.</p>"
+    )
+
+    body.append("<h2>All images</h2>")
+    links = "".join(
+        f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>' for p in table["participant_id"].unique()
+        if (output_dir / f"{p}.html").is_file()
+    )
+    if links:
+        body.append(f"<p>Participant reports:</p><nav><ul>{links}</ul></nav>")
+    shown = ["participant_id", "session", "run", "diagnosis", "field_strength", *quality_present, *CHECK_MEASURES]
+    body.append(data_table(shown, table[shown].values.tolist(), table["outlier"].tolist()))
+    return page("bids-jdam: group report", "\n".join(body))
+
+
+def _groups(table: pd.DataFrame, by: str | None) -> list[tuple[str, pd.DataFrame]]:
+    if by is None:
+        return [("all", table)]
+    keys = table[by].map(lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return [(key, table[keys == key]) for key in sorted(keys.unique())]
+
+
+def _distribution_figure(table: pd.DataFrame, measures: list[str], groupings: list[str | None]) -> bytes:
+    """A grid of panels, one row per grouping and one column per measure: a box per group, every image a dot."""
+    figure = Figure(figsize=(2.8 * len(measures), 2.6 * len(groupings)))
+    figure.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.12, wspace=0.35, hspace=0.45)
+    for row, grouping in enumerate(groupings):
+        groups = _groups(table, grouping)
+        for column, measure in enumerate(measures):
+            axes = figure.add_subplot(len(groupings), len(measures), row * len(measures) + column + 1)
+            for position, (_, rows) in enumerate(groups, start=1):
+                values = pd.to_numeric(rows[measure], errors="coerce").to_numpy(dtype=float)
+                keep = np.isfinite(values)
+                if keep.any():
+                    axes.boxplot(values[keep], positions=[position], widths=0.5, showfliers=False)
+                spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+                is_outlier = rows["outlier_measures"].str.split(",").map(lambda names, m=measure: m in names)
+                colours = np.where(is_outlier.to_numpy(dtype=bool), "tab:red", "tab:blue")
+                axes.scatter(position + spread[keep], values[keep], s=14, c=colours[keep], zorder=3)
+            axes.set_xticks(range(1, len(groups) + 1), [name for name, _ in groups], fontsize=8)
+            axes.tick_params(labelsize=8)
+            axes.set_title(MEASURE_LABELS.get(measure, measure), fontsize=9)
+    return _png(figure)
+
+
+def _regional_figure(table: pd.DataFrame, columns: list[str], by: str | None, label: str) -> bytes:
+    """Boxes of regional SUVR side by side per group, as the paper's Figure 7 compares AD and CN."""
+    groups = _groups(table, by)
+    width = 0.8 / len(groups)
+    figure = Figure(figsize=(max(6.0, 0.9 * len(columns) + 2), 3.4))
+    axes = figure.add_subplot()
+    colours = [f"C{i}" for i in range(len(groups))]
+    for index, (name, rows) in enumerate(groups):
+        positions = np.arange(len(columns)) + (index - (len(groups) - 1) / 2) * width
+        data = [pd.to_numeric(rows[c], errors="coerce").dropna().to_numpy(dtype=float) for c in columns]
+        filled = [i for i, values in enumerate(data) if values.size]
+        if not filled:
+            continue
+        boxes = axes.boxplot([data[i] for i in filled], positions=positions[filled], widths=width * 0.85,
+                             patch_artist=True, showfliers=False)
+        for box in boxes["boxes"]:
+            box.set_facecolor(colours[index])
+            box.set_alpha(0.6)
+        axes.plot([], [], "s", color=colours[index], label=f"{name} (n={len(rows)})")
+    names = [c.split("suvr_", 1)[1].replace("_", " ") for c in columns]
+    axes.set_xticks(np.arange(len(columns)), names, rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel(f"mean SUVR, {label}")
+    axes.legend(fontsize=8)
+    figure.subplots_adjust(left=0.09, right=0.98, top=0.95, bottom=0.36)
+    return _png(figure)
+
+
+def _regional_means_table(table: pd.DataFrame, columns: list[str], by: str | None) -> str:
+    header = ["group", "n", *[c.split("suvr_", 1)[1] for c in columns]]
+    rows = [
+        [name, len(rows), *[float(pd.to_numeric(rows[c], errors="coerce").mean()) for c in columns]]
+        for name, rows in _groups(table, by)
+    ]
+    return data_table(header, rows)
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()

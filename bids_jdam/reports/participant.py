@@ -1,0 +1,167 @@
+"""Participant report: reportlets under ``sub-X/figures/`` and one self-contained ``sub-X.html`` per subject.
+
+One report covers every session and run of the subject (one :class:`ReportEntry` each). The metrics JSON of each
+entry is written first, so the group level has its numbers even if drawing a figure fails.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from bids_jdam.errors import InputError
+from bids_jdam.reports import reportlets
+from bids_jdam.reports.atomic import write_text_atomic
+from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page
+from bids_jdam.reports.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
+from bids_jdam.reports.reportlets import ImageLike
+
+PHANTOM_BANNER = "Model trained on synthetic phantoms \N{EM DASH} not for real patients."
+
+
+@dataclass
+class ReportEntry:
+    """One synthesized image: the files its figures are drawn from (all on the model grid) and its metrics.
+
+    ``stem`` holds the image's BIDS entities, e.g. ``sub-01_ses-A_run-1``. PET images are in SUVR.
+    """
+
+    stem: str
+    t1w: ImageLike  # preprocessed T1w on the model grid
+    brain_mask: ImageLike
+    template_t1: ImageLike
+    synthetic_pet: ImageLike  # mean of the K samples
+    std_map: ImageLike | None  # SD across the K samples; None when K = 1
+    real_pet: ImageLike | None
+    metrics: ParticipantMetrics
+
+
+def figures_dir(out_dir: Path, subject: str) -> Path:
+    """Where a subject's reportlets and metrics JSON live."""
+    return Path(out_dir) / _subject_id(subject) / "figures"
+
+
+def metrics_json_path(out_dir: Path, stem: str) -> Path:
+    """The metrics JSON of the image named ``stem`` (its subject is the stem's first entity)."""
+    return figures_dir(out_dir, stem.split("_")[0]) / f"{stem}{METRICS_SUFFIX}"
+
+
+def write_participant_report(out_dir: Path, subject: str, entries: list[ReportEntry]) -> Path:
+    """Write metrics JSONs, reportlets and ``out_dir/sub-X.html`` for one subject; return the HTML path."""
+    subject_id = _subject_id(subject)
+    if not entries:
+        raise InputError(f"{subject_id}: no synthesized image to report on")
+    for entry in entries:
+        if entry.stem.split("_")[0] != subject_id:
+            raise InputError(f"{entry.stem}: this image does not belong to {subject_id}")
+        entry.metrics.to_json(metrics_json_path(out_dir, entry.stem))
+    sections = [_entry_section(Path(out_dir), entry) for entry in entries]
+    body = []
+    if any(entry.metrics.model.trained_on_phantoms for entry in entries):
+        body.append(f'<div class="banner">{html.escape(PHANTOM_BANNER)}</div>')
+    if len(entries) > 1:
+        links = "".join(f'<li><a href="#{html.escape(e.stem)}">{html.escape(e.stem)}</a></li>' for e in entries)
+        body.append(f"<nav><ul>{links}</ul></nav>")
+    body.extend(sections)
+    report = Path(out_dir) / f"{subject_id}.html"
+    return write_text_atomic(report, page(f"bids-jdam: {subject_id}", "\n".join(body)))
+
+
+def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
+    """Figures and tables of one image; figures are written to disk, then embedded."""
+    metrics = entry.metrics
+    figures = figures_dir(out_dir, entry.stem.split("_")[0])
+
+    def reportlet_path(name: str, suffix: str) -> Path:
+        return figures / f"{entry.stem}_desc-{name}_{suffix}.png"
+
+    parts = [f'<section id="{html.escape(entry.stem)}"><h2>{html.escape(entry.stem)}</h2>', _summary_table(metrics)]
+    if metrics.warnings:
+        parts.append('<h3>Warnings</h3>' + bullet_list(metrics.warnings, "warnings"))
+
+    parts.append("<h3>Brain extraction</h3>")
+    path = reportlets.brain_mask_reportlet(entry.t1w, entry.brain_mask, reportlet_path("brainmask", "T1w"))
+    parts.append(embedded_image(path, "brain mask", "Preprocessed T1w (model grid) with the brain-mask contour."))
+
+    parts.append("<h3>Registration to the template</h3>")
+    path = reportlets.registration_reportlet(
+        entry.t1w, entry.template_t1, entry.brain_mask, reportlet_path("registration", "T1w")
+    )
+    parts.append(embedded_image(path, "registration", "Edges of the registered T1w (red) over the template T1."))
+
+    parts.append("<h3>Synthetic PET (SUVR)</h3>")
+    vmax = reportlets.pet_colour_limit(entry.synthetic_pet, entry.brain_mask)
+    if entry.real_pet is not None:
+        vmax = max(vmax, reportlets.pet_colour_limit(entry.real_pet, entry.brain_mask))
+    for plane in reportlets.PLANES:
+        path = reportlets.pet_mosaic_reportlet(
+            entry.synthetic_pet, entry.brain_mask, plane, vmax, reportlet_path(f"synth{plane}", "pet")
+        )
+        parts.append(embedded_image(path, f"synthetic PET {plane}", f"Synthetic PET, {plane} slices."))
+
+    if entry.std_map is not None:
+        parts.append("<h3>Uncertainty</h3>")
+        path = reportlets.uncertainty_reportlet(
+            entry.std_map, entry.t1w, entry.brain_mask, reportlet_path("uncertainty", "pet")
+        )
+        parts.append(embedded_image(
+            path, "uncertainty", f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR)."
+        ))
+
+    parts.append("<h3>Regional SUVR</h3>")
+    path = reportlets.regional_suvr_reportlet(
+        metrics.regional_suvr_synthetic, metrics.regional_suvr_real, reportlet_path("regionalsuvr", "pet")
+    )
+    parts.append(embedded_image(path, "regional SUVR", "Mean SUVR per coarse region."))
+
+    if entry.real_pet is not None:
+        parts.append("<h3>Real PET and error</h3>")
+        if metrics.quality is not None:
+            quality = metrics.quality
+            parts.append(key_value_table([
+                ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
+                ("NMSE", quality.nmse), ("in the training set", metrics.in_training_set),
+            ]))
+        path = reportlets.pet_mosaic_reportlet(
+            entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")
+        )
+        parts.append(embedded_image(path, "real PET", "Real PET (SUVR), same slices and colour scale."))
+        path = reportlets.error_reportlet(
+            entry.synthetic_pet, entry.real_pet, entry.t1w, entry.brain_mask, reportlet_path("error", "pet")
+        )
+        parts.append(embedded_image(path, "error map", "Synthetic minus real PET: red too high, blue too low."))
+
+    parts.append("<h3>Steps run and timings</h3>")
+    parts.append(key_value_table([(step, f"{seconds:.1f} s") for step, seconds in metrics.timings.items()]))
+    parts.append("<h3>Software versions</h3>")
+    parts.append(key_value_table(sorted(metrics.versions.items())))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _summary_table(metrics: ParticipantMetrics) -> str:
+    resolution = (
+        " x ".join(f"{v:.3g}" for v in metrics.input_voxel_size_mm) + " mm"
+        if metrics.input_voxel_size_mm else None
+    )
+    sampler = metrics.sampler
+    return key_value_table([
+        ("session", metrics.session),
+        ("run", metrics.run),
+        ("field strength (T)", metrics.field_strength),
+        ("input voxel size", resolution),
+        ("model grid spacing (mm)", metrics.grid_spacing_mm),
+        ("model", f"{metrics.model.name} (sha256 {metrics.model.sha256[:12]})"),
+        ("trained on phantoms", metrics.model.trained_on_phantoms),
+        ("sampler", f"{sampler.name}, {sampler.steps} steps, K = {sampler.num_samples}, seed {sampler.seed}"),
+        ("noise index", metrics.noise_index),
+        ("brain volume (ml)", metrics.brain_volume_ml),
+        ("registration: correlation with template", metrics.registration.correlation_with_template),
+        ("brain extraction: Dice with template mask", metrics.brain_extraction.dice_with_template_mask),
+        ("status", metrics.status),
+    ])
+
+
+def _subject_id(subject: str) -> str:
+    return subject if subject.startswith("sub-") else f"sub-{subject}"

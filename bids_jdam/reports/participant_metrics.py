@@ -1,0 +1,186 @@
+"""The metrics JSON written beside each synthetic PET: what the participant report shows and the group level reads.
+
+One file per image, ``sub-X/figures/<stem>_desc-jdam_metrics.json``. The group level reads nothing else, so
+everything a group table needs is here. Non-finite numbers are written as JSON ``null``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bids_jdam.errors import InputError
+from bids_jdam.reports.atomic import write_text_atomic
+
+METRICS_SUFFIX = "_desc-jdam_metrics.json"
+
+
+@dataclass
+class ModelInfo:
+    """Which weights made the image; ``trained_on_phantoms`` puts a warning banner on the report."""
+
+    name: str
+    sha256: str
+    trained_on_phantoms: bool
+
+
+@dataclass
+class SamplerInfo:
+    """How the reverse SDE was sampled (``num_samples`` = K samples averaged into the mean image)."""
+
+    name: str
+    steps: int
+    num_samples: int
+    seed: int | None
+
+
+@dataclass
+class QualityMetrics:
+    """Synthetic vs real PET in SUVR inside the brain mask (protocol in :mod:`bids_jdam.evaluate.metrics`)."""
+
+    psnr: float
+    ssim: float
+    mae: float
+    nmse: float
+
+
+@dataclass
+class RegistrationCheck:
+    """Correlation of the registered T1w with the template T1 inside the template brain mask."""
+
+    correlation_with_template: float
+
+
+@dataclass
+class BrainExtractionCheck:
+    """Dice overlap of the subject's brain mask (in template space) with the template brain mask."""
+
+    dice_with_template_mask: float
+
+
+@dataclass
+class ParticipantMetrics:
+    """Everything measured for one synthesized image.
+
+    ``participant_id`` carries the ``sub-`` prefix (as in participants.tsv); ``session`` and ``run`` are bare
+    labels (``"A"``, ``"1"``) or None. ``quality`` and ``regional_suvr_real`` exist only when a real PET was given.
+    """
+
+    participant_id: str
+    session: str | None
+    run: str | None
+    field_strength: float | None
+    model: ModelInfo
+    sampler: SamplerInfo
+    quality: QualityMetrics | None
+    in_training_set: bool | None
+    noise_index: float
+    regional_suvr_synthetic: dict[str, float]
+    regional_suvr_real: dict[str, float] | None
+    brain_volume_ml: float
+    registration: RegistrationCheck
+    brain_extraction: BrainExtractionCheck
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    status: str = "ok"
+    input_voxel_size_mm: list[float] | None = None
+    grid_spacing_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.participant_id.startswith("sub-"):
+            self.participant_id = f"sub-{self.participant_id}"
+        if self.session is not None:
+            self.session = self.session.removeprefix("ses-")
+        if self.run is not None:
+            self.run = str(self.run).removeprefix("run-")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; NaN and infinities become None."""
+        return _finite_or_none(dataclasses.asdict(self))
+
+    def to_json(self, path: Path) -> Path:
+        """Write the metrics to ``path`` atomically."""
+        return write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParticipantMetrics:
+        """Build from a dict as written by :meth:`to_dict`; unknown keys are ignored (newer writers)."""
+        quality = data.get("quality")
+        real = data.get("regional_suvr_real")
+        return cls(
+            participant_id=str(data["participant_id"]),
+            session=_optional_str(data.get("session")),
+            run=_optional_str(data.get("run")),
+            field_strength=_optional_float(data.get("field_strength")),
+            model=ModelInfo(
+                name=str(data["model"]["name"]),
+                sha256=str(data["model"]["sha256"]),
+                trained_on_phantoms=bool(data["model"]["trained_on_phantoms"]),
+            ),
+            sampler=SamplerInfo(
+                name=str(data["sampler"]["name"]),
+                steps=int(data["sampler"]["steps"]),
+                num_samples=int(data["sampler"]["num_samples"]),
+                seed=None if data["sampler"].get("seed") is None else int(data["sampler"]["seed"]),
+            ),
+            quality=None if quality is None
+            else QualityMetrics(**{k: _float(quality[k]) for k in ("psnr", "ssim", "mae", "nmse")}),
+            in_training_set=None if data.get("in_training_set") is None else bool(data["in_training_set"]),
+            noise_index=_float(data["noise_index"]),
+            regional_suvr_synthetic={str(k): _float(v) for k, v in data["regional_suvr_synthetic"].items()},
+            regional_suvr_real=None if real is None else {str(k): _float(v) for k, v in real.items()},
+            brain_volume_ml=_float(data["brain_volume_ml"]),
+            registration=RegistrationCheck(_float(data["registration"]["correlation_with_template"])),
+            brain_extraction=BrainExtractionCheck(_float(data["brain_extraction"]["dice_with_template_mask"])),
+            timings={str(k): _float(v) for k, v in data.get("timings", {}).items()},
+            warnings=[str(w) for w in data.get("warnings", [])],
+            versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
+            status=str(data.get("status", "ok")),
+            input_voxel_size_mm=None if data.get("input_voxel_size_mm") is None
+            else [float(v) for v in data["input_voxel_size_mm"]],
+            grid_spacing_mm=_optional_float(data.get("grid_spacing_mm")),
+        )
+
+    @classmethod
+    def from_json(cls, path: Path) -> ParticipantMetrics:
+        """Read a metrics JSON; a missing, corrupt or incomplete file raises InputError naming it."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls.from_dict(data)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the metrics file ({exc.strerror})") from exc
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        except KeyError as exc:
+            raise InputError(f"{path}: the metrics file lacks the key {exc.args[0]!r}") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"{path}: a metrics value has the wrong type ({exc})") from exc
+
+
+def _float(value: Any) -> float:
+    """JSON null stands for a non-finite number."""
+    return math.nan if value is None else float(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
