@@ -1,0 +1,29 @@
+"""Session fixtures: small phantom datasets built once per test session (fast mode, 4 mm model grid)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bids_jdam.data.phantom import generate_phantom_dataset
+
+PHANTOM_SEED = 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running tests (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fast-mode BIDS phantom: 4 subjects (2 CN, 2 AD), seed 0, 3 T, 4 mm grid; read-only for tests."""
+    out = tmp_path_factory.mktemp("phantom") / "bids"
+    return generate_phantom_dataset(out, 4, PHANTOM_SEED, fast=True, grid_spacing_mm=4.0, field_strength=3)
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset_clinica(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fast-mode phantom with Clinica adni-to-bids names (sub-ADNI002S0001/ses-M000), 2 subjects."""
+    out = tmp_path_factory.mktemp("phantom_clinica") / "bids"
+    return generate_phantom_dataset(out, 2, PHANTOM_SEED, fast=True, grid_spacing_mm=4.0, layout="clinica")
