@@ -323,3 +323,19 @@ def find_training_pairs(
     if not pairs:
         raise InputError(f"{layout.root}: no subject has both a T1w and an FDG-PET image in the same session")
     return pairs
+
+
+def dataset_identity(bids_dir: Path) -> str:
+    """What tells datasets apart in a model card: Name, DOI and the generator's description (phantom settings).
+
+    Two phantom datasets have the same subject labels but different subjects; their GeneratedBy descriptions
+    (which carry the phantom's seed) differ, so a model card can tell whether a participant was trained on.
+    """
+    try:
+        description = json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return str(Path(bids_dir).resolve())
+    generated = description.get("GeneratedBy") or [{}]
+    first = generated[0] if isinstance(generated, list) and generated and isinstance(generated[0], dict) else {}
+    return "|".join(str(x) for x in (description.get("Name", ""), description.get("DatasetDOI", ""),
+                                     first.get("Description", "")))

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pybids entity filters per query, as in fMRIPrep: {\"t1w\": {...}, \"pet\": {...}}")
     sel.add_argument("--anat-suffix", default="T1w", choices=("T1w", "UNIT1"),
                      help="anatomical suffix to use (UNIT1 for MP2RAGE, common at 7T)")
+    sel.add_argument("--pet-rec", metavar="LABEL",
+                     help="rec- label of the FDG-PET to score against when a session holds several")
     sel.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                      help="do not run the BIDS validator on the input dataset")
 

