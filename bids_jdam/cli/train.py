@@ -1,0 +1,102 @@
+"""``bids-jdam-train BIDS_DIR OUT_DIR``: argument parsing only; the work is :mod:`bids_jdam.workflows.train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from bids_jdam.config import JDAMConfig, small_config
+from bids_jdam.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bids-jdam-train",
+        description="Train a JDAM model (or the L1 U-Net baseline) on paired T1w/FDG-PET data into a model directory.",
+    )
+    parser.add_argument("bids_dir", type=Path, help="the BIDS dataset with T1w and FDG-PET (never written to)")
+    parser.add_argument("out_dir", type=Path, help="the model directory to write (weights, config, model card)")
+    parser.add_argument("--config", type=Path, metavar="JSON",
+                        help="configuration overrides by section, e.g. {\"train\": {\"lr\": 1e-4}}")
+    parser.add_argument("--small", action="store_true", help="start from the CPU-sized configuration (4 mm, 64x64)")
+    parser.add_argument("--phantom-truth", action="store_true",
+                        help="train on the phantom's template-space truth under derivatives/phantom")
+    parser.add_argument("--method", default="jdam", choices=("jdam", "unet-l1"),
+                        help="jdam (score diffusion) or unet-l1 (the same-size U-Net as L1 regression)")
+    parser.add_argument("--parameterization", choices=("paper", "preconditioned"),
+                        help="how the network output becomes the score (default: the configuration's)")
+    parser.add_argument("--unconditional", action="store_true", help="no MRI input: the paper's ablation")
+    parser.add_argument("--max-steps", type=int, help="stop at this total number of steps")
+    parser.add_argument("--minutes", type=float, help="stop after this many minutes of training in this run")
+    parser.add_argument("--batch-size", type=int, help="slices per step")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, help="seed of the split, initialization and noise")
+    parser.add_argument("--checkpoint-dir", type=Path, help="where checkpoints go (default: OUT_DIR/checkpoints)")
+    parser.add_argument("--fp16-export", action="store_true", help="also write weights-fp16.safetensors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _read_overrides(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        overrides = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: cannot read the configuration ({error})") from None
+    if not isinstance(overrides, dict):
+        raise InputError(f"{path}: expected a JSON object of configuration sections")
+    return overrides
+
+
+def build_config(args: argparse.Namespace, overrides: dict[str, Any]) -> JDAMConfig:
+    """The base configuration, then the JSON overrides, then the command-line options."""
+    merged = (small_config() if args.small else JDAMConfig()).to_dict()
+    for section, values in overrides.items():
+        if section not in merged or not isinstance(values, dict):
+            raise ValueError(f"unknown configuration section {section!r}")
+        merged[section].update(values)
+    cfg = JDAMConfig.from_dict(merged)
+    if args.parameterization:
+        cfg.sde.parameterization = args.parameterization
+    if args.unconditional:
+        cfg.network.conditional = False
+    if args.batch_size:
+        cfg.train.batch_size = args.batch_size
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        if not args.phantom_truth:
+            raise InputError("training on raw BIDS pairs is not wired yet; use --phantom-truth on a phantom dataset")
+        overrides = _read_overrides(args.config)
+        cfg = build_config(args, overrides)
+        from bids_jdam.workflows.train import train_model
+
+        model_dir = train_model(
+            args.bids_dir, args.out_dir, cfg, method=args.method, max_steps=args.max_steps, minutes=args.minutes,
+            resume=args.resume, device=args.device, checkpoint_dir=args.checkpoint_dir,
+            sigma_max_from_training="sigma_max" not in overrides.get("sde", {}),
+            fp16_export=args.fp16_export, progress=not args.no_progress,
+        )
+    except (InputError, ValueError) as error:
+        print(f"bids-jdam-train: error: {error}", file=sys.stderr)
+        return 1
+    print(f"model written to {model_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Workflows: each one chains the stages (data, models, diffusion, evaluate) for one command."""

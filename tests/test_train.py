@@ -1,0 +1,133 @@
+"""Training: data splits and slices, exact resume, the L1 baseline, and the bids-jdam-train command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bids_jdam.cli.train import main as train_main
+from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
+from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_splits, split_subjects
+from bids_jdam.models.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
+from bids_jdam.workflows.train import Trainer, train_model
+
+SHAPE = (12, 14, 10)
+DIAGNOSES = {"01": "CN", "02": "AD", "03": "CN", "04": "AD", "05": "CN"}
+
+
+def synthetic_subjects(bids_dir, cfg, subjects):
+    """Ellipsoid brains whose PET is a smooth function of the T1w: enough to exercise training."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"))
+    mask = (grid**2).sum(axis=0) < 0.8
+    volumes = []
+    for subject in subjects:
+        rng = np.random.default_rng(int(subject))
+        t1 = (0.6 + 0.3 * np.cos(3 * grid[0] + rng.uniform()) * mask).astype(np.float32) * mask
+        pet = (1.5 - t1 + 0.1 * rng.normal(size=SHAPE)).astype(np.float32) * mask
+        volumes.append(SubjectVolumes(subject, DIAGNOSES[subject], t1, pet, mask, np.diag([4.0, 4, 4, 1])))
+    return volumes
+
+
+@pytest.fixture
+def tiny_cfg():
+    cfg = small_config()
+    cfg.grid.slice_size = 16
+    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+                                dropout=0.0, num_groups=4)
+    cfg.train.batch_size = 4
+    cfg.train.warmup_steps = 3
+    cfg.train.checkpoint_every = 3
+    cfg.train.planes = ("axial", "sagittal")
+    return cfg
+
+
+@pytest.fixture
+def bids_dir(tmp_path):
+    path = tmp_path / "bids"
+    path.mkdir()
+    rows = "".join(f"sub-{s}\t{d}\n" for s, d in DIAGNOSES.items())
+    (path / "participants.tsv").write_text("participant_id\tdiagnosis\n" + rows)
+    return path
+
+
+def test_split_is_seeded_balanced_and_disjoint():
+    diagnoses = {f"{i:02d}": ("AD" if i % 2 else "CN") for i in range(20)}
+    splits = split_subjects(diagnoses, 0.2, seed=3)
+    assert splits == split_subjects(diagnoses, 0.2, seed=3)
+    assert splits != split_subjects(diagnoses, 0.2, seed=4)
+    assert sorted(diagnoses[s] for s in splits["validation"]) == ["AD", "AD", "CN", "CN"]
+    assert not set(splits["train"]) & set(splits["validation"])
+    assert len(splits["train"]) + len(splits["validation"]) == 20
+
+
+def test_dataset_holds_only_brain_slices(tiny_cfg):
+    volumes = synthetic_subjects(None, tiny_cfg, ["01", "02"])
+    dataset = PairedSliceDataset(volumes, ("axial", "coronal"), 16)
+    brain_axial = int(volumes[0].brain_mask.any(axis=(0, 1)).sum())
+    brain_coronal = int(volumes[0].brain_mask.any(axis=(0, 2)).sum())
+    assert len(dataset) == 2 * (brain_axial + brain_coronal) < 2 * (SHAPE[2] + SHAPE[1])
+    item = dataset[0]
+    assert item.pet.shape == item.mri.shape == (1, 16, 16)
+    assert item.plane == "axial" and item.subject == "01"
+    assert item.mri.sum() > 0
+
+
+def _run(bids_dir, out_dir, cfg, max_steps, resume=False, method="jdam"):
+    return train_model(bids_dir, out_dir, cfg, method=method, load_subjects=synthetic_subjects, max_steps=max_steps,
+                       resume=resume, device="cpu", progress=False,
+                       validation_sampler=SamplerConfig(name="heun", steps=3, corrector_steps=0))
+
+
+def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
+    straight = _run(bids_dir, tmp_path / "straight", tiny_cfg, 6)
+    halfway = load_file(_run(bids_dir, tmp_path / "resumed", tiny_cfg, 3) / WEIGHTS)
+    resumed = _run(bids_dir, tmp_path / "resumed", tiny_cfg, 6, resume=True)
+    a, b = load_file(straight / WEIGHTS), load_file(resumed / WEIGHTS)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], halfway[k]) for k in a)
+    card = json.loads((resumed / "model_card.json").read_text())
+    assert card["steps"] == 6
+    assert set(card["training_data"]["subjects"]["validation"]) == set(read_splits(resumed / "splits.json")["validation"])
+    assert card["validation"]["n_subjects"] == len(card["training_data"]["subjects"]["validation"]) > 0
+    assert np.isfinite(card["validation"]["psnr_db"])
+    config = json.loads((resumed / "config.json").read_text())
+    assert config["sde"]["sigma_max"] != tiny_cfg.sde.sigma_max  # chosen from the training slices
+
+
+def test_l1_unet_learns_the_mapping(bids_dir, tmp_path, tiny_cfg):
+    tiny_cfg.train.lr = 3e-3
+    model_dir = _run(bids_dir, tmp_path / "l1", tiny_cfg, 20, method="unet-l1")
+    model, cfg, card = load_model_dir(model_dir)
+    assert card["method"] == "unet-l1" and cfg.sde.sigma_max == tiny_cfg.sde.sigma_max
+    assert card["validation"]["mae_suvr"] < 0.45  # predicting zero would give about 0.8
+
+
+def test_unconditional_trainer_never_sees_the_mri(tiny_cfg):
+    tiny_cfg.network.conditional = False
+    dataset = PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16)
+    trainer = Trainer(tiny_cfg, "jdam", dataset, torch.device("cpu"), seed=0)
+    assert trainer.net.conditional is False
+    assert np.isfinite(trainer.train_step())
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert train_main([str(tmp_path / "missing"), str(tmp_path / "out"), "--phantom-truth", "--small"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "participants.tsv" in error
+
+
+def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
+    out = tmp_path / "model"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"network": {"channels": 8, "channel_mult": [1, 2], "num_groups": 4},
+                                  "train": {"planes": ["axial"], "batch_size": 2}}))
+    args = [str(phantom_dataset), str(out), "--phantom-truth", "--small", "--config", str(config),
+            "--max-steps", "2", "--device", "cpu", "--no-progress"]
+    assert train_main(args) == 0
+    _, cfg, card = load_model_dir(out)
+    assert card["steps"] == 2 and cfg.network.channels == 8
+    assert PHANTOM_WARNING in card["intended_use"]
+    assert (out / "checkpoints").is_dir()
