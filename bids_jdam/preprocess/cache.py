@@ -1,0 +1,174 @@
+"""Cached steps: a step runs only when its outputs are missing or its inputs, settings or versions changed.
+
+Each step writes ``<name>.json`` next to its outputs with a key (a hash of the input files' contents, the
+settings and the package versions) and the outputs' hashes. The record is written last and every output goes
+through a temporary file and ``os.replace``, so a run killed at any point leaves either a valid step or one that
+runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from bids_jdam.errors import InputError, StepError
+from bids_jdam.preprocess.io import file_suffix
+
+log = logging.getLogger("bids_jdam.preprocess")
+
+# Packages whose version can change any step's output.
+BASE_PACKAGES = ("bids-jdam", "antspyx", "nibabel", "numpy", "scipy")
+
+
+@dataclass
+class StepResult:
+    """What a step produced and whether it ran now or came from the cache."""
+
+    name: str
+    outputs: dict[str, Path]
+    metadata: dict[str, Any]
+    seconds: float  # time of the run that made the outputs
+    reused: bool
+
+
+@dataclass
+class StepRunner:
+    """Runs the cached steps of one subject in one work directory and keeps their log."""
+
+    work_dir: Path
+    subject: str
+    results: dict[str, StepResult] = field(default_factory=dict)
+
+    def run(
+        self,
+        name: str,
+        action: Callable[[dict[str, Path]], dict[str, Any] | None],
+        *,
+        inputs: Mapping[str, Path],
+        outputs: Mapping[str, str],
+        settings: Mapping[str, Any] | None = None,
+        packages: tuple[str, ...] = (),
+    ) -> StepResult:
+        """Run ``action(temporary output paths)`` unless a valid cached result exists; return the step's result.
+
+        ``outputs`` maps output names to file names inside the work directory; ``action`` writes each output to
+        the temporary path it is given and may return JSON-serializable metadata to keep in the record.
+        """
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        final = {key: self.work_dir / fname for key, fname in outputs.items()}
+        record_path = self.work_dir / f"{name}.json"
+        key = step_key(name, inputs, settings or {}, BASE_PACKAGES + packages)
+        cached = _valid_record(record_path, key, final)
+        if cached is not None:
+            result = StepResult(name, final, cached["metadata"], cached["seconds"], reused=True)
+            log.info("sub-%s %s: reused cached outputs (ran in %.1f s)", self.subject, name, result.seconds)
+            self.results[name] = result
+            return result
+
+        temporary = {k: _temporary_path(p) for k, p in final.items()}
+        start = time.perf_counter()
+        try:
+            meta = action(temporary) or {}
+            for k, tmp in temporary.items():
+                if not tmp.exists():
+                    raise RuntimeError(f"the step did not write its output {final[k].name}")
+        except InputError:
+            _remove(temporary.values())
+            raise
+        except Exception as exc:
+            _remove(temporary.values())
+            first_input = next(iter(inputs.values()), None)
+            raise StepError(
+                f"sub-{self.subject}: step {name} failed on {first_input or self.work_dir}: {exc}"
+            ) from exc
+        seconds = time.perf_counter() - start
+        for k, tmp in temporary.items():
+            os.replace(tmp, final[k])
+        record = {
+            "step": name,
+            "key": key,
+            "seconds": round(seconds, 3),
+            "settings": dict(settings or {}),
+            "versions": package_versions(BASE_PACKAGES + packages),
+            "inputs": {k: str(p) for k, p in inputs.items()},
+            "outputs": {k: file_hash(p) for k, p in final.items()},
+            "metadata": meta,
+        }
+        _write_json_atomic(record_path, record)
+        log.info("sub-%s %s: ran in %.1f s -> %s", self.subject, name, seconds, ", ".join(outputs.values()))
+        result = StepResult(name, final, meta, seconds, reused=False)
+        self.results[name] = result
+        return result
+
+
+def step_key(name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any], packages: tuple[str, ...]) -> str:
+    """Hash of everything that determines a step's outputs."""
+    payload = {
+        "step": name,
+        "inputs": {k: file_hash(Path(p)) for k, p in sorted(inputs.items())},
+        "settings": settings,
+        "versions": package_versions(packages),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's contents."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of ``packages`` ("missing" for one that is not installed)."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def _valid_record(record_path: Path, key: str, outputs: Mapping[str, Path]) -> dict[str, Any] | None:
+    if not record_path.exists() or not all(p.exists() for p in outputs.values()):
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("key") != key:
+        return None
+    if any(record["outputs"].get(k) != file_hash(p) for k, p in outputs.items()):
+        return None
+    return record
+
+
+def _temporary_path(final: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name.split('.')[0]}-", suffix=file_suffix(final), dir=final.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        Path(p).unlink(missing_ok=True)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)

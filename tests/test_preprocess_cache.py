@@ -1,0 +1,61 @@
+"""Cached steps: skipped when nothing changed, re-run when an input or setting changed, resumable after a crash."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bids_jdam.errors import StepError
+from bids_jdam.preprocess.cache import StepRunner
+
+
+def _copy_upper(source, calls):
+    def action(out):
+        calls.append(1)
+        out["upper"].write_text(source.read_text().upper())
+        return {"length": len(source.read_text())}
+
+    return action
+
+
+def test_second_run_reuses_and_changes_rerun(tmp_path, caplog):
+    source = tmp_path / "in.txt"
+    source.write_text("abc")
+    calls = []
+    run = lambda settings: StepRunner(tmp_path / "work", "01").run(  # noqa: E731
+        "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"},
+        settings=settings,
+    )
+    with caplog.at_level(logging.INFO, logger="bids_jdam.preprocess"):
+        first = run({"k": 1})
+    assert not first.reused and first.metadata == {"length": 3}
+    assert "sub-01 upper: ran in" in caplog.text
+    second = run({"k": 1})
+    assert second.reused and len(calls) == 1 and second.metadata == {"length": 3}
+    run({"k": 2})  # a setting changed
+    assert len(calls) == 2
+    source.write_text("abcd")  # an input's content changed
+    assert not run({"k": 2}).reused and len(calls) == 3
+    (tmp_path / "work" / "upper.txt").write_text("tampered")  # an output no longer matches its record
+    assert not run({"k": 2}).reused and (tmp_path / "work" / "upper.txt").read_text() == "ABCD"
+
+
+def test_failed_step_leaves_no_output_and_names_subject_step_and_file(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("abc")
+
+    def crash(out):
+        out["upper"].write_text("half")
+        raise RuntimeError("killed")
+
+    runner = StepRunner(tmp_path / "work", "07")
+    with pytest.raises(StepError) as exc:
+        runner.run("upper", crash, inputs={"text": source}, outputs={"upper": "upper.txt"})
+    message = str(exc.value)
+    assert "sub-07" in message and "upper" in message and str(source) in message
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == []  # no output, no record, no temporary
+    calls = []
+    resumed = runner.run("upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"})
+    assert not resumed.reused and calls == [1]
+    assert (tmp_path / "work" / "upper.txt").read_text() == "ABC"
