@@ -23,7 +23,7 @@ import shlex
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -136,7 +136,8 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']['cpu']}, {report['machine']['platform']}, torch {report['machine']['torch']} "
-        f"({report['machine']['torch_threads']} threads), {report['machine']['date']}  ",
+        f"({report['machine']['torch_threads']} thread(s) per method, {report['machine']['jobs']} method(s) at once), "
+        f"{report['machine']['date']}  ",
         f"Data: {report['settings']['train_subjects']} training / {report['settings']['held_out_subjects']} held-out "
         f"phantom subjects, 4 mm grid, 64x64 axial slices ({report['settings']['training_slices']} training slices, "
         f"{report['settings']['held_out_slices']} held-out slices); metrics per bids_jdam.evaluate.metrics "
@@ -160,6 +161,8 @@ def markdown(report: dict) -> str:
         "Adam steps so far. Evaluation uses the EMA weights and is not counted in the budget.",
         "",
     ]
+    if not report["complete"]:
+        lines.append("Partial run: the methods missing from the table did not finish.")
     for name, gap in report.get("gap_to_unet_l1_db", {}).items():
         lines.append(f"- {name}: {gap:+.2f} dB PSNR against the L1 U-Net at the end of the budget (best sampler).")
     return "\n".join(lines) + "\n"
@@ -205,21 +208,28 @@ def main(argv: list[str] | None = None) -> int:
             },
             "methods": {},
         }
+        args.out.mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {name: pool.submit(learning_curve, name, args, cfg, training, held_out) for name in args.methods}
-            report["methods"] = {name: future.result() for name, future in futures.items()}
+            futures = {pool.submit(learning_curve, name, args, cfg, training, held_out): name for name in args.methods}
+            for future in as_completed(futures):
+                report["methods"][futures[future]] = future.result()
+                write_report(report, args.out / f"learning-curve-{args.machine}", complete=len(report["methods"]) == len(futures))
+    return 0
+
+
+def write_report(report: dict, stem: Path, complete: bool) -> None:
+    """Write the JSON and markdown (after every finished method, so an interrupted run keeps what it measured)."""
+    report["methods"] = {name: report["methods"][name] for name in METHODS if name in report["methods"]}
+    report["complete"] = complete
     if "unet-l1" in report["methods"]:
         baseline = report["methods"]["unet-l1"][-1]["metrics"]["direct"]["psnr_db"]
         report["gap_to_unet_l1_db"] = {
             name: max(m["psnr_db"] for m in points[-1]["metrics"].values()) - baseline
             for name, points in report["methods"].items() if name != "unet-l1"
         }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"learning-curve-{args.machine}"
     write_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     write_atomic(stem.with_suffix(".md"), markdown(report))
-    print(f"wrote {stem}.json and .md")
-    return 0
+    print(f"wrote {stem}.json and .md ({'complete' if complete else 'partial'})", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from bids_jdam.cli.train import main as train_main
 from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_splits, split_subjects
+from bids_jdam.errors import InputError
 from bids_jdam.models.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
 from bids_jdam.workflows.train import Trainer, train_model
 
@@ -82,7 +83,7 @@ def _run(bids_dir, out_dir, cfg, max_steps, resume=False, method="jdam"):
 
 def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
     straight = _run(bids_dir, tmp_path / "straight", tiny_cfg, 6)
-    halfway = load_file(_run(bids_dir, tmp_path / "resumed", tiny_cfg, 3) / WEIGHTS)
+    halfway = load_file(_run(bids_dir, tmp_path / "resumed", tiny_cfg, 3, resume=True) / WEIGHTS)  # nothing to resume yet
     resumed = _run(bids_dir, tmp_path / "resumed", tiny_cfg, 6, resume=True)
     a, b = load_file(straight / WEIGHTS), load_file(resumed / WEIGHTS)
     assert a.keys() == b.keys()
@@ -95,6 +96,8 @@ def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
     assert np.isfinite(card["validation"]["psnr_db"])
     config = json.loads((resumed / "config.json").read_text())
     assert config["sde"]["sigma_max"] != tiny_cfg.sde.sigma_max  # chosen from the training slices
+    with pytest.raises(InputError, match="not unet-l1"):
+        _run(bids_dir, tmp_path / "resumed", tiny_cfg, 8, resume=True, method="unet-l1")
 
 
 def test_l1_unet_learns_the_mapping(bids_dir, tmp_path, tiny_cfg):

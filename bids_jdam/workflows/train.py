@@ -39,6 +39,7 @@ from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.models.model_dir import (
     PHANTOM_DATA,
     build_network,
+    checkpoint_steps,
     load_checkpoint,
     save_checkpoint,
     save_model_dir,
@@ -327,7 +328,8 @@ def train_model(
     """Train ``method`` on the subjects of ``bids_dir`` and write a validated model directory to ``out_dir``.
 
     Stops at ``max_steps`` (total, counting resumed steps) or after ``minutes`` of training in this call,
-    whichever comes first. With ``resume`` the newest checkpoint's configuration and state are used.
+    whichever comes first. With ``resume`` the newest checkpoint's configuration and state are used (a first run
+    with ``resume`` and no checkpoint yet simply starts, so one command serves every resubmission of a job).
     """
     out_dir, bids_dir = Path(out_dir), Path(bids_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -335,10 +337,15 @@ def train_model(
     torch_device = resolve_device(device)
     wall_start = time.perf_counter()
 
-    checkpoint = load_checkpoint(checkpoint_dir) if resume else None
-    if checkpoint is not None:
+    checkpoint = None
+    if resume and not checkpoint_steps(checkpoint_dir):
+        log.warning("--resume: no checkpoint in %s yet, starting from scratch", checkpoint_dir)
+    elif resume:
+        checkpoint = load_checkpoint(checkpoint_dir)
+        if checkpoint[1]["method"] != method:
+            raise InputError(f"{checkpoint_dir}: the checkpoint is a {checkpoint[1]['method']} run, not {method}")
         cfg = JDAMConfig.from_dict(checkpoint[1]["config"])
-        method = checkpoint[1]["method"]
+        log.info("resuming with the checkpoint's configuration (options that change the model are ignored)")
     diagnoses = read_diagnoses(bids_dir)
     splits_path = out_dir / SPLITS_FILE
     if resume and splits_path.is_file():
