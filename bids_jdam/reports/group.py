@@ -88,10 +88,11 @@ def read_participants(bids_dir: Path | None) -> pd.DataFrame | None:
     path = Path(bids_dir) / "participants.tsv"
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot parse the participants table ({exc})") from exc
     if "participant_id" not in table.columns:
         raise InputError(f"{path}: no participant_id column")
+    table = table.dropna(subset=["participant_id"])
     table["participant_id"] = [p if p.startswith("sub-") else f"sub-{p}" for p in table["participant_id"]]
     lower = {column.lower(): column for column in table.columns}
     found = next((lower[name] for name in DIAGNOSIS_COLUMNS if name in lower), None)
