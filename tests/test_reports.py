@@ -168,6 +168,28 @@ def test_group_level_tolerates_partial_outputs_and_flags_outliers(derivatives, t
     assert "sub-02" in missing and "sub-05" in missing and "not valid JSON" in missing and "status 'failed'" in missing
 
 
+def test_group_level_without_any_output_lists_everyone(tmp_path):
+    bids_dir, out_dir = tmp_path / "bids", tmp_path / "out"
+    for subject in ("sub-01", "sub-02"):
+        (bids_dir / subject / "anat").mkdir(parents=True)
+    out_dir.mkdir()
+    tsv_path, html_path = run_group_level(out_dir, bids_dir)  # no participants.tsv: the sub-* folders count
+    assert pd.read_csv(tsv_path, sep="\t").empty
+    missing = html_path.read_text().split("Participants without outputs", 1)[1]
+    assert "sub-01" in missing and "sub-02" in missing
+
+
+def test_participant_report_refuses_another_subjects_image(derivatives, tmp_path):
+    _, out_dir = derivatives
+    entry = ReportEntry(
+        stem="sub-02", t1w=out_dir, brain_mask=out_dir, template_t1=out_dir, synthetic_pet=out_dir, std_map=None,
+        real_pet=None, metrics=ParticipantMetrics.from_json(out_dir / "sub-02/figures/sub-02_desc-jdam_metrics.json"),
+    )
+    with pytest.raises(InputError, match="sub-02: this image does not belong to sub-01"):
+        write_participant_report(tmp_path, "01", [entry])
+    assert not (tmp_path / "sub-01.html").exists()
+
+
 def test_regional_means_respects_mask():
     labels = np.array([[[1, 1, 2, 0]]], dtype=np.int16)
     data = np.array([[[1.0, 3.0, 5.0, 100.0]]])
