@@ -18,7 +18,7 @@ from nilearn import image, plotting
 
 from bids_jdam.reports.atomic import write_bytes_atomic
 
-ImageLike = Path | nib.Nifti1Image
+ImageLike = Path | nib.Nifti1Image  # masks may be binary or probabilistic: inside means > 0.5
 CUTS_PER_ROW = 7
 PET_CMAP = "hot"
 DPI = 80
@@ -28,7 +28,7 @@ PLANES = {"axial": "z", "coronal": "y", "sagittal": "x"}
 def cut_coords(brain_mask: ImageLike, direction: str, n_cuts: int = CUTS_PER_ROW) -> list[float]:
     """World coordinates of ``n_cuts`` evenly spaced slices through the inner 80 % of the brain along ``direction``."""
     mask_img = image.load_img(brain_mask)
-    voxels = np.argwhere(np.asarray(mask_img.dataobj) > 0)
+    voxels = np.argwhere(np.asarray(mask_img.dataobj) > 0.5)
     if voxels.size == 0:
         raise ValueError("the brain mask is empty; no slices to show")
     world = nib.affines.apply_affine(mask_img.affine, voxels)[:, "xyz".index(direction)]
@@ -38,7 +38,7 @@ def cut_coords(brain_mask: ImageLike, direction: str, n_cuts: int = CUTS_PER_ROW
 
 def pet_colour_limit(pet: ImageLike, brain_mask: ImageLike) -> float:
     """Upper colour limit shared by a synthetic and a real PET: the 99.5th percentile inside the brain."""
-    inside = np.asarray(image.load_img(brain_mask).dataobj) > 0
+    inside = np.asarray(image.load_img(brain_mask).dataobj) > 0.5
     values = np.asarray(image.load_img(pet).dataobj, dtype=np.float64)[inside]
     finite = values[np.isfinite(values)]
     limit = float(np.percentile(finite, 99.5)) if finite.size else 1.0
@@ -82,7 +82,7 @@ def pet_mosaic_reportlet(pet: ImageLike, brain_mask: ImageLike, plane: str, vmax
 def uncertainty_reportlet(std_map: ImageLike, t1w: ImageLike, brain_mask: ImageLike, out_path: Path) -> Path:
     """Voxel-wise standard deviation across the K samples (SUVR), over the T1w, axial slices."""
     figure = _new_figure(rows=1)
-    std_img = image.math_img("np.where(mask > 0, std, 0)", std=std_map, mask=brain_mask)
+    std_img = image.math_img("np.where(mask > 0.5, std, 0)", std=std_map, mask=brain_mask)
     vmax = pet_colour_limit(std_img, brain_mask)
     plotting.plot_stat_map(
         std_img, bg_img=t1w, display_mode="z", cut_coords=cut_coords(brain_mask, "z"), figure=figure,
@@ -98,7 +98,7 @@ def error_reportlet(
     """Synthetic minus real PET (SUVR) inside the brain, blue where the synthetic is too low, red too high."""
     figure = _new_figure(rows=1)
     error_img = image.math_img(
-        "np.where(mask > 0, synthetic - real, 0)", synthetic=synthetic_pet, real=real_pet, mask=brain_mask
+        "np.where(mask > 0.5, synthetic - real, 0)", synthetic=synthetic_pet, real=real_pet, mask=brain_mask
     )
     errors = np.abs(np.asarray(error_img.dataobj))
     vmax = float(np.percentile(errors[errors > 0], 99)) if np.any(errors > 0) else 1.0
