@@ -63,7 +63,7 @@ def fake_metrics(subject: str, session: str | None, synthetic: np.ndarray, real:
 
 @pytest.fixture(scope="module")
 def derivatives(tmp_path_factory) -> tuple[Path, Path]:
-    """Fake participant-level outputs for 4 participants (6 images), plus a dataset listing a 5th participant."""
+    """Fake participant-level outputs for 4 participants (6 images), a dataset listing a 5th, and the group level."""
     root = tmp_path_factory.mktemp("reports")
     bids_dir, out_dir = root / "bids", root / "out"
     bids_dir.mkdir()
@@ -89,6 +89,7 @@ def derivatives(tmp_path_factory) -> tuple[Path, Path]:
     for subject in ("02", "04"):
         for entry in entries[subject]:
             entry.metrics.to_json(metrics_json_path(out_dir, entry.stem))
+    assert run_group_level(out_dir, bids_dir) == (out_dir / "group_metrics.tsv", out_dir / "group_report.html")
     return bids_dir, out_dir
 
 
@@ -130,8 +131,8 @@ def test_unreadable_metrics_json_names_the_file(tmp_path):
 
 
 def test_group_level_table_and_report(derivatives):
-    bids_dir, out_dir = derivatives
-    tsv_path, html_path = run_group_level(out_dir, bids_dir)
+    _, out_dir = derivatives
+    tsv_path, html_path = out_dir / "group_metrics.tsv", out_dir / "group_report.html"
     table = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
     assert len(table) == len(IMAGES)
     assert sorted(table["participant_id"].unique()) == ["sub-01", "sub-02", "sub-03", "sub-04"]
@@ -233,13 +234,12 @@ def chromium_image_check(page: Path, tmp_path: Path) -> tuple[int, int]:
 def test_reports_render_in_headless_chromium(derivatives, tmp_path):
     import matplotlib.image
 
-    bids_dir, out_dir = derivatives
-    _, group_html = run_group_level(out_dir, bids_dir)
+    _, out_dir = derivatives
     broken_page = tmp_path / "broken.html"
     broken_page.write_text('<html><body><img src="data:image/png;base64,AAAA"><img src="missing.png"></body></html>')
     assert chromium_image_check(broken_page, tmp_path) == (2, 2)  # the check can fail
 
-    for page in (out_dir / "sub-01.html", group_html):
+    for page in (out_dir / "sub-01.html", out_dir / "group_report.html"):
         n_images, n_broken = chromium_image_check(page, tmp_path)
         assert n_images >= 3 and n_broken == 0, f"{page.name}: {n_broken} of {n_images} images did not load"
 
