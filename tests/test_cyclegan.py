@@ -28,7 +28,7 @@ from bids_jdam.models.cyclegan import (
     to_unit_range,
 )
 from bids_jdam.models.model_dir import sha256
-from bids_jdam.workflows.train_cyclegan import identity_loss, train_cyclegan, train_step, unpaired_indices
+from bids_jdam.workflows.train_cyclegan import identity_loss, cyclegan_update, train_cyclegan, unpaired_indices
 
 SIZE = 32
 
@@ -148,7 +148,7 @@ def test_training_steps_reduce_the_cycle_loss_on_a_fixed_batch():
 
     before = cycle()
     for _ in range(8):
-        losses = train_step(model, *optimizers, pools, mri, pet, cfg)
+        losses = cyclegan_update(model, *optimizers, pools, mri, pet, cfg)
     assert set(losses) >= {"generator", "cycle", "identity", "adversarial", "discriminator_pet", "discriminator_mri"}
     assert cycle() < 0.5 * before
 

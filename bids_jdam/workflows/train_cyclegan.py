@@ -4,6 +4,9 @@ CycleGAN is the paper's unpaired baseline, so each step draws its MRI batch and 
 shuffles of the training subjects' slices: the pairing the data has is never used. Batches are a pure function of
 (seed, step), each image pool carries its own generator, and every tensor of the run goes into the checkpoint, so a
 resumed run on CPU continues bit for bit. The model directory keeps only the MRI->PET generator.
+
+Adam runs at a constant rate: CycleGAN's linear decay over the second half of training needs a known number of
+steps, which a time budget does not give.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def _set_requires_grad(modules: tuple[nn.Module, ...], flag: bool) -> None:
         module.requires_grad_(flag)
 
 
-def train_step(
+def cyclegan_update(
     model: CycleGAN,
     generator_optimizer: torch.optim.Optimizer,
     discriminator_optimizer: torch.optim.Optimizer,
@@ -149,16 +152,79 @@ def _load_optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer, tenso
     optimizer.load_state_dict({"state": dict(state), "param_groups": optimizer.state_dict()["param_groups"]})
 
 
-def _pool_tensors(pools: dict[str, ImagePool]) -> dict[str, Tensor]:
-    return {
-        f"pool_{domain}.{key}": value for domain, pool in pools.items() for key, value in pool.state_tensors().items()
-    }
+class CycleGANTrainer:
+    """One CycleGAN run's state (four networks, two Adams, two image pools) and its training step.
 
+    Same shape as :class:`bids_jdam.workflows.train.Trainer` (``train_step``, ``step``, ``train_seconds``,
+    ``checkpoint``/``restore``) so that benchmarks can drive every method alike.
+    """
 
-def _load_pools(pools: dict[str, ImagePool], tensors: dict[str, Tensor], device: torch.device) -> None:
-    for domain, pool in pools.items():
-        prefix = f"pool_{domain}."
-        pool.load_state_tensors({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, device)
+    def __init__(
+        self, cyclegan: CycleGANConfig, dataset: PairedSliceDataset, device: torch.device | str = "cpu", seed: int = 0
+    ):
+        self.cyclegan, self.dataset, self.device, self.seed = cyclegan, dataset, torch.device(device), seed
+        torch.manual_seed(seed)
+        self.model = CycleGAN(cyclegan).to(self.device)
+        betas = (cyclegan.beta1, cyclegan.beta2)
+        self.generator_optimizer = torch.optim.Adam(
+            [*self.model.mri_to_pet.parameters(), *self.model.pet_to_mri.parameters()], lr=cyclegan.lr, betas=betas
+        )
+        self.discriminator_optimizer = torch.optim.Adam(
+            [*self.model.pet_discriminator.parameters(), *self.model.mri_discriminator.parameters()],
+            lr=cyclegan.lr,
+            betas=betas,
+        )
+        self.pools = {"pet": ImagePool(cyclegan.pool_size, seed), "mri": ImagePool(cyclegan.pool_size, seed + 1)}
+        self.step = 0
+        self.train_seconds = 0.0
+        self.last_losses: dict[str, float] = {}
+
+    @property
+    def generator(self) -> ResnetGenerator:
+        """The MRI->PET generator: the model this method delivers."""
+        return self.model.mri_to_pet
+
+    def train_step(self) -> float:
+        """One update on an unpaired batch; returns the generator loss (all losses in ``last_losses``)."""
+        start = time.perf_counter()
+        self.model.train()
+        mri_items, pet_items = unpaired_indices(len(self.dataset), self.cyclegan.batch_size, self.seed, self.step)
+        mri = self.dataset.stacked(mri_items)[1].to(self.device)
+        pet = self.dataset.stacked(pet_items)[0].to(self.device)
+        self.last_losses = cyclegan_update(
+            self.model, self.generator_optimizer, self.discriminator_optimizer, self.pools, mri, pet, self.cyclegan
+        )
+        self.step += 1
+        self.train_seconds += time.perf_counter() - start
+        return self.last_losses["generator"]
+
+    def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Every tensor of the run (weights, Adam moments, pooled images, pool generators) and the JSON-able rest."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= _optimizer_tensors("generator_optimizer", self.generator_optimizer)
+        tensors |= _optimizer_tensors("discriminator_optimizer", self.discriminator_optimizer)
+        for domain, pool in self.pools.items():
+            tensors |= {f"pool_{domain}.{key}": value for key, value in pool.state_tensors().items()}
+        state = {
+            "method": METHOD,
+            "cyclegan": dataclasses.asdict(self.cyclegan),
+            "seed": self.seed,
+            "train_seconds": self.train_seconds,
+        }
+        return tensors, state
+
+    def restore(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`checkpoint` left off."""
+        self.model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        _load_optimizer_tensors("generator_optimizer", self.generator_optimizer, tensors)
+        _load_optimizer_tensors("discriminator_optimizer", self.discriminator_optimizer, tensors)
+        for domain, pool in self.pools.items():
+            prefix = f"pool_{domain}."
+            pool.load_state_tensors(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, self.device
+            )
+        self.step = state["step"]
+        self.train_seconds = state["train_seconds"]
 
 
 def train_cyclegan(
@@ -186,7 +252,7 @@ def train_cyclegan(
     CycleGAN sizes and state are used. ``card`` adds fields to the model card (``trained_on`` among them); the
     card also records the CycleGAN sizes under ``"cyclegan"``, which :func:`generator_from_card` reads back.
     """
-    out_dir, device = Path(out_dir), torch.device(device)
+    out_dir = Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
     checkpoint = load_checkpoint(checkpoint_dir) if resume else None
     if checkpoint is not None:
@@ -195,79 +261,56 @@ def train_cyclegan(
     steps = max_steps if max_steps is not None else cfg.train.max_steps
     held_out = validation_slices(val_volumes, cfg) if val_volumes else None
 
-    torch.manual_seed(seed)
-    model = CycleGAN(cyclegan).to(device)
-    betas = (cyclegan.beta1, cyclegan.beta2)
-    generator_optimizer = torch.optim.Adam(
-        [*model.mri_to_pet.parameters(), *model.pet_to_mri.parameters()], lr=cyclegan.lr, betas=betas
-    )
-    discriminator_optimizer = torch.optim.Adam(
-        [*model.pet_discriminator.parameters(), *model.mri_discriminator.parameters()], lr=cyclegan.lr, betas=betas
-    )
-    pools = {"pet": ImagePool(cyclegan.pool_size, seed), "mri": ImagePool(cyclegan.pool_size, seed + 1)}
-    step, train_seconds, curve = 0, 0.0, []
+    trainer = CycleGANTrainer(cyclegan, train_dataset, device, seed)
+    curve: list[dict[str, Any]] = []
     if checkpoint is not None:
-        tensors, state = checkpoint
-        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimizer_tensors("generator_optimizer", generator_optimizer, tensors)
-        _load_optimizer_tensors("discriminator_optimizer", discriminator_optimizer, tensors)
-        _load_pools(pools, tensors, device)
-        step, train_seconds, curve = state["step"], state["train_seconds"], state["learning_curve"]
-        log.info("resumed CycleGAN training at step %d", step)
+        trainer.restore(*checkpoint)
+        curve = checkpoint[1]["learning_curve"]
+        log.info("resumed CycleGAN training at step %d", trainer.step)
 
     def save() -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors |= _optimizer_tensors("generator_optimizer", generator_optimizer)
-        tensors |= _optimizer_tensors("discriminator_optimizer", discriminator_optimizer)
-        tensors |= _pool_tensors(pools)
-        save_checkpoint(checkpoint_dir, step, tensors, {
-            "method": METHOD, "config": cfg.to_dict(), "cyclegan": dataclasses.asdict(cyclegan), "seed": seed,
-            "train_seconds": train_seconds, "learning_curve": curve,
-        })
+        tensors, state = trainer.checkpoint()
+        state |= {"config": cfg.to_dict(), "learning_curve": curve}
+        save_checkpoint(checkpoint_dir, trainer.step, tensors, state)
 
-    def record(losses: dict[str, float]) -> None:
-        entry: dict[str, Any] = {"step": step, "train_seconds": round(train_seconds, 3), "losses": losses}
+    def record() -> None:
+        entry: dict[str, Any] = {
+            "step": trainer.step, "train_seconds": round(trainer.train_seconds, 3), "losses": trainer.last_losses
+        }
         if held_out is not None:
-            metrics = evaluate_slices(_translate_slices(model.mri_to_pet, held_out.mri), held_out)
+            metrics = evaluate_slices(_translate_slices(trainer.generator, held_out.mri), held_out)
             entry["validation"] = {k: v for k, v in metrics.items() if k != "per_subject"}
         curve.append(entry)
 
     deadline = time.perf_counter() + minutes * 60 if minutes is not None else math.inf
-    bar = tqdm(total=steps, initial=step, desc=f"training {METHOD}", unit="step", disable=not progress)
-    losses: dict[str, float] = {}
-    model.train()
-    while step < steps and time.perf_counter() < deadline:
-        started = time.perf_counter()
-        mri_items, pet_items = unpaired_indices(len(train_dataset), cyclegan.batch_size, seed, step)
-        mri = train_dataset.stacked(mri_items)[1].to(device)
-        pet = train_dataset.stacked(pet_items)[0].to(device)
-        losses = train_step(model, generator_optimizer, discriminator_optimizer, pools, mri, pet, cyclegan)
-        step += 1
-        train_seconds += time.perf_counter() - started
+    bar = tqdm(total=steps, initial=trainer.step, desc=f"training {METHOD}", unit="step", disable=not progress)
+    while trainer.step < steps and time.perf_counter() < deadline:
+        trainer.train_step()
+        losses = trainer.last_losses
         bar.set_postfix(generator=f"{losses['generator']:.3f}", cycle=f"{losses['cycle']:.3f}")
         bar.update(1)
-        if step % cfg.train.checkpoint_every == 0:
-            record(losses)
+        if trainer.step % cfg.train.checkpoint_every == 0:
+            record()
             save()
     bar.close()
-    if losses and step % cfg.train.checkpoint_every != 0:
-        record(losses)
+    if trainer.last_losses and trainer.step % cfg.train.checkpoint_every != 0:
+        record()
         save()
 
     validation: dict[str, Any] = {"note": "no held-out subjects"}
     if held_out is not None:
-        validation = evaluate_slices(_translate_slices(model.mri_to_pet, held_out.mri), held_out)
+        validation = evaluate_slices(_translate_slices(trainer.generator, held_out.mri), held_out)
         log.info("validation: PSNR %.2f dB, SSIM %.3f", validation["psnr_db"], validation["ssim"])
     model_card = {
         "trained_on": "unspecified",
         **(card or {}),
         "cyclegan": dataclasses.asdict(cyclegan),
         "unpaired": True,
-        "steps": step,
-        "train_seconds": round(train_seconds, 1),
+        "steps": trainer.step,
+        "train_seconds": round(trainer.train_seconds, 1),
         "seed": seed,
-        "device": str(device),
+        "device": str(trainer.device),
         "validation": validation,
         "learning_curve": curve,
     }
-    return save_model_dir(out_dir, model.mri_to_pet, cfg, METHOD, model_card)
+    return save_model_dir(out_dir, trainer.generator, cfg, METHOD, model_card)
