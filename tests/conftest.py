@@ -27,3 +27,19 @@ def phantom_dataset_clinica(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fast-mode phantom with Clinica adni-to-bids names (sub-ADNI002S0001/ses-M000), 2 subjects."""
     out = tmp_path_factory.mktemp("phantom_clinica") / "bids"
     return generate_phantom_dataset(out, 2, PHANTOM_SEED, fast=True, grid_spacing_mm=4.0, layout="clinica")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JDAM model directory with a tiny network trained for two steps on the phantom's truth (plumbing only)."""
+    from bids_jdam.config import NetworkConfig, small_config
+    from bids_jdam.workflows.train import train_model
+
+    cfg = small_config()
+    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(32,),
+                                dropout=0.0, num_groups=4)
+    cfg.train.batch_size = 4
+    cfg.train.planes = ("axial",)
+    cfg.sampler.name, cfg.sampler.steps = "heun", 2
+    out = tmp_path_factory.mktemp("tiny_model") / "model"
+    return train_model(phantom_dataset, out, cfg, max_steps=2, device="cpu", progress=False)

@@ -63,8 +63,11 @@ def fine_template(stride: int) -> FineTemplate:
         "wm": float(np.median(t1[wm > 0.9])),
         "csf": float(np.median(t1[csf])),
     }
-    smooth_brain = ndimage.gaussian_filter(mask.astype(np.float32), 3.0 / stride) > 0.3
-    outside = ndimage.distance_transform_edt(~smooth_brain, sampling=float(stride)).astype(np.float32)
+    # Distance from a smoothed brain surface, computed at twice the voxel size (it is smooth) and upsampled.
+    coarse_mask = mask[::2, ::2, ::2].astype(np.float32)
+    smooth_brain = ndimage.gaussian_filter(coarse_mask, 1.5 / stride) > 0.3
+    coarse_outside = ndimage.distance_transform_edt(~smooth_brain, sampling=2.0 * stride).astype(np.float32)
+    outside = upsample_integer(coarse_outside, 2, t1.shape)
     return FineTemplate(
         stride=stride, affine=grid_affine(float(stride)), t1=t1, gm=gm, wm=wm, brain_mask=mask,
         outside_mm=outside, t1_of=t1_of,
@@ -80,8 +83,7 @@ class SubjectAnatomy:
     gm: np.ndarray
     wm: np.ndarray
     brain_mask: np.ndarray
-    skin: np.ndarray  # model grid: fraction of skin/scalp, for the PET's skin uptake
-    head: np.ndarray  # model grid: 1 inside the head (brain and shell), for MP2RAGE's noisy background
+    skin: np.ndarray  # model grid: 1 in the scalp/skin band, for the PET's skin uptake
 
 
 def _thinning_map(draw: AnatomyDraw, grid_spacing: float) -> np.ndarray:
@@ -128,34 +130,43 @@ def upsample_integer(volume: np.ndarray, factor: int, shape) -> np.ndarray:
     return out
 
 
-def shell_profile(outside_mm: np.ndarray, thickness: float, values=SHELL_PROFILE_T1) -> np.ndarray:
-    """Intensity of the scalp/skull layers at a distance outside the brain (0 inside the brain)."""
-    profile = np.interp(outside_mm / thickness, SHELL_PROFILE_MM, values).astype(np.float32)
-    profile[outside_mm <= 0] = 0.0
-    return profile
+def shell_profile(outside_mm: np.ndarray, thickness: float) -> np.ndarray:
+    """T1 intensity (relative to white matter) of the CSF, skull and scalp layers at a distance outside the brain.
+
+    A lookup table at 0.1 mm steps: as exact as the profile needs and much faster than interpolating 9 M voxels.
+    """
+    table_mm = np.arange(0.0, SHELL_PROFILE_MM[-1] + 0.2, 0.1)
+    table = np.interp(table_mm, SHELL_PROFILE_MM, SHELL_PROFILE_T1).astype(np.float32)
+    index = np.minimum(outside_mm * (10.0 / thickness) + 0.5, len(table) - 1).astype(np.int32)
+    return table[index]
 
 
 def build_anatomy(draw: AnatomyDraw, stride: int, grid_spacing: float) -> SubjectAnatomy:
-    """Apply a subject's atrophy and ventricle expansion to the template and add the scalp and skull."""
+    """Apply a subject's atrophy and ventricle expansion to the template and add the scalp and skull.
+
+    The T1 needs the fine grid (it becomes the native image); the tissue fractions only need the model grid.
+    """
     template = fine_template(stride)
     step = int(round(grid_spacing / stride))
-    thinning = upsample_integer(_thinning_map(draw, grid_spacing), step, template.t1.shape)
-    t1, gm, wm = _expand_ventricles([template.t1, template.gm, template.wm], template.affine, draw.ventricle_expansion)
-    lost = gm * np.clip(thinning, 0, 0.6)
-    gm = gm - lost
-    t1 = t1 + (template.t1_of["csf"] - template.t1_of["gm"]) * lost
-    t1 = np.clip(t1, 0, None) * template.brain_mask
-    head_t1 = t1 + template.t1_of["wm"] * shell_profile(template.outside_mm, draw.shell_thickness)
     sub = (slice(None, None, step),) * 3
+    thinning_grid = np.clip(_thinning_map(draw, grid_spacing), 0.0, 0.6)
+    lost = template.gm * upsample_integer(thinning_grid, step, template.t1.shape)
+    t1 = template.t1 + (template.t1_of["csf"] - template.t1_of["gm"]) * lost
+    (t1,) = _expand_ventricles([t1], template.affine, draw.ventricle_expansion)
+    t1 = np.clip(t1, 0, None) * template.brain_mask
+    gm, wm = _expand_ventricles(
+        [template.gm[sub] * (1.0 - thinning_grid), template.wm[sub]], grid_affine(grid_spacing),
+        draw.ventricle_expansion,
+    )
+    shell = template.t1_of["wm"] * shell_profile(template.outside_mm, draw.shell_thickness)
+    head_t1 = np.where(template.brain_mask, t1, shell)
     outside = template.outside_mm[sub] / draw.shell_thickness
     skin = ((outside > SKIN_BAND_MM[0]) & (outside < SKIN_BAND_MM[1])).astype(np.float32)
-    head = (outside < SHELL_PROFILE_MM[-2]).astype(np.float32)
     return SubjectAnatomy(
         head_t1_fine=head_t1.astype(np.float32),
         t1=np.ascontiguousarray(t1[sub]),
-        gm=np.ascontiguousarray(gm[sub]),
-        wm=np.ascontiguousarray(wm[sub]),
+        gm=gm,
+        wm=wm,
         brain_mask=np.ascontiguousarray(template.brain_mask[sub]),
         skin=skin,
-        head=np.maximum(head, template.brain_mask[sub]),
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bids_jdam.config import TEMPLATE_NAME
 from bids_jdam.data.phantom.anatomy import build_anatomy, fine_template
@@ -222,7 +223,16 @@ def _write_participants(root: Path, rows: list[dict]) -> None:
 
 
 def _write_subject(root: Path, settings: PhantomSettings, index: int) -> dict:
-    """Make and write one subject (all sessions); returns its participants.tsv row."""
+    """Make and write one subject (all sessions); returns its participants.tsv row.
+
+    BLAS runs single-threaded here: subjects are already spread over processes, and threaded BLAS on the small
+    interpolation matrices was ten times slower on a busy machine.
+    """
+    with threadpool_limits(limits=1):
+        return _make_subject(root, settings, index)
+
+
+def _make_subject(root: Path, settings: PhantomSettings, index: int) -> dict:
     layout = Layout(settings.layout)
     subject = layout.subject(index, settings.n_subjects)
     strength = settings.field_strength_of(index)

@@ -26,7 +26,7 @@ from bids_jdam.data.regions import REGION_IDS, SUVR_REFERENCE_REGIONS, coarse_re
 from bids_jdam.data.template import grid_affine
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-PET_FOV_MM = (256.0, 256.0, 176.0)
+PET_FOV_MM = (224.0, 224.0, 192.0)
 
 
 @dataclass
@@ -93,7 +93,7 @@ def synthesize_pet(
     pet: TemplatePET, draw: PETDraw, placement: SubjectPlacement, grid_spacing: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Native PET (float32 Bq/mL) and its affine: warped activity, PSF blur, count-like noise."""
-    shape, affine = centred_grid(draw.voxel_mm, PET_FOV_MM, centre_mm=(0.0, -10.0, 0.0))
+    shape, affine = centred_grid(draw.voxel_mm, PET_FOV_MM, centre_mm=(0.0, -10.0, 5.0))
     coords = native_to_template_index(
         placement, affine, shape, grid_affine(grid_spacing), slice(0, shape[2]), from_pet=True
     )
