@@ -252,3 +252,15 @@ def test_seven_tesla_option_imitates_mp2rage_unit1(tmp_path):
 def test_phantom_truth_names_a_missing_subject(phantom_dataset):
     with pytest.raises(InputError, match="sub-99"):
         phantom_truth(phantom_dataset, "99")
+
+
+def test_sessions_share_the_anatomy_and_differ_in_pose(tmp_path):
+    out = generate_phantom_dataset(tmp_path / "sessions", 1, 5, fast=True, grid_spacing_mm=SPACING, sessions=2)
+    assert sorted(p.name for p in (out / "sub-01").iterdir()) == ["ses-01", "ses-02"]
+    with pytest.raises(InputError, match="has sessions 01, 02"):
+        phantom_truth(out, "01")
+    first, second = phantom_truth(out, "01", "ses-01"), phantom_truth(out, "01", "02")
+    assert np.array_equal(_load(first.t1w), _load(second.t1w))
+    assert np.array_equal(_load(first.pet_activity), _load(second.pet_activity))
+    poses = [json.loads(t.transforms.read_text())["TemplateToScannerAffine"] for t in (first, second)]
+    assert not np.allclose(poses[0], poses[1])

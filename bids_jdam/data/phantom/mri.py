@@ -28,10 +28,13 @@ def synthesize_t1w(
     bias = smooth_field(rng, shape, 5, protocol.bias_std)
     mp2rage = protocol.sequence == "MP2RAGE"
     out = np.empty(shape, dtype=np.uint16 if mp2rage else np.int16)
+    head = _head_voxels(anatomy, fine, placement, affine, shape)
     for start in range(0, shape[2], SLAB_SLICES):
         slab = slice(start, min(start + SLAB_SLICES, shape[2]))
         coords = native_to_template_index(placement, affine, shape, fine.affine, slab)
-        clean = ndimage.map_coordinates(anatomy.head_t1_fine, coords, order=1, cval=0.0, output=np.float32)
+        inside = head[..., slab]
+        clean = np.zeros(inside.shape, dtype=np.float32)
+        clean[inside] = ndimage.map_coordinates(anatomy.head_t1_fine, coords[:, inside], order=1, cval=0.0)
         clean /= fine.t1_of["wm"]  # white matter = 1
         noise = rng.standard_normal((2,) + clean.shape, dtype=np.float32)
         if mp2rage:
@@ -39,6 +42,19 @@ def synthesize_t1w(
         else:
             out[..., slab] = _rician(clean * bias[..., slab], noise, protocol.snr, acquisition.t1_scale)
     return out, affine
+
+
+def _head_voxels(anatomy, fine, placement, affine, shape) -> np.ndarray:
+    """Native voxels that may hold head signal: sampled every 4 voxels, dilated by 8 mm, then repeated. The air
+    outside needs no interpolation (it is noise only), which saves a third of the image's cost."""
+    step = 4
+    coarse_shape = tuple(-(-n // step) for n in shape)
+    coarse_affine = affine @ np.diag([step, step, step, 1.0])
+    coords = native_to_template_index(placement, coarse_affine, coarse_shape, fine.affine, slice(0, coarse_shape[2]))
+    occupied = ndimage.map_coordinates(anatomy.head_t1_fine, coords, order=1, cval=0.0) > 0
+    occupied = ndimage.binary_dilation(occupied, iterations=2)
+    full = occupied.repeat(step, axis=0).repeat(step, axis=1).repeat(step, axis=2)
+    return full[: shape[0], : shape[1], : shape[2]]
 
 
 def _rician(signal: np.ndarray, noise: np.ndarray, snr: float, scale: float) -> np.ndarray:
