@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from bids_jdam.data.phantom import generate_phantom_dataset
 
 PHANTOM_SEED = 0
+
+# The test networks are tiny: a second torch thread only adds synchronisation (and on a busy machine it is ~9x
+# slower). Production code sets its threads from --omp-nthreads.
+torch.set_num_threads(1)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -195,7 +195,11 @@ def _metrics(
     timings: dict[str, float], warnings: list[str],
 ) -> ParticipantMetrics:
     labels, names = coarse_regions(model.cfg.grid.spacing_mm)
-    quality = QualityMetrics(**image_quality(result.mean, real, mask)) if real is not None else None
+    quality = None
+    if real is not None:
+        scores = image_quality(result.mean, real, mask)
+        quality = QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"],
+                                 nmse=scores["nmse"])
     in_training = None
     if real is not None or model.training_subjects:
         in_training = anat.subject in model.training_subjects and model.training_dataset == job.dataset_identity

@@ -1,0 +1,147 @@
+"""The BIDS-App end to end on the phantom: derivatives, validation, reuse of the work dir, failures, model rule."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bids import BIDSLayout
+
+from bids_jdam.bids.validator import find_validator, run_bids_validator
+from bids_jdam.cli.run import main
+
+FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, float]]:
+    """Every file under root with its size and mtime: proof that nothing was written there."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def app_run(phantom_dataset, tiny_model_dir, tmp_path_factory):
+    """One participant-level run (2 subjects, K=2) shared by the assertions below."""
+    before = snapshot(phantom_dataset)
+    out = tmp_path_factory.mktemp("app") / "out"
+    work = out.parent / "work"
+    args = [str(phantom_dataset), str(out), "participant", "--participant-label", "01", "sub-02",
+            "--model", str(tiny_model_dir), "--num-samples", "2", "-w", str(work), *FAST]
+    rc = main(args)
+    return {"rc": rc, "out": out, "work": work, "args": args, "before": before}
+
+
+def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
+    assert app_run["rc"] == 0
+    out = app_run["out"]
+    for sub in ("01", "02"):
+        pet = out / f"sub-{sub}" / "pet"
+        for space in ("T1w", "MNI152NLin2009aSym"):
+            for desc in ("jdam", "jdamstd"):
+                image = pet / f"sub-{sub}_trc-FDG_space-{space}_desc-{desc}_pet.nii.gz"
+                assert image.is_file(), image
+                sidecar = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
+                assert sidecar["SkullStripped"] is True and sidecar["Units"] == "unitless"
+                assert sidecar["Sources"] == [f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz"]
+        native = nib.load(pet / f"sub-{sub}_trc-FDG_space-T1w_desc-jdam_pet.nii.gz")
+        source = nib.load(phantom_dataset / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
+        assert native.shape == source.shape and np.allclose(native.affine, source.affine, atol=1e-4)
+        assert (out / f"sub-{sub}.html").is_file()
+        assert (out / f"sub-{sub}" / "figures" / f"sub-{sub}_desc-jdam_metrics.json").is_file()
+        assert list((out / f"sub-{sub}" / "anat").glob("*_xfm.*"))
+    assert not (out / "sub-03").exists()
+    assert not list(out.glob(".staging-*"))
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "bids-jdam"
+
+
+def test_input_dataset_is_never_written(app_run, phantom_dataset):
+    assert snapshot(phantom_dataset) == app_run["before"]
+
+
+def test_outputs_index_with_pybids_and_pass_the_validator(app_run, phantom_dataset):
+    layout = BIDSLayout(phantom_dataset, derivatives=str(app_run["out"]), validate=False)
+    found = layout.derivatives["bids-jdam"].get(desc="jdam", suffix="pet", extension=".nii.gz")
+    assert len(found) == 4
+    try:
+        find_validator()
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"bids-validator-deno unavailable: {error}")
+    result = run_bids_validator(app_run["out"])
+    assert result.ok, result.errors
+
+
+def test_phantom_quality_is_scored_against_the_real_pet(app_run):
+    metrics = json.loads((app_run["out"] / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
+    assert metrics["quality"] is not None and np.isfinite(metrics["quality"]["psnr"])
+    assert metrics["model"]["trained_on_phantoms"] is True
+    assert metrics["in_training_set"] is not None
+
+
+def test_second_run_reuses_the_work_dir(app_run):
+    metrics = app_run["out"] / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json"
+    first = json.loads(metrics.read_text())["timings"]
+    assert main(app_run["args"]) == 0
+    second = json.loads(metrics.read_text())["timings"]
+    assert second["preprocessing"] < first["preprocessing"] / 3, (first, second)
+
+
+def test_group_level_summarises_participants(app_run, phantom_dataset):
+    assert main([str(phantom_dataset), str(app_run["out"]), "group"]) == 0
+    table = (app_run["out"] / "group_metrics.tsv").read_text().splitlines()
+    assert len(table) == 1 + 2
+    html = (app_run["out"] / "group_report.html").read_text()
+    assert "sub-03" in html and "sub-04" in html  # listed as without outputs
+
+
+def test_corrupt_t1w_fails_only_that_participant(app_run, phantom_dataset, tiny_model_dir, tmp_path, capsys):
+    bids = tmp_path / "bids"
+    shutil.copytree(phantom_dataset, bids, ignore=shutil.ignore_patterns("derivatives"))
+    (bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz").write_bytes(b"not a nifti at all")
+    out = tmp_path / "out"
+    rc = main([str(bids), str(out), "participant", "--participant-label", "01", "02",
+               "--model", str(tiny_model_dir), "-w", str(app_run["work"]), *FAST])
+    assert rc == 1
+    assert (out / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz").is_file()
+    assert not (out / "sub-02").exists()
+    assert "sub-02" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels", [["99"], ["sub-99"]])
+def test_unknown_participant_is_an_error(phantom_dataset, tiny_model_dir, tmp_path, capsys, labels):
+    rc = main([str(phantom_dataset), str(tmp_path / "out"), "participant", "--participant-label", *labels,
+               "--model", str(tiny_model_dir), *FAST])
+    assert rc == 1 and "99" in capsys.readouterr().err
+
+
+def test_not_a_bids_dataset(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), str(tmp_path / "out"), "participant"]) == 1
+    assert "dataset_description.json" in capsys.readouterr().err
+
+
+def test_demo_model_refused_on_a_non_phantom_dataset(phantom_dataset, tmp_path, capsys):
+    bids = tmp_path / "bids"
+    shutil.copytree(phantom_dataset, bids, ignore=shutil.ignore_patterns("derivatives"))
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "real study", "BIDSVersion": "1.10.0"}))
+    assert main([str(bids), str(tmp_path / "out"), "participant", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "bids-jdam-train" in err and "--model demo" in err
+
+
+def test_output_inside_the_input_dataset_is_refused(phantom_dataset, capsys):
+    assert main([str(phantom_dataset), str(phantom_dataset / "derivatives" / "x"), "participant"]) == 1
+    assert "never writes" in capsys.readouterr().err
+
+
+def test_cuda_requested_without_gpu(phantom_dataset, tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    rc = main([str(phantom_dataset), str(tmp_path / "out"), "participant", "--device", "cuda",
+               "--model", str(tiny_model_dir), *FAST])
+    assert rc == 1 and "--device auto" in capsys.readouterr().err
