@@ -47,8 +47,11 @@ def subject_prefix(subject: str, session: str | None) -> tuple[Path, str]:
 
 
 def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, *, code: int = 1, dtype=None) -> None:
-    """Write a NIfTI with qform/sform set (scanner or MNI code) and millimetre units."""
-    image = nib.Nifti1Image(np.asarray(data, dtype=dtype or data.dtype), affine)
+    """Write a NIfTI with qform/sform set (scanner or MNI code) and millimetre units.
+
+    The array is handed over in Fortran order, NIfTI's own, so that nibabel writes it without strided copies.
+    """
+    image = nib.Nifti1Image(np.asfortranarray(data, dtype=dtype or data.dtype), affine)
     image.header.set_qform(affine, code=code)
     image.header.set_sform(affine, code=code)
     image.header.set_xyzt_units("mm", "sec")
