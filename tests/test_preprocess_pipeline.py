@@ -155,7 +155,7 @@ def test_deliberate_pet_offset_is_recovered(prepared, truth, tmp_path):
     moved = tmp_path / "pet_moved.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(pet.dataobj), offset @ pet.affine), str(moved))
     transform = tmp_path / "moved_to_t1w.mat"
-    register_rigid(moved, prepared.t1w_native.with_name("t1w_n4.nii.gz"), transform, seed=1)
+    register_rigid(moved, prepared.t1w_n4, transform, seed=1)
     pet_to_t1w = np.array(json.loads(Path(truth.transforms).read_text())["PETToT1wAffine"])
     expected = offset @ np.linalg.inv(pet_to_t1w)  # T1w point -> moved PET point
     points = _brain_points(prepared)
@@ -188,7 +188,9 @@ def test_interrupted_run_resumes_at_the_missing_step(prepared, phantom_dataset, 
 
 
 def test_to_native_lands_on_the_original_grid(prepared, phantom_dataset, tmp_path):
-    out = to_native(prepared.brain_mask_model, prepared, tmp_path / "mask_native.nii.gz", interpolator="nearestNeighbor")
+    out = to_native(
+        prepared.brain_mask_model, prepared, tmp_path / "mask_native.nii.gz", interpolator="nearestNeighbor"
+    )
     raw = nib.load(str(_raw(phantom_dataset)[0]))
     native = nib.load(str(out))
     assert native.shape == raw.shape and np.allclose(native.affine, raw.affine, atol=1e-4)

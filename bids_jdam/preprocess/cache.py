@@ -35,7 +35,8 @@ class StepResult:
     name: str
     outputs: dict[str, Path]
     metadata: dict[str, Any]
-    seconds: float  # time of the run that made the outputs
+    seconds: float  # wall time of the run that made the outputs
+    cpu_seconds: float  # CPU time of that run, all threads (robust to other load on a shared machine)
     reused: bool
 
 
@@ -68,13 +69,15 @@ class StepRunner:
         key = step_key(name, inputs, settings or {}, BASE_PACKAGES + packages)
         cached = _valid_record(record_path, key, final)
         if cached is not None:
-            result = StepResult(name, final, cached["metadata"], cached["seconds"], reused=True)
+            result = StepResult(
+                name, final, cached["metadata"], cached["seconds"], cached["cpu_seconds"], reused=True
+            )
             log.info("sub-%s %s: reused cached outputs (ran in %.1f s)", self.subject, name, result.seconds)
             self.results[name] = result
             return result
 
         temporary = {k: _temporary_path(p) for k, p in final.items()}
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             meta = action(temporary) or {}
             for k, tmp in temporary.items():
@@ -89,13 +92,14 @@ class StepRunner:
             raise StepError(
                 f"sub-{self.subject}: step {name} failed on {first_input or self.work_dir}: {exc}"
             ) from exc
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         for k, tmp in temporary.items():
             os.replace(tmp, final[k])
         record = {
             "step": name,
             "key": key,
             "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 3),
             "settings": dict(settings or {}),
             "versions": package_versions(BASE_PACKAGES + packages),
             "inputs": {k: str(p) for k, p in inputs.items()},
@@ -104,7 +108,7 @@ class StepRunner:
         }
         _write_json_atomic(record_path, record)
         log.info("sub-%s %s: ran in %.1f s -> %s", self.subject, name, seconds, ", ".join(outputs.values()))
-        result = StepResult(name, final, meta, seconds, reused=False)
+        result = StepResult(name, final, meta, seconds, cpu_seconds, reused=False)
         self.results[name] = result
         return result
 

@@ -19,7 +19,7 @@ import numpy as np
 from bids_jdam.config import JDAMConfig
 from bids_jdam.errors import InputError
 from bids_jdam.preprocess import registration
-from bids_jdam.preprocess.bias import n4_correct
+from bids_jdam.preprocess.bias import N4_FIT_VOXEL_MM, n4_correct
 from bids_jdam.preprocess.brain_extraction import extract_brain
 from bids_jdam.preprocess.cache import StepRunner
 from bids_jdam.preprocess.intensity import reference_mask, scale_t1w, suvr
@@ -41,6 +41,7 @@ class PreprocessedT1w:
 
     subject: str
     t1w_native: Path  # the checked input, reoriented to RAS
+    t1w_n4: Path  # t1w_native after N4 bias-field correction
     t1w_model: Path  # N4-corrected, brain only, scaled to 0..1
     brain_mask_model: Path
     brain_mask_native: Path
@@ -53,7 +54,8 @@ class PreprocessedT1w:
     hd_bet_version: str
     hd_bet_mode: str
     t1w_scale: float  # the brain percentile the T1w was divided by
-    timings_s: dict[str, float] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)  # wall seconds per step (of the run that made it)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU seconds per step, all threads
     steps_run: list[str] = field(default_factory=list)
 
 
@@ -113,9 +115,9 @@ def preprocess_pair(
     coreg = runner.run(
         "pet_coregistration",
         lambda out: registration.register_rigid(
-            loaded.outputs["pet"], runner.work_dir / "t1w_n4.nii.gz", out["transform"], seed=REGISTRATION_SEED
+            loaded.outputs["pet"], t1.t1w_n4, out["transform"], seed=REGISTRATION_SEED
         ),
-        inputs={"pet": loaded.outputs["pet"], "t1w": runner.work_dir / "t1w_n4.nii.gz"},
+        inputs={"pet": loaded.outputs["pet"], "t1w": t1.t1w_n4},
         outputs={"transform": "pet_to_t1w.mat"},
         settings={"seed": REGISTRATION_SEED, "metric": "mattes"},
     )
@@ -129,10 +131,10 @@ def preprocess_pair(
         img = nib.load(str(out["pet"]))
         mask = np.asarray(nib.load(str(t1.brain_mask_model)).dataobj) > 0
         labels, names = _regions(cfg)
-        ref = reference_mask(reference, mask, labels, names)
+        cerebellum = _cerebellum(labels, names)
+        # The model-grid mask lacks the cerebellum when it is removed; the reference region still needs it.
+        ref = reference_mask(reference, mask | (cerebellum & cfg.intensity.remove_cerebellum), labels, names)
         values, factor = suvr(np.asarray(img.dataobj, dtype=np.float32), ref, mask)
-        if cfg.intensity.remove_cerebellum:
-            values = np.where(_cerebellum(labels, names), 0.0, values).astype(np.float32)
         nib.save(_on_grid_like(values, t1.template_mask), str(out["pet"]))
         return {"suvr_reference": reference, "suvr_factor": factor, "reference_voxels": int(ref.sum())}
 
@@ -207,7 +209,8 @@ def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> 
     )
     n4 = runner.run(
         "n4", lambda out: n4_correct(loaded.outputs["t1w"], out["t1w"]),
-        inputs={"t1w": loaded.outputs["t1w"]}, outputs={"t1w": "t1w_n4.nii.gz"}, settings={"shrink_factor": 4},
+        inputs={"t1w": loaded.outputs["t1w"]}, outputs={"t1w": "t1w_n4.nii.gz"},
+        settings={"fit_voxel_mm": N4_FIT_VOXEL_MM},
     )
     bet = runner.run(
         "brain_extraction",
@@ -225,7 +228,10 @@ def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> 
         ),
         inputs={"brain": bet.outputs["brain"], "template": template.outputs["brain"]},
         outputs={"affine": registration.AFFINE, "warp": registration.WARP, "inverse_warp": registration.INVERSE_WARP},
-        settings={"seed": REGISTRATION_SEED, "type": "SyN", "iterations": registration.SYN_ITERATIONS},
+        settings={
+            "seed": REGISTRATION_SEED, "type": "SyN", "iterations": registration.SYN_ITERATIONS,
+            "finest_mm": registration.SYN_FINEST_MM,
+        },
     )
     transforms = Transforms(reg.outputs["affine"], reg.outputs["warp"], reg.outputs["inverse_warp"])
 
@@ -254,6 +260,7 @@ def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> 
     return PreprocessedT1w(
         subject=runner.subject,
         t1w_native=loaded.outputs["t1w"],
+        t1w_n4=n4.outputs["t1w"],
         t1w_model=model.outputs["t1w"],
         brain_mask_model=model.outputs["mask"],
         brain_mask_native=bet.outputs["mask"],
@@ -273,6 +280,7 @@ def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> 
 def _step_log(runner: StepRunner) -> dict[str, Any]:
     return {
         "timings_s": {name: r.seconds for name, r in runner.results.items()},
+        "cpu_seconds": {name: r.cpu_seconds for name, r in runner.results.items()},
         "steps_run": [name for name, r in runner.results.items() if not r.reused],
     }
 

