@@ -78,7 +78,8 @@ def native_to_template_index(
 
 
 def _displacement_at(placement, points, native_to_t1w, shape, slab, axis_aligned: bool) -> np.ndarray:
-    """u at the given scanner points: separable upsampling on an axis-aligned grid, else trilinear lookups."""
+    """u at the given scanner points, trilinear either way: by matrix products when the native grid's axes are the
+    scanner axes (the T1w grid, ``axis_aligned``), else point by point (the rotated PET grid)."""
     warp_inv = np.linalg.inv(placement.displacement_affine)
     if axis_aligned:
         # Warp-grid coordinates are affine in each native axis separately: interpolate with matrix products.
