@@ -226,3 +226,22 @@ def test_colin27_brain_mask_matches_mni_mask(tmp_path):
     dice = _dice(_data(prep.brain_mask_model) > 0, np.asarray(mni_mask.dataobj) > 0.5)
     print(f"\nColin27 HD-BET mask after registration vs nilearn's MNI brain mask: Dice {dice:.3f}")
     assert dice >= 0.90
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field_strength", [5, 7])
+def test_higher_field_strengths_give_the_same_quality(field_strength, tmp_path):
+    """5 T and 7 T (MP2RAGE, noisy background, stronger bias) must pass the 3 T acceptance thresholds."""
+    from bids_jdam.data.phantom import generate_phantom_dataset
+
+    bids = generate_phantom_dataset(tmp_path / "bids", 1, 0, fast=True, grid_spacing_mm=4.0,
+                                    field_strength=field_strength, jobs=1)
+    prep = preprocess_pair(*_raw(bids), tmp_path / "work", small_config(), subject_label=SUBJECT, nthreads=2)
+    truth = phantom_truth(bids, SUBJECT)
+    brain = _data(truth.brain_mask) > 0
+    dice = _dice(_data(prep.brain_mask_model) > 0, brain)
+    t1_corr = float(np.corrcoef(_data(prep.t1w_model)[brain], _data(truth.t1w)[brain])[0, 1])
+    pet_corr = float(np.corrcoef(_data(prep.pet_suvr_model)[brain], _data(truth.pet_suvr)[brain])[0, 1])
+    print(f"\n{field_strength} T: mask Dice {dice:.3f}, T1w correlation {t1_corr:.3f}, PET correlation {pet_corr:.3f}")
+    assert prep.field_strength_t == field_strength
+    assert dice >= 0.90 and t1_corr >= 0.6 and pet_corr >= 0.75
