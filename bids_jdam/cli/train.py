@@ -11,6 +11,7 @@ from typing import Any
 
 from bids_jdam.config import JDAMConfig, small_config
 from bids_jdam.errors import InputError
+from bids_jdam.models.model_dir import PHANTOM_DATA
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--small", action="store_true", help="start from the CPU-sized configuration (4 mm, 64x64)")
     parser.add_argument("--phantom-truth", action="store_true",
                         help="train on the phantom's template-space truth under derivatives/phantom")
-    parser.add_argument("--method", default="jdam", choices=("jdam", "unet-l1"),
-                        help="jdam (score diffusion) or unet-l1 (the same-size U-Net as L1 regression)")
+    parser.add_argument("--method", default="jdam", choices=("jdam", "unet-l1", "cyclegan"),
+                        help="jdam (score diffusion), unet-l1 (the same-size U-Net as L1 regression) or cyclegan "
+                             "(the paper's unpaired baseline)")
+    parser.add_argument("-w", "--work-dir", type=Path,
+                        help="preprocessing cache for raw BIDS pairs (default: OUT_DIR/work)")
+    parser.add_argument("--pet-rec", metavar="LABEL", help="rec- label of the FDG-PET when a session has several")
+    parser.add_argument("--omp-nthreads", type=int, default=2, help="threads for ANTs/ITK, OpenMP and torch")
     parser.add_argument("--parameterization", choices=("paper", "preconditioned"),
                         help="how the network output becomes the score (default: the configuration's)")
     parser.add_argument("--unconditional", action="store_true", help="no MRI input: the paper's ablation")
@@ -79,14 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        if not args.phantom_truth:
-            raise InputError("training on raw BIDS pairs is not wired yet; use --phantom-truth on a phantom dataset")
         overrides = _read_overrides(args.config)
         cfg = build_config(args, overrides)
-        from bids_jdam.workflows.train import train_model
+        from bids_jdam.data.phantom import is_phantom_dataset
+        from bids_jdam.preprocess.threads import configure_threads
+        from bids_jdam.workflows.train import load_phantom_truth_subjects, preprocessed_pairs_loader, train_model
 
+        configure_threads(args.omp_nthreads)
+        if args.phantom_truth:
+            loader = load_phantom_truth_subjects
+        else:
+            loader = preprocessed_pairs_loader(args.work_dir or args.out_dir / "work", args.omp_nthreads, args.pet_rec)
+        trained_on = PHANTOM_DATA if is_phantom_dataset(args.bids_dir) else f"BIDS dataset {args.bids_dir.name}"
         model_dir = train_model(
-            args.bids_dir, args.out_dir, cfg, method=args.method, max_steps=args.max_steps, minutes=args.minutes,
+            args.bids_dir, args.out_dir, cfg, method=args.method, load_subjects=loader, trained_on=trained_on,
+            max_steps=args.max_steps, minutes=args.minutes,
             resume=args.resume, device=args.device, checkpoint_dir=args.checkpoint_dir,
             sigma_max_from_training="sigma_max" not in overrides.get("sde", {}),
             fp16_export=args.fp16_export, progress=not args.no_progress,

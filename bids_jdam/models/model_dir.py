@@ -29,6 +29,7 @@ from torch import nn
 from bids_jdam.config import JDAMConfig
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.errors import InputError
+from bids_jdam.models.cyclegan import generator_from_card
 from bids_jdam.models.unet import ScoreUNet
 
 WEIGHTS = "weights.safetensors"
@@ -136,7 +137,7 @@ def load_model_dir(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
     method = config.pop("method", None)
     try:
         cfg = JDAMConfig.from_dict(config)
-        net = build_network(cfg, method)
+        net = generator_from_card(card) if method == "cyclegan" else build_network(cfg, method)
     except (ValueError, TypeError) as error:
         raise InputError(f"{path / CONFIG}: {error}") from None
     try:

@@ -35,7 +35,7 @@ from bids_jdam.workflows.participant import (
 log = logging.getLogger("bids_jdam")
 
 EXIT_OK, EXIT_FAILED = 0, 1
-BIDSIGNORE = ["*_xfm.*", "*.html", "figures/", "sub-*/figures/", ".work/"]
+BIDSIGNORE = ["*_xfm.*", "*.html", "sub-*/figures", "group_metrics.tsv", ".work"]  # no trailing slash: the validator matches folders without it
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -111,10 +111,11 @@ def _process_image(
     start = time.perf_counter()
     real_pet_path = job.real_pets.get(str(anat.path))
     prep_args = dict(subject_label=stem, nthreads=job.omp_nthreads, device=job.device)
+    work_dir = job.work_dir / stem  # the step cache holds one image's files
     if real_pet_path is not None:
-        prep = preprocess_pair(anat.path, real_pet_path, job.work_dir, model.cfg, **prep_args)
+        prep = preprocess_pair(anat.path, real_pet_path, work_dir, model.cfg, **prep_args)
     else:
-        prep = preprocess_t1w(anat.path, job.work_dir, model.cfg, **prep_args)
+        prep = preprocess_t1w(anat.path, work_dir, model.cfg, **prep_args)
     timings["preprocessing"] = time.perf_counter() - start
     timings.update({f"preprocess.{k}": v for k, v in prep.timings_s.items()})
 

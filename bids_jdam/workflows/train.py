@@ -34,8 +34,10 @@ from bids_jdam.diffusion.losses import dsm_loss
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
+from bids_jdam.bids.query import dataset_identity
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.metrics import image_quality
+from bids_jdam.models.cyclegan import cyclegan_translate
 from bids_jdam.models.model_dir import (
     PHANTOM_DATA,
     build_network,
@@ -101,6 +103,33 @@ def load_phantom_truth_subjects(bids_dir: Path, cfg: JDAMConfig, subjects: list[
 
 
 SubjectLoader = Callable[[Path, JDAMConfig, list[str]], list[SubjectVolumes]]
+
+
+def preprocessed_pairs_loader(work_dir: Path, nthreads: int = 2, pet_rec: str | None = None) -> SubjectLoader:
+    """A loader that finds each subject's T1w/FDG-PET pairs with pybids and runs the preprocessing pipeline.
+
+    Every session with both images is one training pair; the steps are cached per image in ``work_dir``.
+    """
+    from bids_jdam.bids.query import find_training_pairs, load_layout
+    from bids_jdam.preprocess.pipeline import preprocess_pair
+
+    def load(bids_dir: Path, cfg: JDAMConfig, subjects: list[str]) -> list[SubjectVolumes]:
+        layout = load_layout(Path(bids_dir), validate=False)
+        diagnoses = read_diagnoses(bids_dir)
+        volumes = []
+        for pair in find_training_pairs(layout, participants=subjects, rec=pet_rec):
+            stem = f"sub-{pair.subject}" + (f"_ses-{pair.session}" if pair.session else "")
+            prep = preprocess_pair(pair.t1w.path, pair.pet, Path(work_dir) / stem, cfg, subject_label=stem,
+                                   nthreads=nthreads)
+            mask_img = nib.load(prep.brain_mask_model)
+            mask = np.asarray(mask_img.dataobj) > 0
+            t1 = nib.load(prep.t1w_model).get_fdata(dtype=np.float32) * mask
+            pet = np.where(mask, nib.load(prep.pet_suvr_model).get_fdata(dtype=np.float32), 0).astype(np.float32)
+            volumes.append(SubjectVolumes(pair.subject, diagnoses.get(pair.subject, "n/a"), t1, pet, mask,
+                                          mask_img.affine))
+        return volumes
+
+    return load
 
 
 class ExponentialMovingAverage:
@@ -275,6 +304,9 @@ def predict_slices(
         if method == "unet-l1":
             outputs.append(model(cond, torch.zeros(len(cond), device=device)).cpu())
             continue
+        if method == "cyclegan":
+            outputs.append(cyclegan_translate(model, cond).cpu())
+            continue
         chunk_keys = [(sampler_cfg.seed, plane, index, 0) for _, plane, index in keys[start : start + batch_size]]
         condition = cond if cfg.network.conditional else None
         outputs.append(sample(model, condition, tuple(cond.shape), sampler_cfg, sde, chunk_keys, device=device).cpu())
@@ -361,6 +393,21 @@ def train_model(
         cfg = prepare_config(cfg, training, sigma_max_from_training and method == "jdam")
     steps = max_steps if max_steps is not None else cfg.train.max_steps
     cfg.train.max_steps = steps
+    training_data = {
+        "bids_dir": str(bids_dir.resolve()),
+        "dataset_identity": dataset_identity(bids_dir),
+        "subjects": {name: {s: diagnoses[s] for s in subjects} for name, subjects in splits.items()},
+        "splits_file": SPLITS_FILE,
+        "n_training_slices": len(training),
+        "planes": list(cfg.train.planes),
+    }
+    if method == "cyclegan":
+        from bids_jdam.workflows.train_cyclegan import train_cyclegan
+
+        held_out = load_subjects(bids_dir, cfg, splits["validation"]) if splits["validation"] else []
+        return train_cyclegan(training, held_out, cfg, out_dir, max_steps=steps, minutes=minutes, device=torch_device,
+                              seed=cfg.train.seed, resume=resume, checkpoint_dir=checkpoint_dir, progress=progress,
+                              card={"trained_on": trained_on, "training_data": training_data})
 
     trainer = Trainer(cfg, method, training, torch_device, cfg.train.seed)
     if checkpoint is not None:
@@ -390,13 +437,7 @@ def train_model(
         log.info("validation on %d held-out subjects: PSNR %.2f dB, SSIM %.3f", len(held_out), validation["psnr_db"], validation["ssim"])
     card = {
         "trained_on": trained_on,
-        "training_data": {
-            "bids_dir": str(bids_dir.resolve()),
-            "subjects": {name: {s: diagnoses[s] for s in subjects} for name, subjects in splits.items()},
-            "splits_file": SPLITS_FILE,
-            "n_training_slices": len(training),
-            "planes": list(cfg.train.planes),
-        },
+        "training_data": training_data,
         "steps": trainer.step,
         "train_seconds": round(trainer.train_seconds, 1),
         "wall_seconds_this_run": round(time.perf_counter() - wall_start, 1),

