@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from bids import BIDSLayout
 
+from bids_jdam import atomic
 from bids_jdam.bids.derivatives import (
     TEMPLATE_SPACE,
     ParticipantStaging,
     SynthesisProvenance,
-    atomic_save_nifti,
-    atomic_write_json,
     derivative_name,
     derivative_path,
     mask_sidecar,
@@ -155,8 +154,8 @@ def test_bidsignore_keeps_existing_lines(tmp_path: Path):
 
 
 def test_atomic_writers_leave_only_the_target(tmp_path: Path):
-    atomic_write_json(tmp_path / "a.json", {"x": 1})
-    atomic_save_nifti(nifti(), tmp_path / "b.nii.gz")
+    atomic.write_json(tmp_path / "a.json", {"x": 1})
+    atomic.save_nifti(nifti(), tmp_path / "b.nii.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.nii.gz"]
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
     assert nib.load(tmp_path / "b.nii.gz").shape == (8, 8, 8)
@@ -166,8 +165,8 @@ def test_staging_publishes_all_outputs_on_success(tmp_path: Path):
     (tmp_path / "sub-01/pet").mkdir(parents=True)
     (tmp_path / "sub-01/pet/old.json").write_text("old")
     with ParticipantStaging(tmp_path, "01") as staging:
-        atomic_write_json(staging.path("sub-01/pet/old.json"), {"new": True})
-        atomic_write_json(staging.path("sub-01/anat/mask.json"), {})
+        atomic.write_json(staging.path("sub-01/pet/old.json"), {"new": True})
+        atomic.write_json(staging.path("sub-01/anat/mask.json"), {})
         assert not (tmp_path / "sub-01/anat/mask.json").exists()
     assert json.loads((tmp_path / "sub-01/pet/old.json").read_text()) == {"new": True}
     assert (tmp_path / "sub-01/anat/mask.json").is_file()
@@ -177,7 +176,7 @@ def test_staging_publishes_all_outputs_on_success(tmp_path: Path):
 def test_staging_leaves_nothing_after_a_failure(tmp_path: Path):
     with pytest.raises(RuntimeError, match="sampler crashed"):
         with ParticipantStaging(tmp_path, "01") as staging:
-            atomic_save_nifti(nifti(), staging.path("sub-01/pet/sub-01_pet.nii.gz"))
+            atomic.save_nifti(nifti(), staging.path("sub-01/pet/sub-01_pet.nii.gz"))
             raise RuntimeError("sampler crashed")
     assert list(tmp_path.iterdir()) == []
 
@@ -189,12 +188,12 @@ def write_participant_outputs(out: Path, source: AnatInput) -> None:
             for desc, statistic in (("jdam", "mean"), ("jdamstd", "std")):
                 image = derivative_path(source.entities, space=space, desc=desc, suffix="pet",
                                         extension=".nii.gz", trc="FDG")
-                atomic_save_nifti(nifti(), staging.path(image))
-                atomic_write_json(staging.path(image.with_name(image.name.replace(".nii.gz", ".json"))),
+                atomic.save_nifti(nifti(), staging.path(image))
+                atomic.write_json(staging.path(image.with_name(image.name.replace(".nii.gz", ".json"))),
                                   pet_sidecar(source, provenance(), space=space, statistic=statistic))
             mask = derivative_path(source.entities, space=space, desc="brain", suffix="mask", extension=".nii.gz")
-            atomic_save_nifti(nifti(np.uint8), staging.path(mask))
-            atomic_write_json(staging.path(mask.with_name(mask.name.replace(".nii.gz", ".json"))),
+            atomic.save_nifti(nifti(np.uint8), staging.path(mask))
+            atomic.write_json(staging.path(mask.with_name(mask.name.replace(".nii.gz", ".json"))),
                               mask_sidecar(source, space=space))
         for extension in (".h5", ".mat"):
             xfm = transform_path(source.entities, from_space="T1w", to_space=TEMPLATE_SPACE, extension=extension)

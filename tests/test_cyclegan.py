@@ -27,7 +27,7 @@ from bids_jdam.models.cyclegan import (
     small_cyclegan_config,
     to_unit_range,
 )
-from bids_jdam.models.model_dir import sha256
+from bids_jdam.atomic import sha256_file as sha256
 from bids_jdam.workflows.train_cyclegan import identity_loss, cyclegan_update, train_cyclegan, unpaired_indices
 
 SIZE = 32

@@ -31,9 +31,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import nibabel as nib
 from bidsschematools import schema as bids_schema
 
+from bids_jdam import atomic
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.errors import InputError
 
@@ -275,7 +275,7 @@ def write_dataset_description(
     links["raw"] = raw_link
     description["DatasetLinks"] = links
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, description)
+    atomic.write_json(path, description)
     return description
 
 
@@ -284,37 +284,7 @@ def write_bidsignore(out_dir: Path, patterns: list[str] | None = None) -> None:
     path = Path(out_dir) / ".bidsignore"
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     lines += [pattern for pattern in (patterns or [TRANSFORM_GLOB]) if pattern not in lines]
-    _atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _temporary_sibling(path: Path) -> Path:
-    """A hidden file in the same folder (same filesystem, so os.replace is atomic) that keeps the extension."""
-    return path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = _temporary_sibling(path)
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON so that readers never see a half-written file."""
-    _atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_save_nifti(image: nib.Nifti1Image, path: Path) -> None:
-    """Save a NIfTI image so that readers never see a half-written file."""
-    path = Path(path)
-    temporary = _temporary_sibling(path)
-    try:
-        nib.save(image, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic.write_text(path, "\n".join(lines) + "\n")
 
 
 class ParticipantStaging:

@@ -8,8 +8,6 @@ and written to ``splits.json`` next to the model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bids_jdam import atomic
 from bids_jdam.data.slices import cut_slice, pad_slice, select_slices
 
 
@@ -116,9 +115,7 @@ def write_splits(path: Path, splits: dict[str, list[str]], diagnoses: dict[str, 
         "seed": seed,
         **{name: {subject: diagnoses[subject] for subject in subjects} for name, subjects in splits.items()},
     }
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(json.dumps(payload, indent=2) + "\n")
-    os.replace(handle.name, path)
+    atomic.write_json(path, payload)
 
 
 def read_splits(path: Path) -> dict[str, list[str]]:

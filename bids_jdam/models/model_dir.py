@@ -13,12 +13,8 @@ files are complete.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.errors import InputError
@@ -57,30 +54,6 @@ def intended_use(trained_on: str) -> str:
     return "Research use only; not a medical device. Synthetic PET is not a substitute for a PET scan."
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` on a temporary file next to ``path``, then move it into place."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    _write_atomic(path, lambda temp: Path(temp).write_text(json.dumps(payload, indent=2) + "\n"))
-
-
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()}
 
@@ -96,16 +69,16 @@ def save_model_dir(
     if fp16:
         files[WEIGHTS_FP16] = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     for name, tensors in files.items():
-        _write_atomic(path / name, lambda temp, t=tensors: save_file(t, temp, metadata={"method": method}))
-    _write_json(path / CONFIG, {"method": method, **cfg.to_dict()})
+        atomic.write_with(path / name, lambda temp, t=tensors: save_file(t, str(temp), metadata={"method": method}))
+    atomic.write_json(path / CONFIG, {"method": method, **cfg.to_dict()})
     full_card = {
         "method": method,
         "parameterization": cfg.sde.parameterization if method == "jdam" else None,
         **card,
         "intended_use": intended_use(card["trained_on"]),
-        "sha256": {name: sha256(path / name) for name in files},
+        "sha256": {name: atomic.sha256_file(path / name) for name in files},
     }
-    _write_json(path / MODEL_CARD, full_card)
+    atomic.write_json(path / MODEL_CARD, full_card)
     return path
 
 
@@ -132,7 +105,7 @@ def load_model_dir(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
     expected = card.get("sha256", {}).get(WEIGHTS)
     if expected is None:
         raise InputError(f"{path / MODEL_CARD}: no sha256 for {WEIGHTS}")
-    if sha256(weights_path) != expected:
+    if atomic.sha256_file(weights_path) != expected:
         raise InputError(f"{weights_path}: sha256 does not match the model card; the file is corrupt or was replaced")
     method = config.pop("method", None)
     try:
@@ -163,8 +136,8 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     tensor_path, state_path = checkpoint_paths(directory, step)
     contiguous = _contiguous(tensors)
-    _write_atomic(tensor_path, lambda temp: save_file(contiguous, temp))
-    _write_json(state_path, {"step": step, "tensors_sha256": sha256(tensor_path), **state})
+    atomic.write_with(tensor_path, lambda temp: save_file(contiguous, str(temp)))
+    atomic.write_json(state_path, {"step": step, "tensors_sha256": atomic.sha256_file(tensor_path), **state})
     for old in checkpoint_steps(directory)[:-keep]:
         for old_path in checkpoint_paths(directory, old):
             old_path.unlink(missing_ok=True)
@@ -186,6 +159,6 @@ def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str,
         raise InputError(f"{directory}: no checkpoint to resume from")
     tensor_path, state_path = checkpoint_paths(directory, steps[-1] if step is None else step)
     state = _read_json(state_path)
-    if sha256(tensor_path) != state.get("tensors_sha256"):
+    if atomic.sha256_file(tensor_path) != state.get("tensors_sha256"):
         raise InputError(f"{tensor_path}: sha256 does not match {state_path.name}; the checkpoint is corrupt")
     return load_file(tensor_path), state

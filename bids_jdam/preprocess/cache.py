@@ -12,15 +12,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from bids_jdam import atomic
 from bids_jdam.errors import InputError, StepError
-from bids_jdam.preprocess.io import file_suffix
 
 log = logging.getLogger("bids_jdam.preprocess")
 
@@ -76,7 +75,7 @@ class StepRunner:
             self.results[name] = result
             return result
 
-        temporary = {k: _temporary_path(p) for k, p in final.items()}
+        temporary = {k: atomic.temporary_sibling(p) for k, p in final.items()}
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
             meta = action(temporary) or {}
@@ -103,10 +102,10 @@ class StepRunner:
             "settings": dict(settings or {}),
             "versions": package_versions(BASE_PACKAGES + packages),
             "inputs": {k: str(p) for k, p in inputs.items()},
-            "outputs": {k: file_hash(p) for k, p in final.items()},
+            "outputs": {k: atomic.sha256_file(p) for k, p in final.items()},
             "metadata": meta,
         }
-        _write_json_atomic(record_path, record)
+        atomic.write_json(record_path, record)
         log.info("sub-%s %s: ran in %.1f s -> %s", self.subject, name, seconds, ", ".join(outputs.values()))
         result = StepResult(name, final, meta, seconds, cpu_seconds, reused=False)
         self.results[name] = result
@@ -117,20 +116,11 @@ def step_key(name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any],
     """Hash of everything that determines a step's outputs."""
     payload = {
         "step": name,
-        "inputs": {k: file_hash(Path(p)) for k, p in sorted(inputs.items())},
+        "inputs": {k: atomic.sha256_file(Path(p)) for k, p in sorted(inputs.items())},
         "settings": settings,
         "versions": package_versions(packages),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file's contents."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
@@ -153,26 +143,11 @@ def _valid_record(record_path: Path, key: str, outputs: Mapping[str, Path]) -> d
         return None
     if record.get("key") != key:
         return None
-    if any(record["outputs"].get(k) != file_hash(p) for k, p in outputs.items()):
+    if any(record["outputs"].get(k) != atomic.sha256_file(p) for k, p in outputs.items()):
         return None
     return record
-
-
-def _temporary_path(final: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name.split('.')[0]}-", suffix=file_suffix(final), dir=final.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    return Path(tmp)
 
 
 def _remove(paths) -> None:
     for p in paths:
         Path(p).unlink(missing_ok=True)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)

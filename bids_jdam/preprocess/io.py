@@ -6,8 +6,6 @@ its data are read; the data are then checked for finite values.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -63,26 +61,6 @@ def load_checked(path: Path, *, allow_frames: bool = False, max_voxels: int = MA
     checked = nib.Nifti1Image(data, img.affine)
     checked.header.set_xyzt_units("mm", "sec")
     return nib.as_closest_canonical(checked)
-
-
-def save_atomic(img: nib.Nifti1Image, path: Path) -> None:
-    """Write ``img`` to ``path`` through a temporary file in the same folder, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=file_suffix(path), dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def file_suffix(path: Path) -> str:
-    """The extension that tells readers the format: ``.nii.gz`` counts as one."""
-    name = Path(path).name
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
 def sidecar_path(image_path: Path) -> Path:

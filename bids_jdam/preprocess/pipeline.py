@@ -16,6 +16,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
 from bids_jdam.errors import InputError
 from bids_jdam.preprocess import registration
@@ -23,7 +24,7 @@ from bids_jdam.preprocess.bias import N4_FIT_VOXEL_MM, n4_correct
 from bids_jdam.preprocess.brain_extraction import extract_brain
 from bids_jdam.preprocess.cache import StepRunner
 from bids_jdam.preprocess.intensity import reference_mask, scale_t1w, suvr
-from bids_jdam.preprocess.io import load_checked, save_atomic, sidecar_path
+from bids_jdam.preprocess.io import load_checked, sidecar_path
 from bids_jdam.preprocess.pet import static_pet
 from bids_jdam.preprocess.registration import Transforms
 from bids_jdam.preprocess.threads import configure_threads
@@ -176,7 +177,7 @@ def to_native(template_image: Path, prep: PreprocessedT1w, out_path: Path, *, in
         ras_img = nib.Nifti1Image(data, ras.affine)
         original = nib.orientations.axcodes2ornt(prep.native_orientation)
         ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), original)
-        save_atomic(ras_img.as_reoriented(ornt), out_path)
+        atomic.save_nifti(ras_img.as_reoriented(ornt), out_path)
     finally:
         staged.unlink(missing_ok=True)
     return out_path

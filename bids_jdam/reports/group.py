@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bids_jdam.errors import InputError
-from bids_jdam.reports.atomic import write_text_atomic
+from bids_jdam import atomic
 from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
 from bids_jdam.reports.participant import PHANTOM_BANNER
 from bids_jdam.reports.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
@@ -56,10 +56,10 @@ def run_group_level(output_dir: Path, bids_dir: Path | None) -> tuple[Path, Path
     missing = sorted(set(expected) - set(table["participant_id"]))
     LOGGER.info("group level: %d images, %d participants without outputs", len(table), len(missing))
 
-    tsv_path = write_text_atomic(
+    tsv_path = atomic.write_text(
         output_dir / "group_metrics.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
     )
-    html_path = write_text_atomic(
+    html_path = atomic.write_text(
         output_dir / "group_report.html", _group_html(output_dir, table, metrics, missing, problems, expected)
     )
     return tsv_path, html_path

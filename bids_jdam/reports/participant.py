@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bids_jdam.errors import InputError
 from bids_jdam.reports import reportlets
-from bids_jdam.reports.atomic import write_text_atomic
+from bids_jdam import atomic
 from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page
 from bids_jdam.reports.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.reports.reportlets import ImageLike
@@ -65,7 +65,7 @@ def write_participant_report(out_dir: Path, subject: str, entries: list[ReportEn
         body.append(f"<nav><ul>{links}</ul></nav>")
     body.extend(sections)
     report = Path(out_dir) / f"{subject_id}.html"
-    return write_text_atomic(report, page(f"bids-jdam: {subject_id}", "\n".join(body)))
+    return atomic.write_text(report, page(f"bids-jdam: {subject_id}", "\n".join(body)))
 
 
 def _entry_section(out_dir: Path, entry: ReportEntry) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_jdam.errors import InputError
-from bids_jdam.reports.atomic import write_text_atomic
+from bids_jdam import atomic
 
 METRICS_SUFFIX = "_desc-jdam_metrics.json"
 
@@ -105,7 +105,7 @@ class ParticipantMetrics:
 
     def to_json(self, path: Path) -> Path:
         """Write the metrics to ``path`` atomically."""
-        return write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        return atomic.write_text(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ParticipantMetrics:

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from nilearn import image, plotting
 
-from bids_jdam.reports.atomic import write_bytes_atomic
+from bids_jdam import atomic
 
 ImageLike = Path | nib.Nifti1Image  # masks may be binary or probabilistic: inside means > 0.5
 CUTS_PER_ROW = 7
@@ -144,4 +144,4 @@ def _new_figure(rows: int) -> Figure:
 def _save(figure: Figure, out_path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, facecolor=figure.get_facecolor())
-    return write_bytes_atomic(Path(out_path), buffer.getvalue())
+    return atomic.write_bytes(Path(out_path), buffer.getvalue())

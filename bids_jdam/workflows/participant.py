@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 from bids_jdam import __version__
+from bids_jdam import atomic
 from bids_jdam.bids.derivatives import (
     NATIVE_SPACE,
     TEMPLATE_SPACE,
     ParticipantStaging,
     SynthesisProvenance,
-    atomic_save_nifti,
-    atomic_write_json,
     derivative_path,
     mask_sidecar,
     pet_sidecar,
@@ -161,22 +160,22 @@ def _write_images(
         template_rel = derivative_path(entities, space=TEMPLATE_SPACE, desc=desc, suffix="pet",
                                        extension=".nii.gz", trc="FDG")
         template_path = staging.path(template_rel)
-        atomic_save_nifti(template.image(data), template_path)
-        atomic_write_json(staging.path(_sidecar(template_rel)),
+        atomic.save_nifti(template.image(data), template_path)
+        atomic.write_json(staging.path(_sidecar(template_rel)),
                           pet_sidecar(anat, provenance, space=TEMPLATE_SPACE, statistic=statistic))
         native_rel = derivative_path(entities, space=NATIVE_SPACE, desc=desc, suffix="pet",
                                      extension=".nii.gz", trc="FDG")
         to_native(template_path, prep, staging.path(native_rel))
-        atomic_write_json(staging.path(_sidecar(native_rel)),
+        atomic.write_json(staging.path(_sidecar(native_rel)),
                           pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic))
         written[f"template_{statistic if statistic == 'std' else 'pet'}"] = template_path
 
     for space, source in ((TEMPLATE_SPACE, prep.brain_mask_model), (NATIVE_SPACE, prep.brain_mask_native)):
         rel = derivative_path(entities, space=space, desc="brain", suffix="mask", extension=".nii.gz")
         img = nib.load(str(source))
-        atomic_save_nifti(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine, img.header),
+        atomic.save_nifti(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine, img.header),
                           staging.path(rel))
-        atomic_write_json(staging.path(_sidecar(rel)), mask_sidecar(anat, space=space))
+        atomic.write_json(staging.path(_sidecar(rel)), mask_sidecar(anat, space=space))
 
     transforms = prep.transforms
     for from_space, to_space, source in (

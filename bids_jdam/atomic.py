@@ -1,0 +1,62 @@
+"""Atomic file writes: a reader (another job, a browser, a resumed run) sees the old file or the new one, never half.
+
+Every write goes to a hidden file in the same folder (same filesystem, so ``os.replace`` is atomic) that keeps the
+extension (nibabel picks the format from it), and is renamed into place only once complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden, unique name next to ``path`` with the same extension (``.nii.gz`` included)."""
+    path = Path(path)
+    return path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+
+
+def write_with(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary)`` on a sibling of ``path`` and move the result into place; clean up on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_sibling(path)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    return write_with(path, lambda temporary: temporary.write_bytes(data))
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_with(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """Indented JSON; values JSON does not know (paths, numpy scalars) are written as strings."""
+    return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def save_nifti(image: nib.Nifti1Image, path: Path) -> Path:
+    return write_with(path, lambda temporary: nib.save(image, str(temporary)))
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's contents, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
