@@ -7,7 +7,7 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo benchmark-preprocess clean
+.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,15 @@ test-all: venv
 
 demo: venv
 	$(BIN)/python -m bids_jdam.cli.demo --out $(DEMO_OUT)
+
+benchmark-preprocess: venv
+	$(BIN)/python benchmarks/preprocess.py --threads 2
+
+benchmark-learning-curve: venv
+	$(BIN)/python benchmarks/learning_curve.py --minutes 8 --threads 1 --jobs 2
+
+benchmark-synthesis: venv
+	$(BIN)/python benchmarks/synthesis.py --threads 2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

@@ -24,10 +24,12 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info, write_text_atomic  # noqa: E402
 
 from bids_jdam.config import SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, split_subjects
@@ -69,24 +71,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--machine", default=f"{platform.machine()}-{os.cpu_count()}cpu",
                         help="machine name used in the result file names")
     return parser.parse_args(argv)
-
-
-def machine_info(threads: int, jobs: int) -> dict[str, object]:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": threads,
-        "jobs": jobs,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 def samplers(args: argparse.Namespace) -> dict[str, SamplerConfig]:
@@ -132,10 +116,10 @@ def learning_curve(name: str, args: argparse.Namespace, base_cfg, training, held
 
 def markdown(report: dict) -> str:
     lines = [
-        f"# Learning curves on the phantom ({report['machine']['cores']} CPU cores)",
+        f"# Learning curves on the phantom ({report['machine']['cores_available']} CPU cores)",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['platform']}, torch {report['machine']['torch']} "
+        f"Machine: {report['machine']['cpu']}, {report['machine']['platform']}, torch {report['machine']['versions']['torch']} "
         f"({report['machine']['torch_threads']} thread(s) per method, {report['machine']['jobs']} method(s) at once), "
         f"{report['machine']['date']}  ",
         f"Data: {report['settings']['train_subjects']} training / {report['settings']['held_out_subjects']} held-out "
@@ -168,13 +152,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
@@ -198,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report = {
             "command": command,
-            "machine": machine_info(args.threads, args.jobs),
+            "machine": machine_info(torch_threads=args.threads, jobs=args.jobs),
             "settings": {
                 "train_subjects": len(splits["train"]), "held_out_subjects": len(splits["validation"]),
                 "splits": splits, "training_slices": len(training), "held_out_slices": len(held_out.keys),
@@ -227,8 +204,8 @@ def write_report(report: dict, stem: Path, complete: bool) -> None:
             name: max(m["psnr_db"] for m in points[-1]["metrics"].values()) - baseline
             for name, points in report["methods"].items() if name != "unet-l1"
         }
-    write_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    write_atomic(stem.with_suffix(".md"), markdown(report))
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), markdown(report))
     print(f"wrote {stem}.json and .md ({'complete' if complete else 'partial'})", flush=True)
 
 

