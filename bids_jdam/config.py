@@ -1,7 +1,8 @@
 """One typed configuration for bids-jdam, with defaults that follow the paper.
 
-A model directory stores the full configuration in its ``config.json``; inference reads it back so that a model
-is always fed what it was trained on (see :func:`check_compatible`).
+A model directory stores the full configuration in its ``config.json``; inference takes every setting that shapes
+the model's input (grid, intensity, brain extraction) from there, with no command-line override, so a model is
+always fed what it was trained on.
 """
 
 from __future__ import annotations
@@ -135,24 +136,6 @@ def small_config() -> JDAMConfig:
     cfg.train.warmup_steps = 100
     cfg.train.batch_size = 16
     return cfg
-
-
-# Settings that shape the model's input: inference must use the values the model was trained with.
-INPUT_SECTIONS = ("grid", "intensity", "brain_extraction")
-
-
-def check_compatible(model_cfg: JDAMConfig, requested: dict[str, dict[str, Any]]) -> None:
-    """Raise ValueError when a requested override conflicts with an input-shaping setting of the model."""
-    for section, values in requested.items():
-        if section not in INPUT_SECTIONS:
-            continue
-        current = getattr(model_cfg, section)
-        for key, value in values.items():
-            if getattr(current, key) != value:
-                raise ValueError(
-                    f"{section}.{key}={value!r} conflicts with the model, which was trained with "
-                    f"{getattr(current, key)!r}; a model must be fed what it was trained on"
-                )
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
