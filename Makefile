@@ -7,7 +7,7 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis clean
+.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ benchmark-learning-curve: venv
 
 benchmark-synthesis: venv
 	$(BIN)/python benchmarks/synthesis.py --threads 2
+
+benchmark-speed: venv
+	$(BIN)/python benchmarks/speed.py --threads 2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

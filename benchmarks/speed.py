@@ -1,0 +1,135 @@
+"""Samplers against the paper's PC sampler: quality, sharpness and speed on held-out phantom slices.
+
+    python benchmarks/speed.py [--model demo|DIR] [--subjects 2] [--per-plane 2] [--threads 2]
+
+On a fixed subset of held-out slices (``--per-plane`` per plane per subject, from the phantom's template-space
+truth, a seed the model never saw) every sampler/step setting draws one sample per slice (K = 1, same seeds). For
+each setting: PSNR/SSIM against the real PET (protocol of ``bids_jdam.evaluate.metrics``), the network evaluations
+per slice, the measured seconds per slice, and a sharpness ratio: the high-frequency share of the radially
+averaged power spectrum of the synthetic slices over that of the real ones (1 = as sharp as the real PET; a sampler
+that wins PSNR by blurring scores well below 1). The reference is PC with N = 1000. The default-sampler rule of
+issue 9 (fewest evaluations within 0.3 dB PSNR and 0.005 SSIM of PC-1000, sharpness not lower than PC-1000's by
+more than 10 %) is applied to the measured rows. Writes ``benchmarks/results/speed-<machine>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info, machine_tag, write_text_atomic  # noqa: E402
+
+from bids_jdam.config import SamplerConfig  # noqa: E402
+from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
+from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
+from bids_jdam.models.demo import DEMO_MODEL_DIR  # noqa: E402
+from bids_jdam.models.model_dir import load_model_dir  # noqa: E402
+from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
+from bids_jdam.workflows.train import (  # noqa: E402
+    evaluate_slices,
+    load_phantom_truth_subjects,
+    predict_slices,
+    validation_slices,
+)
+
+HELD_OUT_SEED = 778
+SETTINGS = [("pc", 1000), ("pc", 100), ("pc", 30), ("heun", 5), ("heun", 10), ("heun", 18), ("heun", 25),
+            ("dpmpp_2m", 10), ("dpmpp_2m", 20)]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def high_frequency_share(images: torch.Tensor, masks: torch.Tensor) -> float:
+    """Share of spectral power above half the Nyquist radius, averaged over slices (brain-masked)."""
+    shares = []
+    for image, mask in zip(images[:, 0].numpy(), masks[:, 0].numpy()):
+        spectrum = np.abs(np.fft.fftshift(np.fft.fft2(np.where(mask, image, 0)))) ** 2
+        size = spectrum.shape[0]
+        y, x = np.indices(spectrum.shape) - size // 2
+        radius = np.hypot(x, y)
+        total = spectrum[radius > 0].sum()
+        shares.append(spectrum[radius > size / 4].sum() / total if total > 0 else np.nan)
+    return float(np.nanmean(shares))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--subjects", type=int, default=2)
+    parser.add_argument("--per-plane", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    command = "python benchmarks/speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    configure_threads(args.threads)
+    model_dir = DEMO_MODEL_DIR if args.model == "demo" else Path(args.model)
+    model, cfg, card = load_model_dir(model_dir, "cpu")
+    bids_dir = Path(tempfile.mkdtemp(prefix="bids-jdam-speed-")) / "phantom"
+    generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
+    volumes = load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)])
+    data = validation_slices(volumes, cfg, per_plane=args.per_plane)
+    real_share = high_frequency_share(data.pet, data.mask)
+    rows = []
+    for name, steps in SETTINGS:
+        sampler = SamplerConfig(name=name, steps=steps, corrector_steps=1 if name == "pc" else 0, seed=0)
+        start = time.perf_counter()
+        prediction = predict_slices(model, "jdam", cfg, data.mri, data.keys, sampler, torch.device("cpu"),
+                                    batch_size=32)
+        seconds = time.perf_counter() - start
+        scores = evaluate_slices(prediction, data)
+        rows.append({
+            "sampler": name, "steps": steps,
+            "network_evaluations_per_slice": network_evaluations(name, steps, sampler.corrector_steps),
+            "psnr_db": scores["psnr_db"], "ssim": scores["ssim"],
+            "seconds_per_slice": seconds / len(data.keys),
+            "sharpness_ratio": high_frequency_share(prediction * data.mask, data.mask) / real_share,
+        })
+        print(json.dumps(rows[-1]))
+    reference = rows[0]
+    eligible = [r for r in rows[1:] if r["psnr_db"] >= reference["psnr_db"] - 0.3
+                and r["ssim"] >= reference["ssim"] - 0.005
+                and r["sharpness_ratio"] >= 0.9 * reference["sharpness_ratio"]]
+    chosen = min(eligible, key=lambda r: r["network_evaluations_per_slice"]) if eligible else None
+    report = {"command": command, "machine": machine_info(threads=args.threads), "model": str(model_dir),
+              "model_sha256": card["sha256"]["weights.safetensors"], "held_out_seed": HELD_OUT_SEED,
+              "n_slices": len(data.keys), "planes": list(cfg.train.planes), "rows": rows,
+              "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000, sharpness >= 90% of pc-1000's",
+              "chosen": chosen}
+    stem = RESULTS / f"speed-{machine_tag()}"
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), markdown(report))
+    print(f"results: {stem}.json, {stem}.md")
+    return 0
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# Samplers against PC-1000 on held-out phantom slices", "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {m['cpu']}, {m['cores_available']} cores, {m['torch_threads']} torch threads, load average at "
+        f"start {m['load_average_at_start']}, GPU {m['gpu']}, {m['date']}  ",
+        f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}); {report['n_slices']} slices "
+        f"({', '.join(report['planes'])}), phantom seed {report['held_out_seed']}, K = 1", "",
+        "| sampler | steps | NFE/slice | PSNR dB | SSIM | sharpness (1 = real PET) | s/slice |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['network_evaluations_per_slice']} | {r['psnr_db']:.2f} | "
+                     f"{r['ssim']:.3f} | {r['sharpness_ratio']:.2f} | {r['seconds_per_slice']:.3f} |")
+    chosen = report["chosen"]
+    lines += ["", f"Rule: {report['default_rule']}.",
+              f"Chosen: {chosen['sampler']} {chosen['steps']} ({chosen['network_evaluations_per_slice']} NFE)."
+              if chosen else "Chosen: none of the faster settings met the rule on this run."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
