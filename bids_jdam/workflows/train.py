@@ -36,6 +36,7 @@ from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
 from bids_jdam.bids.query import dataset_identity
+from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.models.cyclegan import cyclegan_translate
@@ -57,15 +58,6 @@ SIGMA_MAX_SLICES = 2048
 # End-of-training validation: a cheap sampler on a few slices per held-out subject and plane.
 VALIDATION_SAMPLER = SamplerConfig(name="heun", steps=18, corrector_steps=0, num_samples=1, seed=0)
 VALIDATION_SLICES_PER_PLANE = 4
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; an explicit ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (use --device auto or cpu)")
-    return torch.device(name)
 
 
 def read_diagnoses(bids_dir: Path) -> dict[str, str]:
