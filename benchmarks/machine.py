@@ -57,3 +57,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
     os.replace(temp, path)
+
+
+def write_results(results_dir: Path, name: str, report: dict, markdown: str) -> Path:
+    """``<results_dir>/<name>-<machine>.json`` and ``.md``; returns the common stem."""
+    import json
+
+    stem = Path(results_dir) / f"{name}-{machine_tag()}"
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), markdown)
+    print(f"results: {stem}.json, {stem}.md")
+    return stem
+
+
+def describe(machine: dict) -> str:
+    """One markdown line about the machine, for result tables."""
+    return (f"Machine: {machine['cpu']}, {machine['cores_available']} cores, {machine['torch_threads']} torch threads, "
+            f"load average at start {machine['load_average_at_start']}, GPU {machine['gpu']}, {machine['date']}  ")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, machine_tag, write_text_atomic  # noqa: E402
+from machine import describe, machine_info, write_results  # noqa: E402
 
 from bids_jdam.config import SamplerConfig  # noqa: E402
 from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               "n_slices": len(data.keys), "planes": list(cfg.train.planes), "rows": rows,
               "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000, sharpness >= 90% of pc-1000's",
               "chosen": chosen}
-    stem = RESULTS / f"speed-{machine_tag()}"
-    write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    write_text_atomic(stem.with_suffix(".md"), markdown(report))
-    print(f"results: {stem}.json, {stem}.md")
+    write_results(RESULTS, "speed", report, markdown(report))
     return 0
 
 
@@ -114,8 +111,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Samplers against PC-1000 on held-out phantom slices", "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {m['cpu']}, {m['cores_available']} cores, {m['torch_threads']} torch threads, load average at "
-        f"start {m['load_average_at_start']}, GPU {m['gpu']}, {m['date']}  ",
+        describe(m),
         f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}); {report['n_slices']} slices "
         f"({', '.join(report['planes'])}), phantom seed {report['held_out_seed']}, K = 1", "",
         "| sampler | steps | NFE/slice | PSNR dB | SSIM | sharpness (1 = real PET) | s/slice |",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, machine_tag, write_text_atomic  # noqa: E402
+from machine import describe, machine_info, write_results  # noqa: E402
 
 from bids_jdam.data.phantom import generate_phantom_dataset, phantom_truth  # noqa: E402
 from bids_jdam.data.slices import PLANE_AXES  # noqa: E402
@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         report["subjects"].append({"subject": subject, "preprocessing_seconds": round(prep_seconds, 1),
                                    "cases": cases})
         print(json.dumps(report["subjects"][-1], indent=1))
-    stem = RESULTS / f"synthesis-{machine_tag()}"
-    write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    write_text_atomic(stem.with_suffix(".md"), markdown(report))
-    print(f"results: {stem}.json, {stem}.md")
+    write_results(RESULTS, "synthesis", report, markdown(report))
     return 0
 
 
@@ -111,8 +108,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Whole-brain synthesis on held-out phantom subjects", "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {m['cpu']}, {m['cores_available']} cores, {m['torch_threads']} torch threads, load average at "
-        f"start {m['load_average_at_start']}, {m['date']}  ",
+        describe(m),
         f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}), phantom seed {report['held_out_seed']}", "",
         "| subject | planes | K | sampler (NFE/slice) | seconds | PSNR dB (real PET) | SSIM (real PET) | PSNR dB "
         "(noise-free) | stripe index (axial) | SD-error corr. |",
