@@ -6,6 +6,7 @@ The files beside this module are a model directory (``weights.safetensors`` in f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bids_jdam.config import JDAMConfig
@@ -20,7 +21,9 @@ def demo_model_available() -> bool:
 def demo_model_config() -> JDAMConfig:
     """The demo model's configuration (its grid decides the phantom the demo makes)."""
     if demo_model_available():
-        return JDAMConfig.load(DEMO_MODEL_DIR / "config.json")
+        data = json.loads((DEMO_MODEL_DIR / "config.json").read_text())
+        data.pop("method", None)  # a model directory's config also names its method
+        return JDAMConfig.from_dict(data)
     from bids_jdam.config import small_config
 
     return small_config()
