@@ -1,0 +1,24 @@
+"""The packaged demo model: loadable, checksummed, small, fp16, and honest about being trained on phantoms."""
+
+from __future__ import annotations
+
+from safetensors import safe_open
+
+from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available, demo_model_config
+from bids_jdam.models.model_dir import PHANTOM_WARNING, load_model_dir
+
+
+def test_demo_model_is_packaged_small_and_fp16():
+    assert demo_model_available()
+    weights = DEMO_MODEL_DIR / "weights.safetensors"
+    assert weights.stat().st_size < 25 * 1024**2
+    with safe_open(str(weights), "pt") as handle:
+        assert {str(handle.get_tensor(k).dtype) for k in handle.keys() if "float" in str(handle.get_tensor(k).dtype)} == {"torch.float16"}
+
+
+def test_demo_model_loads_and_says_it_is_trained_on_phantoms():
+    model, cfg, card = load_model_dir(DEMO_MODEL_DIR, "cpu")
+    assert card["trained_on"] == "synthetic phantoms" and PHANTOM_WARNING in card["intended_use"]
+    assert cfg.grid == demo_model_config().grid
+    assert cfg.sde.parameterization == "preconditioned" and cfg.sampler.name == "heun"
+    assert hasattr(model, "score")
