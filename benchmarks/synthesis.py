@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         prep = preprocess_pair(bids_dir / f"sub-{subject}/anat/sub-{subject}_T1w.nii.gz",
                                bids_dir / f"sub-{subject}/pet/sub-{subject}_trc-FDG_pet.nii.gz",
-                               work / "prep" / f"sub-{subject}", cfg, subject_label=f"sub-{subject}", nthreads=args.threads)
+                               work / "prep" / f"sub-{subject}", cfg, subject_label=subject, nthreads=args.threads)
         prep_seconds = time.perf_counter() - start
         t1, mask, real = load(prep.t1w_model), load(prep.brain_mask_model) > 0.5, load(prep.pet_suvr_model)
         truth = load(phantom_truth(bids_dir, subject).pet_suvr)

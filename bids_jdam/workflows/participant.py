@@ -109,7 +109,7 @@ def _process_image(
     log.info("%s: preprocessing %s", stem, anat.relative_path)
     start = time.perf_counter()
     real_pet_path = job.real_pets.get(str(anat.path))
-    prep_args = dict(subject_label=stem, nthreads=job.omp_nthreads, device=job.device)
+    prep_args = dict(subject_label=stem.removeprefix("sub-"), nthreads=job.omp_nthreads, device=job.device)
     work_dir = job.work_dir / stem  # the step cache holds one image's files
     if real_pet_path is not None:
         prep = preprocess_pair(anat.path, real_pet_path, work_dir, model.cfg, **prep_args)
