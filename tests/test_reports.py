@@ -44,7 +44,6 @@ def fake_pet(diagnosis: str, seed: int) -> np.ndarray:
 
 def fake_metrics(subject: str, session: str | None, synthetic: np.ndarray, real: np.ndarray | None,
                  phantom_model: bool) -> ParticipantMetrics:
-    template = load_template(SPACING)
     labels, names = coarse_regions(SPACING)
     return ParticipantMetrics(
         participant_id=subject, session=session, run=None, field_strength=3.0 if subject != "04" else 1.5,

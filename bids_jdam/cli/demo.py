@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from bids_jdam.errors import InputError
+from bids_jdam.errors import InputError, StepError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         paths = run_demo(args.out, subjects=args.subjects)
-    except InputError as error:
+    except (InputError, StepError) as error:
         print(f"bids-jdam demo: error: {error}", file=sys.stderr)
         return 1
     print("\nDemo finished. Outputs:")
