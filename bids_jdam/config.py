@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 TEMPLATE_NAME = "MNI152NLin2009aSym"
+# Network precision while sampling: auto = bf16 on a CUDA GPU that has it, fp32 on CPU.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -77,6 +79,7 @@ class SamplerConfig:
     steps: int = 1000
     snr: float = 0.075
     corrector_steps: int = 1
+    churn: float = 10.0  # EDM's S_churn, used by heun_stochastic only
     num_samples: int = 1
     seed: int = 0
 

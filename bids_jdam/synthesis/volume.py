@@ -27,6 +27,11 @@ log = logging.getLogger("bids_jdam.synthesis")
 
 DenoiserFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
+# Peak activation memory of one 128x128 slice through the paper-size U-Net in inference mode: an upper bound
+# used only when no probe is possible.
+PAPER_UNET_BYTES_PER_SLICE = 40 * 1024**2
+MAX_BATCH = 1024
+
 
 @dataclass
 class SynthesisResult:
@@ -62,7 +67,7 @@ def synthesize_volume(
     k = max(1, sampler_cfg.num_samples)
     jobs = _slice_jobs(brain_mask, planes, k)
     nfe = network_evaluations(sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps)
-    batch = batch_size or default_batch_size(device, slice_size)
+    batch = batch_size or default_batch_size(device, slice_size, denoiser_fn, conditional)
     _log_estimate(denoiser_fn, jobs, nfe, batch, slice_size, device, conditional, sampler_cfg)
 
     cond_by_plane = {p: volume_to_slices(t1_model.astype(np.float32), p, slice_size) for p in planes}
@@ -108,13 +113,40 @@ def synthesize_volume(
     )
 
 
-def default_batch_size(device: torch.device, slice_size: int) -> int:
-    """CPU: a batch that keeps two cores busy; CUDA: sized from free memory (OOM falls back by halving)."""
+def default_batch_size(
+    device: torch.device, slice_size: int, denoiser_fn: DenoiserFn | None = None, conditional: bool = True
+) -> int:
+    """CPU: a batch that keeps two cores busy; CUDA: as many slices as 70% of the free memory holds.
+
+    The memory one slice needs is measured with a probe batch through ``denoiser_fn`` (peak allocation over the
+    baseline); without a denoiser a conservative estimate for the paper-size U-Net is used. A CUDA out-of-memory
+    error during sampling still falls back by halving the batch.
+    """
     if device.type != "cuda":
         return 16
     free, _ = torch.cuda.mem_get_info(device)
-    per_slice = 40 * 1024**2 * (slice_size / 128) ** 2  # activations of the paper-size U-Net per slice, measured order
-    return int(max(1, min(512, free * 0.6 // per_slice)))
+    per_slice = _probe_bytes_per_slice(denoiser_fn, slice_size, device, conditional) if denoiser_fn else None
+    return batch_for_memory(free, per_slice or PAPER_UNET_BYTES_PER_SLICE * (slice_size / 128) ** 2)
+
+
+def batch_for_memory(free_bytes: float, bytes_per_slice: float, fraction: float = 0.7) -> int:
+    """The number of slices whose activations fit in ``fraction`` of the free memory, between 1 and MAX_BATCH."""
+    return int(max(1, min(MAX_BATCH, fraction * free_bytes // max(bytes_per_slice, 1.0))))
+
+
+def _probe_bytes_per_slice(denoiser_fn: DenoiserFn, slice_size: int, device: torch.device,
+                           conditional: bool, probe: int = 4) -> float | None:
+    """Peak CUDA memory of one network evaluation on ``probe`` slices, per slice."""
+    x = torch.zeros(probe, 1, slice_size, slice_size, device=device)
+    cond = torch.zeros_like(x) if conditional else None
+    torch.cuda.synchronize(device)
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        denoiser_fn(x, torch.ones(probe, device=device), cond)
+    torch.cuda.synchronize(device)
+    used = torch.cuda.max_memory_allocated(device) - baseline
+    return used / probe if used > 0 else None
 
 
 def _slice_jobs(brain_mask: np.ndarray, planes: tuple[str, ...], k: int) -> list[tuple[str, int, int]]:
