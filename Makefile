@@ -7,7 +7,7 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed clean
+.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed benchmark-quality clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ benchmark-synthesis: venv
 
 benchmark-speed: venv
 	$(BIN)/python benchmarks/speed.py --threads 2
+
+benchmark-quality: venv
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/quality.py --threads 2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

@@ -1,0 +1,428 @@
+"""Quality benchmark (issue 8): JDAM against CycleGAN, the unconditional SDE and the L1 U-Net, one protocol.
+
+    python benchmarks/quality.py [--minutes-per-method M] [--threads 2] [--device auto|cpu|cuda] [--smoke]
+
+1. Data: a phantom (fast mode, 4 mm model grid, 64x64 slices as ``small_config``) of ``--train-subjects`` 3T-like
+   training subjects, and ``--test-subjects`` held-out subjects (balanced CN/AD, another seed) rendered twice, 3T-like
+   and 7T-like (MP2RAGE UNIT1), with the same anatomy and PET. The T1w input is each subject's acquisition brought
+   onto the grid by the phantom's true transform and brain mask (see ``quality_data``); the target is the noise-free
+   template-space PET SUVR truth. No ANTs/HD-BET/N4 preprocessing runs.
+2. Training: every method in turn (never two at once, so each gets the same cores) for the same budget of wall-clock
+   seconds spent inside training steps (evaluations excluded): JDAM with the preconditioned denoiser, JDAM with the
+   paper's parameterization, the unconditional SDE (preconditioned, no MRI channel), CycleGAN (its generator sized
+   to the U-Net's parameter count) and the L1 U-Net. The same U-Net for the first three and the last; steps reached
+   and a learning curve (PSNR/SSIM on a few held-out 3T slices at evenly spaced points of the budget) per method.
+3. Evaluation on every held-out subject, 3T and 7T input separately, ``--slices-per-plane`` evenly spaced slices per
+   plane (axial, coronal, sagittal) from the middle 60% of the brain, the same for every method; the named sampler
+   (default Heun, 18 steps); JDAM preconditioned as one sample and as the mean of ``--samples`` samples. Metrics of
+   ``bids_jdam.evaluate.metrics`` per slice (PSNR with the fixed SUVR range, SSIM, MAE, NMSE in the brain mask, and
+   the noise index of the synthetic PET), averaged per subject over its slices.
+4. Statistics over subjects (``quality_stats``): mean with a 95% Student-t interval; paired two-sided Wilcoxon
+   signed-rank tests between JDAM (K-mean and one sample) and each other method; the gap of each method to the
+   L1 U-Net (paired mean difference with its t-interval).
+5. Writes ``quality-<machine>.json`` and ``.md`` (``quality-smoke-<machine>`` with ``--smoke``) after each method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine_info, write_results  # noqa: E402
+from quality_data import load_acquired_subjects, subjects_of, white_matter_probability  # noqa: E402
+from quality_stats import paired_comparison, summarize  # noqa: E402
+
+from bids_jdam.config import JDAMConfig, SamplerConfig, small_config  # noqa: E402
+from bids_jdam.data.dataset import PairedSliceDataset  # noqa: E402
+from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
+from bids_jdam.data.slices import cut_slice, pad_slice  # noqa: E402
+from bids_jdam.device import resolve_device  # noqa: E402
+from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
+from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE, noise_index, uniform_white_matter_region  # noqa: E402
+from bids_jdam.models.cyclegan import CycleGAN  # noqa: E402
+from bids_jdam.models.model_dir import build_network  # noqa: E402
+from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
+from bids_jdam.workflows.train import (  # noqa: E402
+    Trainer,
+    ValidationSlices,
+    evaluate_slices,
+    predict_slices,
+    prepare_config,
+    validation_slices,
+)
+from bids_jdam.workflows.train_cyclegan import CycleGANTrainer, default_cyclegan_config  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CPU_MINUTES_PER_METHOD = 8.0
+GPU_MINUTES_PER_METHOD = 20.0
+HELD_OUT_SEED_OFFSET = 1000
+METRICS = ("psnr_db", "ssim", "mae_suvr", "nmse")
+MIN_WHITE_MATTER_VOXELS = 8  # a slice's uniform white-matter region must have this many voxels for a noise index
+INPUTS = {"3T": 3, "7T": 7}
+# result key -> (training method, parameterization, MRI channel)
+METHODS: dict[str, tuple[str, str, bool]] = {
+    "jdam-preconditioned": ("jdam", "preconditioned", True),
+    "jdam-paper": ("jdam", "paper", True),
+    "sde-unconditional": ("jdam", "preconditioned", False),
+    "cyclegan": ("cyclegan", "preconditioned", True),
+    "unet-l1": ("unet-l1", "preconditioned", True),
+}
+JDAM = "jdam-preconditioned"
+SMOKE = {"train_subjects": 4, "test_subjects": 2, "minutes_per_method": 0.2, "slices_per_plane": 1, "samples": 2,
+         "curve_points": 2, "curve_subjects": 1}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes-per-method", type=float,
+                        help=f"training budget per method in wall-clock minutes inside training steps (default "
+                             f"{CPU_MINUTES_PER_METHOD:g} on CPU, {GPU_MINUTES_PER_METHOD:g} on CUDA)")
+    parser.add_argument("--train-subjects", type=int, default=24, help="3T-like training subjects")
+    parser.add_argument("--test-subjects", type=int, default=12, help="held-out subjects (even: balanced CN/AD)")
+    parser.add_argument("--slices-per-plane", type=int, default=4, help="evaluated slices per plane and subject")
+    parser.add_argument("--samples", type=int, default=4, help="K: JDAM (preconditioned) is also scored as a K-mean")
+    parser.add_argument("--sampler", default="heun", help="sampler of every diffusion method (e.g. heun, pc)")
+    parser.add_argument("--sampler-steps", type=int, default=18, help="its steps (PC: N, one corrector step each)")
+    parser.add_argument("--curve-points", type=int, default=4, help="learning-curve points per method")
+    parser.add_argument("--curve-subjects", type=int, default=4, help="held-out 3T subjects of the learning curve")
+    parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads (training runs one at a time)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--work", type=Path, help="where the phantoms go (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, help=f"results folder (default {RESULTS}; the work folder with --smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few-minute end-to-end check: " + ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    if args.test_subjects < 2 or args.test_subjects % 2:
+        parser.error("--test-subjects must be even (the phantom balances CN/AD in pairs)")
+    if args.samples < 1 or args.slices_per_plane < 1 or args.curve_points < 1:
+        parser.error("--samples, --slices-per-plane and --curve-points must be at least 1")
+    return args
+
+
+def sampler_config(args: argparse.Namespace) -> SamplerConfig:
+    return SamplerConfig(name=args.sampler, steps=args.sampler_steps, corrector_steps=1 if args.sampler == "pc" else 0,
+                         num_samples=1, seed=args.seed)
+
+
+def method_config(cfg: JDAMConfig, name: str) -> JDAMConfig:
+    _, parameterization, conditional = METHODS[name]
+    cfg = JDAMConfig.from_dict(cfg.to_dict())
+    cfg.sde.parameterization = parameterization
+    cfg.network.conditional = conditional
+    return cfg
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def matched_cyclegan(cfg: JDAMConfig, unet_parameters: int):
+    """CycleGAN's CPU preset with the generator width (8..64) whose parameter count is closest to the U-Net's."""
+    base = default_cyclegan_config(cfg.grid.slice_size)
+    widths = {w: parameter_count(CycleGAN(dataclasses.replace(base, generator_filters=w)).mri_to_pet)
+              for w in range(8, 65, 8)}
+    width = min(widths, key=lambda w: abs(widths[w] - unet_parameters))
+    return dataclasses.replace(base, generator_filters=width)
+
+
+def make_trainer(name: str, cfg: JDAMConfig, training: PairedSliceDataset, device: torch.device, seed: int):
+    method = METHODS[name][0]
+    if method == "cyclegan":
+        unet = build_network(method_config(cfg, "unet-l1"), "unet-l1")
+        return CycleGANTrainer(matched_cyclegan(cfg, parameter_count(unet)), training, device, seed)
+    return Trainer(method_config(cfg, name), method, training, device, seed)
+
+
+def final_model(trainer) -> torch.nn.Module:
+    """What the method delivers: the EMA network (JDAM, U-Net) or the MRI->PET generator (CycleGAN, no EMA)."""
+    return trainer.generator if isinstance(trainer, CycleGANTrainer) else trainer.ema_model()
+
+
+def predict(name: str, model, cfg: JDAMConfig, data: ValidationSlices, sampler: SamplerConfig, device,
+            samples: int) -> list[torch.Tensor]:
+    """One prediction per sample (seeds seed, seed+1, ...); regression methods give one."""
+    method = METHODS[name][0]
+    if method != "jdam":
+        return [predict_slices(model, method, cfg, data.mri, data.keys, sampler, device)]
+    return [predict_slices(model, method, cfg, data.mri, data.keys, dataclasses.replace(sampler, seed=sampler.seed + k),
+                           device) for k in range(samples)]
+
+
+def train_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_data: ValidationSlices,
+                 args: argparse.Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """Train for the budget, scoring the learning curve at evenly spaced points; returns (trainer, record)."""
+    trainer = make_trainer(name, cfg, training, device, args.seed)
+    budget = args.minutes_per_method * 60
+    sampler, mcfg = sampler_config(args), method_config(cfg, name)
+    curve, losses, cpu_seconds = [], [], 0.0
+    for point in range(1, args.curve_points + 1):
+        while trainer.train_seconds < budget * point / args.curve_points:
+            start = time.process_time()
+            losses.append(trainer.train_step())
+            cpu_seconds += time.process_time() - start
+        start = time.perf_counter()
+        prediction = predict(name, final_model(trainer), mcfg, curve_data, sampler, device, 1)[0]
+        metrics = evaluate_slices(prediction, curve_data)
+        curve.append({"train_seconds": round(trainer.train_seconds, 1), "steps": trainer.step,
+                      "psnr_db": metrics["psnr_db"], "ssim": metrics["ssim"],
+                      "eval_seconds": round(time.perf_counter() - start, 1)})
+        print(f"{name:20s} {trainer.step:6d} steps {trainer.train_seconds:7.1f} s  PSNR {metrics['psnr_db']:6.2f} dB "
+              f"SSIM {metrics['ssim']:.3f}", flush=True)
+    model = final_model(trainer)
+    record = {
+        "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1), "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
+        "parameters": parameter_count(model), "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
+        "batch_size": trainer.cyclegan.batch_size if isinstance(trainer, CycleGANTrainer) else mcfg.train.batch_size,
+        "learning_curve": curve,
+    }
+    if isinstance(trainer, CycleGANTrainer):
+        record["cyclegan"] = dataclasses.asdict(trainer.cyclegan)
+    return trainer, record
+
+
+def white_matter_regions(data: ValidationSlices, wm: dict[str, np.ndarray], size: int) -> list[np.ndarray | None]:
+    """Per evaluated slice, the uniform white-matter region of the noise index (None where it is too small)."""
+    regions = []
+    for i, (subject, plane, index) in enumerate(data.keys):
+        probability = pad_slice(cut_slice(wm[subject], plane, index).astype(np.float32), plane, size)
+        region = uniform_white_matter_region(probability) & data.mask[i, 0].numpy()
+        regions.append(region if region.sum() >= MIN_WHITE_MATTER_VOXELS else None)
+    return regions
+
+
+def noise_indices(prediction: torch.Tensor, data: ValidationSlices, regions: list) -> dict[str, float]:
+    """Per subject, the mean noise index over its slices that have a white-matter region."""
+    per_subject: dict[str, list[float]] = {}
+    for i, (subject, _, _) in enumerate(data.keys):
+        if regions[i] is not None:
+            mask = data.mask[i, 0].numpy()
+            per_subject.setdefault(subject, []).append(
+                noise_index(prediction[i, 0].float().numpy() * mask, mask, regions[i]))
+    return {subject: float(np.mean(values)) for subject, values in per_subject.items()}
+
+
+def score(prediction: torch.Tensor, data: ValidationSlices, regions: list) -> dict[str, Any]:
+    per_subject = evaluate_slices(prediction, data)["per_subject"]
+    scores = {metric: summarize({s: m[metric] for s, m in per_subject.items()}) for metric in METRICS}
+    scores["noise_index"] = summarize(noise_indices(prediction, data, regions))
+    return scores
+
+
+def evaluate_method(name: str, trainer, cfg: JDAMConfig, evaluation: dict[str, ValidationSlices],
+                    regions: list, args: argparse.Namespace, device) -> dict[str, dict[str, Any]]:
+    """Scores of one trained method on each input; keys ``<input>`` -> ``<method key>`` -> metric summaries."""
+    sampler, mcfg, model = sampler_config(args), method_config(cfg, name), final_model(trainer)
+    diffusion = METHODS[name][0] == "jdam"
+    samples = args.samples if name == JDAM else 1
+    out: dict[str, dict[str, Any]] = {}
+    reused = None
+    for label, data in evaluation.items():
+        start = time.perf_counter()
+        if diffusion and not mcfg.network.conditional and reused is not None:
+            predictions, seconds = reused  # no MRI channel: the 7T "prediction" is the 3T one (same seeds)
+            timing_note = {"predictions_reused_from": "3T"}
+        else:
+            timing_note = {}
+            predictions = predict(name, model, mcfg, data, sampler, device, samples)
+            seconds = time.perf_counter() - start
+            reused = (predictions, seconds)
+        timing = {"seconds": round(seconds, 1), "slices": len(data.keys), "samples": len(predictions),
+                  "seconds_per_slice_per_sample": seconds / (len(data.keys) * len(predictions)), **timing_note}
+        if diffusion:
+            timing["sampler"] = {"name": sampler.name, "steps": sampler.steps,
+                                 "network_evaluations": network_evaluations(sampler.name, sampler.steps,
+                                                                            sampler.corrector_steps)}
+        rows = {f"{name}-1" if diffusion else name: score(predictions[0], data, regions) | timing}
+        if len(predictions) > 1:
+            rows[f"{name}-k{len(predictions)}"] = score(torch.stack(predictions).mean(0), data, regions) | timing
+        out[label] = rows
+        print(f"{name:20s} {label}: " + ", ".join(f"{k} PSNR {v['psnr_db']['mean']:.2f} dB SSIM {v['ssim']['mean']:.3f}"
+                                                   for k, v in rows.items()) + f" ({seconds:.0f} s)", flush=True)
+    return out
+
+
+def statistics(report: dict[str, Any], samples: int) -> None:
+    """Paired Wilcoxon tests of JDAM against each other method and every method's gap to the L1 U-Net."""
+    report["comparisons"], report["gap_to_unet_l1"] = {}, {}
+    for label in INPUTS:
+        rows = report[label]
+        references = [key for key in (f"{JDAM}-k{samples}", f"{JDAM}-1") if key in rows]
+        report["comparisons"][label] = {
+            ref: {other: {m: paired_comparison(rows[ref][m]["per_subject"], rows[other][m]["per_subject"])
+                          for m in METRICS}
+                  for other in rows if not other.startswith(JDAM)}
+            for ref in references
+        }
+        if "unet-l1" in rows:
+            report["gap_to_unet_l1"][label] = {
+                key: {m: paired_comparison(rows[key][m]["per_subject"], rows["unet-l1"][m]["per_subject"])
+                      for m in METRICS}
+                for key in rows if key != "unet-l1"
+            }
+
+
+def fmt(summary: dict[str, Any], digits: int) -> str:
+    ci = summary["ci95"]
+    interval = f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""
+    return f"{summary['mean']:.{digits}f}{interval}" if summary["n_subjects"] else "n/a"
+
+
+def p_text(comparison: dict[str, Any]) -> str:
+    p = comparison["p_value"]
+    return f"{comparison['mean_difference']:+.2f}, p={p:.3g}" if p is not None else "no difference"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s, samples = report["settings"], report["settings"]["samples"]
+    lines = [
+        "# Quality benchmark: JDAM against CycleGAN, the unconditional SDE and the L1 U-Net (phantom)", "",
+        f"Command: `{report['command']}`  ", describe(report["machine"]),
+        f"Data: {report['data']['note']}  ",
+        f"Training: {s['train_subjects']} subjects (3T-like), {report['data']['training_slices']} slices "
+        f"(axial, coronal, sagittal); held out: {s['test_subjects']} subjects (seed {report['data']['test_seed']}, "
+        f"{report['data']['test_diagnoses']}), {report['data']['evaluated_slices']} slices per input "
+        f"({s['slices_per_plane']} per plane and subject, evenly spaced in the middle 60% of the brain).  ",
+        f"Budget: {report['budget']['minutes_per_method']:g} min per method on {report['budget']['device']}, "
+        f"{report['budget']['counted_as']}.  ",
+        f"Sampler of the diffusion methods: {s['sampler']['name']} {s['sampler']['steps']} steps "
+        f"({s['sampler']['network_evaluations']} network evaluations per slice); JDAM preconditioned also as the "
+        f"mean of K = {samples} samples. Metrics: bids_jdam.evaluate.metrics (SUVR, brain mask, PSNR range "
+        f"{s['suvr_data_range']} SUVR), per subject = mean over its slices; [95% Student-t interval over subjects].",
+        "", "## Training", "",
+        "| method | parameters | batch | steps | s/step | learning curve: steps, PSNR dB / SSIM (held-out 3T slices) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t in report["training"].items():
+        curve = "; ".join(f"{p['steps']}: {p['psnr_db']:.2f} / {p['ssim']:.3f}" for p in t["learning_curve"])
+        lines.append(f"| {name} | {t['parameters']:,} | {t['batch_size']} | {t['steps']} | "
+                     f"{t['seconds_per_step']:.2f} | {curve} |")
+    for label in INPUTS:
+        lines += ["", f"## {label}-like input", "",
+                  "| method | PSNR dB | SSIM | MAE SUVR | NMSE | noise index | s/slice/sample |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, row in report[label].items():
+            lines.append(f"| {key} | {fmt(row['psnr_db'], 2)} | {fmt(row['ssim'], 3)} | {fmt(row['mae_suvr'], 3)} | "
+                         f"{fmt(row['nmse'], 4)} | {fmt(row['noise_index'], 2)} | "
+                         f"{row['seconds_per_slice_per_sample']:.3f} |")
+        lines.append(f"| (noise-free true PET) | | | | | {fmt(report['truth_noise_index'], 2)} | |")
+        for ref, others in report["comparisons"].get(label, {}).items():
+            lines += ["", f"{ref} minus each method, paired over subjects (two-sided Wilcoxon signed-rank):", "",
+                      "| other method | PSNR dB | SSIM | ahead on PSNR and SSIM (p < 0.05) |", "|---|---|---|---|"]
+            for other, c in others.items():
+                ahead = all(c[m]["mean_difference"] > 0 and c[m]["p_value"] is not None and c[m]["p_value"] < 0.05
+                            for m in ("psnr_db", "ssim"))
+                lines.append(f"| {other} | {p_text(c['psnr_db'])} | {p_text(c['ssim'])} | {'yes' if ahead else 'no'} |")
+        gaps = report["gap_to_unet_l1"].get(label, {})
+        if gaps:
+            lines += ["", "Gap to the L1 U-Net (method minus U-Net, PSNR dB [95% t-interval of the paired "
+                      "difference]): " + "; ".join(
+                          f"{key} {g['psnr_db']['mean_difference']:+.2f}"
+                          + (" [{:+.2f}, {:+.2f}]".format(*g["psnr_db"]["ci95_difference"])
+                             if g["psnr_db"]["ci95_difference"] else "")
+                          for key, g in gaps.items())]
+    lines += ["", "The unconditional SDE has no MRI input: its 7T-like scores are its 3T-like samples scored again. "
+              "The noise index (mean brain SUVR / SD in uniform white matter) describes smoothness, not quality.",
+              "Figures on phantoms are upper bounds for real data."]
+    if not report["complete"]:
+        lines.append(f"PARTIAL: only {', '.join(report['training'])} finished.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall_start = time.perf_counter()
+    arguments = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in arguments)
+    configure_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.minutes_per_method is None:
+        args.minutes_per_method = GPU_MINUTES_PER_METHOD if device.type == "cuda" else CPU_MINUTES_PER_METHOD
+    work = args.work or Path(tempfile.mkdtemp(prefix="bids-jdam-quality-"))
+    out = args.out or (work if args.smoke else RESULTS)
+    test_seed = args.seed + HELD_OUT_SEED_OFFSET
+    dirs = {"train": work / "train-3T", **{label: work / f"test-{label}" for label in INPUTS}}
+    start = time.perf_counter()
+    generate_phantom_dataset(dirs["train"], args.train_subjects, args.seed, field_strength=3, fast=True,
+                             grid_spacing_mm=4.0, jobs=args.threads)
+    for label, strength in INPUTS.items():
+        generate_phantom_dataset(dirs[label], args.test_subjects, test_seed, field_strength=strength, fast=True,
+                                 grid_spacing_mm=4.0, jobs=args.threads)
+    phantom_seconds = time.perf_counter() - start
+
+    cfg = small_config()
+    cfg.train.seed = args.seed
+    cfg.sampler = sampler_config(args)
+    training = PairedSliceDataset(load_acquired_subjects(dirs["train"], cfg, subjects_of(dirs["train"])),
+                                  cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
+    cfg = prepare_config(cfg, training, sigma_max_from_training=True)
+    test_subjects = subjects_of(dirs["3T"])
+    volumes = {label: load_acquired_subjects(dirs[label], cfg, test_subjects) for label in INPUTS}
+    evaluation = {label: validation_slices(v, cfg, per_plane=args.slices_per_plane) for label, v in volumes.items()}
+    if evaluation["3T"].keys != evaluation["7T"].keys or not torch.equal(evaluation["3T"].pet, evaluation["7T"].pet):
+        raise RuntimeError("the 3T and 7T renderings of the held-out subjects differ in anatomy or PET")
+    curve_data = validation_slices(volumes["3T"][: args.curve_subjects], cfg, per_plane=1)
+    wm = {s: white_matter_probability(dirs["3T"], s) for s in test_subjects}
+    regions = white_matter_regions(evaluation["3T"], wm, cfg.grid.slice_size)
+    sampler = sampler_config(args)
+    diagnoses = [v.diagnosis for v in volumes["3T"]]
+
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": machine_info(torch_threads=args.threads, device=str(device)),
+        "budget": {"minutes_per_method": args.minutes_per_method, "device": str(device),
+                   "counted_as": "wall-clock seconds inside training steps, methods trained one after another; "
+                                 "learning-curve evaluations are not counted"},
+        "settings": {
+            "train_subjects": args.train_subjects, "test_subjects": args.test_subjects,
+            "slices_per_plane": args.slices_per_plane, "samples": args.samples, "seed": args.seed,
+            "sampler": {"name": sampler.name, "steps": sampler.steps, "corrector_steps": sampler.corrector_steps,
+                        "network_evaluations": network_evaluations(sampler.name, sampler.steps,
+                                                                   sampler.corrector_steps)},
+            "curve_points": args.curve_points, "curve_slices": len(curve_data.keys), "threads": args.threads,
+            "suvr_data_range": SUVR_DATA_RANGE, "confidence_interval": "95% Student-t over subjects",
+            "test": "scipy.stats.wilcoxon, paired per subject, two-sided", "config": cfg.to_dict(),
+        },
+        "data": {
+            "note": "phantom (fast mode, 4 mm grid, 64x64 slices); T1w = the field strength's acquisition resampled "
+                    "onto the model grid by the phantom's true transform and brain mask (no ANTs, HD-BET or N4 "
+                    "preprocessing); PET target = noise-free template-space SUVR truth",
+            "train_seed": args.seed, "test_seed": test_seed, "training_slices": len(training),
+            "test_diagnoses": {d: diagnoses.count(d) for d in sorted(set(diagnoses))},
+            "evaluated_slices": len(evaluation["3T"].keys), "phantom_seconds": round(phantom_seconds, 1),
+        },
+        "truth_noise_index": summarize(noise_indices(evaluation["3T"].pet, evaluation["3T"], regions)),
+        "training": {}, **{label: {} for label in INPUTS}, "complete": False,
+    }
+    name = "quality-smoke" if args.smoke else "quality"
+    for method in args.methods:
+        trainer, report["training"][method] = train_method(method, cfg, training, curve_data, args, device)
+        for label, rows in evaluate_method(method, trainer, cfg, evaluation, regions, args, device).items():
+            report[label].update(rows)
+        report["complete"] = len(report["training"]) == len(args.methods)
+        report["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
+        statistics(report, args.samples)
+        write_results(out, name, report, markdown(report))
+    if args.work is None and not args.smoke:
+        shutil.rmtree(work, ignore_errors=True)  # the phantoms of a default run are scratch; --work keeps them
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
