@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as error:
         print(f"bids-jdam-train: error: {error}", file=sys.stderr)
         return 1
-    print(f"model written to {model_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"model written to {model_dir}")
     return 0
 
 

@@ -450,7 +450,10 @@ def train_model(
         bar = tqdm(total=steps, initial=trainer.step, desc=f"training {method}", unit="step",
                    disable=not (progress and ranks.is_main))
         losses = []
-        while trainer.step < steps and not ranks.any(time.perf_counter() >= deadline, torch_device):
+        def out_of_time() -> bool:  # decided together, so that every rank stops at the same step
+            return minutes is not None and ranks.any(time.perf_counter() >= deadline, torch_device)
+
+        while trainer.step < steps and not out_of_time():
             step_start = time.perf_counter()
             losses.append(trainer.train_step())
             rate = cfg.train.batch_size / max(time.perf_counter() - step_start, 1e-9)
