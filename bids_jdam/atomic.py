@@ -16,11 +16,14 @@ from typing import Any
 
 import nibabel as nib
 
+# Names of unfinished writes (and of steps' scratch folders): what a killed run leaves behind, safe to delete.
+TEMPORARY_PREFIX = ".tmp-"
+
 
 def temporary_sibling(path: Path) -> Path:
     """A hidden, unique name next to ``path`` with the same extension (``.nii.gz`` included)."""
     path = Path(path)
-    return path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    return path.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}-{path.name}")
 
 
 def write_with(path: Path, write: Callable[[Path], None]) -> Path:

@@ -59,3 +59,18 @@ def test_failed_step_leaves_no_output_and_names_subject_step_and_file(tmp_path):
     resumed = runner.run("upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"})
     assert not resumed.reused and calls == [1]
     assert (tmp_path / "work" / "upper.txt").read_text() == "ABC"
+
+
+def test_a_killed_steps_leftovers_are_removed_when_a_step_runs(tmp_path):
+    """A SIGKILL skips every cleanup: half-written outputs and registration scratch folders stay behind."""
+    work = tmp_path / "work"
+    (work / ".tmp-0123abcd-warp.nii.gz").parent.mkdir(parents=True)
+    (work / ".tmp-0123abcd-warp.nii.gz").write_bytes(b"half a warp")
+    (work / ".tmp-scratch").mkdir()
+    (work / ".tmp-scratch" / "reg_0GenericAffine.mat").write_bytes(b"x")
+    (work / "keep.txt").write_text("not ours to delete")
+    source = tmp_path / "in.txt"
+    source.write_text("abc")
+    StepRunner(work, "01").run("upper", _copy_upper(source, []), inputs={"text": source},
+                               outputs={"upper": "upper.txt"})
+    assert sorted(p.name for p in work.iterdir()) == ["keep.txt", "upper.json", "upper.txt"]

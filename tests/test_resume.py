@@ -87,16 +87,17 @@ def test_killed_runs_leave_nothing_and_resume_to_the_same_result(phantom_dataset
     out, work = tmp_path / "out", tmp_path / "work"
     reference = AppProcess(phantom_dataset, reference_out, reference_work, tiny_model_dir)  # runs alongside
 
-    # (a) killed during preprocessing: N4 is cached, brain extraction is running.
+    # (a) killed during preprocessing: brain extraction is cached, registration is writing to its scratch folder.
     first = AppProcess(phantom_dataset, out, work, tiny_model_dir)
-    first.kill_when(lambda: (work / "sub-01" / "n4.json").is_file())
-    assert not (work / "sub-01" / "brain_extraction.json").exists()
+    first.kill_when(lambda: any(p.is_dir() for p in (work / "sub-01").glob(".tmp-*")))
+    assert (work / "sub-01" / "brain_extraction.json").is_file()
+    assert not (work / "sub-01" / "registration.json").exists()
     assert_no_partial_participant(out)
 
     # (b) killed during sampling: preprocessing picks up the cached steps and finishes, the network is sampling.
     second = AppProcess(phantom_dataset, out, work, tiny_model_dir)
     second.kill_when(lambda: second.said("sampling network on"))
-    assert second.said("sub-01 n4: reused cached outputs")
+    assert second.said("sub-01 brain_extraction: reused cached outputs")
     assert not second.said("sampled ")
     assert_no_partial_participant(out)
     assert len(list(out.glob(".staging-sub-01-*"))) == 1  # the first run's staging folder was cleared
@@ -105,6 +106,7 @@ def test_killed_runs_leave_nothing_and_resume_to_the_same_result(phantom_dataset
     log = AppProcess(phantom_dataset, out, work, tiny_model_dir).finish()
     assert "sub-01 registration: reused cached outputs" in log
     assert not list(out.glob(".staging-*"))
+    assert not list((work / "sub-01").glob(".tmp-*"))  # the killed registration's scratch folder is gone
     reference.finish()
 
     # Every cached step's outputs (registration included: fixed seed, one thread) are bit-identical...

@@ -3,7 +3,7 @@
 Each step writes ``<name>.json`` next to its outputs with a key (a hash of the input files' contents, the
 settings and the package versions) and the outputs' hashes. The record is written last and every output goes
 through a temporary file and ``os.replace``, so a run killed at any point leaves either a valid step or one that
-runs again.
+runs again; the temporary files and scratch folders a killed step left are deleted when a step next runs there.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -75,6 +76,7 @@ class StepRunner:
             self.results[name] = result
             return result
 
+        _remove_leftovers(self.work_dir)
         temporary = {k: atomic.temporary_sibling(p) for k, p in final.items()}
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
@@ -146,6 +148,15 @@ def _valid_record(record_path: Path, key: str, outputs: Mapping[str, Path]) -> d
     if any(record["outputs"].get(k) != atomic.sha256_file(p) for k, p in outputs.items()):
         return None
     return record
+
+
+def _remove_leftovers(work_dir: Path) -> None:
+    """Unfinished writes and scratch folders of a killed run (one run works in an image's work dir at a time)."""
+    for leftover in work_dir.glob(f"{atomic.TEMPORARY_PREFIX}*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _remove(paths) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import ants
 import numpy as np
 
+from bids_jdam import atomic
+
 # File names of the saved transforms (suffixes tell ANTs the format).
 AFFINE = "affine.mat"
 WARP = "warp.nii.gz"
@@ -71,7 +73,7 @@ def register_brain_to_template(
     moving = ants.image_read(str(moving_brain))
     if max(moving.spacing) < min(fixed.spacing):
         moving = ants.resample_image(moving, fixed.spacing, use_voxels=False, interp_type=0)
-    with tempfile.TemporaryDirectory(dir=affine_out.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=affine_out.parent, prefix=atomic.TEMPORARY_PREFIX) as tmp:
         reg = ants.registration(
             fixed, moving, type_of_transform="SyN", reg_iterations=iterations, outprefix=str(Path(tmp) / "reg_")
         )
@@ -95,7 +97,7 @@ def register_rigid(moving: Path, fixed: Path, transform_out: Path, *, seed: int)
     seed_ants(seed)
     fixed_img = ants.image_read(str(fixed))
     moving_img = ants.image_read(str(moving))
-    with tempfile.TemporaryDirectory(dir=transform_out.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=transform_out.parent, prefix=atomic.TEMPORARY_PREFIX) as tmp:
         reg = ants.registration(
             fixed_img, moving_img, type_of_transform="Rigid", aff_metric="mattes", outprefix=str(Path(tmp) / "rig_")
         )
