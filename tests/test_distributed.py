@@ -70,7 +70,8 @@ def test_two_ranks_match_one_process_and_resume(phantom_dataset, tmp_path):
     """The L1 U-Net has no noise, so 2 ranks x 2 slices must follow 1 process x 4 slices up to rounding."""
     config = write_config(tmp_path / "config.json", batch_size=4, checkpoint_every=100, lr=1e-3, warmup_steps=1)
     out = tmp_path / "ddp"
-    first = torchrun(phantom_dataset, out, config, "--method", "unet-l1", "--max-steps", "2")
+    # --minutes makes the ranks agree every step on whether time is up (here it never is).
+    first = torchrun(phantom_dataset, out, config, "--method", "unet-l1", "--max-steps", "2", "--minutes", "60")
     assert first.returncode == 0, first.stderr[-3000:]
     resumed = torchrun(phantom_dataset, out, config, "--method", "unet-l1", "--max-steps", "4", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
