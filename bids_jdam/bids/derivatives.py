@@ -161,6 +161,8 @@ class SynthesisProvenance:
     num_samples: int
     reference_region: str
     wall_time_s: float
+    planes: tuple[str, ...] = ("axial",)
+    precision: str = "fp32"
 
 
 def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
@@ -206,6 +208,8 @@ def pet_sidecar(
         "SamplerSteps": provenance.steps,
         "RandomSeed": provenance.seed,
         "NumberOfSamples": provenance.num_samples,
+        "SamplingPlanes": list(provenance.planes),
+        "NetworkPrecision": provenance.precision,
         "SynthesisWallTimeSeconds": round(provenance.wall_time_s, 3),
     }
     if source.field_strength is not None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bids_jdam import __version__
+from bids_jdam.config import PRECISIONS
 
 ANALYSIS_LEVELS = ("participant", "group")
 PLANES = ("axial", "coronal", "sagittal")
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="posterior samples K; K > 1 also writes a standard-deviation (uncertainty) map")
     model.add_argument("--planes", nargs="+", choices=PLANES, default=["axial"],
                        help="sampling planes; several are fused (mean), which removes inter-slice stripes")
+    model.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="network precision while sampling (auto: bf16 on a CUDA GPU, fp32 on CPU)")
+    model.add_argument("--compile", action="store_true",
+                       help="torch.compile the network (pays a one-off compilation; helps long GPU runs)")
     model.add_argument("--seed", type=int, default=0, help="random seed (results do not depend on batch size)")
 
     perf = parser.add_argument_group("resources and work directory")

@@ -98,7 +98,8 @@ def _participant(args: argparse.Namespace) -> int:
             subject=subject, inputs=inputs, real_pets={str(a.path): real_pets[str(a.path)] for a in inputs},
             output_dir=output_dir, work_dir=work_dir, sampler=sampler, planes=tuple(args.planes),
             device=str(device), omp_nthreads=args.omp_nthreads, batch_size=_batch_size(args.mem_gb, device),
-            dataset_identity=dataset_identity(args.bids_dir),
+            dataset_identity=dataset_identity(args.bids_dir), precision=args.precision,
+            compile_network=args.compile,
         )
         for subject, inputs in by_subject.items()
     ]

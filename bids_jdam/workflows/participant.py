@@ -50,6 +50,7 @@ from bids_jdam.reports.participant_metrics import (
     SamplerInfo,
 )
 from bids_jdam.reports.regional import regional_means
+from bids_jdam.synthesis.inference import InferenceDenoiser
 from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
 
 log = logging.getLogger("bids_jdam.participant")
@@ -86,6 +87,8 @@ class ParticipantJob:
     omp_nthreads: int
     batch_size: int | None
     dataset_identity: str
+    precision: str = "auto"
+    compile_network: bool = False
 
 
 def process_participant(job: ParticipantJob, model: LoadedModel) -> list[Path]:
@@ -122,8 +125,9 @@ def _process_image(
     mask = _load(prep.brain_mask_model) > 0.5
     log.info("%s: synthesizing (%s, %d steps, K=%d, planes %s) on %s", stem, job.sampler.name, job.sampler.steps,
              job.sampler.num_samples, ",".join(job.planes), job.device)
+    denoiser = InferenceDenoiser(model.denoiser, job.device, job.precision, job.compile_network)
     result = synthesize_volume(
-        model.denoiser, t1, mask, VESDE(model.cfg.sde.sigma_min, model.cfg.sde.sigma_max), job.sampler,
+        denoiser, t1, mask, VESDE(model.cfg.sde.sigma_min, model.cfg.sde.sigma_max), job.sampler,
         slice_size=model.cfg.grid.slice_size, planes=job.planes, device=job.device, batch_size=job.batch_size,
         conditional=model.cfg.network.conditional, progress=log.isEnabledFor(logging.INFO),
     )
@@ -135,7 +139,7 @@ def _process_image(
         model_name=model.name, model_sha256=model.sha256, phantom_trained=model.trained_on_phantoms,
         sampler=job.sampler.name, steps=job.sampler.steps, seed=job.sampler.seed,
         num_samples=job.sampler.num_samples, reference_region=model.cfg.intensity.suvr_reference,
-        wall_time_s=timings["preprocessing"] + result.seconds,
+        wall_time_s=timings["preprocessing"] + result.seconds, planes=job.planes, precision=denoiser.precision,
     )
     outputs = _write_images(anat, prep, result, template, provenance, staging, job)
 
