@@ -8,10 +8,11 @@
    onto the grid by the phantom's true transform and brain mask (see ``quality_data``); the target is the noise-free
    template-space PET SUVR truth. No ANTs/HD-BET/N4 preprocessing runs.
 2. Training: every method in turn (never two at once) for the same budget of training time: on CPU the process's
-   CPU seconds spent inside training steps (fair even when other jobs share the machine; with 2 threads it accrues
-   up to twice as fast as wall-clock time), on CUDA wall-clock seconds inside training steps (evaluations excluded): JDAM with the preconditioned denoiser, JDAM with the
-   paper's parameterization, the unconditional SDE (preconditioned, no MRI channel), CycleGAN (its generator sized
-   to the U-Net's parameter count) and the L1 U-Net. The same U-Net for the first three and the last; steps reached
+   CPU seconds spent inside training steps (fair when other jobs share the machine; run it with one thread, since
+   OpenMP threads that spin while waiting for a core also count), on CUDA wall-clock seconds inside training steps
+   (evaluations excluded). Methods: JDAM with the preconditioned denoiser, JDAM with the paper's parameterization,
+   the unconditional SDE (preconditioned, no MRI channel), CycleGAN (its generator sized to the U-Net's parameter
+   count) and the L1 U-Net. The same U-Net for the first three and the last; steps reached
    and a learning curve (PSNR/SSIM on a few held-out 3T slices at evenly spaced points of the budget) per method.
 3. Evaluation on every held-out subject, 3T and 7T input separately, ``--slices-per-plane`` evenly spaced slices per
    plane (axial, coronal, sagittal) from the middle 60% of the brain, the same for every method; the named sampler

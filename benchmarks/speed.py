@@ -1,6 +1,7 @@
 """Samplers against the paper's PC sampler: quality, sharpness and speed on held-out phantom slices.
 
     python benchmarks/speed.py [--model demo|DIR] [--subjects 2] [--per-plane 2] [--threads 2]
+                               [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--compile]
 
 On a fixed subset of held-out slices (``--per-plane`` per plane per subject, from the phantom's template-space
 truth, a seed the model never saw) every sampler/step setting draws one sample per slice (K = 1, same seeds). For
@@ -9,17 +10,23 @@ per slice, the measured seconds per slice, and a sharpness ratio: the high-frequ
 averaged power spectrum of the synthetic slices over that of the real ones (1 = as sharp as the real PET; a sampler
 that wins PSNR by blurring scores well below 1). The reference is PC with N = 1000. The default-sampler rule of
 issue 9 (fewest evaluations within 0.3 dB PSNR and 0.005 SSIM of PC-1000, sharpness not lower than PC-1000's by
-more than 10 %) is applied to the measured rows. Writes ``benchmarks/results/speed-<machine>.{json,md}``.
+more than 10 %) is applied to the measured rows. Then whole brains: the first held-out subject's template-space
+T1w through ``synthesize_volume`` with the model's default sampler (and the chosen one, if any), along one plane and
+three planes fused, K = 1: wall time, batch size and peak memory (CPU: the process's peak RSS; CUDA: peak
+allocated). On CUDA the network runs through ``InferenceDenoiser`` (bf16 autocast, channels-last, optionally
+compiled) and the batch is sized from free memory. Writes ``benchmarks/results/speed-<machine>.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +35,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_info, write_results  # noqa: E402
 
-from bids_jdam.config import SamplerConfig  # noqa: E402
+from bids_jdam.config import PRECISIONS, SamplerConfig  # noqa: E402
+from bids_jdam.device import resolve_device  # noqa: E402
 from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
 from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
+from bids_jdam.diffusion.sde import VESDE  # noqa: E402
 from bids_jdam.models.demo import DEMO_MODEL_DIR  # noqa: E402
 from bids_jdam.models.model_dir import load_model_dir  # noqa: E402
 from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
+from bids_jdam.synthesis.inference import InferenceDenoiser  # noqa: E402
+from bids_jdam.synthesis.volume import synthesize_volume  # noqa: E402
 from bids_jdam.workflows.train import (  # noqa: E402
     evaluate_slices,
     load_phantom_truth_subjects,
@@ -43,7 +54,8 @@ from bids_jdam.workflows.train import (  # noqa: E402
 
 HELD_OUT_SEED = 778
 SETTINGS = [("pc", 1000), ("pc", 100), ("pc", 30), ("heun", 5), ("heun", 10), ("heun", 18), ("heun", 25),
-            ("dpmpp_2m", 10), ("dpmpp_2m", 20)]
+            ("heun_stochastic", 10), ("heun_stochastic", 18), ("heun_stochastic", 25), ("dpmpp_2m", 10),
+            ("dpmpp_2m", 20)]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -60,28 +72,63 @@ def high_frequency_share(images: torch.Tensor, masks: torch.Tensor) -> float:
     return float(np.nanmean(shares))
 
 
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: peak allocated since the last reset; CPU: the process's peak resident set (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1024**3
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def whole_brain_timing(model, cfg, subject, sampler_cfg: SamplerConfig, device: torch.device,
+                       planes: tuple[str, ...]) -> dict:
+    """One subject's whole brain through synthesize_volume: seconds, batch size, peak memory."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result = synthesize_volume(model, subject.t1, subject.brain_mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max),
+                               sampler_cfg, slice_size=cfg.grid.slice_size, planes=planes, device=device,
+                               conditional=cfg.network.conditional, progress=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    row = {"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "planes": list(planes),
+           "slices": result.network_evaluations // network_evaluations(sampler_cfg.name, sampler_cfg.steps,
+                                                                       sampler_cfg.corrector_steps),
+           "seconds": round(result.seconds, 2), "batch_size": result.batch_size,
+           "peak_memory_gb": round(peak_memory_gb(device), 2)}
+    print(json.dumps(row))
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo")
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--per-plane", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--settings", nargs="+", metavar="NAME:STEPS",
+                        help="sampler settings to measure (default: all; the first is the reference)")
     args = parser.parse_args(argv)
     command = "python benchmarks/speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     configure_threads(args.threads)
+    device = resolve_device(args.device)
+    settings = [(n, int(k)) for n, k in (item.split(":") for item in args.settings)] if args.settings else SETTINGS
     model_dir = DEMO_MODEL_DIR if args.model == "demo" else Path(args.model)
-    model, cfg, card = load_model_dir(model_dir, "cpu")
+    network, cfg, card = load_model_dir(model_dir, device)
+    model = InferenceDenoiser(network, device, args.precision, args.compile)
     bids_dir = Path(tempfile.mkdtemp(prefix="bids-jdam-speed-")) / "phantom"
     generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
     volumes = load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)])
     data = validation_slices(volumes, cfg, per_plane=args.per_plane)
     real_share = high_frequency_share(data.pet, data.mask)
     rows = []
-    for name, steps in SETTINGS:
+    for name, steps in settings:
         sampler = SamplerConfig(name=name, steps=steps, corrector_steps=1 if name == "pc" else 0, seed=0)
         start = time.perf_counter()
-        prediction = predict_slices(model, "jdam", cfg, data.mri, data.keys, sampler, torch.device("cpu"),
-                                    batch_size=32)
+        prediction = predict_slices(model, "jdam", cfg, data.mri, data.keys, sampler, device, batch_size=32)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         scores = evaluate_slices(prediction, data)
         rows.append({
@@ -97,7 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                 and r["ssim"] >= reference["ssim"] - 0.005
                 and r["sharpness_ratio"] >= 0.9 * reference["sharpness_ratio"]]
     chosen = min(eligible, key=lambda r: r["network_evaluations_per_slice"]) if eligible else None
-    report = {"command": command, "machine": machine_info(threads=args.threads), "model": str(model_dir),
+    whole_brain_samplers = [replace(cfg.sampler, num_samples=1, seed=0)]
+    if chosen and (chosen["sampler"], chosen["steps"]) != (cfg.sampler.name, cfg.sampler.steps):
+        whole_brain_samplers.append(SamplerConfig(name=chosen["sampler"], steps=chosen["steps"], corrector_steps=0))
+    whole_brain = [whole_brain_timing(model, cfg, volumes[0], sampler_cfg, device, planes)
+                   for sampler_cfg in whole_brain_samplers for planes in (("axial",), ("axial", "coronal", "sagittal"))]
+    report = {"command": command, "machine": machine_info(threads=args.threads, device=str(device)),
+              "model": str(model_dir), "precision": model.precision, "compiled": args.compile,
+              "whole_brain": whole_brain,
               "model_sha256": card["sha256"]["weights.safetensors"], "held_out_seed": HELD_OUT_SEED,
               "n_slices": len(data.keys), "planes": list(cfg.train.planes), "rows": rows,
               "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000, sharpness >= 90% of pc-1000's",
@@ -120,6 +174,12 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['network_evaluations_per_slice']} | {r['psnr_db']:.2f} | "
                      f"{r['ssim']:.3f} | {r['sharpness_ratio']:.2f} | {r['seconds_per_slice']:.3f} |")
+    lines += ["", f"Whole brain, one subject, K = 1, network precision {report['precision']}"
+              f"{', compiled' if report['compiled'] else ''}:", "",
+              "| sampler | steps | planes | slices | seconds | batch | peak memory GB |", "|---|---|---|---|---|---|---|"]
+    for r in report["whole_brain"]:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {'+'.join(r['planes'])} | {r['slices']} | {r['seconds']:.1f} "
+                     f"| {r['batch_size']} | {r['peak_memory_gb']:.2f} |")
     chosen = report["chosen"]
     lines += ["", f"Rule: {report['default_rule']}.",
               f"Chosen: {chosen['sampler']} {chosen['steps']} ({chosen['network_evaluations_per_slice']} NFE)."

@@ -81,3 +81,21 @@ def test_empty_mask_is_an_error(slice_and_mask):
     truth, mask = slice_and_mask
     with pytest.raises(ValueError, match="empty"):
         psnr(truth, truth, np.zeros_like(mask))
+
+
+def test_uncertainty_error_correlation_sees_calibrated_errors_and_smoothing_sharpens_it():
+    from bids_jdam.evaluate.consistency import uncertainty_error_correlation
+
+    rng = np.random.default_rng(0)
+    shape = (24, 24, 24)
+    mask = np.zeros(shape, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    zz = np.indices(shape)[0]
+    std = 0.05 + 0.2 * zz / shape[0]  # uncertainty grows smoothly along one axis
+    truth = np.ones(shape)
+    calibrated = truth + rng.normal(0, std)  # errors drawn with exactly that spread
+    voxelwise = uncertainty_error_correlation(std, calibrated, truth, mask)
+    smoothed = uncertainty_error_correlation(std, calibrated, truth, mask, smoothing_voxels=2.0)
+    assert 0.2 < voxelwise < smoothed
+    unrelated = truth + rng.normal(0, 0.1, shape)  # errors that do not follow the map
+    assert abs(uncertainty_error_correlation(std, unrelated, truth, mask, smoothing_voxels=2.0)) < 0.2
