@@ -200,20 +200,20 @@ def test_to_native_lands_on_the_original_grid(prepared, phantom_dataset, tmp_pat
 
 
 @pytest.mark.slow
-def test_rerun_registration_is_exact_with_one_thread(prepared, phantom_dataset, tmp_path):
-    """Re-run registration (not cached) with its fixed seed and one thread is bit-identical; with a different thread
-    count (the fixture used two) ANTs is not deterministic, so only a correlation above 0.995 holds (0.998-0.999
-    measured)."""
-    reruns = []
-    for name in ("first", "second"):
-        work = tmp_path / name
-        shutil.copytree(prepared.t1w_model.parent, work)
-        (work / "registration.json").unlink()
-        rerun = preprocess_t1w(_raw(phantom_dataset)[0], work, small_config(), subject_label=SUBJECT, nthreads=1)
-        assert "registration" in rerun.steps_run
-        reruns.append(_data(rerun.t1w_model))
-    np.testing.assert_array_equal(reruns[0], reruns[1])
-    assert np.corrcoef(_data(prepared.t1w_model).ravel(), reruns[0].ravel())[0, 1] > 0.995
+def test_rerun_registration_agrees_within_tolerance(prepared, phantom_dataset, tmp_path):
+    """A re-run registration (not a cached one) reproduces the model-grid T1w to a correlation above 0.995.
+
+    Multi-threaded ANTs is not deterministic (0.998-0.999 measured between reruns with two threads), and ITK reads
+    its thread count once per process, so bit-identity with one thread is checked across fresh processes in
+    tests/test_resume.py instead.
+    """
+    work = tmp_path / "work"
+    shutil.copytree(prepared.t1w_model.parent, work)
+    (work / "registration.json").unlink()
+    rerun = preprocess_t1w(_raw(phantom_dataset)[0], work, small_config(), subject_label=SUBJECT)
+    assert "registration" in rerun.steps_run
+    a, b = _data(prepared.t1w_model), _data(rerun.t1w_model)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.995
 
 
 @pytest.mark.slow

@@ -113,8 +113,8 @@ def preprocessed_pairs_loader(work_dir: Path, nthreads: int = 2, pet_rec: str | 
         volumes = []
         for pair in find_training_pairs(layout, participants=subjects, rec=pet_rec):
             stem = f"sub-{pair.subject}" + (f"_ses-{pair.session}" if pair.session else "")
-            prep = preprocess_pair(pair.t1w.path, pair.pet, Path(work_dir) / stem, cfg, subject_label=stem.removeprefix("sub-"),
-                                   nthreads=nthreads)
+            prep = preprocess_pair(pair.t1w.path, pair.pet, Path(work_dir) / stem, cfg,
+                                   subject_label=stem.removeprefix("sub-"), nthreads=nthreads)
             mask_img = nib.load(prep.brain_mask_model)
             mask = np.asarray(mask_img.dataobj) > 0
             t1 = nib.load(prep.t1w_model).get_fdata(dtype=np.float32) * mask
