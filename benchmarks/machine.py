@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -52,11 +51,10 @@ def machine_tag() -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temp, path)
+    """Through the package's atomic writer, so results get the usual permissions (mkstemp would make them 0600)."""
+    from bids_jdam.atomic import write_text
+
+    write_text(Path(path), text)
 
 
 def write_results(results_dir: Path, name: str, report: dict, markdown: str) -> Path:

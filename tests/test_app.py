@@ -78,6 +78,7 @@ def test_outputs_index_with_pybids_and_pass_the_validator(app_run, phantom_datas
 def test_phantom_quality_is_scored_against_the_real_pet(app_run):
     metrics = json.loads((app_run["out"] / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
     assert metrics["quality"] is not None and np.isfinite(metrics["quality"]["psnr"])
+    assert -1.0 <= metrics["quality"]["sd_error_correlation"] <= 1.0  # K = 2: the SD map is scored too
     assert metrics["model"]["trained_on_phantoms"] is True
     assert metrics["in_training_set"] is not None
 

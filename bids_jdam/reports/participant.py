@@ -122,6 +122,8 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
             parts.append(key_value_table([
                 ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
                 ("NMSE", quality.nmse), ("in the training set", metrics.in_training_set),
+                *([("SD map vs absolute error (Pearson r, 6 mm smoothing)", quality.sd_error_correlation)]
+                  if quality.sd_error_correlation is not None else []),
             ]))
         path = reportlets.pet_mosaic_reportlet(
             entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")
