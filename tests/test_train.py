@@ -134,3 +134,21 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     assert card["steps"] == 2 and cfg.network.channels == 8
     assert PHANTOM_WARNING in card["intended_use"]
     assert (out / "checkpoints").is_dir()
+
+
+@pytest.mark.slow
+def test_cli_trains_on_raw_bids_pairs_through_preprocessing(phantom_dataset, tmp_path):
+    """Without --phantom-truth the pairs come from pybids and the real preprocessing, cached per image."""
+    out, work = tmp_path / "model", tmp_path / "work"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"network": {"channels": 8, "channel_mult": [1, 2], "num_groups": 4},
+                                  "train": {"planes": ["axial"], "batch_size": 2}}))
+    args = [str(phantom_dataset), str(out), "--small", "--config", str(config), "-w", str(work), "--max-steps", "2",
+            "--device", "cpu", "--no-progress", "--omp-nthreads", "1"]
+    assert train_main(args) == 0
+    _, _, card = load_model_dir(out)
+    assert card["steps"] == 2
+    subjects = sorted(p.name for p in phantom_dataset.glob("sub-*"))
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith("sub-")) == subjects
+    for subject in subjects:
+        assert (work / subject / "pet_suvr_model.nii.gz").is_file()
