@@ -35,7 +35,11 @@ from bids_jdam.data.phantom import generate_phantom_dataset, phantom_truth  # no
 from bids_jdam.data.slices import PLANE_AXES  # noqa: E402
 from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
 from bids_jdam.diffusion.sde import VESDE  # noqa: E402
-from bids_jdam.evaluate.consistency import stripe_index, uncertainty_error_correlation  # noqa: E402
+from bids_jdam.evaluate.consistency import (  # noqa: E402
+    PET_RESOLUTION_SIGMA_MM,
+    stripe_index,
+    uncertainty_error_correlation,
+)
 from bids_jdam.evaluate.metrics import image_quality  # noqa: E402
 from bids_jdam.models.demo import DEMO_MODEL_DIR  # noqa: E402
 from bids_jdam.models.model_dir import load_model_dir  # noqa: E402
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--samples", type=int, default=4, help="K for the uncertainty case")
     parser.add_argument("--samples-sampler", default="heun_stochastic", help="sampler of the K-sample case")
-    parser.add_argument("--smoothing-mm", type=float, default=6.0,
+    parser.add_argument("--smoothing-mm", type=float, default=PET_RESOLUTION_SIGMA_MM,
                         help="Gaussian sigma of the smoothed SD-error correlation")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one)")

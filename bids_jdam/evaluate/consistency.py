@@ -26,6 +26,10 @@ def stripe_index(volume: np.ndarray, mask: np.ndarray, sampling_axis: int) -> fl
     return across / float(np.mean(in_plane))
 
 
+# Gaussian sigma at which an SD map is compared with the error: about the resolution of a PET scan.
+PET_RESOLUTION_SIGMA_MM = 6.0
+
+
 def smooth_in_mask(volume: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
     """Gaussian smoothing that uses only voxels inside the mask (normalized convolution), zero outside."""
     m = mask.astype(np.float64)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bids_jdam.errors import InputError
+from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.reports import reportlets
 from bids_jdam import atomic
 from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page
@@ -122,7 +123,8 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
             parts.append(key_value_table([
                 ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
                 ("NMSE", quality.nmse), ("in the training set", metrics.in_training_set),
-                *([("SD map vs absolute error (Pearson r, 6 mm smoothing)", quality.sd_error_correlation)]
+                *([(f"SD map vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)",
+                    quality.sd_error_correlation)]
                   if quality.sd_error_correlation is not None else []),
             ]))
         path = reportlets.pet_mosaic_reportlet(

@@ -38,7 +38,6 @@ class InferenceDenoiser:
                  compile_network: bool = False):
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.compiled = compile_network
         denoiser.eval()
         if self.device.type == "cuda":
             denoiser.to(memory_format=torch.channels_last)

