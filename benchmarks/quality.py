@@ -1,16 +1,17 @@
 """Quality benchmark (issue 8): JDAM against CycleGAN, the unconditional SDE and the L1 U-Net, one protocol.
 
-    python benchmarks/quality.py [--minutes-per-method M] [--threads 2] [--device auto|cpu|cuda] [--smoke]
+    python benchmarks/quality.py [--minutes-per-method M] [--threads 1] [--jobs 2] [--device auto|cpu|cuda] [--smoke]
 
 1. Data: a phantom (fast mode, 4 mm model grid, 64x64 slices as ``small_config``) of ``--train-subjects`` 3T-like
    training subjects, and ``--test-subjects`` held-out subjects (balanced CN/AD, another seed) rendered twice, 3T-like
    and 7T-like (MP2RAGE UNIT1), with the same anatomy and PET. The T1w input is each subject's acquisition brought
    onto the grid by the phantom's true transform and brain mask (see ``quality_data``); the target is the noise-free
    template-space PET SUVR truth. No ANTs/HD-BET/N4 preprocessing runs.
-2. Training: every method in turn (never two at once) for the same budget of training time: on CPU the process's
-   CPU seconds spent inside training steps (fair when other jobs share the machine; run it with one thread, since
-   OpenMP threads that spin while waiting for a core also count), on CUDA wall-clock seconds inside training steps
-   (evaluations excluded). Methods: JDAM with the preconditioned denoiser, JDAM with the paper's parameterization,
+2. Training: every method for the same budget of training time: on CPU the process's CPU seconds spent inside
+   training steps (fair when other jobs share the machine; run it with one thread, since OpenMP threads that spin
+   while waiting for a core also count), on CUDA wall-clock seconds inside training steps (evaluations excluded).
+   On CPU ``--jobs`` methods train and evaluate at once, each in its own process with ``--threads`` threads; on
+   CUDA one at a time, so that wall-clock budgets stay comparable. Methods: JDAM with the preconditioned denoiser, JDAM with the paper's parameterization,
    the unconditional SDE (preconditioned, no MRI channel), CycleGAN (its generator sized to the U-Net's parameter
    count) and the L1 U-Net. The same U-Net for the first three and the last; steps reached
    and a learning curve (PSNR/SSIM on a few held-out 3T slices at evenly spaced points of the budget) per method.
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -99,7 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sampler-steps", type=int, default=18, help="its steps (PC: N, one corrector step each)")
     parser.add_argument("--curve-points", type=int, default=4, help="learning-curve points per method")
     parser.add_argument("--curve-subjects", type=int, default=4, help="held-out 3T subjects of the learning curve")
-    parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads (training runs one at a time)")
+    parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads per method")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="methods trained and evaluated at once on CPU (threads x jobs <= cores)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
@@ -113,8 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.test_subjects < 2 or args.test_subjects % 2:
         parser.error("--test-subjects must be even (the phantom balances CN/AD in pairs)")
-    if args.samples < 1 or args.slices_per_plane < 1 or args.curve_points < 1:
-        parser.error("--samples, --slices-per-plane and --curve-points must be at least 1")
+    if args.samples < 1 or args.slices_per_plane < 1 or args.curve_points < 1 or args.jobs < 1:
+        parser.error("--samples, --slices-per-plane, --curve-points and --jobs must be at least 1")
     return args
 
 
@@ -265,6 +269,15 @@ def evaluate_method(name: str, trainer, cfg: JDAMConfig, evaluation: dict[str, V
     return out
 
 
+def run_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_data: ValidationSlices,
+               evaluation: dict[str, ValidationSlices], regions: list, args: argparse.Namespace,
+               device: torch.device) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Train one method and score it on every input (runs in a worker process with ``--jobs`` > 1)."""
+    configure_threads(args.threads)
+    trainer, record = train_method(name, cfg, training, curve_data, args, device)
+    return record, evaluate_method(name, trainer, cfg, evaluation, regions, args, device)
+
+
 def statistics(report: dict[str, Any], samples: int) -> None:
     """Paired Wilcoxon tests of JDAM against each other method and every method's gap to the L1 U-Net."""
     report["comparisons"], report["gap_to_unet_l1"] = {}, {}
@@ -359,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in arguments)
     configure_threads(args.threads)
     device = resolve_device(args.device)
+    if device.type == "cuda" and args.jobs > 1:
+        raise SystemExit("quality.py: --jobs > 1 is for CPU only (CUDA budgets are wall-clock seconds)")
     if args.minutes_per_method is None:
         args.minutes_per_method = GPU_MINUTES_PER_METHOD if device.type == "cuda" else CPU_MINUTES_PER_METHOD
     work = args.work or Path(tempfile.mkdtemp(prefix="bids-jdam-quality-"))
@@ -392,11 +407,11 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {
         "command": command,
-        "machine": machine_info(torch_threads=args.threads, device=str(device)),
+        "machine": machine_info(torch_threads=args.threads, jobs=args.jobs, device=str(device)),
         "budget": {"minutes_per_method": args.minutes_per_method, "device": str(device),
                    "counted_as": ("process CPU seconds" if device.type == "cpu" else "wall-clock seconds")
-                   + " inside training steps, methods trained one after another; learning-curve evaluations are not "
-                     "counted"},
+                   + f" inside training steps, {args.jobs} method(s) at a time, each in its own process; "
+                     "learning-curve evaluations are not counted"},
         "settings": {
             "train_subjects": args.train_subjects, "test_subjects": args.test_subjects,
             "slices_per_plane": args.slices_per_plane, "samples": args.samples, "seed": args.seed,
@@ -419,14 +434,29 @@ def main(argv: list[str] | None = None) -> int:
         "training": {}, **{label: {} for label in INPUTS}, "complete": False,
     }
     name = "quality-smoke" if args.smoke else "quality"
-    for method in args.methods:
-        trainer, report["training"][method] = train_method(method, cfg, training, curve_data, args, device)
-        for label, rows in evaluate_method(method, trainer, cfg, evaluation, regions, args, device).items():
-            report[label].update(rows)
-        report["complete"] = len(report["training"]) == len(args.methods)
+    finished: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
+
+    def record(method: str, result: tuple[dict[str, Any], dict[str, dict[str, Any]]]) -> None:
+        """Add a finished method (reports keep the METHODS order) and rewrite the results."""
+        finished[method] = result
+        order = [m for m in args.methods if m in finished]
+        report["training"] = {m: finished[m][0] for m in order}
+        for label in INPUTS:
+            report[label] = {key: row for m in order for key, row in finished[m][1][label].items()}
+        report["complete"] = len(finished) == len(args.methods)
         report["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
         statistics(report, args.samples)
         write_results(out, name, report, markdown(report))
+
+    inputs = (cfg, training, curve_data, evaluation, regions, args, device)
+    if args.jobs == 1:
+        for method in args.methods:
+            record(method, run_method(method, *inputs))
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {pool.submit(run_method, method, *inputs): method for method in args.methods}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
     if args.work is None and not args.smoke:
         shutil.rmtree(work, ignore_errors=True)  # the phantoms of a default run are scratch; --work keeps them
     return 0
