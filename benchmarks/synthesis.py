@@ -38,6 +38,7 @@ from bids_jdam.diffusion.sde import VESDE  # noqa: E402
 from bids_jdam.evaluate.consistency import (  # noqa: E402
     PET_RESOLUTION_SIGMA_MM,
     stripe_index,
+    uncertainty_calibration,
     uncertainty_error_correlation,
 )
 from bids_jdam.evaluate.metrics import image_quality  # noqa: E402
@@ -76,6 +77,7 @@ def run_case(model, cfg, t1, mask, real, truth, planes, samples, samples_sampler
                 "voxelwise": uncertainty_error_correlation(result.std, result.mean, image, mask),
                 "smoothed": uncertainty_error_correlation(result.std, result.mean, image, mask, smoothing_voxels),
             }
+            row[f"calibration_{reference}"] = uncertainty_calibration(result.std, result.mean, image, mask, samples)
     return row
 
 
@@ -144,6 +146,17 @@ def markdown(report: dict) -> str:
                 f"{c['vs_real_pet']['psnr_db']:.2f} | {c['vs_real_pet']['ssim']:.3f} | "
                 f"{c['vs_noise_free_truth']['psnr_db']:.2f} | {c['stripe_index_axial']:.2f} "
                 f"(real {c['stripe_index_axial_real_pet']:.2f}) | {corr_cells} |")
+    lines += ["", "Calibration of the SD map of the K-sample case: RMSE of the K-mean (against the real PET) per SD "
+              "quintile, and the spread-skill ratio (RMSE / sqrt((1 + 1/K) mean SD^2): 1 for a calibrated map, above 1 "
+              "overconfident; against the noise-free truth in brackets).", "",
+              "| subject | K | SD quintiles: mean SD -> RMSE | spread-skill ratio |", "|---|---|---|---|"]
+    for subject in report["subjects"]:
+        for c in subject["cases"]:
+            if "calibration_real_pet" in c:
+                real, truth = c["calibration_real_pet"], c["calibration_noise_free_truth"]
+                bins = "; ".join(f"{b['mean_sd']:.3f} -> {b['rmse']:.3f}" for b in real["bins"])
+                lines.append(f"| {subject['subject']} | {c['num_samples']} | {bins} | "
+                             f"{real['spread_skill_ratio']:.2f} ({truth['spread_skill_ratio']:.2f}) |")
     lines += ["", "Preprocessing per subject (s): "
               + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
               "", f"SD-error correlations: Pearson inside the brain mask; smoothed = Gaussian sigma "

@@ -99,3 +99,23 @@ def test_uncertainty_error_correlation_sees_calibrated_errors_and_smoothing_shar
     assert 0.2 < voxelwise < smoothed
     unrelated = truth + rng.normal(0, 0.1, shape)  # errors that do not follow the map
     assert abs(uncertainty_error_correlation(std, unrelated, truth, mask, smoothing_voxels=2.0)) < 0.2
+
+
+def test_uncertainty_calibration_tells_a_calibrated_map_from_an_overconfident_one():
+    from bids_jdam.evaluate.consistency import uncertainty_calibration
+
+    rng = np.random.default_rng(1)
+    shape = (20, 20, 20)
+    mask = np.ones(shape, bool)
+    std = np.broadcast_to(np.linspace(0.02, 0.3, shape[0])[:, None, None], shape)
+    truth = np.zeros(shape)
+    k = 4
+    # the mean of K posterior draws misses the truth by posterior noise plus the mean's own sampling error
+    calibrated = truth + rng.normal(0, std * np.sqrt(1 + 1 / k))
+    good = uncertainty_calibration(std, calibrated, truth, mask, num_samples=k)
+    assert good["spread_skill_ratio"] == pytest.approx(1.0, abs=0.05)
+    rmse = [b["rmse"] for b in good["bins"]]
+    assert rmse == sorted(rmse) and rmse[-1] > 3 * rmse[0]
+    assert sum(b["voxels"] for b in good["bins"]) == mask.sum()
+    overconfident = uncertainty_calibration(std / 2, calibrated, truth, mask, num_samples=k)
+    assert overconfident["spread_skill_ratio"] == pytest.approx(2.0, abs=0.1)

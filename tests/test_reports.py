@@ -49,7 +49,8 @@ def fake_metrics(subject: str, session: str | None, synthetic: np.ndarray, real:
         participant_id=subject, session=session, run=None, field_strength=3.0 if subject != "04" else 1.5,
         model=ModelInfo(name="demo", sha256="ab" * 32, trained_on_phantoms=phantom_model),
         sampler=SamplerInfo(name="pc", steps=10, num_samples=2, seed=0),
-        quality=None if real is None else QualityMetrics(psnr=30.0, ssim=0.9, mae=0.05, nmse=0.01),
+        quality=None if real is None else QualityMetrics(psnr=30.0, ssim=0.9, mae=0.05, nmse=0.01,
+                                                             sd_error_correlation=0.1 * int(subject)),
         in_training_set=False if real is not None else None,
         noise_index=12.0 + int(subject), regional_suvr_synthetic=regional_means(synthetic, labels, names),
         regional_suvr_real=None if real is None else regional_means(real, labels, names),
@@ -140,7 +141,10 @@ def test_group_level_table_and_report(derivatives):
     for column in ("suvr_parietal", "realsuvr_parietal"):
         assert by_diagnosis[column].mean()["AD"] < 0.9 * by_diagnosis[column].mean()["CN"]
     assert math.isnan(table.loc[table["participant_id"] == "sub-02", "psnr"].iloc[0])  # no real PET
+    with_real = table[table["psnr"].notna()]
+    assert list(with_real["sd_error_correlation"]) == pytest.approx([0.1 * int(p[4:]) for p in with_real["participant_id"]])
     report = html_path.read_text()
+    assert "SD-error correlation" in report and "sd_error_correlation" in report
     missing = report.split("Participants without outputs", 1)[1].split("<h2>", 1)[0]
     assert "sub-05" in missing and "sub-01" not in missing
 

@@ -53,3 +53,24 @@ def uncertainty_error_correlation(
     if smoothing_voxels > 0:
         std, error = smooth_in_mask(std, m, smoothing_voxels), smooth_in_mask(error, m, smoothing_voxels)
     return float(np.corrcoef(std[m], error[m])[0, 1])
+
+
+def uncertainty_calibration(
+    std: np.ndarray, prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray, num_samples: int, bins: int = 5
+) -> dict[str, object]:
+    """How far the SD map of a K-sample mean can be trusted: RMSE per SD quantile bin and the spread-skill ratio.
+
+    If the K samples were draws from the true posterior, the mean's squared error would average the posterior
+    variance times (1 + 1/K) wherever the map says that variance is, so the RMSE would rise from bin to bin and
+    ``spread_skill_ratio`` (RMSE over sqrt((1 + 1/K) mean SD^2)) would be 1; above 1 the map is overconfident.
+    """
+    m = mask.astype(bool)
+    sd, error = std[m].astype(np.float64), (prediction - truth)[m].astype(np.float64)
+    edges = np.quantile(sd, np.linspace(0.0, 1.0, bins + 1))
+    which = np.clip(np.searchsorted(edges, sd, side="right") - 1, 0, bins - 1)
+    table = [{"sd_from": float(edges[b]), "sd_to": float(edges[b + 1]), "voxels": int(np.sum(which == b)),
+              "mean_sd": float(sd[which == b].mean()), "rmse": float(np.sqrt(np.mean(error[which == b] ** 2)))}
+             for b in range(bins) if np.any(which == b)]
+    expected = np.sqrt((1.0 + 1.0 / num_samples) * np.mean(sd**2))
+    return {"bins": table, "rmse": float(np.sqrt(np.mean(error**2))),
+            "spread_skill_ratio": float(np.sqrt(np.mean(error**2)) / expected)}

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from bids_jdam.errors import InputError
 from bids_jdam import atomic
+from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
 from bids_jdam.reports.participant import PHANTOM_BANNER
 from bids_jdam.reports.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
@@ -34,10 +35,11 @@ LOGGER = logging.getLogger(__name__)
 OUTLIER_Z = 3.5
 MIN_IMAGES_FOR_OUTLIERS = 5
 DIAGNOSIS_COLUMNS = ("diagnosis", "dx", "group")
-QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse")
+QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "sd_error_correlation")  # the last only with K > 1 samples
 CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
 MEASURE_LABELS = {
-    "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE", "noise_index": "noise index",
+    "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE",
+    "sd_error_correlation": "SD-error correlation", "noise_index": "noise index",
     "brain_volume_ml": "brain volume (ml)", "registration_correlation": "registration: correlation",
     "brain_extraction_dice": "brain extraction: Dice",
 }
@@ -118,7 +120,7 @@ def metrics_table(metrics: list[ParticipantMetrics], participants: pd.DataFrame 
             "trained_on_phantoms": item.model.trained_on_phantoms,
             "in_training_set": item.in_training_set,
         }
-        row.update({name: getattr(quality, name) if quality else math.nan for name in QUALITY_MEASURES})
+        row.update({name: _number(getattr(quality, name) if quality else None) for name in QUALITY_MEASURES})
         row.update({
             "noise_index": item.noise_index,
             "brain_volume_ml": item.brain_volume_ml,
@@ -135,6 +137,10 @@ def metrics_table(metrics: list[ParticipantMetrics], participants: pd.DataFrame 
     )
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["participant_id", "session", "run"], na_position="first", ignore_index=True)
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def outlier_measures(table: pd.DataFrame) -> list[str]:
@@ -226,6 +232,11 @@ def _group_html(
             _distribution_figure(table, list(measures), groupings or [None]), title,
             (caption + "; " if caption else "") + "red dots: flagged outliers.",
         ))
+        if "sd_error_correlation" in measures:
+            body.append(f'<p class="note">SD-error correlation (images sampled with K &gt; 1): Pearson correlation, '
+                        f"inside the brain mask, of the standard-deviation map with the absolute error of the mean "
+                        f"against the real PET, both smoothed at {PET_RESOLUTION_SIGMA_MM:g} mm; above 0 the map "
+                        f"points to where the synthetic PET is wrong.</p>")
 
     body.append("<h2>Outliers</h2>")
     body.append(
