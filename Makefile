@@ -43,7 +43,7 @@ benchmark-speed: venv
 	$(BIN)/python benchmarks/speed.py --threads 2
 
 benchmark-quality: venv
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --threads 1 --minutes-per-method 6 --slices-per-plane 3 --samples 2
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 3 --samples 2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
