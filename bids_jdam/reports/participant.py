@@ -107,7 +107,11 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
             entry.std_map, entry.t1w, entry.brain_mask, reportlet_path("uncertainty", "pet")
         )
         parts.append(embedded_image(
-            path, "uncertainty", f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR)."
+            path, "uncertainty",
+            f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples "
+            f"disagree. It does not include errors the model cannot see (preprocessing, what it never learned); "
+            f"on held-out phantoms it has not yet been found to point to where the error is large "
+            f"(benchmarks/results/synthesis-*.md).",
         ))
 
     parts.append("<h3>Regional SUVR</h3>")
