@@ -11,10 +11,11 @@
    training steps (fair when other jobs share the machine; run it with one thread, since OpenMP threads that spin
    while waiting for a core also count), on CUDA wall-clock seconds inside training steps (evaluations excluded).
    On CPU ``--jobs`` methods train and evaluate at once, each in its own process with ``--threads`` threads; on
-   CUDA one at a time, so that wall-clock budgets stay comparable. Methods: JDAM with the preconditioned denoiser, JDAM with the paper's parameterization,
-   the unconditional SDE (preconditioned, no MRI channel), CycleGAN (its generator sized to the U-Net's parameter
-   count) and the L1 U-Net. The same U-Net for the first three and the last; steps reached
-   and a learning curve (PSNR/SSIM on a few held-out 3T slices at evenly spaced points of the budget) per method.
+   CUDA one at a time, so that wall-clock budgets stay comparable. Methods: JDAM with the preconditioned denoiser,
+   JDAM with the paper's parameterization, the unconditional SDE (preconditioned, no MRI channel), CycleGAN (its
+   generator sized to the U-Net's parameter count) and the L1 U-Net. The same U-Net for the first three and the
+   last; steps reached and a learning curve (PSNR/SSIM on a few held-out 3T slices at evenly spaced points of the
+   budget) per method.
 3. Evaluation on every held-out subject, 3T and 7T input separately, ``--slices-per-plane`` evenly spaced slices per
    plane (axial, coronal, sagittal) from the middle 60% of the brain, the same for every method; the named sampler
    (default Heun, 18 steps); JDAM preconditioned as one sample and as the mean of ``--samples`` samples. Metrics of
@@ -35,8 +36,8 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,9 +91,9 @@ SMOKE = {"train_subjects": 4, "test_subjects": 2, "minutes_per_method": 0.2, "sl
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes-per-method", type=float,
-                        help=f"training budget per method: CPU minutes inside training steps on CPU, wall-clock minutes on "
-                             f"CUDA (default "
-                             f"{CPU_MINUTES_PER_METHOD:g} on CPU, {GPU_MINUTES_PER_METHOD:g} on CUDA)")
+                        help=f"training budget per method: CPU minutes inside training steps on CPU, wall-clock "
+                             f"minutes on CUDA (default {CPU_MINUTES_PER_METHOD:g} on CPU, {GPU_MINUTES_PER_METHOD:g} on "
+                             f"CUDA)")
     parser.add_argument("--train-subjects", type=int, default=24, help="3T-like training subjects")
     parser.add_argument("--test-subjects", type=int, default=12, help="held-out subjects (even: balanced CN/AD)")
     parser.add_argument("--slices-per-plane", type=int, default=4, help="evaluated slices per plane and subject")
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     finished: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
 
     def record(method: str, result: tuple[dict[str, Any], dict[str, dict[str, Any]]]) -> None:
-        """Add a finished method (reports keep the METHODS order) and rewrite the results."""
+        """Add a finished method (tables keep the --methods order) and rewrite the results."""
         finished[method] = result
         order = [m for m in args.methods if m in finished]
         report["training"] = {m: finished[m][0] for m in order}

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if not bids_dir.exists():
         generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True,
                                  grid_spacing_mm=cfg.grid.spacing_mm)
-    report = {"command": command, "smoothing_mm": args.smoothing_mm, "machine": machine_info(threads=args.threads), "model": str(model_dir),
+    report = {"command": command, "smoothing_mm": args.smoothing_mm, "machine": machine_info(threads=args.threads),
+              "model": str(model_dir),
               "model_sha256": card["sha256"]["weights.safetensors"], "held_out_seed": HELD_OUT_SEED, "subjects": []}
     for index in range(1, args.subjects + 1):
         subject = f"{index:02d}"
