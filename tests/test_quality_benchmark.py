@@ -58,3 +58,22 @@ def test_inverse_of_the_phantom_transform_solves_its_convention():
     ijk = apply_affine(np.linalg.inv(affine), p).T
     u = np.stack([ndimage.map_coordinates(field[..., c], ijk, order=1, mode="nearest") for c in range(3)], 1)
     assert np.abs(apply_affine(np.linalg.inv(rotation), p + u) - q).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_smoke_run_with_two_jobs_scores_every_method(tmp_path):
+    """The whole benchmark at tiny settings, two methods at a time: every method trained, scored and compared."""
+    import json
+
+    from quality import METHODS, main
+
+    assert main(["--smoke", "--threads", "1", "--jobs", "2", "--work", str(tmp_path)]) == 0
+    results = json.loads(next(tmp_path.glob("quality-smoke-*.json")).read_text())
+    assert results["complete"] and list(results["training"]) == list(METHODS)
+    expected = {"jdam-preconditioned-1", "jdam-preconditioned-k2", "jdam-paper-1", "sde-unconditional-1", "cyclegan",
+                "unet-l1"}
+    for label in ("3T", "7T"):
+        assert set(results[label]) == expected
+        assert all(row["psnr_db"]["n_subjects"] == 2 for row in results[label].values())
+        assert set(results["comparisons"][label]["jdam-preconditioned-k2"]) == expected - {
+            "jdam-preconditioned-1", "jdam-preconditioned-k2"}
