@@ -111,7 +111,7 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
             f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples "
             f"disagree. It does not include errors the model cannot see (preprocessing, what it never learned); "
             f"on held-out phantoms it has not yet been found to point to where the error is large "
-            f"(benchmarks/results/synthesis-*.md).",
+            f"(the synthesis benchmark in the bids-jdam repository).",
         ))
 
     parts.append("<h3>Regional SUVR</h3>")
