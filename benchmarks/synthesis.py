@@ -158,7 +158,7 @@ def markdown(report: dict) -> str:
                 bins = "; ".join(f"{b['mean_sd']:.3f} -> {b['rmse']:.3f}" for b in real["bins"])
                 lines.append(f"| {subject['subject']} | {c['num_samples']} | {bins} | "
                              f"{real['spread_skill_ratio']:.2f} ({truth['spread_skill_ratio']:.2f}) |")
-    lines += ["", "Preprocessing per subject (s): "
+    lines += ["", "Preprocessing per subject in this run (s; near zero where `--work` already held the cached steps): "
               + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
               "", f"SD-error correlations: Pearson inside the brain mask; smoothed = Gaussian sigma "
               f"{report['smoothing_mm']:g} mm inside the mask.",
