@@ -25,7 +25,7 @@ def _keys(indices):
     return [(0, "axial", index, 0) for index in indices]
 
 
-@pytest.mark.parametrize(("name", "steps"), [("pc", 200), ("heun", 30), ("heun_stochastic", 60), ("dpmpp_2m", 30)])
+@pytest.mark.parametrize(("name", "steps"), [("pc", 200), ("heun", 30), ("heun_stochastic", 60), ("ancestral", 400), ("dpmpp_2m", 30)])
 def test_samples_have_the_conditional_mean_and_variance(name, steps):
     cond = 2 * torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) - 1
     x = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=steps), SDE, _keys(range(4)))
@@ -34,6 +34,17 @@ def test_samples_have_the_conditional_mean_and_variance(name, steps):
     assert float(standardized.var()) == pytest.approx(1.0, abs=0.06)
     slope = float(((x - x.mean()) * (cond - cond.mean())).mean() / cond.var())
     assert slope == pytest.approx(SLOPE, abs=0.05)
+
+
+def test_few_ancestral_steps_under_disperse_the_samples():
+    """The ancestral step treats D as the clean image, so coarse steps lose part of the posterior variance."""
+    cond = 2 * torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) - 1
+    variances = []
+    for steps in (10, 400):
+        x = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name="ancestral", steps=steps), SDE,
+                   _keys(range(4)))
+        variances.append(float(((x - SLOPE * cond) / SPREAD).var()))
+    assert variances[0] < 0.6 < 0.9 < variances[1]
 
 
 def _tiny_denoiser(parameterization: str):
@@ -55,7 +66,8 @@ def test_a_slice_is_the_same_at_batch_size_1_and_8(name, parameterization):
     assert not torch.allclose(batch[4], batch[5])
 
 
-@pytest.mark.parametrize(("name", "expected"), [("pc", 10 + 9 * 2), ("heun", 19), ("heun_stochastic", 19), ("dpmpp_2m", 10)])
+@pytest.mark.parametrize(("name", "expected"), [("pc", 10 + 9 * 2), ("heun", 19), ("heun_stochastic", 19), ("ancestral", 10),
+                                                 ("dpmpp_2m", 10)])
 def test_network_evaluations_counts_the_calls(name, expected):
     calls = []
 

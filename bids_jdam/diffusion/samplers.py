@@ -135,6 +135,39 @@ def heun_stochastic_sampler(
 
 
 @torch.inference_mode()
+def ancestral_sampler(
+    denoiser_fn: DenoiserFn,
+    x_T: Tensor,
+    cond: Tensor | None,
+    sigmas: Tensor,
+    noise: SliceNoise,
+    progress: bool = False,
+) -> Tensor:
+    """Ancestral sampling of the reverse VE-SDE: each step draws x_next from the Gaussian bridge towards D.
+
+    Given D = D(x, sigma) as the clean image, the forward process puts x_next at x0 + (sigma_next / sigma)^2
+    (x - x0) with variance sigma_next^2 (1 - sigma_next^2 / sigma^2): exact for large steps, unlike the
+    reverse-diffusion predictor, whose fixed sqrt(sigma^2 - sigma_next^2) noise overshoots when the steps are
+    coarse (score-SDE's ancestral predictor; with the EDM schedule, k-diffusion's Euler ancestral at eta = 1). One
+    network evaluation per step, fresh noise at every level as in the paper's PC sampler. Treating D as the clean
+    image drops the posterior variance of x0 given x, so few steps under-disperse the samples (on a Gaussian: 41 %
+    of the variance at 10 steps, 95 % at 200); the sampler benchmark therefore checks the spread of its samples.
+    """
+    levels, levels_device = _levels_on_device(sigmas, x_T)
+    ones = torch.ones(x_T.shape[0], dtype=x_T.dtype, device=x_T.device)
+    x = x_T
+    for i in tqdm(range(len(levels) - 1), desc="ancestral", disable=not progress, leave=False):
+        sigma, sigma_next = levels[i], levels[i + 1]
+        denoised = denoiser_fn(x, levels_device[i] * ones, cond)
+        if sigma_next == 0.0:
+            x = denoised
+            break
+        kept = (sigma_next / sigma) ** 2
+        x = denoised + kept * (x - denoised) + sigma_next * math.sqrt(1 - kept) * noise.randn()
+    return x
+
+
+@torch.inference_mode()
 def dpmpp_2m_sampler(
     denoiser_fn: DenoiserFn,
     x_T: Tensor,
@@ -203,6 +236,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "heun_stochastic": SamplerSpec(
         heun_stochastic_sampler, edm_sigmas, lambda steps, _: 2 * steps - 1, stochastic=True, config_options=("churn",)
     ),
+    "ancestral": SamplerSpec(ancestral_sampler, edm_sigmas, lambda steps, _: steps, stochastic=True),
     "dpmpp_2m": SamplerSpec(dpmpp_2m_sampler, edm_sigmas, lambda steps, _: steps, stochastic=False),
 }
 
