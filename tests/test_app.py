@@ -24,12 +24,13 @@ def snapshot(root: Path) -> dict[str, tuple[int, float]]:
 
 @pytest.fixture(scope="module")
 def app_run(phantom_dataset, tiny_model_dir, tmp_path_factory):
-    """One participant-level run (2 subjects, K=2) shared by the assertions below."""
+    """One participant-level run (2 subjects, K=2, two planes) shared by the assertions below."""
     before = snapshot(phantom_dataset)
     out = tmp_path_factory.mktemp("app") / "out"
     work = out.parent / "work"
     args = [str(phantom_dataset), str(out), "participant", "--participant-label", "01", "sub-02",
-            "--model", str(tiny_model_dir), "--num-samples", "2", "-w", str(work), *FAST]
+            "--model", str(tiny_model_dir), "--num-samples", "2", "--planes", "axial", "coronal", "-w", str(work),
+            *FAST]
     rc = main(args)
     return {"rc": rc, "out": out, "work": work, "args": args, "before": before}
 
@@ -40,13 +41,13 @@ def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
     for sub in ("01", "02"):
         pet = out / f"sub-{sub}" / "pet"
         for space in ("T1w", "MNI152NLin2009aSym"):
-            for desc in ("jdam", "jdamstd"):
+            for desc in ("jdam", "jdamstd", "jdamviewstd"):
                 image = pet / f"sub-{sub}_trc-FDG_space-{space}_desc-{desc}_pet.nii.gz"
                 assert image.is_file(), image
                 sidecar = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
                 assert sidecar["SkullStripped"] is True and sidecar["Units"] == "unitless"
                 assert sidecar["Sources"] == [f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz"]
-                assert sidecar["NetworkPrecision"] == "fp32" and sidecar["SamplingPlanes"] == ["axial"]
+                assert sidecar["NetworkPrecision"] == "fp32" and sidecar["SamplingPlanes"] == ["axial", "coronal"]
         native = nib.load(pet / f"sub-{sub}_trc-FDG_space-T1w_desc-jdam_pet.nii.gz")
         source = nib.load(phantom_dataset / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
         assert native.shape == source.shape and np.allclose(native.affine, source.affine, atol=1e-4)
@@ -78,7 +79,8 @@ def test_outputs_index_with_pybids_and_pass_the_validator(app_run, phantom_datas
 def test_phantom_quality_is_scored_against_the_real_pet(app_run):
     metrics = json.loads((app_run["out"] / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
     assert metrics["quality"] is not None and np.isfinite(metrics["quality"]["psnr"])
-    assert -1.0 <= metrics["quality"]["sd_error_correlation"] <= 1.0  # K = 2: the SD map is scored too
+    assert -1.0 <= metrics["quality"]["sd_error_correlation"] <= 1.0  # K = 2: the sampling SD map is scored
+    assert -1.0 <= metrics["quality"]["view_sd_error_correlation"] <= 1.0  # two planes: so is the view SD map
     assert metrics["model"]["trained_on_phantoms"] is True
     assert metrics["in_training_set"] is not None
 

@@ -97,6 +97,10 @@ def test_pet_sidecar_is_honest_about_what_the_image_is():
     template_std = pet_sidecar(source, provenance(phantom_trained=False), space=TEMPLATE_SPACE, statistic="std")
     assert "SpatialReference" not in template_std
     assert "standard deviation" in template_std["Description"] and "phantoms" not in template_std["Description"]
+    view_std = pet_sidecar(source, provenance(), space=TEMPLATE_SPACE, statistic="viewstd")
+    assert "each sampled plane" in view_std["Description"] and "phantoms" in view_std["Description"]
+    with pytest.raises(ValueError, match="statistic"):
+        pet_sidecar(source, provenance(), space=TEMPLATE_SPACE, statistic="variance")
 
 
 def test_dataset_description_records_the_container_and_the_raw_link(tmp_path: Path, monkeypatch):
@@ -185,7 +189,7 @@ def write_participant_outputs(out: Path, source: AnatInput) -> None:
     """What the participant workflow writes for one T1w, with these functions only."""
     with ParticipantStaging(out, source.subject) as staging:
         for space in ("T1w", TEMPLATE_SPACE):
-            for desc, statistic in (("jdam", "mean"), ("jdamstd", "std")):
+            for desc, statistic in (("jdam", "mean"), ("jdamstd", "std"), ("jdamviewstd", "viewstd")):
                 image = derivative_path(source.entities, space=space, desc=desc, suffix="pet",
                                         extension=".nii.gz", trc="FDG")
                 atomic.save_nifti(nifti(), staging.path(image))

@@ -50,7 +50,8 @@ def fake_metrics(subject: str, session: str | None, synthetic: np.ndarray, real:
         model=ModelInfo(name="demo", sha256="ab" * 32, trained_on_phantoms=phantom_model),
         sampler=SamplerInfo(name="pc", steps=10, num_samples=2, seed=0),
         quality=None if real is None else QualityMetrics(psnr=30.0, ssim=0.9, mae=0.05, nmse=0.01,
-                                                             sd_error_correlation=0.1 * int(subject)),
+                                                             sd_error_correlation=0.1 * int(subject),
+                                                             view_sd_error_correlation=-0.05 * int(subject)),
         in_training_set=False if real is not None else None,
         noise_index=12.0 + int(subject), regional_suvr_synthetic=regional_means(synthetic, labels, names),
         regional_suvr_real=None if real is None else regional_means(real, labels, names),
@@ -83,6 +84,7 @@ def derivatives(tmp_path_factory) -> tuple[Path, Path]:
             synthetic_pet=template.image(synthetic),
             std_map=template.image(np.abs(synthetic - real)) if session != "B" else None,
             real_pet=template.image(real) if has_real else None, metrics=metrics,
+            view_std_map=template.image(np.abs(synthetic - real)) if session == "A" else None,
         ))
     for subject in ("01", "03"):  # full reports for two subjects; metrics JSON only for the rest (group input)
         write_participant_report(out_dir, subject, entries[subject])
@@ -104,6 +106,9 @@ def test_participant_report_is_self_contained_with_banner(derivatives):
     figures = sorted(p.name for p in (out_dir / "sub-01" / "figures").iterdir())
     assert "sub-01_ses-A_desc-error_pet.png" in figures and "sub-01_ses-B_desc-synthaxial_pet.png" in figures
     assert "sub-01_ses-B_desc-uncertainty_pet.png" not in figures  # K = 1 there: no std map
+    assert "sub-01_ses-A_desc-viewuncertainty_pet.png" in figures  # several planes there: the view SD map
+    assert "sub-01_ses-B_desc-viewuncertainty_pet.png" not in figures
+    assert "where the 2D views of the same brain disagree" in report
     assert not any(name.startswith(".tmp-") for name in figures)
 
 
@@ -144,7 +149,9 @@ def test_group_level_table_and_report(derivatives):
     with_real = table[table["psnr"].notna()]
     assert list(with_real["sd_error_correlation"]) == pytest.approx([0.1 * int(p[4:]) for p in with_real["participant_id"]])
     report = html_path.read_text()
-    assert "SD-error correlation" in report and "sd_error_correlation" in report
+    assert list(with_real["view_sd_error_correlation"]) == pytest.approx(
+        [-0.05 * int(p[4:]) for p in with_real["participant_id"]])
+    assert "SD-error correlations" in report and "SD across the sampled planes" in report
     missing = report.split("Participants without outputs", 1)[1].split("<h2>", 1)[0]
     assert "sub-05" in missing and "sub-01" not in missing
 

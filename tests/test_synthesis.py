@@ -67,6 +67,17 @@ def test_k_samples_give_a_reproducible_mean_and_positive_spread():
     np.testing.assert_allclose(first.mean, np.mean(first.samples, axis=0), atol=1e-6)
 
 
+def test_view_std_is_the_spread_of_the_planes_k_sample_means():
+    t1, mask = _volume_and_mask()
+    one_plane = _synthesize(_noisy_denoiser, t1, mask, k=2, name="pc")
+    assert one_plane.view_std is None
+    result = _synthesize(_noisy_denoiser, t1, mask, k=2, name="pc", planes=("axial", "coronal", "sagittal"))
+    means = np.stack([result.per_plane[p] for p in ("axial", "coronal", "sagittal")])
+    np.testing.assert_allclose(means.mean(axis=0), result.mean, atol=1e-6)
+    np.testing.assert_allclose(result.view_std, means.std(axis=0, ddof=1), atol=1e-6)
+    assert (result.view_std[mask] > 0).all() and (result.view_std[~mask] == 0).all()
+
+
 def test_precision_defaults_to_fp32_on_cpu_and_rejects_unknown_names():
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"

@@ -148,6 +148,14 @@ def transform_path(
     return _subject_folder(source_entities, "anat") / name
 
 
+PET_STATISTICS = {
+    "mean": "Synthetic FDG-PET",
+    "std": "Voxel-wise standard deviation across the posterior samples of a synthetic FDG-PET",
+    "viewstd": "Voxel-wise standard deviation across the reconstructions of a synthetic FDG-PET along each sampled "
+               "plane (where the 2D views disagree)",
+}
+
+
 @dataclass(frozen=True)
 class SynthesisProvenance:
     """How a synthetic PET was made; copied into its sidecar so that a result can be traced and reproduced."""
@@ -181,11 +189,14 @@ def pet_sidecar(
     statistic: str = "mean",
     skull_stripped: bool = True,
 ) -> dict[str, Any]:
-    """Sidecar of a synthetic PET (``statistic="mean"``) or of its standard-deviation map (``"std"``)."""
-    if statistic not in ("mean", "std"):
-        raise ValueError(f"statistic must be 'mean' or 'std', got {statistic!r}")
-    what = ("Synthetic FDG-PET" if statistic == "mean"
-            else "Voxel-wise standard deviation across the posterior samples of a synthetic FDG-PET")
+    """Sidecar of a synthetic PET (``statistic="mean"``) or of one of its standard-deviation maps.
+
+    ``"std"``: across the K posterior samples (the sampling spread); ``"viewstd"``: across the reconstructions
+    along each sampled plane (where the 2D views disagree).
+    """
+    if statistic not in PET_STATISTICS:
+        raise ValueError(f"statistic must be one of {sorted(PET_STATISTICS)}, got {statistic!r}")
+    what = PET_STATISTICS[statistic]
     description = (
         f"{what} (SUVR, reference region: {provenance.reference_region}) computed from "
         f"{source.relative_path} by the JDAM score-based diffusion model '{provenance.model_name}' "

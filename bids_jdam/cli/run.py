@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--num-samples", type=int, default=1,
                        help="posterior samples K; K > 1 also writes a standard-deviation (uncertainty) map")
     model.add_argument("--planes", nargs="+", choices=PLANES, default=["axial"],
-                       help="sampling planes; several are fused (mean), which removes inter-slice stripes")
+                       help="sampling planes; several are fused (mean), which removes inter-slice stripes, and give a "
+                            "view-disagreement map (desc-jdamviewstd)")
     model.add_argument("--precision", default="auto", choices=PRECISIONS,
                        help="network precision while sampling (auto: bf16 on a CUDA GPU, fp32 on CPU)")
     model.add_argument("--compile", action="store_true",

@@ -35,11 +35,13 @@ LOGGER = logging.getLogger(__name__)
 OUTLIER_Z = 3.5
 MIN_IMAGES_FOR_OUTLIERS = 5
 DIAGNOSIS_COLUMNS = ("diagnosis", "dx", "group")
-QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "sd_error_correlation")  # the last only with K > 1 samples
+# The SD-error correlations exist only for images with K > 1 samples (sampling) or several planes (views).
+QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "view_sd_error_correlation", "sd_error_correlation")
 CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
 MEASURE_LABELS = {
     "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE",
-    "sd_error_correlation": "SD-error correlation", "noise_index": "noise index",
+    "sd_error_correlation": "sampling SD-error correlation",
+    "view_sd_error_correlation": "view SD-error correlation", "noise_index": "noise index",
     "brain_volume_ml": "brain volume (ml)", "registration_correlation": "registration: correlation",
     "brain_extraction_dice": "brain extraction: Dice",
 }
@@ -232,11 +234,12 @@ def _group_html(
             _distribution_figure(table, list(measures), groupings or [None]), title,
             (caption + "; " if caption else "") + "red dots: flagged outliers.",
         ))
-        if "sd_error_correlation" in measures:
-            body.append(f'<p class="note">SD-error correlation (images sampled with K &gt; 1): Pearson correlation, '
-                        f"inside the brain mask, of the standard-deviation map with the absolute error of the mean "
-                        f"against the real PET, both smoothed at {PET_RESOLUTION_SIGMA_MM:g} mm; above 0 the map "
-                        f"points to where the synthetic PET is wrong.</p>")
+        if {"sd_error_correlation", "view_sd_error_correlation"} & set(measures):
+            body.append(f'<p class="note">SD-error correlations: Pearson correlation, inside the brain mask, of a '
+                        f"standard-deviation map with the absolute error of the synthetic PET against the real PET, "
+                        f"both smoothed at {PET_RESOLUTION_SIGMA_MM:g} mm; above 0 the map points to where the "
+                        f"synthetic PET is wrong. View: SD across the sampled planes (images with several planes); "
+                        f"sampling: SD across the K samples (images with K &gt; 1).</p>")
 
     body.append("<h2>Outliers</h2>")
     body.append(

@@ -36,6 +36,7 @@ class ReportEntry:
     std_map: ImageLike | None  # SD across the K samples; None when K = 1
     real_pet: ImageLike | None
     metrics: ParticipantMetrics
+    view_std_map: ImageLike | None = None  # SD across the sampled planes' reconstructions; None with one plane
 
 
 def figures_dir(out_dir: Path, subject: str) -> Path:
@@ -101,17 +102,28 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
         )
         parts.append(embedded_image(path, f"synthetic PET {plane}", f"Synthetic PET, {plane} slices."))
 
-    if entry.std_map is not None:
+    if entry.std_map is not None or entry.view_std_map is not None:
         parts.append("<h3>Uncertainty</h3>")
+    if entry.view_std_map is not None:
+        path = reportlets.uncertainty_reportlet(
+            entry.view_std_map, entry.t1w, entry.brain_mask, reportlet_path("viewuncertainty", "pet")
+        )
+        parts.append(embedded_image(
+            path, "view disagreement",
+            "Standard deviation across the synthetic PET reconstructed along each sampled plane (SUVR): where the "
+            "2D views of the same brain disagree. On held-out phantoms it is larger where the error is larger "
+            "(the synthesis benchmark in the bids-jdam repository); it cannot show errors that all views share "
+            "(preprocessing, what the model never learned).",
+        ))
+    if entry.std_map is not None:
         path = reportlets.uncertainty_reportlet(
             entry.std_map, entry.t1w, entry.brain_mask, reportlet_path("uncertainty", "pet")
         )
         parts.append(embedded_image(
-            path, "uncertainty",
+            path, "sampling spread",
             f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples "
-            f"disagree. It does not include errors the model cannot see (preprocessing, what it never learned); "
-            f"on held-out phantoms it has not yet been found to point to where the error is large "
-            f"(the synthesis benchmark in the bids-jdam repository).",
+            f"differ, mostly fine texture. On held-out phantoms it has not been found to point to where the "
+            f"error is large; the view disagreement (with several planes) does better.",
         ))
 
     parts.append("<h3>Regional SUVR</h3>")
@@ -127,9 +139,9 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
             parts.append(key_value_table([
                 ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
                 ("NMSE", quality.nmse), ("in the training set", metrics.in_training_set),
-                *([(f"SD map vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)",
-                    quality.sd_error_correlation)]
-                  if quality.sd_error_correlation is not None else []),
+                *[(f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
+                  for label, value in (("view disagreement", quality.view_sd_error_correlation),
+                                       ("sampling spread", quality.sd_error_correlation)) if value is not None],
             ]))
         path = reportlets.pet_mosaic_reportlet(
             entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")

@@ -46,8 +46,10 @@ class QualityMetrics:
     ssim: float
     mae: float
     nmse: float
-    # With K > 1 samples: does the SD map say where the error is large? (Pearson, after smoothing at PET resolution)
+    # Does an SD map say where the error is large? (Pearson, after smoothing at PET resolution.) The sampling SD
+    # exists with K > 1 samples, the view SD with more than one plane.
     sd_error_correlation: float | None = None
+    view_sd_error_correlation: float | None = None
 
 
 @dataclass
@@ -132,8 +134,8 @@ class ParticipantMetrics:
             ),
             quality=None if quality is None
             else QualityMetrics(**{k: _float(quality[k]) for k in ("psnr", "ssim", "mae", "nmse")},
-                                sd_error_correlation=None if quality.get("sd_error_correlation") is None
-                                else _float(quality["sd_error_correlation"])),
+                                **{k: None if quality.get(k) is None else _float(quality[k])
+                                   for k in ("sd_error_correlation", "view_sd_error_correlation")}),
             in_training_set=None if data.get("in_training_set") is None else bool(data["in_training_set"]),
             noise_index=_float(data["noise_index"]),
             regional_suvr_synthetic={str(k): _float(v) for k, v in data["regional_suvr_synthetic"].items()},

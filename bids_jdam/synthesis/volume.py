@@ -3,7 +3,9 @@
 Slices are sampled in batches; each slice's noise comes from its own generator keyed by (seed, plane, slice,
 sample), so the volume does not depend on the batch size. Several planes are fused by their mean, which removes
 the stripes that slice-wise sampling leaves between neighbouring slices; K samples give a mean and a per-voxel
-standard deviation (the uncertainty map).
+standard deviation (the sampling spread). With several planes, the standard deviation across the planes'
+reconstructions (each the mean of its K samples) says where the three 2D views of the same brain disagree: the
+map that, on held-out phantoms, points to where the error is large (benchmarks/synthesis.py).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ class SynthesisResult:
     """Template-space synthetic PET (model units: SUVR) and how it was made."""
 
     mean: np.ndarray
-    std: np.ndarray | None
+    std: np.ndarray | None  # across the K fused samples; None when K = 1
+    view_std: np.ndarray | None  # across the planes' K-sample means; None with one plane
     samples: list[np.ndarray]
-    per_plane: dict[str, np.ndarray]
+    per_plane: dict[str, np.ndarray]  # each plane's mean of its K samples
     network_evaluations: int
     seconds: float
     batch_size: int
@@ -92,22 +95,18 @@ def synthesize_volume(
     bar.close()
 
     mask = brain_mask.astype(bool)
-    samples, per_plane = [], {}
-    for s in range(k):
-        volumes = []
-        for plane in planes:
-            vol = slices_to_volume(out[(plane, s)], plane, t1_model.shape) * mask
-            volumes.append(vol)
-            if s == 0:
-                per_plane[plane] = vol
-        samples.append(np.mean(volumes, axis=0).astype(np.float32))
+    by_plane = {plane: np.stack([slices_to_volume(out[(plane, s)], plane, t1_model.shape) * mask for s in range(k)])
+                for plane in planes}
+    samples = [np.mean([by_plane[plane][s] for plane in planes], axis=0).astype(np.float32) for s in range(k)]
+    per_plane = {plane: volumes.mean(axis=0).astype(np.float32) for plane, volumes in by_plane.items()}
     mean = np.mean(samples, axis=0).astype(np.float32)
     std = np.std(samples, axis=0, ddof=1).astype(np.float32) if k > 1 else None
+    view_std = np.std(list(per_plane.values()), axis=0, ddof=1).astype(np.float32) if len(planes) > 1 else None
     seconds = time.perf_counter() - start
     log.info("sampled %d slices x %d samples in %.1f s", len(jobs) // k, k, seconds)
     return SynthesisResult(
-        mean=mean, std=std, samples=samples, per_plane=per_plane, network_evaluations=nfe * len(jobs),
-        seconds=seconds, batch_size=batch,
+        mean=mean, std=std, view_std=view_std, samples=samples, per_plane=per_plane,
+        network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch,
         settings={"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "num_samples": k, "seed": sampler_cfg.seed,
                   "planes": list(planes), "snr": sampler_cfg.snr, "corrector_steps": sampler_cfg.corrector_steps},
     )

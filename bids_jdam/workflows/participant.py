@@ -149,6 +149,7 @@ def _process_image(
     return ReportEntry(
         stem=stem, t1w=prep.t1w_model, brain_mask=prep.brain_mask_model, template_t1=template.image(template.t1),
         synthetic_pet=outputs["template_pet"], std_map=outputs.get("template_std"),
+        view_std_map=outputs.get("template_viewstd"),
         real_pet=template.image(real) if real is not None else None, metrics=metrics,
     )
 
@@ -157,11 +158,13 @@ def _write_images(
     anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, template: TemplateImages,
     provenance: SynthesisProvenance, staging: ParticipantStaging, job: ParticipantJob,
 ) -> dict[str, Path]:
-    """Synthetic PET (and std map) in template and native space, brain masks and transforms, with sidecars."""
+    """Synthetic PET (and SD maps) in template and native space, brain masks and transforms, with sidecars."""
     entities = anat.entities
     written: dict[str, Path] = {}
-    maps = [("jdam", "mean", result.mean)] + ([("jdamstd", "std", result.std)] if result.std is not None else [])
+    maps = [("jdam", "mean", result.mean), ("jdamstd", "std", result.std), ("jdamviewstd", "viewstd", result.view_std)]
     for desc, statistic, data in maps:
+        if data is None:
+            continue
         template_rel = derivative_path(entities, space=TEMPLATE_SPACE, desc=desc, suffix="pet",
                                        extension=".nii.gz", trc="FDG")
         template_path = staging.path(template_rel)
@@ -173,7 +176,7 @@ def _write_images(
         to_native(template_path, prep, staging.path(native_rel))
         atomic.write_json(staging.path(_sidecar(native_rel)),
                           pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic))
-        written[f"template_{statistic if statistic == 'std' else 'pet'}"] = template_path
+        written[f"template_{'pet' if statistic == 'mean' else statistic}"] = template_path
 
     for space, source in ((TEMPLATE_SPACE, prep.brain_mask_model), (NATIVE_SPACE, prep.brain_mask_native)):
         rel = derivative_path(entities, space=space, desc="brain", suffix="mask", extension=".nii.gz")
@@ -203,12 +206,13 @@ def _metrics(
     quality = None
     if real is not None:
         scores = image_quality(result.mean, real, mask)
-        calibration = None
-        if result.std is not None:
-            calibration = uncertainty_error_correlation(result.std, result.mean, real, mask,
-                                                        PET_RESOLUTION_SIGMA_MM / model.cfg.grid.spacing_mm)
+        correlations = {
+            name: None if sd is None else uncertainty_error_correlation(
+                sd, result.mean, real, mask, PET_RESOLUTION_SIGMA_MM / model.cfg.grid.spacing_mm)
+            for name, sd in (("sd_error_correlation", result.std), ("view_sd_error_correlation", result.view_std))
+        }
         quality = QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"],
-                                 nmse=scores["nmse"], sd_error_correlation=calibration)
+                                 nmse=scores["nmse"], **correlations)
     in_training = None
     if real is not None or model.training_subjects:
         in_training = anat.subject in model.training_subjects and model.training_dataset == job.dataset_identity
