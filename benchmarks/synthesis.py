@@ -1,17 +1,18 @@
-"""Whole-brain synthesis benchmark: wall time, PSNR/SSIM, stripes and uncertainty calibration on held-out phantoms.
+"""Whole-brain synthesis benchmark: wall time, PSNR/SSIM, stripes and uncertainty maps on held-out phantoms.
 
-    python benchmarks/synthesis.py [--model demo|DIR] [--subjects 2] [--samples 4] [--threads 2]
-                                   [--samples-sampler heun_stochastic] [--smoothing-mm 6]
+    python benchmarks/synthesis.py [--model demo|DIR] [--subjects 4] [--samples 4] [--threads 2]
+                                   [--samples-sampler NAME] [--smoothing-mm 6] [--work DIR]
 
 For each held-out phantom subject (a seed the demo model never saw): the real preprocessing (N4, HD-BET, SyN, SUVR)
 of its T1w and FDG-PET, then synthesis with the model's default sampler (i) along one plane, (ii) along three
-planes fused, (iii) K samples along one plane with ``--samples-sampler`` (default EDM's stochastic Heun at the
-model's step count: re-injected noise lets the K samples spread where the model is unsure). For (iii) the
-correlation of the standard-deviation map with the absolute error of the K-mean, voxel by voxel and after
-Gaussian smoothing inside the mask (sigma ``--smoothing-mm``), against the real PET and the noise-free truth.
-Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template space,
-brain mask, fixed data range) against the preprocessed real PET, and, for reference, against the phantom's
-noise-free template-space truth. Writes ``benchmarks/results/synthesis-<machine>.{json,md}``.
+planes fused, (iii) K samples along each of the three planes with ``--samples-sampler`` (default: the model's
+default sampler). Two standard-deviation maps are scored where they exist: the sampling SD (across the K fused
+samples) and the view SD (across the three planes' reconstructions, each the mean of its K samples): their
+Pearson correlation with the absolute error of the mean, voxel by voxel and after Gaussian smoothing inside the
+mask (sigma ``--smoothing-mm``), and their calibration (RMSE per SD quintile, spread-skill ratio), against the real
+PET and the noise-free truth. Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template space, brain mask,
+fixed data range) against the preprocessed real PET, and, for reference, against the phantom's noise-free
+template-space truth. Writes ``benchmarks/results/synthesis-<machine>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
 from bids_jdam.synthesis.volume import synthesize_volume  # noqa: E402
 
 HELD_OUT_SEED = 777
+THREE_PLANES = ("axial", "coronal", "sagittal")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -56,8 +58,9 @@ def load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def run_case(model, cfg, t1, mask, real, truth, planes, samples, samples_sampler: str, smoothing_voxels: float) -> dict:
-    name = samples_sampler if samples > 1 else cfg.sampler.name
+def run_case(model, cfg, t1, mask, real, truth, planes, samples, samples_sampler: str | None,
+             smoothing_voxels: float) -> dict:
+    name = (samples_sampler or cfg.sampler.name) if samples > 1 else cfg.sampler.name
     sampler = cfg.sampler.__class__(**{**cfg.sampler.__dict__, "num_samples": samples, "name": name})
     result = synthesize_volume(model, t1, mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max), sampler,
                                slice_size=cfg.grid.slice_size, planes=planes, progress=False,
@@ -70,23 +73,28 @@ def run_case(model, cfg, t1, mask, real, truth, planes, samples, samples_sampler
         "vs_noise_free_truth": image_quality(result.mean, truth, mask),
         "stripe_index_axial": stripe_index(result.mean, mask, PLANE_AXES["axial"]),
         "stripe_index_axial_real_pet": stripe_index(real, mask, PLANE_AXES["axial"]),
+        "uncertainty_maps": {},
     }
-    if result.std is not None:
+    for map_name, sd, members in (("sampling", result.std, samples), ("view", result.view_std, len(planes))):
+        if sd is None:
+            continue
+        scores = {}
         for reference, image in (("real_pet", real), ("noise_free_truth", truth)):
-            row[f"std_abs_error_correlation_{reference}"] = {
-                "voxelwise": uncertainty_error_correlation(result.std, result.mean, image, mask),
-                "smoothed": uncertainty_error_correlation(result.std, result.mean, image, mask, smoothing_voxels),
+            scores[reference] = {
+                "correlation_voxelwise": uncertainty_error_correlation(sd, result.mean, image, mask),
+                "correlation_smoothed": uncertainty_error_correlation(sd, result.mean, image, mask, smoothing_voxels),
+                "calibration": uncertainty_calibration(sd, result.mean, image, mask, members),
             }
-            row[f"calibration_{reference}"] = uncertainty_calibration(result.std, result.mean, image, mask, samples)
+        row["uncertainty_maps"][map_name] = scores
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo", help="'demo' or a model directory")
-    parser.add_argument("--subjects", type=int, default=2)
+    parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--samples", type=int, default=4, help="K for the uncertainty case")
-    parser.add_argument("--samples-sampler", default="heun_stochastic", help="sampler of the K-sample case")
+    parser.add_argument("--samples-sampler", help="sampler of the K-sample case (default: the model's default)")
     parser.add_argument("--smoothing-mm", type=float, default=PET_RESOLUTION_SIGMA_MM,
                         help="Gaussian sigma of the smoothed SD-error correlation")
     parser.add_argument("--threads", type=int, default=2)
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         smoothing_voxels = args.smoothing_mm / cfg.grid.spacing_mm
         cases = [run_case(model, cfg, t1, mask, real, truth, planes, k, args.samples_sampler, smoothing_voxels)
                  for planes, k in
-                 ((("axial",), 1), (("axial", "coronal", "sagittal"), 1), (("axial",), args.samples))]
+                 ((("axial",), 1), (THREE_PLANES, 1), (THREE_PLANES, args.samples))]
         report["subjects"].append({"subject": subject, "preprocessing_seconds": round(prep_seconds, 1),
                                    "cases": cases})
         print(json.dumps(report["subjects"][-1], indent=1))
@@ -133,35 +141,39 @@ def markdown(report: dict) -> str:
         describe(m),
         f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}), phantom seed {report['held_out_seed']}", "",
         "| subject | planes | K | sampler (NFE/slice) | seconds | PSNR dB (real PET) | SSIM (real PET) | PSNR dB "
-        "(noise-free) | stripe index (axial) | SD-error corr. vs real PET: voxelwise / smoothed | vs noise-free truth: "
-        "voxelwise / smoothed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "(noise-free) | stripe index (axial) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for subject in report["subjects"]:
         for c in subject["cases"]:
-            corr = [c.get(f"std_abs_error_correlation_{ref}") for ref in ("real_pet", "noise_free_truth")]
-            corr_cells = " | ".join("" if x is None else f"{x['voxelwise']:.2f} / {x['smoothed']:.2f}" for x in corr)
             lines.append(
                 f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {c['sampler']} "
                 f"{c['steps']} ({c['network_evaluations_per_slice']}) | {c['seconds']:.1f} | "
                 f"{c['vs_real_pet']['psnr_db']:.2f} | {c['vs_real_pet']['ssim']:.3f} | "
                 f"{c['vs_noise_free_truth']['psnr_db']:.2f} | {c['stripe_index_axial']:.2f} "
-                f"(real {c['stripe_index_axial_real_pet']:.2f}) | {corr_cells} |")
-    lines += ["", "Calibration of the SD map of the K-sample case: RMSE of the K-mean (against the real PET) per SD "
-              "quintile, and the spread-skill ratio (RMSE / sqrt((1 + 1/K) mean SD^2): 1 for a calibrated map, above 1 "
-              "overconfident; against the noise-free truth in brackets).", "",
-              "| subject | K | SD quintiles: mean SD -> RMSE | spread-skill ratio |", "|---|---|---|---|"]
+                f"(real {c['stripe_index_axial_real_pet']:.2f}) |")
+    lines += ["", "Uncertainty maps. Sampling SD: across the K fused samples; view SD: across the three planes' "
+              "reconstructions (each the mean of its K samples). Correlation: Pearson, inside the brain mask, of the "
+              "SD map with the absolute error of the mean, voxelwise / after Gaussian smoothing (sigma "
+              f"{report['smoothing_mm']:g} mm inside the mask). Calibration: RMSE of the mean (against the real PET) "
+              "per SD quintile, and the spread-skill ratio RMSE / sqrt((1 + 1/n) mean SD^2) with n the number of "
+              "members (K samples or 3 planes): 1 for a calibrated map, above 1 overconfident.", "",
+              "| subject | planes | K | map | corr. vs real PET | corr. vs noise-free truth | SD quintiles: mean SD -> "
+              "RMSE (real PET) | spread-skill real (noise-free) |",
+              "|---|---|---|---|---|---|---|---|"]
     for subject in report["subjects"]:
         for c in subject["cases"]:
-            if "calibration_real_pet" in c:
-                real, truth = c["calibration_real_pet"], c["calibration_noise_free_truth"]
-                bins = "; ".join(f"{b['mean_sd']:.3f} -> {b['rmse']:.3f}" for b in real["bins"])
-                lines.append(f"| {subject['subject']} | {c['num_samples']} | {bins} | "
-                             f"{real['spread_skill_ratio']:.2f} ({truth['spread_skill_ratio']:.2f}) |")
+            for name, scores in c["uncertainty_maps"].items():
+                real, truth = scores["real_pet"], scores["noise_free_truth"]
+                bins = "; ".join(f"{b['mean_sd']:.3f} -> {b['rmse']:.3f}" for b in real["calibration"]["bins"])
+                lines.append(
+                    f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {name} | "
+                    f"{real['correlation_voxelwise']:+.2f} / {real['correlation_smoothed']:+.2f} | "
+                    f"{truth['correlation_voxelwise']:+.2f} / {truth['correlation_smoothed']:+.2f} | {bins} | "
+                    f"{real['calibration']['spread_skill_ratio']:.2f} "
+                    f"({truth['calibration']['spread_skill_ratio']:.2f}) |")
     lines += ["", "Preprocessing per subject in this run (s; near zero where `--work` already held the cached steps): "
               + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
-              "", f"SD-error correlations: Pearson inside the brain mask; smoothed = Gaussian sigma "
-              f"{report['smoothing_mm']:g} mm inside the mask.",
               "", "Figures on phantoms are upper bounds for real data."]
     return "\n".join(lines) + "\n"
 

@@ -4,9 +4,10 @@
     python benchmarks/train_demo.py --work /tmp/demo_train --package-only  # package the last trained model
 
 The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.1 M parameters) trained on the
-template-space truth of a 24-subject phantom (seed 1, all three planes), sampled by default with EDM's Heun sampler
-(18 steps, 35 network evaluations per slice). It is trained on synthetic phantoms and is not for real patients: its
-model card says so, and so does every output it makes.
+template-space truth of a 24-subject phantom (seed 1, all three planes). Packaging sets its default sampler to
+``DEFAULT_SAMPLER``: the ancestral sampler with 18 steps (18 network evaluations per slice), the fewest evaluations
+that met the default-sampler rule of ``benchmarks/speed.py`` (results/speed-x86_64-2cpu.md). It is trained on
+synthetic phantoms and is not for real patients: its model card says so, and so does every output it makes.
 
 The shipped weights: one call of 60 minutes (899 steps) and one ``--resume`` call of 70 minutes (to step 2445, one
 thread on a machine shared with other jobs), 7792 s of training steps in all, on a 2-core CPU machine; the model
@@ -30,6 +31,7 @@ from bids_jdam.models.model_dir import CONFIG, MODEL_CARD, WEIGHTS
 from bids_jdam.workflows.train import train_model
 
 PHANTOM = {"subjects": 24, "seed": 1}
+DEFAULT_SAMPLER = {"name": "ancestral", "steps": 18, "corrector_steps": 0}
 
 
 def train(work: Path, minutes: float, resume: bool) -> Path:
@@ -37,13 +39,12 @@ def train(work: Path, minutes: float, resume: bool) -> Path:
     if not bids_dir.exists():
         generate_phantom_dataset(bids_dir, PHANTOM["subjects"], PHANTOM["seed"], fast=True, grid_spacing_mm=4.0)
     cfg = small_config()
-    cfg.sampler.name, cfg.sampler.steps = "heun", 18
     cfg.train.checkpoint_every = 100
     return train_model(bids_dir, work / "model", cfg, minutes=minutes, resume=resume, device="cpu")
 
 
 def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
-    """Copy config and card, store the weights as fp16 and record their checksum and provenance in the card."""
+    """Copy config (with the default sampler) and card, store the weights as fp16, record checksum and provenance."""
     weights = {name: tensor.half() if tensor.is_floating_point() else tensor
                for name, tensor in load_file(model_dir / WEIGHTS).items()}
     atomic.write_with(target / WEIGHTS, lambda temp: save_file(weights, str(temp), metadata={"dtype": "float16"}))
@@ -53,8 +54,11 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     card["sha256"] = {WEIGHTS: atomic.sha256_file(target / WEIGHTS)}
     card["training_data"]["bids_dir"] = (f"bids-jdam-phantom --subjects {PHANTOM['subjects']} "
                                          f"--seed {PHANTOM['seed']} --fast (template-space truth)")
+    card["default_sampler"] = {**DEFAULT_SAMPLER, "chosen_by": "benchmarks/speed.py, results/speed-x86_64-2cpu.md"}
     atomic.write_json(target / MODEL_CARD, card)
-    atomic.write_text(target / CONFIG, (model_dir / CONFIG).read_text())
+    config = json.loads((model_dir / CONFIG).read_text())
+    config["sampler"].update(DEFAULT_SAMPLER)
+    atomic.write_json(target / CONFIG, config)
     print(f"packaged {model_dir} -> {target} ({(target / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
 
 

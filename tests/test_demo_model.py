@@ -20,5 +20,5 @@ def test_demo_model_loads_and_says_it_is_trained_on_phantoms():
     model, cfg, card = load_model_dir(DEMO_MODEL_DIR, "cpu")
     assert card["trained_on"] == "synthetic phantoms" and PHANTOM_WARNING in card["intended_use"]
     assert cfg.grid == demo_model_config().grid
-    assert cfg.sde.parameterization == "preconditioned" and cfg.sampler.name == "heun"
+    assert cfg.sde.parameterization == "preconditioned" and cfg.sampler.name == "ancestral"
     assert hasattr(model, "score")
