@@ -111,9 +111,9 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
         parts.append(embedded_image(
             path, "view disagreement",
             "Standard deviation across the synthetic PET reconstructed along each sampled plane (SUVR): where the "
-            "2D views of the same brain disagree. On held-out phantoms it is larger where the error is larger "
-            "(the synthesis benchmark in the bids-jdam repository); it cannot show errors that all views share "
-            "(preprocessing, what the model never learned).",
+            "2D views of the same brain disagree. On held-out phantoms it is larger where the error is larger, "
+            "though smaller than the error itself (the synthesis benchmark in the bids-jdam repository); it cannot "
+            "show errors that all views share (preprocessing, what the model never learned).",
         ))
     if entry.std_map is not None:
         path = reportlets.uncertainty_reportlet(
