@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from bids_jdam.config import NetworkConfig, SamplerConfig, SDEConfig
-from bids_jdam.diffusion.noise import SliceNoise
+from bids_jdam.diffusion.noise import SliceNoise, generator_seed
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import SAMPLERS, network_evaluations, sample, sampler_sigmas
 from bids_jdam.diffusion.sde import VESDE
@@ -116,3 +116,12 @@ def test_slice_noise_rows_do_not_depend_on_the_rest_of_the_batch():
         torch.testing.assert_close(together.randn()[1], alone.randn()[0], rtol=0, atol=0)
     other_sample = SliceNoise([(0, "axial", 7, 1)], (1, 4, 4))
     assert not torch.equal(other_sample.randn(), SliceNoise(_keys([7]), (1, 4, 4)).randn())
+
+
+def test_cpu_slice_noise_is_the_seeded_cpu_stream():
+    """The CPU stream is the one published CPU results were drawn from; CUDA draws on the GPU instead."""
+    key = (0, "axial", 7, 0)
+    expected = torch.randn((1, 4, 4), generator=torch.Generator().manual_seed(generator_seed(key)))
+    draws = SliceNoise([key], (1, 4, 4), "cpu").randn()
+    assert draws.device.type == "cpu"
+    torch.testing.assert_close(draws[0], expected, rtol=0, atol=0)

@@ -57,6 +57,23 @@ def test_result_does_not_depend_on_the_batch_size():
     np.testing.assert_array_equal(a.mean, b.mean)
 
 
+def test_out_of_memory_halves_the_batch_and_loses_no_slice():
+    """A CUDA out-of-memory error retries the same slices with half the batch; the volume is unchanged."""
+    t1, mask = _volume_and_mask()
+    calls = []
+
+    def runs_out_of_memory_above_three_slices(x, sigma, cond):
+        calls.append(len(x))
+        if len(x) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return _noisy_denoiser(x, sigma, cond)
+
+    result = _synthesize(runs_out_of_memory_above_three_slices, t1, mask, batch_size=12, name="pc")
+    assert result.batch_size == 3 and max(calls) > 3  # a larger batch was tried first
+    reference = _synthesize(_noisy_denoiser, t1, mask, batch_size=3, name="pc")
+    np.testing.assert_array_equal(result.mean, reference.mean)
+
+
 def test_k_samples_give_a_reproducible_mean_and_positive_spread():
     t1, mask = _volume_and_mask()
     first = _synthesize(_noisy_denoiser, t1, mask, k=3, name="pc")

@@ -171,6 +171,7 @@ class SynthesisProvenance:
     wall_time_s: float
     planes: tuple[str, ...] = ("axial",)
     precision: str = "fp32"
+    device: str = "cpu"  # the noise streams differ between CPU and CUDA, so a seed reproduces on the same kind
 
 
 def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
@@ -221,6 +222,7 @@ def pet_sidecar(
         "NumberOfSamples": provenance.num_samples,
         "SamplingPlanes": list(provenance.planes),
         "NetworkPrecision": provenance.precision,
+        "SamplingDevice": provenance.device,
         "SynthesisWallTimeSeconds": round(provenance.wall_time_s, 3),
     }
     if source.field_strength is not None:

@@ -1,7 +1,9 @@
 """Reproducible per-slice noise: each slice draws from its own generator, so results never depend on batch size.
 
 A slice is identified by the key (seed, plane, slice index, sample index); the same key yields the same stream
-of Gaussian draws whether the slice is sampled alone or with others.
+of Gaussian draws whether the slice is sampled alone or with others. The generators live on the sampling device,
+so a GPU sampler draws its noise there and never copies it from the host inside the loop; a CPU generator and a
+CUDA generator seeded alike give different streams, so CPU and GPU runs of the same seed differ in their noise.
 """
 
 from __future__ import annotations
@@ -21,19 +23,19 @@ def generator_seed(key: SliceKey) -> int:
 
 
 class SliceNoise:
-    """One CPU torch.Generator per slice; ``randn()`` stacks one draw per slice and moves it to ``device``."""
+    """One torch.Generator per slice on ``device``; ``randn()`` stacks one draw per slice, made on that device."""
 
     def __init__(self, keys: list[SliceKey], shape_per_item: tuple[int, ...], device: torch.device | str = "cpu"):
         if not keys:
             raise ValueError("SliceNoise needs at least one slice key")
         self.shape_per_item = tuple(shape_per_item)
         self.device = torch.device(device)
-        self.generators = [torch.Generator().manual_seed(generator_seed(key)) for key in keys]
+        self.generators = [torch.Generator(device=self.device).manual_seed(generator_seed(key)) for key in keys]
 
     def __len__(self) -> int:
         return len(self.generators)
 
     def randn(self) -> Tensor:
         """[B, *shape_per_item] standard normal; row b is the next draw of slice b's own stream."""
-        draws = torch.stack([torch.randn(self.shape_per_item, generator=g) for g in self.generators])
-        return draws.to(self.device)
+        return torch.stack([torch.randn(self.shape_per_item, generator=g, device=self.device)
+                            for g in self.generators])

@@ -177,14 +177,20 @@ def _log_estimate(denoiser_fn, jobs, nfe, batch, size, device, conditional, samp
     x = torch.zeros(n, 1, size, size, device=device)
     cond = torch.zeros_like(x) if conditional else None
     sigma = torch.ones(n, device=device)
-    with torch.inference_mode():
-        denoiser_fn(x, sigma, cond)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        denoiser_fn(x, sigma, cond)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    try:
+        with torch.inference_mode():
+            denoiser_fn(x, sigma, cond)  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            denoiser_fn(x, sigma, cond)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    except torch.cuda.OutOfMemoryError:
+        # No estimate then: the sampling loop meets the same error and halves the batch.
+        torch.cuda.empty_cache()
+        log.info("no time estimate: a batch of %d slices does not fit in GPU memory", n)
+        return
     per_eval = time.perf_counter() - t0
     estimate = per_eval * nfe * math.ceil(len(jobs) / n)
     log.info("%d slices x %d network evaluations (%s, %d steps): about %.0f s on %s",

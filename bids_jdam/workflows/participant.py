@@ -141,6 +141,7 @@ def _process_image(
         sampler=job.sampler.name, steps=job.sampler.steps, seed=job.sampler.seed,
         num_samples=job.sampler.num_samples, reference_region=model.cfg.intensity.suvr_reference,
         wall_time_s=timings["preprocessing"] + result.seconds, planes=job.planes, precision=denoiser.precision,
+        device=torch.device(job.device).type,
     )
     outputs = _write_images(anat, prep, result, template, provenance, staging, job)
 
