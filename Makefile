@@ -7,7 +7,8 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed benchmark-quality clean
+.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
+	benchmark-throughput benchmark-gpu benchmark-quality clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +42,14 @@ benchmark-synthesis: venv
 
 benchmark-speed: venv
 	$(BIN)/python benchmarks/speed.py --threads 2
+
+# The paper-size network's whole-brain time on this machine (CPU: one plane; 14 minutes on 2 cores).
+benchmark-throughput: venv
+	$(BIN)/python benchmarks/throughput.py --device cpu --threads 2 --plane-sets axial
+
+# On a GPU machine, with the image's own python3 (run benchmarks/gpu/wheels.sh first where PyPI is reachable).
+benchmark-gpu:
+	bash benchmarks/gpu/check.sh
 
 benchmark-quality: venv
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 3 --samples 2

