@@ -43,7 +43,7 @@ benchmark-synthesis: venv
 benchmark-speed: venv
 	$(BIN)/python benchmarks/speed.py --threads 2
 
-# The paper-size network's whole-brain time on this machine (CPU: one plane; 14 minutes on 2 cores).
+# The paper-size network's whole-brain time on this machine (CPU: one plane; 13 minutes on 2 cores).
 benchmark-throughput: venv
 	$(BIN)/python benchmarks/throughput.py --device cpu --threads 2 --plane-sets axial
 
