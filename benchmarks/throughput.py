@@ -4,19 +4,20 @@
                                     [--sampler ancestral] [--steps 18] [--plane-sets axial axial+coronal+sagittal]
                                     [--repeats N] [--threads 2] [--smoke] [--results DIR]
 
-Sampling time does not depend on the weights, so the network is the default ``NetworkConfig`` (the paper-size
-U-Net for 128x128 slices) with seeded random weights: no trained paper-size model is needed to time it. The input
-is what a participant run feeds the sampler: nilearn's MNI152NLin2009aSym T1w on the 2 mm model grid (99x117x95)
-and its brain mask, every slice with brain along each plane, one sample (K = 1), the demo model's default sampler
-(ancestral, 18 steps) unless told otherwise, along one plane and along three planes fused (``--plane-sets``; on
-two CPU cores three planes of the paper-size network take about an hour). Recorded per run: wall time of ``synthesize_volume`` (batch-size
-probe, warm-up evaluation and the copy back to the host included), the batch size it chose, peak memory (CUDA:
-peak allocated; CPU: peak resident set), and the FLOP rate achieved by the network alone, from the FLOPs of one
-network evaluation on one slice counted by ``torch.utils.flop_counter`` (convolutions, linears, attention). The
-first run of a process pays for cuDNN's autotuning and, with ``--compile``, compilation: on CUDA the default is
-two runs of each plane set, and the second is the steady-state figure. ``--smoke`` runs the tiny CPU
-configuration (4 mm grid, 64x64 slices, a 1 M-parameter network, 2 steps) to check the path in seconds. Writes
-``<results>/throughput[-compiled]-<machine>.{json,md}`` (default ``benchmarks/results``).
+Sampling time does not depend on the weights, so the network is the default ``NetworkConfig`` (the paper-size U-Net
+for 128x128 slices) with seeded random weights: no trained paper-size model is needed to time it. The input is what
+a participant run feeds the sampler: nilearn's MNI152NLin2009aSym T1w on the 2 mm model grid (99x117x95) and its
+brain mask, every slice with brain along each plane, one sample (K = 1), the demo model's default sampler
+(ancestral, 18 steps) unless told otherwise, along one plane and along three planes fused (``--plane-sets``; on the
+2 mm grid three planes are 241 slices against one plane's 78). Recorded per run: wall time of ``synthesize_volume``
+(batch-size probe, warm-up evaluation and the copy back to the host included), the batch size it chose, peak memory
+(CUDA: peak allocated; CPU: peak resident set), and the network's FLOPs over that wall time (a lower bound on the
+rate the network itself runs at), from the FLOPs of one network evaluation on one slice counted by
+``torch.utils.flop_counter`` (convolutions, linears, attention). The first run of a process pays for cuDNN's
+autotuning and, with ``--compile``, compilation: on CUDA the default is two runs of each plane set, and the second
+is the steady-state figure. ``--smoke`` runs the tiny CPU configuration (4 mm grid, 64x64 slices, a 1 M-parameter
+network, 2 steps) to check the path in seconds. Writes ``<results>/throughput[-compiled]-<machine>.{json,md}``
+(default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def markdown(report: dict) -> str:
         f"evaluations per slice), one sample; input nilearn's MNI152NLin2009aSym T1w on the "
         f"{report['grid_spacing_mm']:g} mm grid.  ",
         f"Target ({report['target']}).", "",
-        "| run | planes | slices | seconds | batch | peak memory GB | network TFLOP/s |",
+        "| run | planes | slices | seconds | batch | peak memory GB | network TFLOP over the run's seconds |",
         "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(report["runs"], 1):
