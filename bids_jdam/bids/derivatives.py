@@ -171,7 +171,7 @@ class SynthesisProvenance:
     wall_time_s: float
     planes: tuple[str, ...] = ("axial",)
     precision: str = "fp32"
-    device: str = "cpu"  # the noise streams differ between CPU and CUDA, so a seed reproduces on the same kind
+    device: str = "cpu"  # CPU and CUDA draw different noise streams from the same seed
 
 
 def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
