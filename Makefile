@@ -8,7 +8,7 @@ DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
-	benchmark-throughput benchmark-gpu benchmark-quality clean
+	benchmark-throughput benchmark-noise benchmark-gpu benchmark-quality clean
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ benchmark-speed: venv
 # The paper-size network's whole-brain time on this machine (CPU: one plane; 13 minutes on 2 cores).
 benchmark-throughput: venv
 	$(BIN)/python benchmarks/throughput.py --device cpu --threads 2 --plane-sets axial
+
+# Whether subjects share sampling noise: demo model, 4 held-out phantoms, per-image vs one shared noise key.
+benchmark-noise: venv
+	$(BIN)/python benchmarks/noise_independence.py --threads 2
 
 # On a GPU machine, with the image's own python3 (run benchmarks/gpu/wheels.sh first where PyPI is reachable).
 benchmark-gpu:

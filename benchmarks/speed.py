@@ -91,8 +91,8 @@ def whole_brain_timing(model, cfg, subject, sampler_cfg: SamplerConfig, device: 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = synthesize_volume(model, subject.t1, subject.brain_mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max),
-                               sampler_cfg, slice_size=cfg.grid.slice_size, planes=planes, device=device,
-                               conditional=cfg.network.conditional, progress=False)
+                               sampler_cfg, image=f"sub-{subject.subject}", slice_size=cfg.grid.slice_size,
+                               planes=planes, device=device, conditional=cfg.network.conditional, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     row = {"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "planes": list(planes),

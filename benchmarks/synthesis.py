@@ -58,11 +58,11 @@ def load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def run_case(model, cfg, t1, mask, real, truth, planes, samples, samples_sampler: str | None,
+def run_case(model, cfg, image, t1, mask, real, truth, planes, samples, samples_sampler: str | None,
              smoothing_voxels: float) -> dict:
     name = (samples_sampler or cfg.sampler.name) if samples > 1 else cfg.sampler.name
     sampler = cfg.sampler.__class__(**{**cfg.sampler.__dict__, "num_samples": samples, "name": name})
-    result = synthesize_volume(model, t1, mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max), sampler,
+    result = synthesize_volume(model, t1, mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max), sampler, image=image,
                                slice_size=cfg.grid.slice_size, planes=planes, progress=False,
                                conditional=cfg.network.conditional)
     row = {
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         t1, mask, real = load(prep.t1w_model), load(prep.brain_mask_model) > 0.5, load(prep.pet_suvr_model)
         truth = load(phantom_truth(bids_dir, subject).pet_suvr)
         smoothing_voxels = args.smoothing_mm / cfg.grid.spacing_mm
-        cases = [run_case(model, cfg, t1, mask, real, truth, planes, k, args.samples_sampler, smoothing_voxels)
+        cases = [run_case(model, cfg, f"sub-{subject}", t1, mask, real, truth, planes, k, args.samples_sampler,
+                          smoothing_voxels)
                  for planes, k in
                  ((("axial",), 1), (THREE_PLANES, 1), (THREE_PLANES, args.samples))]
         report["subjects"].append({"subject": subject, "preprocessing_seconds": round(prep_seconds, 1),

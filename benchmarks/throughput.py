@@ -76,7 +76,7 @@ def timed_run(model: InferenceDenoiser, cfg: JDAMConfig, sampler_cfg: SamplerCon
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = synthesize_volume(model, template.t1, template.brain_mask,
-                               VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max), sampler_cfg,
+                               VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max), sampler_cfg, image="template",
                                slice_size=cfg.grid.slice_size, planes=planes, device=device,
                                batch_size=batch_size, progress=False)
     if device.type == "cuda":

@@ -39,7 +39,7 @@ def nifti(dtype=np.float32) -> nib.Nifti1Image:
 
 def provenance(phantom_trained: bool = True) -> SynthesisProvenance:
     return SynthesisProvenance(model_name="demo", model_sha256="0" * 64, phantom_trained=phantom_trained,
-                               sampler="heun", steps=18, seed=0, num_samples=4,
+                               sampler="heun", steps=18, seed=0, noise_key="sub-01", num_samples=4,
                                reference_region="cerebellum and pons", wall_time_s=12.5)
 
 
@@ -92,7 +92,8 @@ def test_pet_sidecar_is_honest_about_what_the_image_is():
     assert "Synthetic FDG-PET" in native["Description"] and "cerebellum and pons" in native["Description"]
     assert "trained on phantoms, not for real patients" in native["Description"]
     assert (native["ModelSHA256"], native["Sampler"], native["SamplerSteps"]) == ("0" * 64, "heun", 18)
-    assert (native["RandomSeed"], native["NumberOfSamples"], native["MagneticFieldStrength"]) == (0, 4, 3.0)
+    assert (native["RandomSeed"], native["NoiseKey"], native["NumberOfSamples"]) == (0, "sub-01", 4)
+    assert native["MagneticFieldStrength"] == 3.0
     assert not set(RAW_PET_ACQUISITION_FIELDS) & set(native)
     template_std = pet_sidecar(source, provenance(phantom_trained=False), space=TEMPLATE_SPACE, statistic="std")
     assert "SpatialReference" not in template_std

@@ -43,12 +43,12 @@ def _volume() -> tuple[np.ndarray, np.ndarray]:
 def _synthesize(model, batch_size=None, planes=("axial",)):
     t1, mask = _volume()
     sampler = SamplerConfig(name="ancestral", steps=6, seed=1)
-    return synthesize_volume(model, t1, mask, VESDE(0.01, 20.0), sampler, slice_size=SLICE, planes=planes,
-                             device=CUDA, batch_size=batch_size, progress=False)
+    return synthesize_volume(model, t1, mask, VESDE(0.01, 20.0), sampler, image="sub-01", slice_size=SLICE,
+                             planes=planes, device=CUDA, batch_size=batch_size, progress=False)
 
 
 def test_slice_noise_is_drawn_on_the_gpu_and_does_not_depend_on_the_batch():
-    keys = [(0, "axial", i, 0) for i in (3, 7)]
+    keys = [(0, "sub-01", "axial", i, 0) for i in (3, 7)]
     together = SliceNoise(keys, (1, 8, 8), CUDA)
     alone = SliceNoise(keys[1:], (1, 8, 8), CUDA)
     assert all(g.device.type == "cuda" for g in together.generators)

@@ -22,7 +22,7 @@ def exact_denoiser(x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
 
 
 def _keys(indices):
-    return [(0, "axial", index, 0) for index in indices]
+    return [(0, "sub-01", "axial", index, 0) for index in indices]
 
 
 @pytest.mark.parametrize(("name", "steps"), [("pc", 200), ("heun", 30), ("heun_stochastic", 60), ("ancestral", 400), ("dpmpp_2m", 30)])
@@ -114,13 +114,15 @@ def test_slice_noise_rows_do_not_depend_on_the_rest_of_the_batch():
     alone = SliceNoise(_keys([7]), (1, 4, 4))
     for _ in range(3):
         torch.testing.assert_close(together.randn()[1], alone.randn()[0], rtol=0, atol=0)
-    other_sample = SliceNoise([(0, "axial", 7, 1)], (1, 4, 4))
-    assert not torch.equal(other_sample.randn(), SliceNoise(_keys([7]), (1, 4, 4)).randn())
+    reference = SliceNoise(_keys([7]), (1, 4, 4)).randn()
+    for other in ((0, "sub-01", "axial", 7, 1), (0, "sub-02", "axial", 7, 0), (1, "sub-01", "axial", 7, 0)):
+        assert not torch.equal(SliceNoise([other], (1, 4, 4)).randn(), reference), other
 
 
 def test_cpu_slice_noise_is_the_seeded_cpu_stream():
-    """The CPU stream is the one published CPU results were drawn from; CUDA draws on the GPU instead."""
-    key = (0, "axial", 7, 0)
+    """On CPU a slice's noise is a seeded CPU torch generator's stream, the same on every CPU machine; CUDA draws
+    on the GPU instead."""
+    key = (0, "sub-01", "axial", 7, 0)
     expected = torch.randn((1, 4, 4), generator=torch.Generator().manual_seed(generator_seed(key)))
     draws = SliceNoise([key], (1, 4, 4), "cpu").randn()
     assert draws.device.type == "cpu"

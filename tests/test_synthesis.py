@@ -39,7 +39,8 @@ def _noisy_denoiser(x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | N
 
 def _synthesize(fn, t1, mask, **kwargs):
     sampler = SamplerConfig(name=kwargs.pop("name", "heun"), steps=4, num_samples=kwargs.pop("k", 1), seed=3)
-    return synthesize_volume(fn, t1, mask, VESDE(0.01, 5.0), sampler, slice_size=SLICE, progress=False, **kwargs)
+    return synthesize_volume(fn, t1, mask, VESDE(0.01, 5.0), sampler, image=kwargs.pop("image", "sub-01"),
+                             slice_size=SLICE, progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("planes", [("axial",), ("axial", "coronal", "sagittal")])
@@ -82,6 +83,17 @@ def test_k_samples_give_a_reproducible_mean_and_positive_spread():
     np.testing.assert_array_equal(first.std, again.std)
     assert (first.std[mask] > 0).all() and (first.std[~mask] == 0).all()
     np.testing.assert_allclose(first.mean, np.mean(first.samples, axis=0), atol=1e-6)
+
+
+def test_each_image_has_its_own_noise():
+    """Two participants must not share a noise pattern: it would survive any group average of their PET."""
+    t1, mask = _volume_and_mask()
+    first = _synthesize(_noisy_denoiser, t1, mask, name="pc", image="sub-01")
+    same = _synthesize(_noisy_denoiser, t1, mask, name="pc", image="sub-01")
+    other = _synthesize(_noisy_denoiser, t1, mask, name="pc", image="sub-02")
+    np.testing.assert_array_equal(first.mean, same.mean)
+    differs = first.mean[mask] != other.mean[mask]
+    assert differs.mean() > 0.99
 
 
 def test_view_std_is_the_spread_of_the_planes_k_sample_means():

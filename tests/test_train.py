@@ -12,7 +12,7 @@ from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_splits, split_subjects
 from bids_jdam.errors import InputError
 from bids_jdam.models.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
-from bids_jdam.workflows.train import Trainer, train_model
+from bids_jdam.workflows.train import Trainer, predict_slices, train_model
 
 SHAPE = (12, 14, 10)
 DIAGNOSES = {"01": "CN", "02": "AD", "03": "CN", "04": "AD", "05": "CN"}
@@ -114,6 +114,18 @@ def test_unconditional_trainer_never_sees_the_mri(tiny_cfg):
     trainer = Trainer(tiny_cfg, "jdam", dataset, torch.device("cpu"), seed=0)
     assert trainer.net.conditional is False
     assert np.isfinite(trainer.train_step())
+
+
+def test_held_out_subjects_do_not_share_sampling_noise(tiny_cfg):
+    """Identical slices of two subjects get different samples, so their errors are independent across subjects."""
+    net = Trainer(tiny_cfg, "jdam", PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16),
+                  torch.device("cpu"), seed=0).ema_model()
+    mri = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)).repeat(3, 1, 1, 1)
+    keys = [("01", "axial", 5), ("02", "axial", 5), ("01", "axial", 5)]
+    sampler = SamplerConfig(name="ancestral", steps=4, seed=0)
+    prediction = predict_slices(net, "jdam", tiny_cfg, mri, keys, sampler, torch.device("cpu"))
+    assert torch.equal(prediction[0], prediction[2])
+    assert not torch.allclose(prediction[0], prediction[1])
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):

@@ -166,6 +166,7 @@ class SynthesisProvenance:
     sampler: str
     steps: int
     seed: int
+    noise_key: str  # the image's name in the noise keys (seed, image, plane, slice, sample)
     num_samples: int
     reference_region: str
     wall_time_s: float
@@ -219,6 +220,7 @@ def pet_sidecar(
         "Sampler": provenance.sampler,
         "SamplerSteps": provenance.steps,
         "RandomSeed": provenance.seed,
+        "NoiseKey": provenance.noise_key,
         "NumberOfSamples": provenance.num_samples,
         "SamplingPlanes": list(provenance.planes),
         "NetworkPrecision": provenance.precision,

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="network precision while sampling (auto: bf16 on a CUDA GPU, fp32 on CPU)")
     model.add_argument("--compile", action="store_true",
                        help="torch.compile the network (pays a one-off compilation; helps long GPU runs)")
-    model.add_argument("--seed", type=int, default=0, help="random seed (results do not depend on batch size)")
+    model.add_argument("--seed", type=int, default=0,
+                       help="random seed; each image draws its own noise from it (results do not depend on batch size)")
 
     perf = parser.add_argument_group("resources and work directory")
     perf.add_argument("-w", "--work-dir", type=Path, help="cached intermediate results (reused between runs)")

@@ -1,9 +1,13 @@
 """Reproducible per-slice noise: each slice draws from its own generator, so results never depend on batch size.
 
-A slice is identified by the key (seed, plane, slice index, sample index); the same key yields the same stream
-of Gaussian draws whether the slice is sampled alone or with others. The generators live on the sampling device,
-so a GPU sampler draws its noise there and never copies it from the host inside the loop; a CPU generator and a
-CUDA generator seeded alike give different streams, so CPU and GPU runs of the same seed differ in their noise.
+A slice is identified by the key (seed, image, plane, slice index, sample index); the same key yields the same
+stream of Gaussian draws whether the slice is sampled alone or with others. The image name (e.g. ``sub-01_ses-1``)
+is part of the key so that two images never share noise: with the same noise at every slice position, every
+participant's synthetic PET would carry the same sampling-noise pattern, which no group average removes.
+
+The generators live on the sampling device, so a GPU sampler draws its noise there and never copies it from the
+host inside the loop; a CPU generator and a CUDA generator seeded alike give different streams, so CPU and GPU
+runs of the same seed differ in their noise.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 import torch
 from torch import Tensor
 
-SliceKey = tuple[int, str, int, int]  # (seed, plane, slice index, sample index)
+SliceKey = tuple[int, str, str, int, int]  # (seed, image, plane, slice index, sample index)
 
 
 def generator_seed(key: SliceKey) -> int:

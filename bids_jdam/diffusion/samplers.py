@@ -272,7 +272,8 @@ def sample(
 ) -> Tensor:
     """Draw x_T ~ N(0, sigma_max^2 I) from each slice's own noise stream and run the configured sampler.
 
-    ``shape`` is [B, 1, H, W] with one key (seed, plane, slice, sample) per row; ``device`` defaults to cond's.
+    ``shape`` is [B, 1, H, W] with one key (seed, image, plane, slice, sample) per row; ``device`` defaults to
+    cond's.
     """
     spec = _spec(sampler_cfg.name)
     if len(keys) != shape[0]:

@@ -1,11 +1,12 @@
 """Whole-brain synthesis: every slice of each plane through the sampler, back to the template-space volume.
 
-Slices are sampled in batches; each slice's noise comes from its own generator keyed by (seed, plane, slice,
-sample), so the volume does not depend on the batch size. Several planes are fused by their mean, which removes
-the stripes that slice-wise sampling leaves between neighbouring slices; K samples give a mean and a per-voxel
-standard deviation (the sampling spread). With several planes, the standard deviation across the planes'
-reconstructions (each the mean of its K samples) says where the three 2D views of the same brain disagree: the
-map that, on held-out phantoms, points to where the error is large (benchmarks/synthesis.py).
+Slices are sampled in batches; each slice's noise comes from its own generator keyed by (seed, image, plane,
+slice, sample), so the volume does not depend on the batch size and two images never share noise. Several planes
+are fused by their mean, which removes the stripes that slice-wise sampling leaves between neighbouring slices;
+K samples give a mean and a per-voxel standard deviation (the sampling spread). With several planes, the standard
+deviation across the planes' reconstructions (each the mean of its K samples) says where the three 2D views of the
+same brain disagree: the map that, on held-out phantoms, points to where the error is large
+(benchmarks/synthesis.py).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def synthesize_volume(
     sde: VESDE,
     sampler_cfg: SamplerConfig,
     *,
+    image: str,
     slice_size: int,
     planes: tuple[str, ...] = ("axial",),
     device: torch.device | str = "cpu",
@@ -64,7 +66,10 @@ def synthesize_volume(
     conditional: bool = True,
     progress: bool = True,
 ) -> SynthesisResult:
-    """Sample a synthetic PET volume from a model-grid T1w (normalized) inside ``brain_mask``."""
+    """Sample a synthetic PET volume from a model-grid T1w (normalized) inside ``brain_mask``.
+
+    ``image`` names the image (e.g. ``sub-01_ses-1``) in the noise keys, so that each image gets its own noise.
+    """
     device = torch.device(device)
     start = time.perf_counter()
     k = max(1, sampler_cfg.num_samples)
@@ -80,7 +85,7 @@ def synthesize_volume(
     while i < len(jobs):
         chunk = jobs[i : i + batch]
         try:
-            result = _sample_chunk(denoiser_fn, chunk, cond_by_plane, sde, sampler_cfg, device, conditional)
+            result = _sample_chunk(denoiser_fn, chunk, cond_by_plane, sde, sampler_cfg, image, device, conditional)
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -88,8 +93,8 @@ def synthesize_volume(
             torch.cuda.empty_cache()
             log.warning("CUDA out of memory: retrying with batch size %d", batch)
             continue
-        for (plane, index, sample_index), image in zip(chunk, result):
-            out[(plane, sample_index)][index] = image
+        for (plane, index, sample_index), sampled in zip(chunk, result):
+            out[(plane, sample_index)][index] = sampled
         i += len(chunk)
         bar.update(len(chunk))
     bar.close()
@@ -108,7 +113,8 @@ def synthesize_volume(
         mean=mean, std=std, view_std=view_std, samples=samples, per_plane=per_plane,
         network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch,
         settings={"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "num_samples": k, "seed": sampler_cfg.seed,
-                  "planes": list(planes), "snr": sampler_cfg.snr, "corrector_steps": sampler_cfg.corrector_steps},
+                  "noise_image": image, "planes": list(planes), "snr": sampler_cfg.snr,
+                  "corrector_steps": sampler_cfg.corrector_steps},
     )
 
 
@@ -159,12 +165,12 @@ def _slice_jobs(brain_mask: np.ndarray, planes: tuple[str, ...], k: int) -> list
     return jobs
 
 
-def _sample_chunk(denoiser_fn, chunk, cond_by_plane, sde, sampler_cfg, device, conditional) -> np.ndarray:
+def _sample_chunk(denoiser_fn, chunk, cond_by_plane, sde, sampler_cfg, image, device, conditional) -> np.ndarray:
     cond = None
     if conditional:
         cond = torch.from_numpy(np.stack([cond_by_plane[p][i] for p, i, _ in chunk])[:, None]).to(device)
     size = next(iter(cond_by_plane.values())).shape[-1]
-    keys = [(sampler_cfg.seed, plane, index, s) for plane, index, s in chunk]
+    keys = [(sampler_cfg.seed, image, plane, index, s) for plane, index, s in chunk]
     x = sample(denoiser_fn, cond, (len(chunk), 1, size, size), sampler_cfg, sde, keys, device=device)
     return x[:, 0].float().cpu().numpy()
 

@@ -128,7 +128,7 @@ def _process_image(
              job.sampler.num_samples, ",".join(job.planes), job.device)
     denoiser = InferenceDenoiser(model.denoiser, job.device, job.precision, job.compile_network)
     result = synthesize_volume(
-        denoiser, t1, mask, VESDE(model.cfg.sde.sigma_min, model.cfg.sde.sigma_max), job.sampler,
+        denoiser, t1, mask, VESDE(model.cfg.sde.sigma_min, model.cfg.sde.sigma_max), job.sampler, image=stem,
         slice_size=model.cfg.grid.slice_size, planes=job.planes, device=job.device, batch_size=job.batch_size,
         conditional=model.cfg.network.conditional, progress=log.isEnabledFor(logging.INFO),
     )
@@ -138,7 +138,7 @@ def _process_image(
 
     provenance = SynthesisProvenance(
         model_name=model.name, model_sha256=model.sha256, phantom_trained=model.trained_on_phantoms,
-        sampler=job.sampler.name, steps=job.sampler.steps, seed=job.sampler.seed,
+        sampler=job.sampler.name, steps=job.sampler.steps, seed=job.sampler.seed, noise_key=stem,
         num_samples=job.sampler.num_samples, reference_region=model.cfg.intensity.suvr_reference,
         wall_time_s=timings["preprocessing"] + result.seconds, planes=job.planes, precision=denoiser.precision,
         device=torch.device(job.device).type,

@@ -319,7 +319,11 @@ def predict_slices(
     device: torch.device,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """PET predictions for MRI slices: one JDAM sample per slice (seeded by plane, index and sample) or the U-Net."""
+    """PET predictions for MRI slices: one JDAM sample per slice or the U-Net (or CycleGAN) output.
+
+    A slice's noise is keyed by (seed, ``sub-<subject>``, plane, index, 0), like the app's keys, so held-out
+    subjects do not share noise and their errors stay independent for the statistics over subjects.
+    """
     outputs = []
     sde = VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max)
     for start in range(0, len(mri), batch_size):
@@ -330,7 +334,8 @@ def predict_slices(
         if method == "cyclegan":
             outputs.append(cyclegan_translate(model, cond).cpu())
             continue
-        chunk_keys = [(sampler_cfg.seed, plane, index, 0) for _, plane, index in keys[start : start + batch_size]]
+        chunk_keys = [(sampler_cfg.seed, f"sub-{subject}", plane, index, 0)
+                      for subject, plane, index in keys[start : start + batch_size]]
         condition = cond if cfg.network.conditional else None
         outputs.append(sample(model, condition, tuple(cond.shape), sampler_cfg, sde, chunk_keys, device=device).cpu())
     return torch.cat(outputs)
