@@ -82,6 +82,11 @@ def write_results(results_dir: Path, name: str, report: dict, markdown: str) -> 
     return stem
 
 
+def markdown_head(title: str, report: dict) -> list[str]:
+    """The lines every result table starts with: title, the command that made it, the machine it ran on."""
+    return [f"# {title}", "", f"Command: `{report['command']}`  ", describe(report["machine"])]
+
+
 def describe(machine: dict) -> str:
     """One markdown line about the machine, for result tables."""
     return (f"Machine: {machine['cpu']}, {machine['cores_available']} cores, {machine['torch_threads']} torch threads, "

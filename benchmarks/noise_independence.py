@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, write_results  # noqa: E402
+from machine import machine_info, markdown_head, write_results  # noqa: E402
 
 from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
 from bids_jdam.diffusion.sde import VESDE  # noqa: E402
@@ -91,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# Sampling noise across subjects", "",
-        f"Command: `{report['command']}`  ",
-        describe(report["machine"]),
+        *markdown_head("Sampling noise across subjects", report),
         f"Demo model, {report['sampler']} with {report['steps']} steps, one plane, K = 2; noise = the difference of a "
         f"subject's two samples, compared in the {report['voxels']} voxels where all {report['subjects']} held-out "
         "phantom subjects have brain.", "",

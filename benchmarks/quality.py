@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, write_results  # noqa: E402
+from machine import machine_info, markdown_head, write_results  # noqa: E402
 from quality_data import load_acquired_subjects, subjects_of, white_matter_probability  # noqa: E402
 from quality_stats import paired_comparison, summarize  # noqa: E402
 
@@ -313,8 +313,8 @@ def p_text(comparison: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     s, samples = report["settings"], report["settings"]["samples"]
     lines = [
-        "# Quality benchmark: JDAM against CycleGAN, the unconditional SDE and the L1 U-Net (phantom)", "",
-        f"Command: `{report['command']}`  ", describe(report["machine"]),
+        *markdown_head("Quality benchmark: JDAM against CycleGAN, the unconditional SDE and the L1 U-Net (phantom)",
+                       report),
         f"Data: {report['data']['note']}  ",
         f"Training: {s['train_subjects']} subjects (3T-like), {report['data']['training_slices']} slices "
         f"(axial, coronal, sagittal); held out: {s['test_subjects']} subjects (seed {report['data']['test_seed']}, "

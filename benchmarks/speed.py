@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, peak_memory_gb, write_results  # noqa: E402
+from machine import machine_info, markdown_head, peak_memory_gb, write_results  # noqa: E402
 
 from bids_jdam.config import PRECISIONS, SamplerConfig  # noqa: E402
 from bids_jdam.device import resolve_device  # noqa: E402
@@ -181,11 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(report: dict) -> str:
-    m = report["machine"]
     lines = [
-        "# Samplers against PC-1000 on held-out phantom slices", "",
-        f"Command: `{report['command']}`  ",
-        describe(m),
+        *markdown_head("Samplers against PC-1000 on held-out phantom slices", report),
         f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}); {report['n_slices']} slices "
         f"({', '.join(report['planes'])}), phantom seed {report['held_out_seed']}; K = 1: PSNR and SSIM are means over "
         f"{report['samples']} independent samples per slice (per sample in brackets)", "",

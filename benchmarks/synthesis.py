@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, write_results  # noqa: E402
+from machine import machine_info, markdown_head, write_results  # noqa: E402
 
 from bids_jdam.data.phantom import generate_phantom_dataset, phantom_truth  # noqa: E402
 from bids_jdam.data.slices import PLANE_AXES  # noqa: E402
@@ -135,11 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(report: dict) -> str:
-    m = report["machine"]
     lines = [
-        "# Whole-brain synthesis on held-out phantom subjects", "",
-        f"Command: `{report['command']}`  ",
-        describe(m),
+        *markdown_head("Whole-brain synthesis on held-out phantom subjects", report),
         f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}), phantom seed {report['held_out_seed']}", "",
         "| subject | planes | K | sampler (NFE/slice) | seconds | PSNR dB (real PET) | SSIM (real PET) | PSNR dB "
         "(noise-free) | stripe index (axial) |",

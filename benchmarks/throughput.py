@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, machine_info, peak_memory_gb, write_results  # noqa: E402
+from machine import machine_info, markdown_head, peak_memory_gb, write_results  # noqa: E402
 
 from bids_jdam.config import PRECISIONS, JDAMConfig, SamplerConfig, small_config  # noqa: E402
 from bids_jdam.data.slices import PLANE_AXES  # noqa: E402
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# Whole-brain sampling time of the paper-size network", "",
-        f"Command: `{report['command']}`  ",
-        describe(report["machine"]),
+        *markdown_head("Whole-brain sampling time of the paper-size network", report),
         f"Network: {report['network']}, {report['parameters'] / 1e6:.1f} M parameters, "
         f"{report['gflop_per_slice_evaluation']:.1f} GFLOP per {report['slice_size']}x{report['slice_size']} slice "
         f"per evaluation; precision {report['precision']}{', compiled' if report['compiled'] else ''}.  ",
