@@ -113,7 +113,7 @@ def synthesize_volume(
         mean=mean, std=std, view_std=view_std, samples=samples, per_plane=per_plane,
         network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch,
         settings={"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "num_samples": k, "seed": sampler_cfg.seed,
-                  "noise_image": image, "planes": list(planes), "snr": sampler_cfg.snr,
+                  "noise_key": image, "planes": list(planes), "snr": sampler_cfg.snr,
                   "corrector_steps": sampler_cfg.corrector_steps},
     )
 
