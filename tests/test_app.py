@@ -67,7 +67,7 @@ def test_input_dataset_is_never_written(app_run, phantom_dataset):
 
 def test_outputs_index_with_pybids_and_pass_the_validator(app_run, phantom_dataset):
     layout = BIDSLayout(phantom_dataset, derivatives=str(app_run["out"]), validate=False)
-    found = layout.derivatives["bids-jdam"].get(desc="jdam", suffix="pet", extension=".nii.gz")
+    found = layout.derivatives.get_pipeline("bids-jdam").get(desc="jdam", suffix="pet", extension=".nii.gz")
     assert len(found) == 4
     try:
         find_validator()
