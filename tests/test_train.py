@@ -164,3 +164,20 @@ def test_cli_trains_on_raw_bids_pairs_through_preprocessing(phantom_dataset, tmp
     assert sorted(p.name for p in work.iterdir() if p.name.startswith("sub-")) == subjects
     for subject in subjects:
         assert (work / subject / "pet_suvr_model.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("method", ["jdam", "cyclegan"])
+def test_training_and_validation_run_with_subnormals_flushed(bids_dir, tmp_path, tiny_cfg, monkeypatch, method):
+    """Training steps and held-out prediction run under bids_jdam.denormals (Intel CPUs are slow on subnormals)."""
+    from bids_jdam.denormals import flush_supported, subnormals_flushed
+    from bids_jdam.workflows import train, train_cyclegan
+
+    if not flush_supported():
+        pytest.skip("this CPU cannot flush subnormal floats")
+    seen = []
+    step_owner = train.Trainer if method == "jdam" else train_cyclegan.CycleGANTrainer
+    original = step_owner.train_step
+    monkeypatch.setattr(step_owner, "train_step", lambda self: (seen.append(subnormals_flushed()), original(self))[1])
+    _run(bids_dir, tmp_path / method, tiny_cfg, 2, method=method)
+    assert seen == [True, True]
+    assert not subnormals_flushed()

@@ -218,7 +218,8 @@ def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> 
         lambda out: extract_brain(n4.outputs["t1w"], out["mask"], out["brain"], cfg.brain_extraction, device=device),
         inputs={"t1w": n4.outputs["t1w"]},
         outputs={"mask": "brain_mask_native.nii.gz", "brain": "t1w_brain_native.nii.gz"},
-        settings={"mode": cfg.brain_extraction.mode, "tta": cfg.brain_extraction.tta, "postprocess": True},
+        settings={"mode": cfg.brain_extraction.mode, "tta": cfg.brain_extraction.tta, "postprocess": True,
+                  "flush_subnormals": True},
         packages=TORCH_PACKAGES,
     )
     reg = runner.run(

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import PLANE_AXES, slices_to_volume, volume_to_slices
+from bids_jdam.denormals import subnormals_flushed, without_subnormals
 from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE
 
@@ -48,9 +49,11 @@ class SynthesisResult:
     network_evaluations: int
     seconds: float
     batch_size: int
+    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
     settings: dict = field(default_factory=dict)
 
 
+@without_subnormals
 def synthesize_volume(
     denoiser_fn: DenoiserFn,
     t1_model: np.ndarray,
@@ -69,6 +72,7 @@ def synthesize_volume(
     """Sample a synthetic PET volume from a model-grid T1w (normalized) inside ``brain_mask``.
 
     ``image`` names the image (e.g. ``sub-01_ses-1``) in the noise keys, so that each image gets its own noise.
+    Runs with subnormal floats flushed to zero on the CPU (:mod:`bids_jdam.denormals`).
     """
     device = torch.device(device)
     start = time.perf_counter()
@@ -112,6 +116,7 @@ def synthesize_volume(
     return SynthesisResult(
         mean=mean, std=std, view_std=view_std, samples=samples, per_plane=per_plane,
         network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch,
+        subnormals_flushed=subnormals_flushed(),
         settings={"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "num_samples": k, "seed": sampler_cfg.seed,
                   "noise_key": image, "planes": list(planes), "snr": sampler_cfg.snr,
                   "corrector_steps": sampler_cfg.corrector_steps},

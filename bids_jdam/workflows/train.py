@@ -37,6 +37,7 @@ from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
 from bids_jdam.bids.query import dataset_identity
+from bids_jdam.denormals import without_subnormals
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.models.cyclegan import cyclegan_translate
@@ -309,6 +310,7 @@ def validation_slices(
 
 
 @torch.no_grad()
+@without_subnormals
 def predict_slices(
     model: torch.nn.Module,
     method: str,
@@ -368,6 +370,7 @@ def prepare_config(cfg: JDAMConfig, training: PairedSliceDataset, sigma_max_from
     return cfg
 
 
+@without_subnormals
 def train_model(
     bids_dir: Path,
     out_dir: Path,
