@@ -100,6 +100,36 @@ def test_records_metadata(prepared):
     assert 0.0 <= _data(prepared.t1w_model).min() and _data(prepared.t1w_model).max() <= 1.0
 
 
+# HD-BET's CPU time over a reference convolution's, both measured in this run on this CPU: about 120 with subnormals
+# flushed on an Intel Xeon (22 CPU-s / 0.19 CPU-s), about 4600 without (875 CPU-s). A ratio, not a time limit, so a
+# slower or busier machine does not trip it; a return of the Intel slowdown does.
+MAX_BRAIN_EXTRACTION_RATIO = 600
+
+
+def _reference_convolution_cpu_seconds() -> float:
+    import time
+
+    import torch
+
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1)
+    x = torch.rand(1, 16, 96, 96, 96)
+    with torch.no_grad():
+        conv(x)
+        start = time.process_time()
+        for _ in range(5):
+            conv(x)
+    return (time.process_time() - start) / 5
+
+
+def test_brain_extraction_is_not_pathologically_slow(prepared):
+    """Guard against subnormal floats (or anything else) making HD-BET tens of times slower again."""
+    assert prepared.steps_run, "the fixture must have run the steps in this session"
+    ratio = prepared.cpu_seconds["brain_extraction"] / _reference_convolution_cpu_seconds()
+    assert ratio < MAX_BRAIN_EXTRACTION_RATIO, f"HD-BET took {ratio:.0f} reference convolutions of CPU time"
+    record = json.loads((prepared.t1w_model.parent / "brain_extraction.json").read_text())
+    assert record["metadata"]["subnormals_flushed"] == "True"
+
+
 def test_brain_mask_matches_truth(prepared, truth):
     dice = _dice(_data(prepared.brain_mask_model) > 0, _data(truth.brain_mask) > 0)
     print(f"\nHD-BET brain mask vs phantom truth (template space): Dice {dice:.3f}")
