@@ -1,7 +1,8 @@
 """Atomic file writes: a reader (another job, a browser, a resumed run) sees the old file or the new one, never half.
 
 Every write goes to a hidden file in the same folder (same filesystem, so ``os.replace`` is atomic) that keeps the
-extension (nibabel picks the format from it), and is renamed into place only once complete.
+extension (nibabel picks the format from it), and is renamed into place only once complete. Every target, and
+every move, copy and new folder, first passes :func:`bids_jdam.write_gate.check` (never under the input dataset).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+
+from bids_jdam import write_gate
 
 # Names of unfinished writes (and of steps' scratch folders): what a killed run leaves behind, safe to delete.
 TEMPORARY_PREFIX = ".tmp-"
@@ -28,8 +32,8 @@ def temporary_sibling(path: Path) -> Path:
 
 def write_with(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(temporary)`` on a sibling of ``path`` and move the result into place; clean up on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = write_gate.check(Path(path))
+    make_dirs(path.parent)
     temporary = temporary_sibling(path)
     try:
         write(temporary)
@@ -37,6 +41,25 @@ def write_with(path: Path, write: Callable[[Path], None]) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def make_dirs(folder: Path) -> Path:
+    """``mkdir -p`` after the write gate."""
+    folder = write_gate.check(Path(folder), "folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def move(source: Path, target: Path) -> Path:
+    """Rename ``source`` to ``target`` (same filesystem, atomic; replaces a file) after the write gate."""
+    target = write_gate.check(Path(target))
+    os.replace(source, target)
+    return target
+
+
+def copy_file(source: Path, target: Path) -> Path:
+    """Copy ``source``'s contents to ``target`` atomically."""
+    return write_with(Path(target), lambda temporary: shutil.copyfile(source, temporary))
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

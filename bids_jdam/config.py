@@ -142,18 +142,39 @@ def small_config() -> JDAMConfig:
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build ``cls`` from JSON values, each checked against the kind of its default (a model's config.json is input)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be a JSON object, got {data!r}")
     kwargs = {}
     hints = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in data.items():
         if key not in hints:
             raise ValueError(f"unknown configuration key {cls.__name__}.{key}")
-        default = hints[key].default_factory() if hints[key].default_factory is not dataclasses.MISSING else None
+        factory = hints[key].default_factory
+        default = factory() if factory is not dataclasses.MISSING else hints[key].default
         if dataclasses.is_dataclass(default):
             kwargs[key] = _from_dict(type(default), value)
-        elif isinstance(value, list):
+            continue
+        _check_kind(f"{cls.__name__}.{key}", value, default)
+        if isinstance(value, list):
             kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         elif isinstance(value, dict) and key == "slice_range_mm":
             kwargs[key] = {k: tuple(v) for k, v in value.items()}
         else:
             kwargs[key] = value
     return cls(**kwargs)
+
+
+def _check_kind(name: str, value: Any, default: Any) -> None:
+    """``value`` must be what ``default`` is (a number where a number belongs, a list of them for a tuple)."""
+    if default is None or default is dataclasses.MISSING:
+        return
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        for item in value if default else ():
+            _check_kind(name, item, default[0])
+        return
+    kinds: tuple[type, ...] = (float, int) if isinstance(default, float) else (type(default),)
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kinds):
+        raise ValueError(f"{name} must be {type(default).__name__}, got {value!r}")

@@ -7,3 +7,9 @@ class InputError(Exception):
 
 class StepError(Exception):
     """A processing step failed; the message names the subject, the step and the file."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none (a bare StopIteration)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -157,7 +157,7 @@ def test_group_level_table_and_report(derivatives):
 
 
 def test_group_level_tolerates_partial_outputs_and_flags_outliers(derivatives, tmp_path):
-    """A corrupt JSON (sub-02), a failed image (sub-05) and a failed registration (sub-01 ses-B) in one dataset."""
+    """A corrupt JSON (sub-02), an image that failed QC (sub-05) and a bad registration (sub-01 ses-B) in one dataset."""
     bids_dir, out_dir = derivatives
     partial = tmp_path / "out"
     shutil.copytree(out_dir, partial)
@@ -166,17 +166,23 @@ def test_group_level_tolerates_partial_outputs_and_flags_outliers(derivatives, t
     metrics = ParticipantMetrics.from_json(bad_registration)
     metrics.registration = RegistrationCheck(0.2)
     metrics.to_json(bad_registration)
-    metrics.participant_id, metrics.session, metrics.status = "sub-05", None, "failed"
+    metrics.participant_id, metrics.session, metrics.status = "sub-05", None, "failed-qc"
+    metrics.qc_failures = ["registration correlation with the template 0.13 < 0.5"]
     metrics.to_json(partial / "sub-05" / "figures" / "sub-05_desc-jdam_metrics.json")
 
     tsv_path, html_path = run_group_level(partial, bids_dir)
     table = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
-    assert len(table) == len(IMAGES) - 1 and not {"sub-02", "sub-05"} & set(table["participant_id"])
+    assert len(table) == len(IMAGES) and "sub-02" not in set(table["participant_id"])
+    assert list(table.loc[table["participant_id"] == "sub-05", "status"]) == ["failed-qc"]
+    assert set(table.loc[table["participant_id"] != "sub-05", "status"]) == {"ok"}
     flagged = table[table["outlier"]]
     assert list(zip(flagged["participant_id"], flagged["session"])) == [("sub-01", "B")]
     assert flagged["outlier_measures"].iloc[0] == "registration_correlation"
-    missing = html.unescape(html_path.read_text()).split("Participants without outputs", 1)[1].split("<h2>", 1)[0]
-    assert "sub-02" in missing and "sub-05" in missing and "not valid JSON" in missing and "status 'failed'" in missing
+    report = html.unescape(html_path.read_text())
+    failed_qc = report.split("Images that failed quality control", 1)[1].split("<h2>", 1)[0]
+    assert "sub-05: registration correlation with the template 0.13 < 0.5" in failed_qc
+    missing = report.split("Participants without outputs", 1)[1].split("<h2>", 1)[0]
+    assert "sub-02" in missing and "sub-05" in missing and "not valid JSON" in missing
 
 
 def test_group_level_without_any_output_lists_everyone(tmp_path):

@@ -33,7 +33,7 @@ from typing import Any
 
 from bidsschematools import schema as bids_schema
 
-from bids_jdam import atomic
+from bids_jdam import atomic, write_gate
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.errors import InputError
 
@@ -173,6 +173,7 @@ class SynthesisProvenance:
     planes: tuple[str, ...] = ("axial",)
     precision: str = "fp32"
     device: str = "cpu"  # CPU and CUDA draw different noise streams from the same seed
+    qc_failures: tuple[str, ...] = ()  # the input quality gate's failures (bids_jdam.preprocess.quality_gate)
 
 
 def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
@@ -207,6 +208,8 @@ def pet_sidecar(
     )
     if provenance.phantom_trained:
         description += " The model was trained on phantoms, not for real patients."
+    if provenance.qc_failures:
+        description += f" FAILED the input quality gate ({'; '.join(provenance.qc_failures)}): do not use."
     sidecar: dict[str, Any] = {
         "Description": description,
         "SkullStripped": skull_stripped,
@@ -226,7 +229,10 @@ def pet_sidecar(
         "NetworkPrecision": provenance.precision,
         "SamplingDevice": provenance.device,
         "SynthesisWallTimeSeconds": round(provenance.wall_time_s, 3),
+        "QCStatus": "failed-qc" if provenance.qc_failures else "ok",
     }
+    if provenance.qc_failures:
+        sidecar["QCFailures"] = list(provenance.qc_failures)
     if source.field_strength is not None:
         sidecar["MagneticFieldStrength"] = source.field_strength
     return sidecar
@@ -306,27 +312,58 @@ def write_bidsignore(out_dir: Path, patterns: list[str] | None = None) -> None:
     atomic.write_text(path, "\n".join(lines) + "\n")
 
 
-class ParticipantStaging:
-    """Collect one participant's outputs in a hidden folder of ``out_dir`` and move them in only on success.
+STAGING_PREFIX = ".staging-sub-"
+REPLACED_PREFIX = ".replaced-sub-"
 
-    Use ``staging.path(relative)`` for every output; on a clean exit each file is moved to ``out_dir/relative``
-    (os.replace, so an earlier run's file is replaced whole); on an exception the staging folder is deleted and
-    ``out_dir`` is left as it was.
+
+def image_key(file_name: str) -> tuple[str | None, str | None]:
+    """(session, run) of an output file from its name: which image of a participant the file belongs to."""
+    entities = dict(part.split("-", 1) for part in file_name.split(".", 1)[0].split("_") if "-" in part)
+    return entities.get("ses"), entities.get("run")
+
+
+class ParticipantStaging:
+    """Build one participant's new outputs in a hidden folder of ``out_dir`` and swap them in whole on success.
+
+    Use ``staging.path(relative)`` for every output (``sub-X/...`` and ``sub-X.html``). On a clean exit the new
+    ``sub-X`` folder receives the earlier run's files of the images this run did not produce (another session, an
+    image that failed now), then replaces the old folder by two renames, and the report follows; a reader sees the
+    old folder, no folder (clearly incomplete, restored by the next run: :func:`recover_interrupted_publish`) or the
+    new one, never a mix of two runs. On an exception the staging folder is deleted and ``out_dir`` is untouched.
+    The caller holds the participant's lock.
     """
 
     def __init__(self, out_dir: Path, subject: str) -> None:
         self.out_dir = Path(out_dir)
-        self.staging_dir = self.out_dir / f".staging-sub-{subject}-{uuid.uuid4().hex}"
+        self.subject_id = f"sub-{subject}"
+        self.staging_dir = self.out_dir / f"{STAGING_PREFIX}{subject}-{uuid.uuid4().hex}"
+        self.abandoned = False
 
     def __enter__(self) -> ParticipantStaging:
-        self.staging_dir.mkdir(parents=True)
+        write_gate.check(self.out_dir / self.subject_id, "participant folder")
+        write_gate.check(self.out_dir / f"{self.subject_id}.html", "participant report")
+        atomic.make_dirs(self.staging_dir)
         return self
 
     def path(self, relative: Path | str) -> Path:
         """Where to write the output that will end up at ``out_dir/relative`` (parent folders created)."""
         staged = self.staging_dir / relative
-        staged.parent.mkdir(parents=True, exist_ok=True)
+        atomic.make_dirs(staged.parent)
         return staged
+
+    def files(self) -> list[Path]:
+        """Every staged file, relative to the staging folder (= where it will be in ``out_dir``)."""
+        return sorted(p.relative_to(self.staging_dir) for p in self.staging_dir.rglob("*") if p.is_file())
+
+    def discard(self, key: tuple[str | None, str | None]) -> None:
+        """Drop the staged files of one image (``image_key``): it failed, the others go on."""
+        for relative in self.files():
+            if image_key(relative.name) == key:
+                (self.staging_dir / relative).unlink()
+
+    def abandon(self) -> None:
+        """Publish nothing at the end (no image succeeded): ``out_dir`` stays as it was."""
+        self.abandoned = True
 
     def __exit__(
         self,
@@ -335,14 +372,67 @@ class ParticipantStaging:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            if exc_type is None:
+            if exc_type is None and not self.abandoned:
                 self._publish()
         finally:
             shutil.rmtree(self.staging_dir, ignore_errors=True)
 
     def _publish(self) -> None:
-        staged_files = sorted(p for p in self.staging_dir.rglob("*") if p.is_file())
-        for staged in staged_files:
-            target = self.out_dir / staged.relative_to(self.staging_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, target)
+        new_folder = self.staging_dir / self.subject_id
+        old_folder = self.out_dir / self.subject_id
+        atomic.make_dirs(new_folder)
+        _carry_forward(old_folder, new_folder)
+        report = self.out_dir / f"{self.subject_id}.html"
+        staged_report = self.staging_dir / report.name
+        if staged_report.exists():
+            report.unlink(missing_ok=True)  # no report is better than one describing the old folder
+        replaced = self.out_dir / f"{REPLACED_PREFIX}{self.subject_id[4:]}-{uuid.uuid4().hex}"
+        if old_folder.exists() or old_folder.is_symlink():
+            os.rename(old_folder, replaced)
+        atomic.move(new_folder, old_folder)
+        if staged_report.exists():
+            atomic.move(staged_report, report)
+        _remove_tree(replaced)
+
+
+def _carry_forward(old_folder: Path, new_folder: Path) -> None:
+    """Hard-link (or copy) into ``new_folder`` the old files of images that have no output in ``new_folder``."""
+    if not old_folder.is_dir():
+        return
+    produced = {image_key(p.name) for p in new_folder.rglob("*") if p.is_file()}
+    for old in sorted(p for p in old_folder.rglob("*") if p.is_file()):
+        if image_key(old.name) in produced:
+            continue
+        target = new_folder / old.relative_to(old_folder)
+        if target.exists():
+            continue
+        atomic.make_dirs(target.parent)
+        try:
+            os.link(old, target)
+        except OSError:
+            atomic.copy_file(old, target)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a replaced participant folder; a symlink is unlinked, never followed."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def recover_interrupted_publish(out_dir: Path, subject: str) -> None:
+    """Undo what a run killed while publishing left (the caller holds the participant's lock).
+
+    A missing ``sub-X`` with a ``.replaced-sub-X-*`` beside it is the old folder, put back; a replaced folder
+    beside a present ``sub-X`` and every staging folder of the participant are leftovers, deleted.
+    """
+    out_dir = Path(out_dir)
+    folder = out_dir / f"sub-{subject}"
+    for replaced in sorted(out_dir.glob(f"{REPLACED_PREFIX}{subject}-*")):
+        if not (folder.exists() or folder.is_symlink()):
+            os.rename(replaced, folder)
+        else:
+            _remove_tree(replaced)
+    for stale in out_dir.glob(f"{STAGING_PREFIX}{subject}-*"):
+        shutil.rmtree(stale, ignore_errors=True)

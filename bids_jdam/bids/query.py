@@ -76,7 +76,23 @@ def load_layout(bids_dir: Path, *, validate: bool) -> BIDSLayout:
                 "fix them or pass --skip-bids-validation"
             )
     # pybids' own filename filter knows an older specification; the validator above is the reference.
-    return BIDSLayout(bids_dir, validate=False, database_path=None)
+    try:
+        return BIDSLayout(bids_dir, validate=False, database_path=None)
+    except Exception as error:  # noqa: BLE001 - pybids raises OSError, ValueError, ... with multi-line messages
+        raise InputError(_indexing_problem(bids_dir, error)) from None
+
+
+def _indexing_problem(bids_dir: Path, error: Exception) -> str:
+    """One line for a dataset pybids cannot index, naming the file when it is a broken JSON sidecar."""
+    for path in sorted(bids_dir.rglob("*.json")):
+        if any(part.startswith(".") or part in ("derivatives", "sourcedata") for part in path.relative_to(bids_dir).parts):
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+            return f"{path}: not valid JSON ({problem}); pybids cannot index the dataset until it is fixed"
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{bids_dir}: pybids cannot index the dataset ({first_line})"
 
 
 def _as_pybids_value(value: Any) -> Any:

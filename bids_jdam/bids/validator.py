@@ -49,20 +49,31 @@ def _issue_line(issue: dict) -> str:
     return f"{label}: {issue.get('location', '?')}"
 
 
+def _crash_reason(completed: subprocess.CompletedProcess) -> str:
+    """One line for a validator run without a report; a crash (a deno stack address, a signal) says what to try."""
+    lines = [line.strip() for line in (completed.stderr or completed.stdout).splitlines() if line.strip()]
+    readable = [line for line in lines if sum(ch.isalpha() for ch in line) > len(line) / 2]
+    reason = readable[-1][:200] if readable else f"exit code {completed.returncode}"
+    return (f"{VALIDATOR_EXECUTABLE} crashed without a report ({reason}); it needs a few GB of virtual memory "
+            "(check `ulimit -v`); pass --skip-bids-validation to go on without it")
+
+
 def run_bids_validator(path: Path, *, ignore_warnings: bool = True) -> ValidationResult:
     """Validate the dataset at ``path``; raise InputError only when the validator itself cannot run."""
     command = [str(find_validator()), "--format", "json", "--no-color"]
     if ignore_warnings:
         command.append("--ignoreWarnings")
     command.append(str(path))
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise InputError(f"{path}: cannot start {VALIDATOR_EXECUTABLE} ({error.strerror}); "
+                         "pass --skip-bids-validation to go on without it") from None
     try:
         report = json.loads(completed.stdout)
         issues = report["issues"]["issues"]
     except (json.JSONDecodeError, KeyError, TypeError):
-        message = (completed.stderr or completed.stdout).strip().splitlines()
-        reason = message[-1] if message else f"exit code {completed.returncode}"
-        raise InputError(f"{path}: {VALIDATOR_EXECUTABLE} gave no readable report ({reason})") from None
+        raise InputError(f"{path}: {_crash_reason(completed)}") from None
     errors = [_issue_line(issue) for issue in issues if issue.get("severity") == "error"]
     warnings = [_issue_line(issue) for issue in issues if issue.get("severity") == "warning"]
     return ValidationResult(ok=not errors, errors=errors, warnings=warnings)

@@ -14,6 +14,27 @@ ANALYSIS_LEVELS = ("participant", "group")
 PLANES = ("axial", "coronal", "sagittal")
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (argparse turns the ValueError into one usage error line)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bids-jdam",
@@ -46,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                        help="auto uses a GPU when one is visible and falls back to CPU with a log line")
     model.add_argument("--sampler", help="sampler name (default: the model's default)")
-    model.add_argument("--steps", type=int, help="sampler steps (default: the sampler's default)")
-    model.add_argument("--num-samples", type=int, default=1,
+    model.add_argument("--steps", type=at_least(2), help="sampler steps (default: the sampler's default)")
+    model.add_argument("--num-samples", type=at_least(1), default=1,
                        help="posterior samples K; K > 1 also writes a standard-deviation (uncertainty) map")
     model.add_argument("--planes", nargs="+", choices=PLANES, default=["axial"],
                        help="sampling planes; several are fused (mean), which removes inter-slice stripes, and give a "
@@ -61,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     perf = parser.add_argument_group("resources and work directory")
     perf.add_argument("-w", "--work-dir", type=Path, help="cached intermediate results (reused between runs)")
-    perf.add_argument("--nprocs", "--nthreads", type=int, default=1, help="participants processed in parallel")
-    perf.add_argument("--omp-nthreads", type=int, default=2,
+    perf.add_argument("--nprocs", "--nthreads", type=at_least(1), default=1, help="participants processed in parallel")
+    perf.add_argument("--omp-nthreads", type=at_least(1), default=2,
                       help="threads per process for ANTs/ITK, OpenMP and torch")
-    perf.add_argument("--mem-gb", type=float, help="memory limit in GB (bounds the sampling batch size)")
+    perf.add_argument("--mem-gb", type=positive_float, help="memory limit in GB (bounds the sampling batch size)")
     perf.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed participant")
     return parser
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ WEIGHTS_FP16 = "weights-fp16.safetensors"
 CONFIG = "config.json"
 MODEL_CARD = "model_card.json"
 METHODS = ("jdam", "unet-l1")
+LOADABLE_METHODS = (*METHODS, "cyclegan")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+# Bounds that keep a malformed config.json from asking for absurd memory before any weight is read.
+SLICE_SIZE_RANGE = (8, 1024)
+GRID_SPACING_RANGE_MM = (0.5, 10.0)
+MAX_SAFETENSORS_HEADER = 100 << 20
 PHANTOM_DATA = "synthetic phantoms"
 PHANTOM_WARNING = "trained on synthetic phantoms, not for real patients"
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.json$")
@@ -86,15 +93,84 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: missing; a model directory holds {WEIGHTS}, {CONFIG} and {MODEL_CARD}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _expected_sha256(card: dict[str, Any], card_path: Path) -> str:
+    checksums = card.get("sha256")
+    expected = checksums.get(WEIGHTS) if isinstance(checksums, dict) else None
+    if expected is None:
+        raise InputError(f"{card_path}: no sha256 for {WEIGHTS} (\"sha256\": {{\"{WEIGHTS}\": \"<64 hex digits>\"}})")
+    if not isinstance(expected, str) or not SHA256_PATTERN.fullmatch(expected):
+        raise InputError(f"{card_path}: the sha256 of {WEIGHTS} must be 64 hex digits, got {expected!r}")
+    return expected
+
+
+def weights_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor names and shapes from a safetensors header, read without loading any tensor (or any pickle)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if head[:1] == b"\x80" or head[:2] == b"PK":
+            raise InputError(f"{path}: a Python pickle or torch.save file, not safetensors; bids-jdam never "
+                             "unpickles weights (convert them with safetensors.torch.save_file)")
+        size = path.stat().st_size
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        if not 0 < length <= min(MAX_SAFETENSORS_HEADER, size - 8):
+            raise InputError(f"{path}: not a safetensors file (its header length {length} does not fit the file)")
+        try:
+            header = json.loads(handle.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{path}: not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    return {name: list(entry.get("shape", [])) for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict)}
+
+
+def _check_plausible(cfg: JDAMConfig, config_path: Path) -> None:
+    low, high = SLICE_SIZE_RANGE
+    if not low <= cfg.grid.slice_size <= high:
+        raise InputError(f"{config_path}: grid.slice_size {cfg.grid.slice_size} is outside {low}..{high}")
+    low, high = GRID_SPACING_RANGE_MM
+    if not low <= cfg.grid.spacing_mm <= high:
+        raise InputError(f"{config_path}: grid.spacing_mm {cfg.grid.spacing_mm} is outside {low}..{high} mm")
+    if not 0 < cfg.sde.sigma_min < cfg.sde.sigma_max:
+        raise InputError(f"{config_path}: the SDE needs 0 < sigma_min < sigma_max, got {cfg.sde.sigma_min}, "
+                         f"{cfg.sde.sigma_max}")
+
+
+def _network(cfg: JDAMConfig, method: str | None, card: dict[str, Any], path: Path) -> nn.Module:
+    """The model's network, built on the meta device first so that its shapes are checked against the weights'
+    header before any memory is allocated (a config asking for 100000 channels fails here, not in malloc)."""
+    if method not in LOADABLE_METHODS:
+        raise InputError(f"{path / CONFIG}: unknown method {method!r}; expected one of {', '.join(LOADABLE_METHODS)}")
+
+    def build() -> nn.Module:
+        return generator_from_card(card) if method == "cyclegan" else build_network(cfg, method)
+
+    try:
+        with torch.device("meta"):
+            shapes = {name: list(t.shape) for name, t in build().state_dict().items()}
+    except Exception as error:  # noqa: BLE001 - any construction error means the config is unusable
+        raise InputError(f"{path / CONFIG}: cannot build the network ({type(error).__name__}: {error})") from None
+    stored = weights_shapes(path / WEIGHTS)
+    for name, shape in shapes.items():
+        if stored.get(name) != shape:
+            raise InputError(f"{path / WEIGHTS}: weights do not fit the network in {CONFIG} ({name}: "
+                             f"{stored.get(name, 'missing')} stored, {shape} expected)")
+    return build()
 
 
 def load_model_dir(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, JDAMConfig, dict[str, Any]]:
     """(model, config, card) of a model directory: a JDAM denoiser, or the plain U-Net of ``unet-l1``.
 
-    The weights' sha256 must match the model card; safetensors only, so loading never runs pickled code.
+    Everything is checked before the weights are loaded: JSON objects, value types and bounds, the sha256 from the
+    model card, the network's shapes against the safetensors header; safetensors only, never a pickle.
     """
     path = Path(path)
     card = _read_json(path / MODEL_CARD)
@@ -102,21 +178,19 @@ def load_model_dir(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
     weights_path = path / WEIGHTS
     if not weights_path.is_file():
         raise InputError(f"{weights_path}: missing; a model directory holds {WEIGHTS}, {CONFIG} and {MODEL_CARD}")
-    expected = card.get("sha256", {}).get(WEIGHTS)
-    if expected is None:
-        raise InputError(f"{path / MODEL_CARD}: no sha256 for {WEIGHTS}")
-    if atomic.sha256_file(weights_path) != expected:
+    if atomic.sha256_file(weights_path) != _expected_sha256(card, path / MODEL_CARD):
         raise InputError(f"{weights_path}: sha256 does not match the model card; the file is corrupt or was replaced")
     method = config.pop("method", None)
     try:
         cfg = JDAMConfig.from_dict(config)
-        net = generator_from_card(card) if method == "cyclegan" else build_network(cfg, method)
     except (ValueError, TypeError) as error:
         raise InputError(f"{path / CONFIG}: {error}") from None
+    _check_plausible(cfg, path / CONFIG)
+    net = _network(cfg, method, card, path)
     try:
         net.load_state_dict(load_file(weights_path))
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
+    except Exception as error:  # noqa: BLE001 - safetensors and torch raise several types
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(f"{weights_path}: weights do not fit the network in {CONFIG} ({first_line})") from None
     model = build_denoiser(net, cfg.sde) if method == "jdam" else net
     return model.to(device).eval(), cfg, card

@@ -4,20 +4,25 @@ Each step writes ``<name>.json`` next to its outputs with a key (a hash of the i
 settings and the package versions) and the outputs' hashes. The record is written last and every output goes
 through a temporary file and ``os.replace``, so a run killed at any point leaves either a valid step or one that
 runs again; the temporary files and scratch folders a killed step left are deleted when a step next runs there.
+Every output is read back whole before it gets its final name: on a full disk ANTs can write a truncated or empty
+file without raising, and such a file must fail the step, not be cached.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import nibabel as nib
+import numpy as np
 
 from bids_jdam import atomic
 from bids_jdam.errors import InputError, StepError
@@ -63,7 +68,7 @@ class StepRunner:
         ``outputs`` maps output names to file names inside the work directory; ``action`` writes each output to
         the temporary path it is given and may return JSON-serializable metadata to keep in the record.
         """
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        atomic.make_dirs(self.work_dir)
         final = {key: self.work_dir / fname for key, fname in outputs.items()}
         record_path = self.work_dir / f"{name}.json"
         key = step_key(name, inputs, settings or {}, BASE_PACKAGES + packages)
@@ -82,20 +87,20 @@ class StepRunner:
         try:
             meta = action(temporary) or {}
             for k, tmp in temporary.items():
-                if not tmp.exists():
-                    raise RuntimeError(f"the step did not write its output {final[k].name}")
+                verify_output(tmp, final[k])
         except InputError:
             _remove(temporary.values())
             raise
         except Exception as exc:
             _remove(temporary.values())
             first_input = next(iter(inputs.values()), None)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StepError(
-                f"sub-{self.subject}: step {name} failed on {first_input or self.work_dir}: {exc}"
+                f"sub-{self.subject}: step {name} failed on {first_input or self.work_dir}: {reason}"
             ) from exc
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         for k, tmp in temporary.items():
-            os.replace(tmp, final[k])
+            atomic.move(tmp, final[k])
         record = {
             "step": name,
             "key": key,
@@ -112,6 +117,26 @@ class StepRunner:
         result = StepResult(name, final, meta, seconds, cpu_seconds, reused=False)
         self.results[name] = result
         return result
+
+
+def verify_output(written: Path, final: Path) -> None:
+    """Raise unless ``written`` (to become ``final``) exists, is not empty and reads back whole."""
+    if not written.is_file():
+        raise RuntimeError(f"the step did not write its output {final}")
+    if written.stat().st_size == 0:
+        raise RuntimeError(f"its output {final} is empty (is the disk full?)")
+    name = final.name
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            np.asarray(nib.load(str(written)).dataobj)  # decompresses and reads every voxel
+        elif name.endswith(".gz"):
+            with gzip.open(written, "rb") as handle:
+                while handle.read(1 << 20):
+                    pass
+        elif name.endswith(".json"):
+            json.loads(written.read_text(encoding="utf-8"))
+    except Exception as error:  # noqa: BLE001 - whatever the reader raises, the file is not usable
+        raise RuntimeError(f"its output {final} is truncated or unreadable ({error}; is the disk full?)") from None
 
 
 def step_key(name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any], packages: tuple[str, ...]) -> str:

@@ -18,13 +18,12 @@ import numpy as np
 
 from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
-from bids_jdam.errors import InputError
 from bids_jdam.preprocess import registration
 from bids_jdam.preprocess.bias import N4_FIT_VOXEL_MM, n4_correct
 from bids_jdam.preprocess.brain_extraction import extract_brain
 from bids_jdam.preprocess.cache import StepRunner
 from bids_jdam.preprocess.intensity import reference_mask, scale_t1w, suvr
-from bids_jdam.preprocess.io import load_checked, sidecar_path
+from bids_jdam.preprocess.io import load_checked, require_file, require_head_sized, sidecar_path
 from bids_jdam.preprocess.pet import static_pet
 from bids_jdam.preprocess.registration import Transforms
 from bids_jdam.preprocess.threads import configure_threads
@@ -103,7 +102,7 @@ def preprocess_pair(
     runner = StepRunner(Path(work_dir), subject_label)
     t1 = _t1w_steps(Path(t1w), runner, cfg, device)
     pet = Path(pet)
-    _require_file(pet)
+    require_file(pet)
 
     def load_pet(out):
         img = load_checked(pet, allow_frames=True)
@@ -184,12 +183,13 @@ def to_native(template_image: Path, prep: PreprocessedT1w, out_path: Path, *, in
 
 
 def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> PreprocessedT1w:
-    _require_file(path)
+    require_file(path)
     spacing = cfg.grid.spacing_mm
 
     def load(out):
         original = nib.load(str(path))
         img = load_checked(path)
+        require_head_sized(path, img)
         nib.save(img, str(out["t1w"]))
         return {"orientation": list(nib.aff2axcodes(original.affine)),
                 "voxel_sizes_mm": [float(z) for z in img.header.get_zooms()[:3]], "shape": list(img.shape)}
@@ -285,11 +285,6 @@ def _step_log(runner: StepRunner) -> dict[str, Any]:
         "cpu_seconds": {name: r.cpu_seconds for name, r in runner.results.items()},
         "steps_run": [name for name, r in runner.results.items() if not r.reused],
     }
-
-
-def _require_file(path: Path) -> None:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
 
 
 def _regions(cfg: JDAMConfig) -> tuple[np.ndarray, dict[int, str]]:

@@ -77,9 +77,9 @@ def register_brain_to_template(
         reg = ants.registration(
             fixed, moving, type_of_transform="SyN", reg_iterations=iterations, outprefix=str(Path(tmp) / "reg_")
         )
-        warp = next(p for p in reg["fwdtransforms"] if p.endswith("Warp.nii.gz"))
-        affine = next(p for p in reg["fwdtransforms"] if p.endswith(".mat"))
-        inverse_warp = next(p for p in reg["invtransforms"] if p.endswith("InverseWarp.nii.gz"))
+        warp = _written_transform(reg["fwdtransforms"], "Warp.nii.gz", tmp)
+        affine = _written_transform(reg["fwdtransforms"], ".mat", tmp)
+        inverse_warp = _written_transform(reg["invtransforms"], "InverseWarp.nii.gz", tmp)
         shutil.move(affine, affine_out)
         shutil.move(warp, warp_out)
         shutil.move(inverse_warp, inverse_warp_out)
@@ -92,6 +92,14 @@ def register_brain_to_template(
     }
 
 
+def _written_transform(paths: list[str], ending: str, scratch: str) -> str:
+    """The transform ANTs reports with ``ending``; ANTs can fail to write one (full disk) without raising."""
+    for path in paths:
+        if path.endswith(ending) and Path(path).is_file():
+            return path
+    raise RuntimeError(f"ANTs wrote no *{ending} transform in {scratch} (is the disk full?)")
+
+
 def register_rigid(moving: Path, fixed: Path, transform_out: Path, *, seed: int) -> dict[str, list[float]]:
     """Rigid registration (Mattes mutual information) of ``moving`` to ``fixed``; write the ANTs transform."""
     seed_ants(seed)
@@ -101,7 +109,7 @@ def register_rigid(moving: Path, fixed: Path, transform_out: Path, *, seed: int)
         reg = ants.registration(
             fixed_img, moving_img, type_of_transform="Rigid", aff_metric="mattes", outprefix=str(Path(tmp) / "rig_")
         )
-        shutil.move(reg["fwdtransforms"][0], transform_out)
+        shutil.move(_written_transform(reg["fwdtransforms"][:1], ".mat", tmp), transform_out)
     params = ants.read_transform(str(transform_out)).parameters
     return {"rigid_parameters": [float(p) for p in params]}
 

@@ -1,8 +1,9 @@
 """Group level: gather every image's metrics JSON into ``group_metrics.tsv`` and ``group_report.html``.
 
 It reads derivatives only (never reruns anything) and tolerates partial outputs from many independent jobs:
-unreadable metrics files and images whose status is not ``ok`` are listed, not fatal, and every participant of the
-dataset without a usable output is named in the report.
+unreadable metrics files are listed, not fatal, and every participant of the dataset without a usable output is
+named in the report. Images marked ``failed-qc`` by the input quality gate are rows of the table with that
+``status`` and listed with their reasons, but left out of the figures and the outlier statistics.
 
 Outliers: for each measure, the modified z-score of Iglewicz and Hoaglin, ``0.6745 (x - median) / MAD``; an image is
 flagged when ``|z| > 3.5`` on any measure. Quality and check measures are compared across all images; regional SUVR
@@ -55,9 +56,9 @@ def run_group_level(output_dir: Path, bids_dir: Path | None) -> tuple[Path, Path
     metrics, problems = collect_metrics(output_dir)
     participants = read_participants(bids_dir)
     table = metrics_table(metrics, participants)
-    flag_outliers(table)
+    flag_outliers_among_passed(table)
     expected = expected_participants(output_dir, bids_dir, participants)
-    missing = sorted(set(expected) - set(table["participant_id"]))
+    missing = sorted(set(expected) - set(table.loc[table["status"] == "ok", "participant_id"]))
     LOGGER.info("group level: %d images, %d participants without outputs", len(table), len(missing))
 
     tsv_path = atomic.write_text(
@@ -70,18 +71,13 @@ def run_group_level(output_dir: Path, bids_dir: Path | None) -> tuple[Path, Path
 
 
 def collect_metrics(output_dir: Path) -> tuple[list[ParticipantMetrics], list[str]]:
-    """Every readable metrics JSON with status ``ok``, and one line per file that was skipped and why."""
+    """Every readable metrics JSON (whatever its status), and one line per file that was skipped and why."""
     metrics, problems = [], []
     for path in sorted(Path(output_dir).glob(f"sub-*/figures/*{METRICS_SUFFIX}")):
         try:
-            item = ParticipantMetrics.from_json(path)
+            metrics.append(ParticipantMetrics.from_json(path))
         except InputError as exc:
             problems.append(str(exc))
-            continue
-        if item.status != "ok":
-            problems.append(f"{path}: status {item.status!r}")
-            continue
-        metrics.append(item)
     return metrics, problems
 
 
@@ -116,6 +112,7 @@ def metrics_table(metrics: list[ParticipantMetrics], participants: pd.DataFrame 
             "participant_id": item.participant_id,
             "session": item.session,
             "run": item.run,
+            "status": item.status,
             "field_strength": item.field_strength,
             "diagnosis": diagnoses.get(item.participant_id),
             "model": item.model.name,
@@ -133,7 +130,7 @@ def metrics_table(metrics: list[ParticipantMetrics], participants: pd.DataFrame 
         row.update({f"realsuvr_{r}": (item.regional_suvr_real or {}).get(r, math.nan) for r in real_regions})
         rows.append(row)
     columns = (
-        ["participant_id", "session", "run", "field_strength", "diagnosis", "model", "trained_on_phantoms",
+        ["participant_id", "session", "run", "status", "field_strength", "diagnosis", "model", "trained_on_phantoms",
          "in_training_set", *QUALITY_MEASURES, *CHECK_MEASURES]
         + [f"suvr_{r}" for r in regions] + [f"realsuvr_{r}" for r in real_regions]
     )
@@ -148,6 +145,15 @@ def _number(value: float | None) -> float:
 def outlier_measures(table: pd.DataFrame) -> list[str]:
     """The numeric columns screened for outliers."""
     return [c for c in table.columns if c in QUALITY_MEASURES or c in CHECK_MEASURES or "suvr_" in c]
+
+
+def flag_outliers_among_passed(table: pd.DataFrame) -> None:
+    """:func:`flag_outliers` over the images with status ``ok``; an image that failed QC is never an outlier."""
+    passed = table[table["status"] == "ok"].copy()
+    flag_outliers(passed)
+    table["outlier"] = False
+    table["outlier_measures"] = ""
+    table.loc[passed.index, ["outlier", "outlier_measures"]] = passed[["outlier", "outlier_measures"]]
 
 
 def flag_outliers(table: pd.DataFrame) -> None:
@@ -197,11 +203,18 @@ def _group_html(
     if any(item.model.trained_on_phantoms for item in metrics):
         body.append(f'<div class="banner">{html.escape(PHANTOM_BANNER)}</div>')
     n_outliers = int(table["outlier"].sum())
+    failed_qc = [item for item in metrics if item.status != "ok"]
+    all_images, table = table, table[table["status"] == "ok"]
     body.append(
         f"<p>{len(table)} image(s) of {table['participant_id'].nunique()} participant(s) succeeded; "
+        f"{len(failed_qc)} image(s) failed quality control; "
         f"{len(missing)} of {len(expected)} participant(s) have no output; {len(problems)} metrics file(s) "
         f"skipped; {n_outliers} image(s) flagged as outliers.</p>"
     )
+    if failed_qc:
+        body.append("<h2>Images that failed quality control (status failed-qc: not in the figures)</h2>")
+        body.append(bullet_list([f"{_image_name(item)}: {'; '.join(item.qc_failures) or item.status}"
+                                 for item in failed_qc], "warnings"))
 
     body.append("<h2>Participants without outputs</h2>")
     body.append(bullet_list(missing) if missing else "<p>None: every participant has at least one output.</p>")
@@ -262,9 +275,16 @@ def _group_html(
     )
     if links:
         body.append(f"<p>Participant reports:</p><nav><ul>{links}</ul></nav>")
-    shown = ["participant_id", "session", "run", "diagnosis", "field_strength", *quality_present, *CHECK_MEASURES]
-    body.append(data_table(shown, table[shown].values.tolist(), table["outlier"].tolist()))
+    shown = ["participant_id", "session", "run", "status", "diagnosis", "field_strength", *quality_present,
+             *CHECK_MEASURES]
+    body.append(data_table(shown, all_images[shown].values.tolist(), all_images["outlier"].tolist()))
     return page("bids-jdam: group report", "\n".join(body))
+
+
+def _image_name(item: ParticipantMetrics) -> str:
+    parts = [item.participant_id] + [f"{key}-{value}" for key, value in (("ses", item.session), ("run", item.run))
+                                     if value is not None]
+    return "_".join(parts)
 
 
 def _groups(table: pd.DataFrame, by: str | None) -> list[tuple[str, pd.DataFrame]]:

@@ -49,8 +49,13 @@ def metrics_json_path(out_dir: Path, stem: str) -> Path:
     return figures_dir(out_dir, stem.split("_")[0]) / f"{stem}{METRICS_SUFFIX}"
 
 
-def write_participant_report(out_dir: Path, subject: str, entries: list[ReportEntry]) -> Path:
-    """Write metrics JSONs, reportlets and ``out_dir/sub-X.html`` for one subject; return the HTML path."""
+def write_participant_report(
+    out_dir: Path, subject: str, entries: list[ReportEntry], failed: dict[str, str] | None = None
+) -> Path:
+    """Write metrics JSONs, reportlets and ``out_dir/sub-X.html`` for one subject; return the HTML path.
+
+    ``failed`` (image stem -> one-line error) lists this run's images that produced no output.
+    """
     subject_id = _subject_id(subject)
     if not entries:
         raise InputError(f"{subject_id}: no synthesized image to report on")
@@ -62,6 +67,14 @@ def write_participant_report(out_dir: Path, subject: str, entries: list[ReportEn
     body = []
     if any(entry.metrics.model.trained_on_phantoms for entry in entries):
         body.append(f'<div class="banner">{html.escape(PHANTOM_BANNER)}</div>')
+    for entry in entries:
+        if entry.metrics.status != "ok":
+            reasons = "; ".join(entry.metrics.qc_failures) or entry.metrics.status
+            body.append(f'<div class="banner">{html.escape(entry.stem)} FAILED quality control '
+                        f'({html.escape(reasons)}): its outputs are marked failed-qc; do not use them.</div>')
+    if failed:
+        body.append("<h2>Images that failed in this run (no new outputs)</h2>"
+                    + bullet_list([f"{stem}: {error}" for stem, error in sorted(failed.items())], "warnings"))
     if len(entries) > 1:
         links = "".join(f'<li><a href="#{html.escape(e.stem)}">{html.escape(e.stem)}</a></li>' for e in entries)
         body.append(f"<nav><ul>{links}</ul></nav>")
@@ -180,6 +193,7 @@ def _summary_table(metrics: ParticipantMetrics) -> str:
         ("registration: correlation with template", metrics.registration.correlation_with_template),
         ("brain extraction: Dice with template mask", metrics.brain_extraction.dice_with_template_mask),
         ("status", metrics.status),
+        *[("quality control", failure) for failure in metrics.qc_failures],
     ])
 
 

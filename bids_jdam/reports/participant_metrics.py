@@ -91,7 +91,8 @@ class ParticipantMetrics:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
-    status: str = "ok"
+    status: str = "ok"  # or "failed-qc": the input quality gate's reasons are in qc_failures
+    qc_failures: list[str] = field(default_factory=list)
     input_voxel_size_mm: list[float] | None = None
     grid_spacing_mm: float | None = None
 
@@ -147,6 +148,7 @@ class ParticipantMetrics:
             warnings=[str(w) for w in data.get("warnings", [])],
             versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
             status=str(data.get("status", "ok")),
+            qc_failures=[str(f) for f in data.get("qc_failures", [])],
             input_voxel_size_mm=None if data.get("input_voxel_size_mm") is None
             else [float(v) for v in data["input_voxel_size_mm"]],
             grid_spacing_mm=_optional_float(data.get("grid_spacing_mm")),

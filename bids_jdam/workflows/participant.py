@@ -1,8 +1,9 @@
-"""Participant level: for every selected T1w, preprocess -> synthesize -> derivatives + metrics + QC report.
+"""Participant level: for every selected T1w, preprocess -> quality gate -> synthesize -> derivatives + report.
 
-A participant's outputs are staged in a hidden folder and moved into the output dataset only when all of its
-images succeeded (:class:`~bids_jdam.bids.derivatives.ParticipantStaging`), so a crash or a kill never leaves a
-half-written participant that looks complete. One participant's failure does not stop the others.
+Each image (session, run) is its own unit of work: one that fails is reported and the participant's other images
+still run. The participant's outputs are staged in a hidden folder and swapped in whole
+(:class:`~bids_jdam.bids.derivatives.ParticipantStaging`) under the participant's lock, so a crash, a kill or a
+second run never leaves a mix of two runs that looks complete. One participant's failure does not stop the others.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import dataclasses
 import importlib.metadata
 import logging
 import platform
-import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,20 @@ from bids_jdam.bids.derivatives import (
     derivative_path,
     mask_sidecar,
     pet_sidecar,
+    image_key,
+    recover_interrupted_publish,
     transform_path,
 )
 from bids_jdam.bids.query import AnatInput, find_fdg_pet
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.template import TemplateImages, load_template
+from bids_jdam.diffusion.samplers import SAMPLERS
 from bids_jdam.diffusion.sde import VESDE
+from bids_jdam.errors import InputError, StepError, one_line
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
 from bids_jdam.evaluate.metrics import image_quality, noise_index, uniform_white_matter_region
+from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w, to_native
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
 from bids_jdam.reports.participant_metrics import (
@@ -53,6 +59,7 @@ from bids_jdam.reports.participant_metrics import (
 from bids_jdam.reports.regional import regional_means
 from bids_jdam.synthesis.inference import InferenceDenoiser
 from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
+from bids_jdam.workflows.participant_lock import participant_lock
 
 log = logging.getLogger("bids_jdam.participant")
 
@@ -90,24 +97,68 @@ class ParticipantJob:
     dataset_identity: str
     precision: str = "auto"
     compile_network: bool = False
+    stop_on_first_crash: bool = False
 
 
-def process_participant(job: ParticipantJob, model: LoadedModel) -> list[Path]:
-    """Process every image of one participant; return the published output files (all or nothing)."""
+@dataclass
+class ParticipantOutcome:
+    """What one participant's run gave: images by stem (``sub-01_ses-A``), failures as one line each."""
+
+    subject: str
+    succeeded: list[str] = dataclasses.field(default_factory=list)
+    failed_qc: list[str] = dataclasses.field(default_factory=list)  # succeeded, but marked failed-qc
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    published: list[Path] = dataclasses.field(default_factory=list)
+
+
+def image_stem(anat: AnatInput) -> str:
+    """The image's name in outputs, logs and noise keys: ``sub-01_ses-A_run-1``."""
+    return "_".join(f"{key}-{anat.entities[key]}" for key in ("sub", "ses", "run") if key in anat.entities)
+
+
+def process_participant(job: ParticipantJob, model: LoadedModel) -> ParticipantOutcome:
+    """Process every image of one participant, each on its own; publish the ones that succeeded in one swap."""
     template = load_template(model.cfg.grid.spacing_mm)
+    outcome = ParticipantOutcome(subject=job.subject)
+    with participant_lock(job.output_dir, job.work_dir, job.subject):
+        recover_interrupted_publish(job.output_dir, job.subject)
+        with ParticipantStaging(job.output_dir, job.subject) as staging:
+            entries = _process_images(job, model, template, staging, outcome)
+            if not entries:
+                staging.abandon()
+                return outcome
+            write_participant_report(staging.staging_dir, job.subject, entries, failed=outcome.failed)
+            outcome.published = [job.output_dir / relative for relative in staging.files()]
+    outcome.succeeded = [entry.stem for entry in entries]
+    outcome.failed_qc = [entry.stem for entry in entries if entry.metrics.status != "ok"]
+    return outcome
+
+
+def _process_images(job: ParticipantJob, model: LoadedModel, template: TemplateImages, staging: ParticipantStaging,
+                    outcome: ParticipantOutcome) -> list[ReportEntry]:
+    """Each image on its own: a failure is logged and recorded, its staged files dropped, the next image runs."""
     entries = []
-    with ParticipantStaging(job.output_dir, job.subject) as staging:
-        for anat in job.inputs:
+    for anat in job.inputs:
+        stem = image_stem(anat)
+        try:
             entries.append(_process_image(anat, job, model, template, staging))
-        write_participant_report(staging.staging_dir, job.subject, entries)
-        published = sorted(p.relative_to(staging.staging_dir) for p in staging.staging_dir.rglob("*") if p.is_file())
-    return [job.output_dir / p for p in published]
+        except Exception as error:  # noqa: BLE001 - one image's failure must not stop the others
+            log.debug("%s failed:\n%s", stem, traceback.format_exc())
+            staging.discard(image_key(stem))
+            message = one_line(error)
+            if not isinstance(error, (InputError, StepError)):
+                message = f"{type(error).__name__}: {message}"
+            log.error("%s failed: %s", stem, message)
+            outcome.failed[stem] = message
+            if job.stop_on_first_crash:
+                break
+    return entries
 
 
 def _process_image(
     anat: AnatInput, job: ParticipantJob, model: LoadedModel, template: TemplateImages, staging: ParticipantStaging
 ) -> ReportEntry:
-    stem = "_".join(f"{key}-{anat.entities[key]}" for key in ("sub", "ses", "run") if key in anat.entities)
+    stem = image_stem(anat)
     timings: dict[str, float] = {}
     warnings: list[str] = []
     log.info("%s: preprocessing %s", stem, anat.relative_path)
@@ -124,6 +175,10 @@ def _process_image(
 
     t1 = _load(prep.t1w_model)
     mask = _load(prep.brain_mask_model) > 0.5
+    measures = quality_gate.measure(t1, mask, template.t1, template.brain_mask, nib.load(str(prep.brain_mask_native)))
+    qc_failures = quality_gate.failures(measures)
+    if qc_failures:
+        log.warning("%s failed quality control (its outputs are marked failed-qc): %s", stem, "; ".join(qc_failures))
     log.info("%s: synthesizing (%s, %d steps, K=%d, planes %s) on %s", stem, job.sampler.name, job.sampler.steps,
              job.sampler.num_samples, ",".join(job.planes), job.device)
     denoiser = InferenceDenoiser(model.denoiser, job.device, job.precision, job.compile_network)
@@ -141,12 +196,14 @@ def _process_image(
         sampler=job.sampler.name, steps=job.sampler.steps, seed=job.sampler.seed, noise_key=stem,
         num_samples=job.sampler.num_samples, reference_region=model.cfg.intensity.suvr_reference,
         wall_time_s=timings["preprocessing"] + result.seconds, planes=job.planes, precision=denoiser.precision,
-        device=torch.device(job.device).type,
+        device=torch.device(job.device).type, qc_failures=tuple(qc_failures),
     )
-    outputs = _write_images(anat, prep, result, template, provenance, staging, job)
+    outputs = _write_images(anat, prep, result, template, provenance, staging)
 
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
-    metrics = _metrics(anat, prep, result, real, mask, t1, template, model, job, timings, warnings)
+    metrics = _metrics(anat, prep, result, real, mask, measures, template, model, job, timings, warnings)
+    metrics.qc_failures = qc_failures
+    metrics.status = "failed-qc" if qc_failures else "ok"
     return ReportEntry(
         stem=stem, t1w=prep.t1w_model, brain_mask=prep.brain_mask_model, template_t1=template.image(template.t1),
         synthetic_pet=outputs["template_pet"], std_map=outputs.get("template_std"),
@@ -157,7 +214,7 @@ def _process_image(
 
 def _write_images(
     anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, template: TemplateImages,
-    provenance: SynthesisProvenance, staging: ParticipantStaging, job: ParticipantJob,
+    provenance: SynthesisProvenance, staging: ParticipantStaging,
 ) -> dict[str, Path]:
     """Synthetic PET (and SD maps) in template and native space, brain masks and transforms, with sidecars."""
     entities = anat.entities
@@ -194,13 +251,13 @@ def _write_images(
     ):
         extension = "".join(Path(source).suffixes)
         rel = transform_path(entities, from_space=from_space, to_space=to_space, extension=extension)
-        shutil.copyfile(source, staging.path(rel))
+        atomic.copy_file(source, staging.path(rel))
     return written
 
 
 def _metrics(
     anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, real: np.ndarray | None, mask: np.ndarray,
-    t1: np.ndarray, template: TemplateImages, model: LoadedModel, job: ParticipantJob,
+    measures: quality_gate.QualityMeasures, template: TemplateImages, model: LoadedModel, job: ParticipantJob,
     timings: dict[str, float], warnings: list[str],
 ) -> ParticipantMetrics:
     labels, names = coarse_regions(model.cfg.grid.spacing_mm)
@@ -219,8 +276,6 @@ def _metrics(
         in_training = anat.subject in model.training_subjects and model.training_dataset == job.dataset_identity
         if in_training:
             warnings.append("this participant was in the model's training set: its quality figures are optimistic")
-    native_mask = nib.load(str(prep.brain_mask_native))
-    voxel_ml = float(np.prod(native_mask.header.get_zooms()[:3])) / 1000.0
     wm_region = uniform_white_matter_region(template.wm) & mask
     return ParticipantMetrics(
         participant_id=anat.subject, session=anat.session, run=anat.run, field_strength=anat.field_strength,
@@ -231,9 +286,9 @@ def _metrics(
         noise_index=noise_index(result.mean, mask, wm_region),
         regional_suvr_synthetic=regional_means(result.mean, labels, names, mask),
         regional_suvr_real=regional_means(real, labels, names, mask) if real is not None else None,
-        brain_volume_ml=float(np.count_nonzero(np.asarray(native_mask.dataobj))) * voxel_ml,
-        registration=RegistrationCheck(_correlation(t1, template.t1, template.brain_mask)),
-        brain_extraction=BrainExtractionCheck(_dice(mask, template.brain_mask)),
+        brain_volume_ml=measures.brain_volume_ml,
+        registration=RegistrationCheck(measures.registration_correlation),
+        brain_extraction=BrainExtractionCheck(measures.mask_dice),
         timings={k: round(v, 2) for k, v in timings.items()}, warnings=warnings, versions=software_versions(),
         input_voxel_size_mm=[round(float(v), 3) for v in prep.voxel_sizes_mm],
         grid_spacing_mm=model.cfg.grid.spacing_mm,
@@ -259,14 +314,6 @@ def _load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    return float(np.corrcoef(a[mask], b[mask])[0, 1])
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1))
-
-
 def real_pet_lookup(layout: Any, inputs: list[AnatInput], rec: str | None, filters: dict | None) -> dict[str, Path | None]:
     """The FDG-PET of each input's subject and session, where the dataset has one (used for scoring)."""
     return {str(anat.path): find_fdg_pet(layout, anat.subject, anat.session, rec=rec, filters=filters)
@@ -274,5 +321,12 @@ def real_pet_lookup(layout: Any, inputs: list[AnatInput], rec: str | None, filte
 
 
 def replace_sampler(cfg: SamplerConfig, **overrides: Any) -> SamplerConfig:
-    """The model's sampler settings with the CLI's overrides (None = keep the model's)."""
-    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    """The model's sampler settings with the CLI's overrides (None = keep the model's), checked before any image."""
+    sampler = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if sampler.name not in SAMPLERS:
+        raise InputError(f"--sampler {sampler.name}: unknown sampler; choose one of {', '.join(sorted(SAMPLERS))}")
+    if not isinstance(sampler.steps, int) or sampler.steps < 2:
+        raise InputError(f"--steps {sampler.steps}: a sampler needs at least 2 steps")
+    if not isinstance(sampler.num_samples, int) or sampler.num_samples < 1:
+        raise InputError(f"--num-samples {sampler.num_samples}: at least one sample is needed")
+    return sampler
