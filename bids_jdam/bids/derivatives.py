@@ -339,9 +339,14 @@ class ParticipantStaging:
         self.staging_dir = self.out_dir / f"{STAGING_PREFIX}{subject}-{uuid.uuid4().hex}"
         self.abandoned = False
 
+    @staticmethod
+    def check_targets(out_dir: Path, subject: str) -> None:
+        """The participant's folder and report must not lead into the input (a symlinked ``OUT/sub-X``)."""
+        write_gate.check(Path(out_dir) / f"sub-{subject}", "participant folder")
+        write_gate.check(Path(out_dir) / f"sub-{subject}.html", "participant report")
+
     def __enter__(self) -> ParticipantStaging:
-        write_gate.check(self.out_dir / self.subject_id, "participant folder")
-        write_gate.check(self.out_dir / f"{self.subject_id}.html", "participant report")
+        self.check_targets(self.out_dir, self.subject_id[4:])
         atomic.make_dirs(self.staging_dir)
         return self
 
@@ -396,11 +401,14 @@ class ParticipantStaging:
 
 
 def _carry_forward(old_folder: Path, new_folder: Path) -> None:
-    """Hard-link (or copy) into ``new_folder`` the old files of images that have no output in ``new_folder``."""
-    if not old_folder.is_dir():
+    """Hard-link (or copy) into ``new_folder`` the old files of images that have no output in ``new_folder``.
+
+    Only real files inside real folders are carried: a symlink (to the input, say) is never followed.
+    """
+    if not old_folder.is_dir() or old_folder.is_symlink():
         return
     produced = {image_key(p.name) for p in new_folder.rglob("*") if p.is_file()}
-    for old in sorted(p for p in old_folder.rglob("*") if p.is_file()):
+    for old in sorted(p for p in old_folder.rglob("*") if p.is_file() and not _through_symlink(p, old_folder)):
         if image_key(old.name) in produced:
             continue
         target = new_folder / old.relative_to(old_folder)
@@ -411,6 +419,12 @@ def _carry_forward(old_folder: Path, new_folder: Path) -> None:
             os.link(old, target)
         except OSError:
             atomic.copy_file(old, target)
+
+
+def _through_symlink(path: Path, root: Path) -> bool:
+    """Whether ``path`` or a folder between it and ``root`` is a symlink."""
+    folders = [root / parent for parent in path.relative_to(root).parents if parent != Path(".")]
+    return path.is_symlink() or any(folder.is_symlink() for folder in folders)
 
 
 def _remove_tree(path: Path) -> None:

@@ -118,6 +118,7 @@ def image_stem(anat: AnatInput) -> str:
 
 def process_participant(job: ParticipantJob, model: LoadedModel) -> ParticipantOutcome:
     """Process every image of one participant, each on its own; publish the ones that succeeded in one swap."""
+    ParticipantStaging.check_targets(job.output_dir, job.subject)  # before hours of work, not after
     template = load_template(model.cfg.grid.spacing_mm)
     outcome = ParticipantOutcome(subject=job.subject)
     with participant_lock(job.output_dir, job.work_dir, job.subject):
