@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from bids_jdam.evaluate.probabilistic import coverage, spread_skill_from_sd
+
 
 def neighbour_difference_energy(volume: np.ndarray, mask: np.ndarray, axis: int) -> float:
     """Mean squared difference between neighbouring voxels along ``axis``, over pairs inside the mask."""
@@ -62,7 +64,8 @@ def uncertainty_calibration(
 
     If the K samples were draws from the true posterior, the mean's squared error would average the posterior
     variance times (1 + 1/K) wherever the map says that variance is, so the RMSE would rise from bin to bin and
-    ``spread_skill_ratio`` (RMSE over sqrt((1 + 1/K) mean SD^2)) would be 1; above 1 the map is overconfident.
+    ``spread_skill_ratio`` (sqrt((1 + 1/K) mean SD^2) over the RMSE, :mod:`bids_jdam.evaluate.probabilistic`'s
+    convention) would be 1; below 1 the map is overconfident. ``coverage``: of the 50 % and 90 % intervals.
     """
     m = mask.astype(bool)
     sd, error = std[m].astype(np.float64), (prediction - truth)[m].astype(np.float64)
@@ -71,6 +74,6 @@ def uncertainty_calibration(
     table = [{"sd_from": float(edges[b]), "sd_to": float(edges[b + 1]), "voxels": int(np.sum(which == b)),
               "mean_sd": float(sd[which == b].mean()), "rmse": float(np.sqrt(np.mean(error[which == b] ** 2)))}
              for b in range(bins) if np.any(which == b)]
-    expected = np.sqrt((1.0 + 1.0 / num_samples) * np.mean(sd**2))
     return {"bins": table, "rmse": float(np.sqrt(np.mean(error**2))),
-            "spread_skill_ratio": float(np.sqrt(np.mean(error**2)) / expected)}
+            "spread_skill_ratio": spread_skill_from_sd(std, prediction, truth, mask, num_samples),
+            "coverage": coverage(prediction, std, truth, mask, num_samples)}
