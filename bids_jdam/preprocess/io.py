@@ -86,16 +86,7 @@ def load_checked(path: Path, *, allow_frames: bool = False, max_voxels: int = MA
     4D; otherwise it is an error.
     """
     path = Path(path)
-    require_file(path)
-    what = describe_non_nifti(path)
-    if what is not None:
-        raise InputError(f"{path}: {what}")
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises several types for files it cannot read
-        raise InputError(f"{path}: not a readable NIfTI image ({exc})") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    img, pixdim = _open_nifti(path)
     shape = tuple(int(n) for n in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -103,7 +94,7 @@ def load_checked(path: Path, *, allow_frames: bool = False, max_voxels: int = MA
         raise InputError(f"{path}: a 3D image is required, this one is 4D with {shape[3]} volumes")
     if len(shape) not in (3, 4) or min(shape) < 2:
         raise InputError(f"{path}: a 3D image is required, this one has shape {shape}")
-    _check_geometry(path, img, shape, max_voxels)
+    _check_geometry(path, img, pixdim, shape, max_voxels)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except (EOFError, OSError, ValueError, zlib.error) as exc:
@@ -122,6 +113,28 @@ def load_checked(path: Path, *, allow_frames: bool = False, max_voxels: int = MA
     return nib.as_closest_canonical(checked)
 
 
+def _open_nifti(path: Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
+    """The image (header only, data not read) and its stored pixdim; what is not a NIfTI file is named."""
+    require_file(path)
+    what = describe_non_nifti(path)
+    if what is not None:
+        raise InputError(f"{path}: {what}")
+    try:
+        pixdim = _stored_pixdim(path)
+    except Exception as exc:  # noqa: BLE001 - a header nibabel cannot parse
+        raise InputError(f"{path}: not a readable NIfTI header ({exc})") from None
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):  # checked before nibabel quietly sets them to 1
+        raise InputError(f"{path}: the header's voxel sizes (pixdim) {_mm(pixdim)} are zero, negative or "
+                         "not numbers; the header is broken")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for files it cannot read
+        raise InputError(f"{path}: not a readable NIfTI image ({exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    return img, pixdim
+
+
 def require_head_sized(path: Path, img: nib.spatialimages.SpatialImage) -> None:
     """An image narrower than a head on some axis cannot be a T1w of a brain (HD-BET would find nothing)."""
     field_of_view = np.asarray(img.shape[:3], dtype=float) * affine_voxel_sizes(img.affine)
@@ -130,21 +143,32 @@ def require_head_sized(path: Path, img: nib.spatialimages.SpatialImage) -> None:
                          f"to hold a brain (at least {MIN_FIELD_OF_VIEW_MM:g} mm on every axis)")
 
 
-def _check_geometry(path: Path, img: nib.spatialimages.SpatialImage, shape: tuple[int, ...], max_voxels: int) -> None:
+def _stored_pixdim(path: Path) -> np.ndarray:
+    """The voxel sizes as stored: nibabel replaces zeros by 1 mm (with a message) when it loads a header."""
+    with nib.openers.ImageOpener(str(path)) as handle:
+        nifti2 = NIFTI_HEADER_SIZES[1] in (int.from_bytes(handle.read(4), order) for order in ("little", "big"))
+        handle.seek(0)
+        header_class = nib.Nifti2Header if nifti2 else nib.Nifti1Header
+        header = header_class.from_fileobj(handle, check=False)
+    return np.asarray(header["pixdim"][1:4], dtype=float)
+
+
+def _mm(values: np.ndarray) -> str:
+    return " x ".join(f"{float(v):.4g}" for v in values) + " mm"
+
+
+def _check_geometry(path: Path, img: nib.spatialimages.SpatialImage, pixdim: np.ndarray, shape: tuple[int, ...],
+                    max_voxels: int) -> None:
     """Voxel sizes (pixdim and affine), voxel count and field of view, from the header alone."""
-    pixdim = np.asarray(img.header["pixdim"][1:4], dtype=float)
-    if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
-        raise InputError(f"{path}: the header's voxel sizes (pixdim) {tuple(pixdim.round(4))} are zero, negative or "
-                         "not numbers; the header is broken")
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-6:
         raise InputError(f"{path}: the voxel-to-world affine is not invertible")
     zooms = affine_voxel_sizes(img.affine)
     low, high = VOXEL_SIZE_RANGE_MM
     if np.any(zooms < low) or np.any(zooms > high):
-        raise InputError(f"{path}: voxel sizes {tuple(zooms.round(4))} mm (from the affine) are outside {low}..{high} mm")
+        raise InputError(f"{path}: voxel sizes {_mm(zooms)} (from the affine) are outside {low}..{high} mm")
     if not np.allclose(zooms, pixdim, rtol=0.01):
-        log.warning("%s: the header's pixdim %s mm and the affine's voxel sizes %s mm differ; the affine is used",
-                    path, tuple(pixdim.round(3)), tuple(zooms.round(3)))
+        log.warning("%s: the header's pixdim %s and the affine's voxel sizes %s differ; the affine is used",
+                    path, _mm(pixdim), _mm(zooms))
     nvoxels = int(np.prod(shape, dtype=np.int64))
     if nvoxels > max_voxels:
         raise InputError(f"{path}: {nvoxels} voxels exceed the limit of {max_voxels}")

@@ -187,9 +187,9 @@ def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> 
     spacing = cfg.grid.spacing_mm
 
     def load(out):
-        original = nib.load(str(path))
-        img = load_checked(path)
+        img = load_checked(path)  # first: it says what a file that is no NIfTI is
         require_head_sized(path, img)
+        original = nib.load(str(path))
         nib.save(img, str(out["t1w"]))
         return {"orientation": list(nib.aff2axcodes(original.affine)),
                 "voxel_sizes_mm": [float(z) for z in img.header.get_zooms()[:3]], "shape": list(img.shape)}
