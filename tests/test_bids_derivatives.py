@@ -244,3 +244,20 @@ def test_missing_validator_is_a_clear_error(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(InputError, match="bids-validator-deno is not installed"):
         run_bids_validator(tmp_path)
+
+
+def test_a_crashed_validator_is_one_line_that_says_what_to_try(tmp_path, monkeypatch):
+    """Under `ulimit -v` deno dies with a stack address and no report."""
+    import subprocess
+
+    from bids_jdam.bids import validator
+    from bids_jdam.errors import InputError
+
+    crashed = subprocess.CompletedProcess([], -6, stdout="", stderr="#\n# Fatal error\n#\n0x55d0c0ffee00\n")
+    monkeypatch.setattr(validator, "find_validator", lambda: Path("bids-validator-deno"))
+    monkeypatch.setattr(validator.subprocess, "run", lambda *args, **kwargs: crashed)
+    with pytest.raises(InputError) as exc:
+        validator.run_bids_validator(tmp_path)
+    message = str(exc.value)
+    assert "\n" not in message and "Fatal error" in message and "ulimit -v" in message
+    assert "--skip-bids-validation" in message and "0x55" not in message

@@ -74,3 +74,17 @@ def test_a_killed_steps_leftovers_are_removed_when_a_step_runs(tmp_path):
     StepRunner(work, "01").run("upper", _copy_upper(source, []), inputs={"text": source},
                                outputs={"upper": "upper.txt"})
     assert sorted(p.name for p in work.iterdir()) == ["keep.txt", "upper.json", "upper.txt"]
+
+
+@pytest.mark.parametrize("written", [b"", b"\x1f\x8b\x08\x00 a gzip cut short"])
+def test_an_empty_or_truncated_output_fails_the_step_and_never_gets_its_final_name(tmp_path, written):
+    """On a full disk ANTs printed 'wrote only 0 of 1699200 bytes' and returned: the step must fail there."""
+    source = tmp_path / "in.txt"
+    source.write_text("abc")
+    work = tmp_path / "work"
+    with pytest.raises(StepError) as exc:
+        StepRunner(work, "01").run("registration", lambda out: out["warp"].write_bytes(written),
+                                   inputs={"text": source}, outputs={"warp": "warp.nii.gz"})
+    message = str(exc.value)
+    assert str(work / "warp.nii.gz") in message and "disk full" in message and "\n" not in message
+    assert sorted(p.name for p in work.iterdir()) == []
