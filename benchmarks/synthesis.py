@@ -43,6 +43,7 @@ from bids_jdam.evaluate.consistency import (  # noqa: E402
     uncertainty_error_correlation,
 )
 from bids_jdam.evaluate.metrics import image_quality  # noqa: E402
+from bids_jdam.evaluate.probabilistic import probabilistic_scores  # noqa: E402
 from bids_jdam.models.demo import DEMO_MODEL_DIR  # noqa: E402
 from bids_jdam.models.model_dir import load_model_dir  # noqa: E402
 from bids_jdam.preprocess.pipeline import preprocess_pair  # noqa: E402
@@ -86,6 +87,10 @@ def run_case(model, cfg, image, t1, mask, real, truth, planes, samples, samples_
                 "calibration": uncertainty_calibration(sd, result.mean, image, mask, members),
             }
         row["uncertainty_maps"][map_name] = scores
+    if samples > 1:  # the K fused samples as an ensemble (bids_jdam.evaluate.probabilistic)
+        ensemble = np.stack(result.samples)
+        row["probabilistic"] = {reference: probabilistic_scores(ensemble, image, mask)
+                                for reference, image in (("real_pet", real), ("noise_free_truth", truth))}
     return row
 
 
@@ -154,8 +159,9 @@ def markdown(report: dict) -> str:
               "reconstructions (each the mean of its K samples). Correlation: Pearson, inside the brain mask, of the "
               "SD map with the absolute error of the mean, voxelwise / after Gaussian smoothing (sigma "
               f"{report['smoothing_mm']:g} mm inside the mask). Calibration: RMSE of the mean (against the real PET) "
-              "per SD quintile, and the spread-skill ratio RMSE / sqrt((1 + 1/n) mean SD^2) with n the number of "
-              "members (K samples or 3 planes): 1 for a calibrated map, above 1 overconfident.", "",
+              "per SD quintile, and the spread-skill ratio sqrt((1 + 1/n) mean SD^2) / RMSE with n the number of "
+              "members (K samples or 3 planes): 1 for a calibrated map, below 1 overconfident (the convention of "
+              "bids_jdam.evaluate.probabilistic; results before 2026-12-01 report its inverse).", "",
               "| subject | planes | K | map | corr. vs real PET | corr. vs noise-free truth | SD quintiles: mean SD -> "
               "RMSE (real PET) | spread-skill real (noise-free) |",
               "|---|---|---|---|---|---|---|---|"]
@@ -170,6 +176,21 @@ def markdown(report: dict) -> str:
                     f"{truth['correlation_voxelwise']:+.2f} / {truth['correlation_smoothed']:+.2f} | {bins} | "
                     f"{real['calibration']['spread_skill_ratio']:.2f} "
                     f"({truth['calibration']['spread_skill_ratio']:.2f}) |")
+    lines += ["", "The K fused samples as an ensemble (bids_jdam.evaluate.probabilistic): fair CRPS against the MAE "
+              "of their mean, unbiased spread-skill ratio (1 calibrated, below 1 overconfident), coverage of the "
+              "central 50 % / 90 % intervals (calibrated: 0.50 / 0.90); against the noise-free truth (real PET).", "",
+              "| subject | K | CRPS | MAE of the mean | spread-skill | coverage 50 % | coverage 90 % |",
+              "|---|---|---|---|---|---|---|"]
+    for subject in report["subjects"]:
+        for c in subject["cases"]:
+            if "probabilistic" not in c:
+                continue
+            truth, real = c["probabilistic"]["noise_free_truth"], c["probabilistic"]["real_pet"]
+            lines.append(
+                f"| {subject['subject']} | {c['num_samples']} | {truth['crps']:.4f} ({real['crps']:.4f}) | "
+                f"{truth['mae_of_mean']:.4f} ({real['mae_of_mean']:.4f}) | {truth['spread_skill_ratio']:.2f} "
+                f"({real['spread_skill_ratio']:.2f}) | {truth['coverage']['0.50']:.2f} ({real['coverage']['0.50']:.2f})"
+                f" | {truth['coverage']['0.90']:.2f} ({real['coverage']['0.90']:.2f}) |")
     lines += ["", "Preprocessing per subject in this run (s; near zero where `--work` already held the cached steps): "
               + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
               "", "Figures on phantoms are upper bounds for real data."]

@@ -25,7 +25,9 @@ cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$rootfs/tmp/host-ca.crt"
 in_root=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CERT=/tmp/host-ca.crt chroot "$rootfs")
 "${in_root[@]}" /usr/bin/python3 -m venv /opt/conda
-"${in_root[@]}" /opt/conda/bin/pip install --quiet --no-cache-dir "torch==$torch_version"
+# A current pip, as the base has: it reads the system's CA store (truststore), so a build behind an intercepting
+# proxy works with the host's CA folder mounted (test-container.sh's BUILD_CA_DIR).
+"${in_root[@]}" /opt/conda/bin/pip install --quiet --no-cache-dir --upgrade pip "torch==$torch_version"
 rm -f "$rootfs/tmp/host-ca.crt" "$rootfs/etc/resolv.conf"
 rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
 tar -C "$rootfs" -c . | podman import \
