@@ -78,9 +78,11 @@ timed build "${engine[@]}" build --pull=never --network host "${ca_mount[@]}" "$
 say "image $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1/1e9}')"
 
 run=("${engine[@]}" run --rm --network none --read-only "${ulimits[@]}")
-as_user=(-u "$TEST_UID:$TEST_UID")
+as_user=(-u "$TEST_UID:$TEST_UID" -e HOME=/)  # docker gives a uid without a passwd entry HOME=/ (podman: WORKDIR)
 check "--version prints the version" bash -c "${run[*]} $IMAGE --version | grep -q \"\$(.venv/bin/python -c 'import bids_jdam; print(bids_jdam.__version__)')\""
 check "--help runs" "${run[@]}" "${as_user[@]}" "$IMAGE" --help
+check "uid $TEST_UID with HOME=/ cannot write its home (as with docker -u)" "${run[@]}" "${as_user[@]}" \
+    --entrypoint sh "$IMAGE" -c 'test "$HOME" = / && ! touch /.probe 2>/dev/null'  # so the runs below prove it is fine
 check "pip check is clean in the image" "${run[@]}" --entrypoint python "$IMAGE" -m pip check
 
 # --- data: the phantom made inside the image equals the host's --------------------------------------------------------
