@@ -8,7 +8,7 @@ DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all test-container demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
-	benchmark-throughput benchmark-noise benchmark-gpu benchmark-quality clean
+	benchmark-throughput benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality clean
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test-container: venv
 
 demo: venv
 	$(BIN)/python -m bids_jdam.cli.demo --out $(DEMO_OUT)
+
+# Subnormal floats: their cost on this CPU, and that the app's flushing changes no mask and no synthetic PET.
+benchmark-denormals: venv
+	$(BIN)/python benchmarks/denormals.py --threads 2
 
 benchmark-preprocess: venv
 	$(BIN)/python benchmarks/preprocess.py --threads 2
