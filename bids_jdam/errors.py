@@ -13,3 +13,10 @@ def one_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type name when it has none (a bare StopIteration)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def failure_line(error: BaseException) -> str:
+    """How a failed participant or image is reported: our own errors as they are, others with their type."""
+    if isinstance(error, (InputError, StepError)):
+        return one_line(error)
+    return f"{type(error).__name__}: {one_line(error)}"

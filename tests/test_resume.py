@@ -63,9 +63,9 @@ class AppProcess:
 
 
 def published_files(out: Path) -> list[str]:
-    """Output files outside the staging folders, relative to ``out``."""
+    """Output files outside the staging folders and lock files, relative to ``out``."""
     return sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                  if p.is_file() and not p.relative_to(out).parts[0].startswith(".staging-"))
+                  if p.is_file() and not p.relative_to(out).parts[0].startswith((".staging-", ".lock-")))
 
 
 def assert_no_partial_participant(out: Path) -> None:

@@ -175,7 +175,7 @@ def test_bad_numeric_options_are_usage_errors(option, value, tmp_path, capsys):
     assert exit_info.value.code == 2 and f"argument {option}" in err.strip().splitlines()[-1]
 
 
-def _run_until_model(bids: Path, model: Path, tmp_path: Path, *options: str) -> tuple[int, str, Path]:
+def _run_until_model(bids: Path, model: Path, tmp_path: Path, *options: str) -> tuple[int, Path]:
     work = tmp_path / "work"
     rc = main([str(bids), str(tmp_path / "out"), "participant", "--model", str(model), "-w", str(work),
                "--skip-bids-validation", *options])

@@ -23,7 +23,7 @@ from bids_jdam import __version__, atomic
 from bids_jdam.data.phantom import is_phantom_dataset
 from bids_jdam.device import resolve_device
 from bids_jdam import write_gate
-from bids_jdam.errors import InputError, StepError, one_line
+from bids_jdam.errors import InputError, StepError, failure_line, one_line
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
 from bids_jdam.models.model_dir import MODEL_CARD, PHANTOM_DATA, WEIGHTS, load_model_dir
 from bids_jdam.preprocess.threads import configure_threads
@@ -81,7 +81,6 @@ def _group(args: argparse.Namespace) -> int:
 
 def _participant(args: argparse.Namespace) -> int:
     configure_threads(args.omp_nthreads)
-    _check_writable(args.output_dir)
     layout = load_layout(args.bids_dir, validate=not args.skip_bids_validation)
     filters = load_filters(args.bids_filter_file) if args.bids_filter_file else {}
     selection = find_anatomicals(
@@ -96,6 +95,7 @@ def _participant(args: argparse.Namespace) -> int:
     real_pets = real_pet_lookup(layout, selection.inputs, args.pet_rec, filters.get("pet"))
 
     output_dir = args.output_dir
+    _check_writable(output_dir)
     work_dir = args.work_dir.resolve()
     write_dataset_description(output_dir, source_dir=args.bids_dir, version=__version__)
     write_bidsignore(output_dir, BIDSIGNORE)
@@ -163,10 +163,7 @@ def _guarded(job: ParticipantJob, model: LoadedModel) -> ParticipantOutcome:
         return outcome
     except Exception as error:  # noqa: BLE001 - one participant's failure must not stop the others
         log.debug("sub-%s failed:\n%s", job.subject, traceback.format_exc())
-        message = one_line(error)
-        if not isinstance(error, (InputError, StepError)):
-            message = f"{type(error).__name__}: {message}"
-        return ParticipantOutcome(subject=job.subject, failed={f"sub-{job.subject}": message})
+        return ParticipantOutcome(subject=job.subject, failed={f"sub-{job.subject}": failure_line(error)})
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device) -> LoadedModel:

@@ -42,7 +42,7 @@ from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.template import TemplateImages, load_template
 from bids_jdam.diffusion.samplers import SAMPLERS
 from bids_jdam.diffusion.sde import VESDE
-from bids_jdam.errors import InputError, StepError, one_line
+from bids_jdam.errors import InputError, failure_line
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
 from bids_jdam.evaluate.metrics import image_quality, noise_index, uniform_white_matter_region
 from bids_jdam.preprocess import quality_gate
@@ -146,9 +146,7 @@ def _process_images(job: ParticipantJob, model: LoadedModel, template: TemplateI
         except Exception as error:  # noqa: BLE001 - one image's failure must not stop the others
             log.debug("%s failed:\n%s", stem, traceback.format_exc())
             staging.discard(image_key(stem))
-            message = one_line(error)
-            if not isinstance(error, (InputError, StepError)):
-                message = f"{type(error).__name__}: {message}"
+            message = failure_line(error)
             log.error("%s failed: %s", stem, message)
             outcome.failed[stem] = message
             if job.stop_on_first_crash:
