@@ -1,6 +1,6 @@
 """Measure the input quality gate's numbers on phantom subjects and on broken inputs (docs/quality_gates.md).
 
-    python scripts/qc_distribution.py OUT_DIR [--subjects 8] [--seed 1]
+    python scripts/qc_distribution.py OUT_DIR [--subjects 8] [--seed 1] [--t1w NAME=PATH ...]
 
 Each T1w goes through the app's preprocessing (the demo model's configuration) and the gate's measures
 (:mod:`bids_jdam.preprocess.quality_gate`); prints and writes ``OUT_DIR/qc_distribution.json``.
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--t1w", nargs="*", default=[], metavar="NAME=PATH", help="more T1w images (e.g. Colin27)")
     args = parser.parse_args()
     config = json.loads((DEMO_MODEL_DIR / "config.json").read_text())
     config.pop("method", None)
@@ -58,6 +59,7 @@ def main() -> None:
     inputs = {p.name.split("_")[0]: p for p in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz"))}
     (args.out / "broken").mkdir(parents=True, exist_ok=True)
     inputs.update(broken_inputs(inputs["sub-01"], args.out / "broken"))
+    inputs.update(dict((name, Path(path)) for name, path in (item.split("=", 1) for item in args.t1w)))
     template = load_template(cfg.grid.spacing_mm)
     results = {}
     for name, path in inputs.items():
