@@ -1,6 +1,6 @@
 """Measure the input quality gate's numbers on phantom subjects and on broken inputs (docs/quality_gates.md).
 
-    python scripts/qc_distribution.py OUT_DIR [--subjects 8] [--seed 1] [--t1w NAME=PATH ...]
+    python benchmarks/qc_distribution.py OUT_DIR [--subjects 8] [--seed 1] [--t1w NAME=PATH ...]
 
 Each T1w goes through the app's preprocessing (the demo model's configuration) and the gate's measures
 (:mod:`bids_jdam.preprocess.quality_gate`); prints and writes ``OUT_DIR/qc_distribution.json``.

@@ -2,7 +2,7 @@
 
 An image outside any limit still gets its outputs, marked ``failed-qc`` (metrics, sidecars, report, group table),
 so its report shows why; it is never presented as ``ok``. The limits sit between what the phantom gives and what
-broken inputs give (docs/quality_gates.md, measured with scripts/qc_distribution.py):
+broken inputs give (docs/quality_gates.md, measured with benchmarks/qc_distribution.py):
 
 - registration: Pearson correlation of the registered, scaled T1w with the template T1 inside the template brain
   mask (the same measure the report shows);
