@@ -18,6 +18,7 @@ def _unwritable_home(tmp_path: Path) -> Path:
 
 
 def test_unset_variables_with_an_unwritable_home_go_to_the_temporary_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what the function sets must not leak into other tests
     monkeypatch.setenv("HOME", str(_unwritable_home(tmp_path)))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
@@ -36,6 +37,7 @@ def test_unset_variables_with_an_unwritable_home_go_to_the_temporary_folder(tmp_
 
 
 def test_a_writable_home_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for variable in DEFAULTS:
         monkeypatch.delenv(variable, raising=False)

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("matplotlib").setLevel(max(level, logging.WARNING))  # e.g. its font-cache notice on a first run
     from bids_jdam.workflows.app import run_app
 
     return run_app(args)
