@@ -88,3 +88,17 @@ def test_an_empty_or_truncated_output_fails_the_step_and_never_gets_its_final_na
     message = str(exc.value)
     assert str(work / "warp.nii.gz") in message and "disk full" in message and "\n" not in message
     assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_cpu_seconds_count_child_processes(tmp_path):
+    """Registration runs in a child process: its CPU time belongs to the step's."""
+    import subprocess
+    import sys
+
+    def busy_child(out):
+        spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+        subprocess.run([sys.executable, "-c", spin], check=True)
+        out["done"].write_text("ok")
+
+    result = StepRunner(tmp_path / "work", "01").run("child", busy_child, inputs={}, outputs={"done": "done.txt"})
+    assert result.cpu_seconds >= 0.35

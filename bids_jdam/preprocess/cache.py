@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import logging
+import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class StepResult:
     outputs: dict[str, Path]
     metadata: dict[str, Any]
     seconds: float  # wall time of the run that made the outputs
-    cpu_seconds: float  # CPU time of that run, all threads (robust to other load on a shared machine)
+    cpu_seconds: float  # CPU time of that run, all threads and child processes (robust to other load)
     reused: bool
 
 
@@ -83,7 +84,7 @@ class StepRunner:
 
         _remove_leftovers(self.work_dir)
         temporary = {k: atomic.temporary_sibling(p) for k, p in final.items()}
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         try:
             meta = action(temporary) or {}
             for k, tmp in temporary.items():
@@ -98,7 +99,7 @@ class StepRunner:
             raise StepError(
                 f"sub-{self.subject}: step {name} failed on {first_input or self.work_dir}: {reason}"
             ) from exc
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu_start
         for k, tmp in temporary.items():
             atomic.move(tmp, final[k])
         record = {
@@ -187,3 +188,9 @@ def _remove_leftovers(work_dir: Path) -> None:
 def _remove(paths) -> None:
     for p in paths:
         Path(p).unlink(missing_ok=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (registration runs in one)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
