@@ -1,7 +1,7 @@
 """Cost of the T1w preprocessing per subject: seconds per step and peak memory, on a fixed number of cores.
 
-Subjects: a 1 mm 3 T phantom T1w (generated here with the phantom API) and the real Colin27 scan from
-``../shared/data`` when present. Each subject runs in a fresh process pinned to ``--threads`` cores, so its peak
+Subjects: a 1 mm 3 T phantom T1w and a fast-mode (3 mm) one, generated here with the phantom API, and the real
+Colin27 scan from ``../shared/data`` when present. Each subject runs in a fresh process pinned to ``--threads`` cores, so its peak
 resident memory is its own. Wall seconds depend on what else the machine runs; CPU seconds (all threads) are
 recorded next to them, with the load average, so numbers from a shared machine can be read fairly. The target:
 under 45 s wall per subject on 2 cores (without the template step, which a run does once for all subjects).
@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         phantom = generate_phantom_dataset(work / "phantom", 1, 0, field_strength=3, grid_spacing_mm=2.0)
-        subjects = {"phantom-1mm-3T": phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
+        fast = generate_phantom_dataset(work / "phantom-fast", 1, 0, fast=True, field_strength=3)
+        subjects = {"phantom-1mm-3T": phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
+                    "phantom-fast-3mm-3T": fast / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
         if COLIN27.exists():
             subjects["colin27-2mm"] = COLIN27.resolve()
         results = {}
