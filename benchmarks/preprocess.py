@@ -1,8 +1,8 @@
 """Cost of the T1w preprocessing per subject: seconds per step and peak memory, on a fixed number of cores.
 
 Subjects: a 1 mm 3 T phantom T1w and a fast-mode (3 mm) one, generated here with the phantom API, and the real
-Colin27 scan from ``../shared/data`` when present. Each subject runs in a fresh process pinned to ``--threads`` cores, so its peak
-resident memory is its own. Wall seconds depend on what else the machine runs; CPU seconds (all threads) are
+Colin27 scan from ``../shared/data`` when present. Each subject runs in a fresh process pinned to ``--threads``
+cores, so its peak resident memory is its own. Wall seconds depend on what else the machine runs; CPU seconds (all threads) are
 recorded next to them, with the load average, so numbers from a shared machine can be read fairly. The target:
 under 45 s wall per subject on 2 cores (without the template step, which a run does once for all subjects).
 Writes ``preprocess-<machine>.{json,md}`` to ``--out`` (the machine's name includes the CPU family).
