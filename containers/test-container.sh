@@ -11,9 +11,9 @@
 # The log (image size, step times, checks) goes to benchmarks/results/container-<arch>-<cpu>-<n>cpu.log.
 #
 # Options (environment): ENGINE_RUNTIME (OCI runtime, default: runc when installed), ENGINE_ULIMITS (default
-# "nofile=20000:20000 nproc=32768:32768"), BUILD_CA_DIR (a host CA folder mounted into the build for pip behind an
-# intercepting proxy; default /etc/ssl/certs when the host's pip is told to use a custom bundle), IMAGE (default
-# bids-jdam:latest), KEEP_WORK=1 (keep the scratch folder).
+# "nofile=20000:20000 nproc=32768:32768"), BUILD_CA_DIR (the host's CA folder, mounted into the build only, for pip
+# behind an intercepting proxy; default /etc/ssl/certs where the host has a CA bundle, "none" to mount nothing),
+# IMAGE (default bids-jdam:latest), KEEP_WORK=1 (keep the scratch folder).
 # Exit codes: 0 passed, 1 a check failed, 3 skipped (no container engine can be installed here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,8 +56,8 @@ runtime=${ENGINE_RUNTIME:-$(command -v runc > /dev/null && echo runc || true)}
 ulimits=()
 for limit in ${ENGINE_ULIMITS:-nofile=20000:20000 nproc=32768:32768}; do ulimits+=(--ulimit "$limit"); done
 ca_mount=()
-ca_dir=${BUILD_CA_DIR:-$( [ -n "${PIP_CERT:-}${SSL_CERT_FILE:-}" ] && echo /etc/ssl/certs || true)}
-[ -n "$ca_dir" ] && ca_mount=(--volume "$ca_dir:/etc/ssl/certs:ro")
+ca_dir=${BUILD_CA_DIR:-$( [ -f /etc/ssl/certs/ca-certificates.crt ] && echo /etc/ssl/certs || echo none)}
+[ "$ca_dir" != none ] && ca_mount=(--volume "$ca_dir:/etc/ssl/certs:ro")
 
 : > "$LOG.part"
 say "# bids-jdam container test, $(date -u +%FT%TZ)"
