@@ -13,6 +13,7 @@ from bids import BIDSLayout
 
 from bids_jdam.bids.validator import find_validator, run_bids_validator
 from bids_jdam.cli.run import main
+from bids_jdam.denormals import flush_supported
 
 FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
 
@@ -49,6 +50,7 @@ def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
                 assert sidecar["Sources"] == [f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz"]
                 assert sidecar["NetworkPrecision"] == "fp32" and sidecar["SamplingPlanes"] == ["axial", "coronal"]
                 assert sidecar["SamplingDevice"] == "cpu" and sidecar["NoiseKey"] == f"sub-{sub}"
+                assert sidecar["SubnormalFloatsFlushedToZero"] is flush_supported()
         native = nib.load(pet / f"sub-{sub}_trc-FDG_space-T1w_desc-jdam_pet.nii.gz")
         source = nib.load(phantom_dataset / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
         assert native.shape == source.shape and np.allclose(native.affine, source.affine, atol=1e-4)

@@ -173,6 +173,7 @@ class SynthesisProvenance:
     planes: tuple[str, ...] = ("axial",)
     precision: str = "fp32"
     device: str = "cpu"  # CPU and CUDA draw different noise streams from the same seed
+    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
     qc_failures: tuple[str, ...] = ()  # the input quality gate's failures (bids_jdam.preprocess.quality_gate)
 
 
@@ -228,6 +229,7 @@ def pet_sidecar(
         "SamplingPlanes": list(provenance.planes),
         "NetworkPrecision": provenance.precision,
         "SamplingDevice": provenance.device,
+        "SubnormalFloatsFlushedToZero": provenance.subnormals_flushed,
         "SynthesisWallTimeSeconds": round(provenance.wall_time_s, 3),
         "QCStatus": "failed-qc" if provenance.qc_failures else "ok",
     }

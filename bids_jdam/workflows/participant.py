@@ -196,6 +196,7 @@ def _process_image(
         num_samples=job.sampler.num_samples, reference_region=model.cfg.intensity.suvr_reference,
         wall_time_s=timings["preprocessing"] + result.seconds, planes=job.planes, precision=denoiser.precision,
         device=torch.device(job.device).type, qc_failures=tuple(qc_failures),
+        subnormals_flushed=result.subnormals_flushed,
     )
     outputs = _write_images(anat, prep, result, template, provenance, staging)
 
