@@ -5,11 +5,9 @@ unreadable metrics files are listed, not fatal, and every participant of the dat
 named in the report. Images marked ``failed-qc`` by the input quality gate are rows of the table with that
 ``status`` and listed with their reasons, but left out of the figures and the outlier statistics.
 
-Outliers: for each measure, the modified z-score of Iglewicz and Hoaglin, ``0.6745 (x - median) / MAD``; an image is
-flagged when ``|z| > 3.5`` on any measure. Quality and check measures are compared across all images; regional SUVR
-within each diagnosis group (when participants.tsv gives one), so that AD hypometabolism is not called an outlier
-against CN. When over half the values are equal (MAD = 0) the scale is 1.2533 times the mean absolute deviation
-instead. A measure is skipped in a group of fewer than five images or when all its values are equal.
+Outliers (the rule in :mod:`bids_jdam.evaluate.outliers`): quality and check measures are compared across all
+images; regional SUVR within each diagnosis group (when participants.tsv gives one), so that AD hypometabolism is not
+called an outlier against CN.
 """
 
 from __future__ import annotations
@@ -24,18 +22,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bids_jdam.errors import InputError
 from bids_jdam import atomic
+from bids_jdam.bids.participants import ParticipantRow, diagnosis_of, participants_path, read_participants
+from bids_jdam.errors import InputError
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
+from bids_jdam.evaluate.outliers import MIN_IMAGES_FOR_OUTLIERS, OUTLIER_Z, flag_outliers, groups_by
 from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
 from bids_jdam.reports.participant import PHANTOM_BANNER
 from bids_jdam.reports.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 
 LOGGER = logging.getLogger(__name__)
 
-OUTLIER_Z = 3.5
-MIN_IMAGES_FOR_OUTLIERS = 5
-DIAGNOSIS_COLUMNS = ("diagnosis", "dx", "group")
 # The SD-error correlations exist only for images with K > 1 samples (sampling) or several planes (views).
 QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "view_sd_error_correlation", "sd_error_correlation")
 CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
@@ -54,7 +51,7 @@ def run_group_level(output_dir: Path, bids_dir: Path | None) -> tuple[Path, Path
     if not output_dir.is_dir():
         raise InputError(f"{output_dir}: the output directory does not exist; run the participant level first")
     metrics, problems = collect_metrics(output_dir)
-    participants = read_participants(bids_dir)
+    participants = read_group_participants(bids_dir)
     table = metrics_table(metrics, participants)
     flag_outliers_among_passed(table)
     expected = expected_participants(output_dir, bids_dir, participants)
@@ -81,30 +78,18 @@ def collect_metrics(output_dir: Path) -> tuple[list[ParticipantMetrics], list[st
     return metrics, problems
 
 
-def read_participants(bids_dir: Path | None) -> pd.DataFrame | None:
-    """The dataset's participants.tsv (participant_id with ``sub-``, plus a ``diagnosis`` column if it has one)."""
-    if bids_dir is None or not (Path(bids_dir) / "participants.tsv").is_file():
+def read_group_participants(bids_dir: Path | None) -> dict[str, ParticipantRow] | None:
+    """The dataset's participants.tsv rows by label (:mod:`bids_jdam.bids.participants`); None without one."""
+    if bids_dir is None or not participants_path(bids_dir).is_file():
         return None
-    path = Path(bids_dir) / "participants.tsv"
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a"], keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot parse the participants table ({exc})") from exc
-    if "participant_id" not in table.columns:
-        raise InputError(f"{path}: no participant_id column")
-    table = table.dropna(subset=["participant_id"])
-    table["participant_id"] = [p if p.startswith("sub-") else f"sub-{p}" for p in table["participant_id"]]
-    lower = {column.lower(): column for column in table.columns}
-    found = next((lower[name] for name in DIAGNOSIS_COLUMNS if name in lower), None)
-    table["diagnosis"] = table[found] if found else None
-    return table[["participant_id", "diagnosis"]]
+    return read_participants(bids_dir)
 
 
-def metrics_table(metrics: list[ParticipantMetrics], participants: pd.DataFrame | None) -> pd.DataFrame:
+def metrics_table(metrics: list[ParticipantMetrics], participants: dict[str, ParticipantRow] | None) -> pd.DataFrame:
     """One row per image: identifiers, diagnosis, quality, checks and regional SUVR (``suvr_``/``realsuvr_``)."""
     regions = sorted({region for item in metrics for region in item.regional_suvr_synthetic})
     real_regions = sorted({region for item in metrics for region in (item.regional_suvr_real or {})})
-    diagnoses = {} if participants is None else dict(zip(participants["participant_id"], participants["diagnosis"]))
+    diagnoses = {f"sub-{label}": diagnosis_of(row) for label, row in (participants or {}).items()}
     rows = []
     for item in metrics:
         quality = item.quality
@@ -148,49 +133,28 @@ def outlier_measures(table: pd.DataFrame) -> list[str]:
 
 
 def flag_outliers_among_passed(table: pd.DataFrame) -> None:
-    """:func:`flag_outliers` over the images with status ``ok``; an image that failed QC is never an outlier."""
+    """The outlier rule over the images with status ``ok``; an image that failed QC is never an outlier.
+
+    Quality and check measures across all images, regional SUVR within each diagnosis group
+    (:mod:`bids_jdam.evaluate.outliers`).
+    """
     passed = table[table["status"] == "ok"].copy()
-    flag_outliers(passed)
+    measures = outlier_measures(passed)
+    flag_outliers(passed, measures, within="diagnosis", within_measures=[c for c in measures if "suvr_" in c])
     table["outlier"] = False
     table["outlier_measures"] = ""
     table.loc[passed.index, ["outlier", "outlier_measures"]] = passed[["outlier", "outlier_measures"]]
 
 
-def flag_outliers(table: pd.DataFrame) -> None:
-    """Add ``outlier`` (bool) and ``outlier_measures`` (comma-separated) columns in place (rule in the docstring)."""
-    flagged: list[list[str]] = [[] for _ in range(len(table))]
-    by_diagnosis = "diagnosis" if table["diagnosis"].notna().any() else None
-    for column in outlier_measures(table):
-        for _, rows in _groups(table, by_diagnosis if "suvr_" in column else None):
-            values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
-            for position in np.flatnonzero(_robust_outliers(values)):
-                flagged[table.index.get_loc(rows.index[position])].append(column)
-    table["outlier"] = [bool(names) for names in flagged]
-    table["outlier_measures"] = [",".join(names) for names in flagged]
-
-
-def _robust_outliers(values: np.ndarray) -> np.ndarray:
-    """True where the modified z-score exceeds the limit; all False when the rule cannot be applied."""
-    finite = values[np.isfinite(values)]
-    if finite.size < MIN_IMAGES_FOR_OUTLIERS:
-        return np.zeros(values.shape, dtype=bool)
-    median = np.median(finite)
-    deviations = np.abs(finite - median)
-    scale = np.median(deviations) / 0.6745
-    if scale == 0:  # over half the values are equal: Iglewicz and Hoaglin's fallback on the mean absolute deviation
-        scale = 1.253314 * np.mean(deviations)
-    if scale == 0:
-        return np.zeros(values.shape, dtype=bool)
-    return np.abs(np.nan_to_num((values - median) / scale)) > OUTLIER_Z
-
-
-def expected_participants(output_dir: Path, bids_dir: Path | None, participants: pd.DataFrame | None) -> list[str]:
+def expected_participants(
+    output_dir: Path, bids_dir: Path | None, participants: dict[str, ParticipantRow] | None
+) -> list[str]:
     """Participants that should have outputs: participants.tsv, else the ``sub-*`` folders of the dataset.
 
     Without a dataset, the ``sub-*`` folders of the output directory stand in (a folder without metrics failed).
     """
     if participants is not None:
-        return sorted(set(participants["participant_id"]))
+        return sorted(f"sub-{label}" for label in participants)
     root = Path(bids_dir) if bids_dir is not None else Path(output_dir)
     return sorted(p.name for p in root.glob("sub-*") if p.is_dir())
 
@@ -287,19 +251,12 @@ def _image_name(item: ParticipantMetrics) -> str:
     return "_".join(parts)
 
 
-def _groups(table: pd.DataFrame, by: str | None) -> list[tuple[str, pd.DataFrame]]:
-    if by is None:
-        return [("all", table)]
-    keys = table[by].map(lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-    return [(key, table[keys == key]) for key in sorted(keys.unique())]
-
-
 def _distribution_figure(table: pd.DataFrame, measures: list[str], groupings: list[str | None]) -> bytes:
     """A grid of panels, one row per grouping and one column per measure: a box per group, every image a dot."""
     figure = Figure(figsize=(2.8 * len(measures), 2.6 * len(groupings)))
     figure.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.12, wspace=0.35, hspace=0.45)
     for row, grouping in enumerate(groupings):
-        groups = _groups(table, grouping)
+        groups = groups_by(table, grouping)
         for column, measure in enumerate(measures):
             axes = figure.add_subplot(len(groupings), len(measures), row * len(measures) + column + 1)
             for position, (_, rows) in enumerate(groups, start=1):
@@ -319,7 +276,7 @@ def _distribution_figure(table: pd.DataFrame, measures: list[str], groupings: li
 
 def _regional_figure(table: pd.DataFrame, columns: list[str], by: str | None, label: str) -> bytes:
     """Boxes of regional SUVR side by side per group, as the paper's Figure 7 compares AD and CN."""
-    groups = _groups(table, by)
+    groups = groups_by(table, by)
     width = 0.8 / len(groups)
     figure = Figure(figsize=(max(6.0, 0.9 * len(columns) + 2), 3.4))
     axes = figure.add_subplot()
@@ -348,7 +305,7 @@ def _regional_means_table(table: pd.DataFrame, columns: list[str], by: str | Non
     header = ["group", "n", *[c.split("suvr_", 1)[1] for c in columns]]
     rows = [
         [name, len(rows), *[float(pd.to_numeric(rows[c], errors="coerce").mean()) for c in columns]]
-        for name, rows in _groups(table, by)
+        for name, rows in groups_by(table, by)
     ]
     return data_table(header, rows)
 
