@@ -72,6 +72,17 @@ class SDEConfig:
 
 
 @dataclass
+class LossConfig:
+    """Training-loss settings (EDM's ``EDMLoss(P_mean, P_std, sigma_data)`` style: arguments, not constants)."""
+
+    # Algorithm 1 draws t ~ U(0, 1); score-SDE starts at a small epsilon to keep sigma(t) away from its lower end.
+    time_epsilon: float = 1e-5
+    # EDM's log-normal training distribution of sigma for the preconditioned denoiser: ln sigma ~ N(p_mean, p_std^2).
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+
+@dataclass
 class SamplerConfig:
     """Sampler chosen by name; PC follows the paper's Algorithm 2."""
 
@@ -101,6 +112,34 @@ class TrainConfig:
 
 
 @dataclass
+class CycleGANConfig:
+    """Network sizes and the training recipe of the CycleGAN baseline (defaults: the paper-size model, 128x128)."""
+
+    generator_filters: int = 64
+    generator_blocks: int = 6  # CycleGAN's choice for 128x128 images (9 for 256x256)
+    downsamplings: int = 2
+    discriminator_filters: int = 64
+    discriminator_layers: int = 3  # a 70x70 receptive field
+    pool_size: int = 50
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 5.0  # CycleGAN's 0.5 x lambda_cycle
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 1
+    # Model units of each domain mapped linearly onto [-1, 1]; PET matches the metrics protocol's SUVR data range.
+    mri_range: tuple[float, float] = (0.0, 1.5)
+    pet_range: tuple[float, float] = (0.0, 3.0)
+
+
+def small_cyclegan_config() -> CycleGANConfig:
+    """A CPU-sized CycleGAN for 64x64 slices (~0.2 M generator parameters, 34x34 patches)."""
+    return CycleGANConfig(
+        generator_filters=16, generator_blocks=4, discriminator_filters=16, discriminator_layers=2, batch_size=8
+    )
+
+
+@dataclass
 class JDAMConfig:
     """Everything that defines a model and how its input is made."""
 
@@ -109,8 +148,10 @@ class JDAMConfig:
     brain_extraction: BrainExtractionConfig = field(default_factory=BrainExtractionConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     sde: SDEConfig = field(default_factory=SDEConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,7 +169,7 @@ class JDAMConfig:
 
 
 def small_config() -> JDAMConfig:
-    """A CPU-sized configuration: 4 mm grid, 64x64 slices and a ~1 M-parameter U-Net."""
+    """A CPU-sized configuration: 4 mm grid, 64x64 slices, a ~1 M-parameter U-Net and the small CycleGAN."""
     cfg = JDAMConfig()
     cfg.grid.spacing_mm = 4.0
     cfg.grid.slice_size = 64
@@ -138,6 +179,7 @@ def small_config() -> JDAMConfig:
     cfg.sde.sigma_max = 45.0
     cfg.train.warmup_steps = 100
     cfg.train.batch_size = 16
+    cfg.cyclegan = small_cyclegan_config()
     return cfg
 
 

@@ -38,7 +38,8 @@ def phantom_dataset_clinica(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A JDAM model directory with a tiny network trained for two steps on the phantom's truth (plumbing only)."""
     from bids_jdam.config import NetworkConfig, small_config
-    from bids_jdam.workflows.train import train_model
+    from bids_jdam.training.loop import Budget
+    from bids_jdam.workflows.train import TrainingRun, train_model
 
     cfg = small_config()
     cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(32,),
@@ -47,4 +48,4 @@ def tiny_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFacto
     cfg.train.planes = ("axial",)
     cfg.sampler.name, cfg.sampler.steps = "heun", 2
     out = tmp_path_factory.mktemp("tiny_model") / "model"
-    return train_model(phantom_dataset, out, cfg, max_steps=2, device="cpu", progress=False)
+    return train_model(TrainingRun(phantom_dataset, out, budget=Budget(max_steps=2), device="cpu", progress=False), cfg)

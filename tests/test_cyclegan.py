@@ -12,23 +12,23 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from bids_jdam.config import small_config
+from bids_jdam.atomic import sha256_file as sha256
+from bids_jdam.config import CycleGANConfig, small_config, small_cyclegan_config
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes
 from bids_jdam.models.cyclegan import (
-    MRI_RANGE,
-    PET_RANGE,
     CycleGAN,
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
     cyclegan_translate,
-    generator_from_card,
-    paper_cyclegan_config,
-    small_cyclegan_config,
     to_unit_range,
 )
-from bids_jdam.atomic import sha256_file as sha256
-from bids_jdam.workflows.train_cyclegan import identity_loss, cyclegan_update, train_cyclegan, unpaired_indices
+from bids_jdam.models.cyclegan_training import cyclegan_update, identity_loss, unpaired_indices
+from bids_jdam.models.model_dir import load_model_dir
+from bids_jdam.training.loop import Budget
+from bids_jdam.workflows.train import TrainingRun, train_model
+
+MRI_RANGE, PET_RANGE = CycleGANConfig.mri_range, CycleGANConfig.pet_range
 
 SIZE = 32
 
@@ -59,7 +59,7 @@ def tiny_jdam_config():
     return cfg
 
 
-@pytest.mark.parametrize("preset, size, patches", [(small_cyclegan_config, 64, 14), (paper_cyclegan_config, 128, 14)])
+@pytest.mark.parametrize("preset, size, patches", [(small_cyclegan_config, 64, 14), (CycleGANConfig, 128, 14)])
 def test_generator_keeps_the_slice_shape_and_discriminator_scores_patches(preset, size, patches):
     cfg = preset()
     x = torch.rand(2, 1, size, size) * 2 - 1
@@ -154,28 +154,35 @@ def test_training_steps_reduce_the_cycle_loss_on_a_fixed_batch():
 
 
 def test_resumed_training_continues_bit_for_bit_and_writes_a_loadable_model_dir(tmp_path):
-    cfg, cyclegan = tiny_jdam_config(), tiny_cyclegan()
-    volumes = tiny_volumes(3)
-    dataset = PairedSliceDataset(volumes[:2], cfg.train.planes, SIZE)
-    common = dict(cyclegan=cyclegan, seed=0, progress=False, card={"trained_on": "test ellipsoids"})
+    cfg = tiny_jdam_config()
+    cfg.cyclegan = tiny_cyclegan()
+    cfg.train.val_fraction = 0.34  # one of the three subjects is held out
+    volumes = {v.subject: v for v in tiny_volumes(3)}
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (bids / "participants.tsv").write_text("participant_id\tdiagnosis\n" + "".join(f"sub-{s}\tCN\n" for s in volumes))
 
-    straight = train_cyclegan(dataset, volumes[2:], cfg, tmp_path / "straight", max_steps=4, **common)
-    train_cyclegan(dataset, volumes[2:], cfg, tmp_path / "resumed", max_steps=2, **common)
-    resumed = train_cyclegan(dataset, volumes[2:], cfg, tmp_path / "resumed", max_steps=4, resume=True, **common)
+    def run(folder: str, steps: int, resume: bool = False):
+        loader = lambda _bids, _cfg, subjects: [volumes[s] for s in subjects]  # noqa: E731
+        return train_model(TrainingRun(bids, tmp_path / folder, method="cyclegan", load_subjects=loader,
+                                       trained_on="test ellipsoids", budget=Budget(max_steps=steps), resume=resume,
+                                       device="cpu", progress=False), cfg)
+
+    straight = run("straight", 4)
+    run("resumed", 2)
+    resumed = run("resumed", 4, resume=True)
 
     a, b = load_file(straight / "weights.safetensors"), load_file(resumed / "weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     card = json.loads((resumed / "model_card.json").read_text())
     assert card["steps"] == 4 and card["unpaired"] and card["trained_on"] == "test ellipsoids"
-    assert [entry["step"] for entry in card["learning_curve"]] == [2, 4]
-    straight_curve = json.loads((straight / "model_card.json").read_text())["learning_curve"]
-    assert [(e["losses"], e["validation"]) for e in card["learning_curve"]] == [
-        (e["losses"], e["validation"]) for e in straight_curve
-    ]
+    assert [entry["step"] for entry in card["training_curve"]] == [2, 4]
+    straight_curve = json.loads((straight / "model_card.json").read_text())["training_curve"]
+    assert [e["mean_loss"] for e in card["training_curve"]] == [e["mean_loss"] for e in straight_curve]
     assert np.isfinite(card["validation"]["psnr_db"]) and -1 <= card["validation"]["ssim"] <= 1
     assert card["sha256"]["weights.safetensors"] == sha256(resumed / "weights.safetensors")
 
-    generator = generator_from_card(card)
-    generator.load_state_dict(b)
-    mri = dataset.stacked([0, 1])[1]
+    generator, loaded_cfg, _ = load_model_dir(resumed)
+    assert loaded_cfg.cyclegan == cfg.cyclegan  # the sizes are in the typed configuration
+    mri = PairedSliceDataset(list(volumes.values()), cfg.train.planes, SIZE).stacked([0, 1])[1]
     assert cyclegan_translate(generator, mri).shape == mri.shape

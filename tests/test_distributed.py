@@ -12,9 +12,11 @@ from safetensors.torch import load_file
 
 from bids_jdam.config import NetworkConfig, small_config
 from bids_jdam.errors import InputError
-from bids_jdam.models.model_dir import WEIGHTS, checkpoint_steps, load_model_dir
-from bids_jdam.workflows.distributed import Ranks
-from bids_jdam.workflows.train import train_model
+from bids_jdam.models.model_dir import WEIGHTS, load_model_dir
+from bids_jdam.training.checkpoints import checkpoint_steps
+from bids_jdam.training.loop import Budget
+from bids_jdam.training.distributed import Ranks
+from bids_jdam.workflows.train import TrainingRun, train_model
 
 NETWORK = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [32],
            "num_groups": 4, "dropout": 0.0}
@@ -81,11 +83,11 @@ def test_two_ranks_match_one_process_and_resume(phantom_dataset, tmp_path):
     cfg = small_config()
     cfg.network = NetworkConfig(**{**NETWORK, "channel_mult": (1, 2), "attention_resolutions": (32,)})
     cfg.train.planes, cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps = ("axial",), 4, 1e-3, 1
-    single = train_model(phantom_dataset, tmp_path / "single", cfg, method="unet-l1", max_steps=4, device="cpu",
-                         progress=False)
+    single = train_model(TrainingRun(phantom_dataset, tmp_path / "single", method="unet-l1",
+                                     budget=Budget(max_steps=4), device="cpu", progress=False), cfg)
     ddp_weights, single_weights = load_file(out / WEIGHTS), load_file(single / WEIGHTS)
-    initial = train_model(phantom_dataset, tmp_path / "initial", cfg, method="unet-l1", max_steps=0, device="cpu",
-                          progress=False)
+    initial = train_model(TrainingRun(phantom_dataset, tmp_path / "initial", method="unet-l1",
+                                      budget=Budget(max_steps=0), device="cpu", progress=False), cfg)
     moved = max((single_weights[k] - load_file(initial / WEIGHTS)[k]).abs().max() for k in single_weights)
     differ = max((ddp_weights[k] - single_weights[k]).abs().max() for k in single_weights)
     # Measured: moved 3.6e-3, differ 9.5e-6 (Adam's first steps amplify rounding in tiny gradients); training on
@@ -97,7 +99,7 @@ def test_two_ranks_match_one_process_and_resume(phantom_dataset, tmp_path):
 def test_cyclegan_refuses_several_processes(phantom_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(InputError, match="cyclegan trains in one process"):
-        train_model(phantom_dataset, tmp_path / "model", small_config(), method="cyclegan", device="cpu")
+        train_model(TrainingRun(phantom_dataset, tmp_path / "model", method="cyclegan", device="cpu"), small_config())
     assert not (tmp_path / "model").exists()
 
 

@@ -1,4 +1,4 @@
-"""Model directories and checkpoints: no pickle, checksums verified, bit-exact round trips."""
+"""Model directories and training checkpoints: no pickle, checksums verified, bit-exact round trips."""
 
 import json
 
@@ -13,13 +13,11 @@ from bids_jdam.models.model_dir import (
     PHANTOM_WARNING,
     WEIGHTS,
     WEIGHTS_FP16,
-    build_network,
-    checkpoint_steps,
-    load_checkpoint,
     load_model_dir,
-    save_checkpoint,
     save_model_dir,
 )
+from bids_jdam.models.methods import METHODS
+from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -33,9 +31,9 @@ def tiny_cfg():
 
 def _saved(tmp_path, cfg, method="jdam"):
     torch.manual_seed(0)
-    net = build_network(cfg, method)
+    net = METHODS.named(method).build_network(cfg)
     card = {"trained_on": PHANTOM_DATA, "steps": 3, "training_data": {"subjects": {"train": {"01": "CN"}}}}
-    return net, save_model_dir(tmp_path / "model", net, cfg, method, card, fp16=True)
+    return net, save_model_dir(tmp_path / "model", net, cfg, METHODS.named(method), card, fp16=True)
 
 
 def test_model_dir_round_trip(tmp_path, tiny_cfg):
@@ -55,9 +53,9 @@ def test_model_dir_round_trip(tmp_path, tiny_cfg):
 def test_unet_l1_has_the_mri_as_its_only_input(tmp_path, tiny_cfg):
     net, path = _saved(tmp_path, tiny_cfg, method="unet-l1")
     model, _, card = load_model_dir(path)
-    assert card["parameterization"] is None
+    assert "parameterization" not in card
     assert model(torch.randn(2, 1, 16, 16), torch.zeros(2)).shape == (2, 1, 16, 16)
-    jdam_params = sum(p.numel() for p in build_network(tiny_cfg, "jdam").parameters())
+    jdam_params = sum(p.numel() for p in METHODS.named("jdam").build_network(tiny_cfg).parameters())
     l1_params = sum(p.numel() for p in net.parameters())
     assert 0 < jdam_params - l1_params < 0.01 * jdam_params  # same size but for the first convolution
 

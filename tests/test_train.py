@@ -11,8 +11,13 @@ from bids_jdam.cli.train import main as train_main
 from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_splits, split_subjects
 from bids_jdam.errors import InputError
+from bids_jdam.training.distributed import Ranks
+from bids_jdam.evaluate.validation import predict_slices
+from bids_jdam.models.methods import METHODS
 from bids_jdam.models.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
-from bids_jdam.workflows.train import Trainer, predict_slices, train_model
+from bids_jdam.training.loop import Budget
+from bids_jdam.training.network_trainer import NetworkTrainer
+from bids_jdam.workflows.train import TrainingRun, train_model
 
 SHAPE = (12, 14, 10)
 DIAGNOSES = {"01": "CN", "02": "AD", "03": "CN", "04": "AD", "05": "CN"}
@@ -75,10 +80,11 @@ def test_dataset_holds_only_brain_slices(tiny_cfg):
     assert item.mri.sum() > 0
 
 
-def _run(bids_dir, out_dir, cfg, max_steps, resume=False, method="jdam"):
-    return train_model(bids_dir, out_dir, cfg, method=method, load_subjects=synthetic_subjects, max_steps=max_steps,
-                       resume=resume, device="cpu", progress=False,
-                       validation_sampler=SamplerConfig(name="heun", steps=3, corrector_steps=0))
+def _run(bids_dir, out_dir, cfg, max_steps, resume=False, method="jdam", minutes=None):
+    run = TrainingRun(bids_dir, out_dir, method=method, load_subjects=synthetic_subjects,
+                      budget=Budget(max_steps=max_steps, minutes=minutes), resume=resume, device="cpu",
+                      progress=False, validation_sampler=SamplerConfig(name="heun", steps=3, corrector_steps=0))
+    return train_model(run, cfg)
 
 
 def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
@@ -109,21 +115,22 @@ def test_l1_unet_learns_the_mapping(bids_dir, tmp_path, tiny_cfg):
 
 
 def test_unconditional_trainer_never_sees_the_mri(tiny_cfg):
-    tiny_cfg.network.conditional = False
+    method = METHODS.named("sde-unconditional")
     dataset = PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16)
-    trainer = Trainer(tiny_cfg, "jdam", dataset, torch.device("cpu"), seed=0)
-    assert trainer.net.conditional is False
+    trainer = method.trainer(method.configure(tiny_cfg), dataset, torch.device("cpu"), seed=0, ranks=Ranks())
+    assert trainer.net.conditional is False and tiny_cfg.network.conditional is True
     assert np.isfinite(trainer.train_step())
 
 
 def test_held_out_subjects_do_not_share_sampling_noise(tiny_cfg):
     """Identical slices of two subjects get different samples, so their errors are independent across subjects."""
-    net = Trainer(tiny_cfg, "jdam", PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16),
-                  torch.device("cpu"), seed=0).ema_model()
+    jdam = METHODS.named("jdam")
+    net = NetworkTrainer(jdam, tiny_cfg, PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16),
+                         torch.device("cpu"), seed=0).ema_model()
     mri = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)).repeat(3, 1, 1, 1)
     keys = [("01", "axial", 5), ("02", "axial", 5), ("01", "axial", 5)]
     sampler = SamplerConfig(name="ancestral", steps=4, seed=0)
-    prediction = predict_slices(net, "jdam", tiny_cfg, mri, keys, sampler, torch.device("cpu"))
+    prediction = predict_slices(jdam, net, tiny_cfg, mri, keys, sampler, torch.device("cpu"))
     assert torch.equal(prediction[0], prediction[2])
     assert not torch.allclose(prediction[0], prediction[1])
 
@@ -170,14 +177,34 @@ def test_cli_trains_on_raw_bids_pairs_through_preprocessing(phantom_dataset, tmp
 def test_training_and_validation_run_with_subnormals_flushed(bids_dir, tmp_path, tiny_cfg, monkeypatch, method):
     """Training steps and held-out prediction run under bids_jdam.denormals (Intel CPUs are slow on subnormals)."""
     from bids_jdam.denormals import flush_supported, subnormals_flushed
-    from bids_jdam.workflows import train, train_cyclegan
+    from bids_jdam.training.trainer import Trainer
 
     if not flush_supported():
         pytest.skip("this CPU cannot flush subnormal floats")
     seen = []
-    step_owner = train.Trainer if method == "jdam" else train_cyclegan.CycleGANTrainer
+    step_owner = Trainer
     original = step_owner.train_step
     monkeypatch.setattr(step_owner, "train_step", lambda self: (seen.append(subnormals_flushed()), original(self))[1])
     _run(bids_dir, tmp_path / method, tiny_cfg, 2, method=method)
     assert seen == [True, True]
     assert not subnormals_flushed()
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_a_first_resume_starts_fresh_for_every_method(bids_dir, tmp_path, tiny_cfg, method):
+    """``--resume`` on a folder without checkpoints trains from scratch, whatever the method."""
+    model_dir = _run(bids_dir, tmp_path / method, tiny_cfg, 2, resume=True, method=method)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert card["method"] == method and card["steps"] == 2
+    assert [point["step"] for point in card["training_curve"]] == [2]
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_zero_minutes_trains_no_step_for_every_method(bids_dir, tmp_path, tiny_cfg, method):
+    """``--minutes 0`` means the same for every method: no training step in this run."""
+    resumed = _run(bids_dir, tmp_path / method, tiny_cfg, 2, method=method)
+    again = _run(bids_dir, tmp_path / method, tiny_cfg, 10, resume=True, method=method, minutes=0)
+    card = json.loads((again / "model_card.json").read_text())
+    assert card["steps"] == 2
+    before, after = load_file(resumed / WEIGHTS), load_file(again / WEIGHTS)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -12,13 +12,22 @@ from typing import Any
 
 from bids_jdam.config import JDAMConfig, small_config
 from bids_jdam.errors import InputError
-from bids_jdam.models.model_dir import PHANTOM_DATA
+
+
+def non_negative_minutes(text: str) -> float:
+    """An argparse type: minutes >= 0 (0 trains no step and writes the model of the newest checkpoint)."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bids_jdam.models.methods import METHODS
+
     parser = argparse.ArgumentParser(
         prog="bids-jdam-train",
-        description="Train a JDAM model (or the L1 U-Net baseline) on paired T1w/FDG-PET data into a model directory.",
+        description="Train a JDAM model (or a baseline) on paired T1w/FDG-PET data into a model directory.",
     )
     parser.add_argument("bids_dir", type=Path, help="the BIDS dataset with T1w and FDG-PET (never written to)")
     parser.add_argument("out_dir", type=Path, help="the model directory to write (weights, config, model card)")
@@ -27,18 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--small", action="store_true", help="start from the CPU-sized configuration (4 mm, 64x64)")
     parser.add_argument("--phantom-truth", action="store_true",
                         help="train on the phantom's template-space truth under derivatives/phantom")
-    parser.add_argument("--method", default="jdam", choices=("jdam", "unet-l1", "cyclegan"),
-                        help="jdam (score diffusion), unet-l1 (the same-size U-Net as L1 regression) or cyclegan "
-                             "(the paper's unpaired baseline)")
+    parser.add_argument("--method", default="jdam", choices=METHODS.names(),
+                        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS) + " (default jdam)")
     parser.add_argument("-w", "--work-dir", type=Path,
                         help="preprocessing cache for raw BIDS pairs (default: OUT_DIR/work)")
     parser.add_argument("--pet-rec", metavar="LABEL", help="rec- label of the FDG-PET when a session has several")
     parser.add_argument("--omp-nthreads", type=int, default=2, help="threads for ANTs/ITK, OpenMP and torch")
     parser.add_argument("--parameterization", choices=("paper", "preconditioned"),
                         help="how the network output becomes the score (default: the configuration's)")
-    parser.add_argument("--unconditional", action="store_true", help="no MRI input: the paper's ablation")
-    parser.add_argument("--max-steps", type=int, help="stop at this total number of steps")
-    parser.add_argument("--minutes", type=float, help="stop after this many minutes of training in this run")
+    parser.add_argument("--unconditional", dest="method", action="store_const", const="sde-unconditional",
+                        help="the same as --method sde-unconditional")
+    parser.add_argument("--max-steps", type=int, help="stop at this total number of steps (default: the "
+                                                      "configuration's train.max_steps)")
+    parser.add_argument("--minutes", type=non_negative_minutes,
+                        help="stop after this many minutes of training in this run, for every method (0: no step; "
+                             "the model directory is written from the newest checkpoint with --resume)")
     parser.add_argument("--batch-size", type=int, help="slices per step")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -72,13 +84,33 @@ def build_config(args: argparse.Namespace, overrides: dict[str, Any]) -> JDAMCon
     cfg = JDAMConfig.from_dict(merged)
     if args.parameterization:
         cfg.sde.parameterization = args.parameterization
-    if args.unconditional:
-        cfg.network.conditional = False
     if args.batch_size:
         cfg.train.batch_size = args.batch_size
     if args.seed is not None:
         cfg.train.seed = args.seed
     return cfg
+
+
+def build_run(args: argparse.Namespace, overrides: dict[str, Any]):
+    """The typed training run of the command line (everything but the model's configuration)."""
+    from bids_jdam.data.phantom import is_phantom_dataset
+    from bids_jdam.models.model_dir import PHANTOM_DATA
+    from bids_jdam.training.loop import Budget
+    from bids_jdam.workflows.train import TrainingRun
+    from bids_jdam.workflows.training_data import load_phantom_truth_subjects, preprocessed_pairs_loader
+
+    if args.phantom_truth:
+        loader = load_phantom_truth_subjects
+    else:
+        loader = preprocessed_pairs_loader(args.work_dir or args.out_dir / "work", args.omp_nthreads, args.pet_rec)
+    return TrainingRun(
+        bids_dir=args.bids_dir, out_dir=args.out_dir,
+        method=args.method, load_subjects=loader,
+        trained_on=PHANTOM_DATA if is_phantom_dataset(args.bids_dir) else f"BIDS dataset {args.bids_dir.name}",
+        budget=Budget(max_steps=args.max_steps, minutes=args.minutes), resume=args.resume, device=args.device,
+        checkpoint_dir=args.checkpoint_dir, sigma_max_from_data="sigma_max" not in overrides.get("sde", {}),
+        fp16_export=args.fp16_export, progress=not args.no_progress,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,23 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = _read_overrides(args.config)
         cfg = build_config(args, overrides)
-        from bids_jdam.data.phantom import is_phantom_dataset
         from bids_jdam.preprocess.threads import configure_threads
-        from bids_jdam.workflows.train import load_phantom_truth_subjects, preprocessed_pairs_loader, train_model
+        from bids_jdam.workflows.train import train_model
 
         configure_threads(args.omp_nthreads)
-        if args.phantom_truth:
-            loader = load_phantom_truth_subjects
-        else:
-            loader = preprocessed_pairs_loader(args.work_dir or args.out_dir / "work", args.omp_nthreads, args.pet_rec)
-        trained_on = PHANTOM_DATA if is_phantom_dataset(args.bids_dir) else f"BIDS dataset {args.bids_dir.name}"
-        model_dir = train_model(
-            args.bids_dir, args.out_dir, cfg, method=args.method, load_subjects=loader, trained_on=trained_on,
-            max_steps=args.max_steps, minutes=args.minutes,
-            resume=args.resume, device=args.device, checkpoint_dir=args.checkpoint_dir,
-            sigma_max_from_training="sigma_max" not in overrides.get("sde", {}),
-            fp16_export=args.fp16_export, progress=not args.no_progress,
-        )
+        model_dir = train_model(build_run(args, overrides), cfg)
     except (InputError, ValueError) as error:
         print(f"bids-jdam-train: error: {error}", file=sys.stderr)
         return 1

@@ -9,14 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bids_jdam.config import LossConfig
 from bids_jdam.diffusion.parameterization import Denoiser
 from bids_jdam.diffusion.sde import VESDE
 
-# Algorithm 1 draws t ~ U(0, 1); score-SDE starts at a small epsilon to keep sigma(t) away from its lower end.
-TIME_EPSILON = 1e-5
-# EDM's log-normal training distribution of sigma: ln sigma ~ N(P_MEAN, P_STD^2).
-P_MEAN = -1.2
-P_STD = 1.2
 
 
 def _draw(kind: str, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -31,10 +27,11 @@ def _sum_over_pixels(values: Tensor) -> Tensor:
 
 
 def paper_dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None
+    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None,
+    time_epsilon: float = LossConfig.time_epsilon,
 ) -> Tensor:
     """Algorithm 1: t ~ U(eps, 1), z ~ N(0, I), x_t = x0 + sigma(t) z, loss || sigma(t) s(x_t, y, t) + z ||^2."""
-    t = TIME_EPSILON + (1 - TIME_EPSILON) * _draw("uniform", (x0.shape[0],), generator, x0.device)
+    t = time_epsilon + (1 - time_epsilon) * _draw("uniform", (x0.shape[0],), generator, x0.device)
     sigma = sde.sigma(t)
     z = _draw("normal", tuple(x0.shape), generator, x0.device)
     sigma_b = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
@@ -43,13 +40,14 @@ def paper_dsm_loss(
 
 
 def preconditioned_dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None
+    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None,
+    p_mean: float = LossConfig.p_mean, p_std: float = LossConfig.p_std,
 ) -> Tensor:
     """EDM: ln sigma ~ N(P_mean, P_std^2) clamped to the SDE's range, loss lambda(sigma) || D(x0 + sigma z) - x0 ||^2.
 
     lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 gives the network a unit-variance target.
     """
-    log_sigma = P_MEAN + P_STD * _draw("normal", (x0.shape[0],), generator, x0.device)
+    log_sigma = p_mean + p_std * _draw("normal", (x0.shape[0],), generator, x0.device)
     sigma = log_sigma.exp().clamp(sde.sigma_min, sde.sigma_max)
     z = _draw("normal", tuple(x0.shape), generator, x0.device)
     sigma_b = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
@@ -60,11 +58,13 @@ def preconditioned_dsm_loss(
 
 
 def dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None
+    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None,
+    settings: LossConfig | None = None,
 ) -> Tensor:
-    """The training loss that matches ``denoiser.parameterization`` (a scalar)."""
+    """The training loss that matches ``denoiser.parameterization`` (a scalar), with ``settings`` (default: paper's)."""
+    settings = settings or LossConfig()
     if denoiser.parameterization == "paper":
-        return paper_dsm_loss(denoiser, sde, x0, cond, generator)
+        return paper_dsm_loss(denoiser, sde, x0, cond, generator, settings.time_epsilon)
     if denoiser.parameterization == "preconditioned":
-        return preconditioned_dsm_loss(denoiser, sde, x0, cond, generator)
+        return preconditioned_dsm_loss(denoiser, sde, x0, cond, generator, settings.p_mean, settings.p_std)
     raise ValueError(f"no loss for parameterization {denoiser.parameterization!r}")

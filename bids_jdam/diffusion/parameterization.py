@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from bids_jdam.config import SDEConfig
-from bids_jdam.models.unet import ScoreUNet
 
 PARAMETERIZATIONS = ("paper", "preconditioned")
 
@@ -41,9 +40,12 @@ class Denoiser(nn.Module, abc.ABC):
 
 
 class NetworkDenoiser(Denoiser):
-    """A denoiser built around a ScoreUNet; feeds [x, y] or, for the unconditional ablation, x alone."""
+    """A denoiser around a score U-Net ``net(x, noise_label)`` with a ``conditional`` flag; feeds [x, y] or x alone.
 
-    def __init__(self, net: ScoreUNet):
+    Any module of that shape will do (``bids_jdam.models.unet.ScoreUNet`` is the app's).
+    """
+
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
@@ -74,7 +76,7 @@ class PreconditionedDenoiser(NetworkDenoiser):
 
     parameterization = "preconditioned"
 
-    def __init__(self, net: ScoreUNet, sigma_data: float):
+    def __init__(self, net: nn.Module, sigma_data: float):
         super().__init__(net)
         self.sigma_data = float(sigma_data)
 
@@ -88,7 +90,7 @@ class PreconditionedDenoiser(NetworkDenoiser):
         return c_skip * x + c_out * self.network(c_in * x, c_noise, cond)
 
 
-def build_denoiser(net: ScoreUNet, sde_cfg: SDEConfig) -> Denoiser:
+def build_denoiser(net: nn.Module, sde_cfg: SDEConfig) -> Denoiser:
     """The denoiser named by ``sde_cfg.parameterization`` around ``net``."""
     if sde_cfg.parameterization == "paper":
         return PaperScore(net)

@@ -7,52 +7,10 @@ T1w slice in model units and return a PET slice in SUVR with nothing but the gen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-# Model units of each domain mapped linearly onto [-1, 1]; PET matches the metrics protocol's SUVR data range.
-MRI_RANGE = (0.0, 1.5)
-PET_RANGE = (0.0, 3.0)
-
-
-@dataclass
-class CycleGANConfig:
-    """Network sizes and the training recipe of the CycleGAN baseline (defaults: the paper-size model, 128x128)."""
-
-    generator_filters: int = 64
-    generator_blocks: int = 6  # CycleGAN's choice for 128x128 images (9 for 256x256)
-    downsamplings: int = 2
-    discriminator_filters: int = 64
-    discriminator_layers: int = 3  # a 70x70 receptive field
-    pool_size: int = 50
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 5.0  # CycleGAN's 0.5 x lambda_cycle
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    batch_size: int = 1
-    mri_range: tuple[float, float] = MRI_RANGE
-    pet_range: tuple[float, float] = PET_RANGE
-
-
-def cyclegan_config_from_dict(values: dict[str, Any]) -> CycleGANConfig:
-    """The inverse of ``dataclasses.asdict`` for a config read back from JSON (lists become tuples)."""
-    return CycleGANConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def small_cyclegan_config() -> CycleGANConfig:
-    """A CPU-sized CycleGAN for 64x64 slices (~0.2 M generator parameters, 34x34 patches)."""
-    return CycleGANConfig(
-        generator_filters=16, generator_blocks=4, discriminator_filters=16, discriminator_layers=2, batch_size=8
-    )
-
-
-def paper_cyclegan_config() -> CycleGANConfig:
-    """CycleGAN's published sizes for 128x128 slices: 64 filters, 6 residual blocks, 70x70 PatchGAN."""
-    return CycleGANConfig()
+from bids_jdam.config import CycleGANConfig
 
 
 class ResidualBlock(nn.Module):
@@ -216,7 +174,6 @@ def cyclegan_translate(generator: ResnetGenerator, mri_slices: Tensor) -> Tensor
     return pet
 
 
-def generator_from_card(card: dict[str, Any]) -> ResnetGenerator:
-    """An empty MRI->PET generator shaped by the ``"cyclegan"`` sizes of a model card, ready for its weights."""
-    cfg = cyclegan_config_from_dict(card["cyclegan"])
+def mri_to_pet_generator(cfg: CycleGANConfig) -> ResnetGenerator:
+    """An empty MRI->PET generator of the configured sizes: what a CycleGAN model directory stores."""
     return ResnetGenerator(cfg, cfg.mri_range, cfg.pet_range)

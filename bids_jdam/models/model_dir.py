@@ -5,14 +5,12 @@ A model directory holds ``weights.safetensors`` (and optionally ``weights-fp16.s
 well it did on held-out subjects, and the weights' sha256). Loading verifies the checksum first, so a truncated or
 swapped file is reported instead of silently producing wrong images.
 
-A checkpoint is a pair ``checkpoint-<step>.safetensors`` (every tensor: weights, EMA, optimizer moments, RNG states)
-+ ``checkpoint-<step>.json`` (everything else). The JSON is written last, so a checkpoint counts only once both
-files are complete.
+Which network the weights belong to is the method's business (:mod:`bids_jdam.models.methods`); training
+checkpoints are :mod:`bids_jdam.training.checkpoints`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import struct
@@ -25,17 +23,14 @@ from torch import nn
 
 from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
-from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.errors import InputError
-from bids_jdam.models.cyclegan import generator_from_card
-from bids_jdam.models.unet import ScoreUNet
+from bids_jdam.models.methods import METHODS, Method
+from bids_jdam.training.checkpoints import contiguous_cpu
 
 WEIGHTS = "weights.safetensors"
 WEIGHTS_FP16 = "weights-fp16.safetensors"
 CONFIG = "config.json"
 MODEL_CARD = "model_card.json"
-METHODS = ("jdam", "unet-l1")
-LOADABLE_METHODS = (*METHODS, "cyclegan")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 # Bounds that keep a malformed config.json from asking for absurd memory before any weight is read.
 SLICE_SIZE_RANGE = (8, 1024)
@@ -43,15 +38,6 @@ GRID_SPACING_RANGE_MM = (0.5, 10.0)
 MAX_SAFETENSORS_HEADER = 100 << 20
 PHANTOM_DATA = "synthetic phantoms"
 PHANTOM_WARNING = "trained on synthetic phantoms, not for real patients"
-CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.json$")
-
-
-def build_network(cfg: JDAMConfig, method: str) -> ScoreUNet:
-    """The U-Net of ``method``: JDAM's score network, or the same-size U-Net with the MRI as its only input."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    network_cfg = cfg.network if method == "jdam" else dataclasses.replace(cfg.network, conditional=False)
-    return ScoreUNet(network_cfg, cfg.grid.slice_size)
 
 
 def intended_use(trained_on: str) -> str:
@@ -61,26 +47,22 @@ def intended_use(trained_on: str) -> str:
     return "Research use only; not a medical device. Synthetic PET is not a substitute for a PET scan."
 
 
-def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()}
-
-
 def save_model_dir(
-    path: Path, net: nn.Module, cfg: JDAMConfig, method: str, card: dict[str, Any], fp16: bool = False
+    path: Path, net: nn.Module, cfg: JDAMConfig, method: Method, card: dict[str, Any], fp16: bool = False
 ) -> Path:
     """Write weights, config and model card to ``path``; ``card`` must name what the model was ``trained_on``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    weights = _contiguous(net.state_dict())
+    weights = contiguous_cpu(net.state_dict())
     files = {WEIGHTS: weights}
     if fp16:
         files[WEIGHTS_FP16] = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     for name, tensors in files.items():
-        atomic.write_with(path / name, lambda temp, t=tensors: save_file(t, str(temp), metadata={"method": method}))
-    atomic.write_json(path / CONFIG, {"method": method, **cfg.to_dict()})
+        atomic.write_with(path / name, lambda temp, t=tensors: save_file(t, str(temp), metadata={"method": method.name}))
+    atomic.write_json(path / CONFIG, {"method": method.name, **cfg.to_dict()})
     full_card = {
-        "method": method,
-        "parameterization": cfg.sde.parameterization if method == "jdam" else None,
+        "method": method.name,
+        **method.card_fields(cfg),
         **card,
         "intended_use": intended_use(card["trained_on"]),
         "sha256": {name: atomic.sha256_file(path / name) for name in files},
@@ -144,18 +126,12 @@ def _check_plausible(cfg: JDAMConfig, config_path: Path) -> None:
                          f"{cfg.sde.sigma_max}")
 
 
-def _network(cfg: JDAMConfig, method: str | None, card: dict[str, Any], path: Path) -> nn.Module:
+def _network(cfg: JDAMConfig, method: Method, path: Path) -> nn.Module:
     """The model's network, built on the meta device first so that its shapes are checked against the weights'
     header before any memory is allocated (a config asking for 100000 channels fails here, not in malloc)."""
-    if method not in LOADABLE_METHODS:
-        raise InputError(f"{path / CONFIG}: unknown method {method!r}; expected one of {', '.join(LOADABLE_METHODS)}")
-
-    def build() -> nn.Module:
-        return generator_from_card(card) if method == "cyclegan" else build_network(cfg, method)
-
     try:
         with torch.device("meta"):
-            shapes = {name: list(t.shape) for name, t in build().state_dict().items()}
+            shapes = {name: list(t.shape) for name, t in method.build_network(cfg).state_dict().items()}
     except Exception as error:  # noqa: BLE001 - any construction error means the config is unusable
         raise InputError(f"{path / CONFIG}: cannot build the network ({type(error).__name__}: {error})") from None
     stored = weights_shapes(path / WEIGHTS)
@@ -163,11 +139,11 @@ def _network(cfg: JDAMConfig, method: str | None, card: dict[str, Any], path: Pa
         if stored.get(name) != shape:
             raise InputError(f"{path / WEIGHTS}: weights do not fit the network in {CONFIG} ({name}: "
                              f"{stored.get(name, 'missing')} stored, {shape} expected)")
-    return build()
+    return method.build_network(cfg)
 
 
 def load_model_dir(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, JDAMConfig, dict[str, Any]]:
-    """(model, config, card) of a model directory: a JDAM denoiser, or the plain U-Net of ``unet-l1``.
+    """(model, config, card) of a model directory: the method's ``as_model`` (a JDAM denoiser, the U-Net, ...).
 
     Everything is checked before the weights are loaded: JSON objects, value types and bounds, the sha256 from the
     model card, the network's shapes against the safetensors header; safetensors only, never a pickle.
@@ -180,59 +156,16 @@ def load_model_dir(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
         raise InputError(f"{weights_path}: missing; a model directory holds {WEIGHTS}, {CONFIG} and {MODEL_CARD}")
     if atomic.sha256_file(weights_path) != _expected_sha256(card, path / MODEL_CARD):
         raise InputError(f"{weights_path}: sha256 does not match the model card; the file is corrupt or was replaced")
-    method = config.pop("method", None)
+    method = METHODS.named(config.pop("method", None), str(path / CONFIG))
     try:
-        cfg = JDAMConfig.from_dict(config)
+        cfg = JDAMConfig.from_dict(method.stored_config(config, card))
     except (ValueError, TypeError) as error:
         raise InputError(f"{path / CONFIG}: {error}") from None
     _check_plausible(cfg, path / CONFIG)
-    net = _network(cfg, method, card, path)
+    net = _network(cfg, method, path)
     try:
         net.load_state_dict(load_file(weights_path))
     except Exception as error:  # noqa: BLE001 - safetensors and torch raise several types
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(f"{weights_path}: weights do not fit the network in {CONFIG} ({first_line})") from None
-    model = build_denoiser(net, cfg.sde) if method == "jdam" else net
-    return model.to(device).eval(), cfg, card
-
-
-def checkpoint_paths(directory: Path, step: int) -> tuple[Path, Path]:
-    """(tensors, state) file paths of the checkpoint at ``step``."""
-    stem = Path(directory) / f"checkpoint-{step:08d}"
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-
-
-def save_checkpoint(
-    directory: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int = 2
-) -> Path:
-    """Write a resumable checkpoint and delete all but the ``keep`` newest; returns the state file's path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensor_path, state_path = checkpoint_paths(directory, step)
-    contiguous = _contiguous(tensors)
-    atomic.write_with(tensor_path, lambda temp: save_file(contiguous, str(temp)))
-    atomic.write_json(state_path, {"step": step, "tensors_sha256": atomic.sha256_file(tensor_path), **state})
-    for old in checkpoint_steps(directory)[:-keep]:
-        for old_path in checkpoint_paths(directory, old):
-            old_path.unlink(missing_ok=True)
-    return state_path
-
-
-def checkpoint_steps(directory: Path) -> list[int]:
-    """Steps of the complete checkpoints in ``directory``, oldest first."""
-    if not Path(directory).is_dir():
-        return []
-    steps = [int(m.group(1)) for p in Path(directory).iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
-    return sorted(s for s in steps if checkpoint_paths(directory, s)[0].is_file())
-
-
-def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, state) of the checkpoint at ``step`` (default: the newest), checksum verified."""
-    steps = checkpoint_steps(directory)
-    if not steps:
-        raise InputError(f"{directory}: no checkpoint to resume from")
-    tensor_path, state_path = checkpoint_paths(directory, steps[-1] if step is None else step)
-    state = _read_json(state_path)
-    if atomic.sha256_file(tensor_path) != state.get("tensors_sha256"):
-        raise InputError(f"{tensor_path}: sha256 does not match {state_path.name}; the checkpoint is corrupt")
-    return load_file(tensor_path), state
+    return method.as_model(net, cfg).to(device).eval(), cfg, card

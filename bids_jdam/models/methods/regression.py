@@ -1,0 +1,43 @@
+"""The supervised baseline: the same-size U-Net as a plain L1 regression MRI -> PET (one deterministic guess)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from bids_jdam.config import JDAMConfig, SamplerConfig
+from bids_jdam.data.dataset import PairedSliceDataset
+from bids_jdam.models.registry import METHODS, Method, SliceKey
+from bids_jdam.models.unet import ScoreUNet
+from bids_jdam.training.distributed import Ranks
+from bids_jdam.training.network_trainer import NetworkTrainer
+from bids_jdam.training.trainer import Trainer
+
+
+class L1UNet(Method):
+    """JDAM's U-Net with the MRI as its only input and a constant noise label, trained to minimise |U(y) - x|."""
+
+    name = "unet-l1"
+    summary = "the same-size U-Net as an L1 regression (the supervised baseline)"
+
+    def build_network(self, cfg: JDAMConfig) -> nn.Module:
+        return ScoreUNet(dataclasses.replace(cfg.network, conditional=False), cfg.grid.slice_size)
+
+    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
+        return (model(mri, torch.zeros(len(mri), device=mri.device)) - pet).abs().mean()
+
+    def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,
+                ranks: Ranks) -> Trainer:
+        return NetworkTrainer(self, cfg, dataset, device, seed, ranks)
+
+    def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig,
+                device: torch.device) -> torch.Tensor:
+        mri = mri.to(device)
+        return model(mri, torch.zeros(len(mri), device=device))
+
+
+METHODS.register(L1UNet())
