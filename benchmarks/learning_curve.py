@@ -1,15 +1,19 @@
 """Learning curves on the phantom: held-out PSNR/SSIM against CPU training time, per method.
 
-Trains, under the same wall-clock budget each, JDAM with the paper's parameterization, JDAM with the preconditioned
-denoiser, and the L1 regression U-Net of the same size; evaluates each (EMA weights) on held-out subjects at
-several points in time, JDAM with the paper's PC sampler and with EDM's Heun sampler. Evaluation time is not
-counted in the training budget.
+Trains, under the same CPU budget each, JDAM with the paper's parameterization, JDAM with the preconditioned
+denoiser, and the L1 regression U-Net of the same size (``VARIANTS``: registry methods, some with a configuration
+change); evaluates each (the weights its model directory would store) on held-out subjects at several points in
+time, JDAM with the paper's PC sampler and with EDM's Heun sampler. Training is the app's: the method's trainer from
+``bids_jdam.models.methods.METHODS`` in the one training loop (``bids_jdam.training.loop.fit``), continued with a
+larger ``Budget`` for each point; the held-out slices, predictions and metrics are ``bids_jdam.evaluate.validation``'s.
+Evaluation time is not counted in the training budget.
 
 The budget is measured in process CPU time divided by the thread count ("minutes on dedicated cores"), not in wall
 time, because a shared machine's load would otherwise decide which method gets more steps; wall time is recorded
 too. Writes ``learning-curve-<machine>.json`` and ``.md`` to ``--out``.
 
-    python benchmarks/learning_curve.py --minutes 6 --eval-at 2 4 6 --threads 2 --jobs 1
+    python -m benchmarks.learning_curve --minutes 6 --eval-at 2 4 6 --threads 2 --jobs 1
+    python -m benchmarks.learning_curve --smoke --out /tmp/lc   # seconds: a tiny phantom, budget and samplers
 """
 
 from __future__ import annotations
@@ -17,46 +21,43 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
-import shlex
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_text_atomic  # noqa: E402
-
-from bids_jdam.config import SamplerConfig, small_config
+from benchmarks.machine import command_line, machine_info, machine_tag, write_text_atomic
+from bids_jdam.bids.participants import read_diagnoses
+from bids_jdam.config import JDAMConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, split_subjects
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.diffusion.samplers import network_evaluations
-from bids_jdam.workflows.train import (
-    Trainer,
-    evaluate_slices,
-    load_phantom_truth_subjects,
-    predict_slices,
-    prepare_config,
-    read_diagnoses,
-    validation_slices,
-)
+from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE
+from bids_jdam.evaluate.validation import evaluate_slices, predict_slices, validation_slices
+from bids_jdam.models.methods import METHODS
+from bids_jdam.training.distributed import Ranks
+from bids_jdam.training.loop import Budget, fit
+from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
-METHODS = {  # result key -> (method, parameterization)
-    "unet-l1": ("unet-l1", None),
-    "jdam-preconditioned": ("jdam", "preconditioned"),
-    "jdam-paper": ("jdam", "paper"),
+# result key -> (registry method, SDE settings changed from the configuration's)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "unet-l1": ("unet-l1", {}),
+    "jdam-preconditioned": ("jdam", {"parameterization": "preconditioned"}),
+    "jdam-paper": ("jdam", {"parameterization": "paper"}),
 }
+SMOKE = {"subjects": 5, "minutes": 0.05, "eval_at": [0.02, 0.05], "slices_per_subject": 1, "pc_steps": 2,
+         "heun_steps": 2, "batch_size": 4}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=6.0,
                         help="training budget per method, in CPU minutes per thread (= wall minutes on idle cores)")
-    parser.add_argument("--eval-at", type=float, nargs="+", default=[2.0, 4.0, 6.0], help="evaluation times (min)")
+    parser.add_argument("--eval-at", type=float, nargs="+", default=[2.0, 4.0, 6.0],
+                        help="evaluation times (min) before the end of the budget, which is always evaluated")
     parser.add_argument("--subjects", type=int, default=20, help="phantom subjects (20%% held out, by diagnosis)")
     parser.add_argument("--slices-per-subject", type=int, default=4, help="held-out axial slices per subject")
     parser.add_argument("--pc-steps", type=int, default=50, help="N of the PC sampler (M = 1 corrector step)")
@@ -65,12 +66,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per method")
     parser.add_argument("--jobs", type=int, default=1, help="methods trained at once (threads x jobs <= cores)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--work", type=Path, help="where the phantom is generated (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--machine", default=f"{platform.machine()}-{os.cpu_count()}cpu",
-                        help="machine name used in the result file names")
-    return parser.parse_args(argv)
+    parser.add_argument("--machine", default=machine_tag(), help="machine name used in the result file names")
+    parser.add_argument("--smoke", action="store_true",
+                        help="check the path in seconds: " + ", ".join(f"{k} {v}" for k, v in SMOKE.items()))
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for name, value in SMOKE.items():
+            setattr(args, name, value)
+    return args
+
+
+def eval_minutes(args: argparse.Namespace) -> list[float]:
+    """The budgets evaluated: the ``--eval-at`` times within ``--minutes``, then ``--minutes`` itself."""
+    return sorted({t for t in args.eval_at if 0 < t < args.minutes} | {args.minutes})
 
 
 def samplers(args: argparse.Namespace) -> dict[str, SamplerConfig]:
@@ -80,37 +91,45 @@ def samplers(args: argparse.Namespace) -> dict[str, SamplerConfig]:
     }
 
 
-def learning_curve(name: str, args: argparse.Namespace, base_cfg, training, held_out) -> list[dict[str, object]]:
-    """Train one method for the budget; evaluate at each requested time."""
+def variant_config(name: str, base_cfg: JDAMConfig) -> JDAMConfig:
+    """The configuration a variant trains with: the method's own settings over the base, then the variant's."""
+    method_name, sde_changes = VARIANTS[name]
+    cfg = METHODS.named(method_name).configure(base_cfg)
+    cfg.sde = dataclasses.replace(cfg.sde, **sde_changes)
+    return cfg
+
+
+def learning_curve(name: str, args: argparse.Namespace, base_cfg: JDAMConfig, training: PairedSliceDataset,
+                   held_out) -> list[dict[str, object]]:
+    """Train one variant with the app's trainer and loop, a growing CPU budget; evaluate at each requested time."""
     torch.set_num_threads(args.threads)
-    method, parameterization = METHODS[name]
-    cfg = dataclasses.replace(base_cfg, sde=dataclasses.replace(base_cfg.sde, parameterization=parameterization or "preconditioned"))
+    method = METHODS.named(VARIANTS[name][0])
+    cfg = method.prepare(variant_config(name, base_cfg), training, from_data=True)
     device = torch.device("cpu")
-    trainer = Trainer(cfg, method, training, device, args.seed)
+    trainer = method.trainer(cfg, training, device, cfg.train.seed, Ranks())
     points = []
     losses: list[float] = []
-    cpu_seconds = 0.0
-    for minutes in sorted(args.eval_at):
-        while cpu_seconds < minutes * 60 * args.threads:
-            start = time.process_time()
-            losses.append(trainer.train_step())
-            cpu_seconds += time.process_time() - start
-        model = trainer.ema_model()
+    for minutes in eval_minutes(args):
+        losses += fit(trainer, Budget(cpu_minutes=minutes * args.threads))
+        model = method.as_model(trainer.delivered(), cfg).eval()
         results = {}
-        for label, sampler_cfg in (samplers(args) if method == "jdam" else {"direct": None}).items():
+        # A deterministic method ignores the sampler (one label, "direct"); its seed only fills the noise keys.
+        runs = samplers(args) if method.probabilistic else {"direct": SamplerConfig(seed=args.seed)}
+        for label, sampler_cfg in runs.items():
             start = time.perf_counter()
-            prediction = predict_slices(model, method, cfg, held_out.mri, held_out.keys, sampler_cfg, device)
+            prediction = predict_slices(method, model, cfg, held_out.mri, held_out.keys, sampler_cfg, device)
             metrics = evaluate_slices(prediction, held_out)
             metrics["seconds"] = round(time.perf_counter() - start, 1)
-            if sampler_cfg is not None:
-                metrics["network_evaluations"] = network_evaluations(sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps)
+            if method.probabilistic:
+                metrics["network_evaluations"] = network_evaluations(sampler_cfg.name, sampler_cfg.steps,
+                                                                     sampler_cfg.corrector_steps)
             results[label] = metrics
             print(f"{name:20s} {minutes:5g} min {trainer.step:5d} steps {label:8s} "
                   f"PSNR {metrics['psnr_db']:6.2f} dB  SSIM {metrics['ssim']:.3f}", flush=True)
         recent = losses[-50:]
-        points.append({"train_minutes": minutes, "cpu_seconds": round(cpu_seconds, 1),
+        points.append({"train_minutes": minutes, "cpu_seconds": round(trainer.cpu_seconds, 1),
                        "wall_seconds": round(trainer.train_seconds, 1), "steps": trainer.step,
-                       "loss_last_50": sum(recent) / len(recent), "metrics": results})
+                       "loss_last_50": sum(recent) / len(recent) if recent else None, "metrics": results})
     return points
 
 
@@ -154,7 +173,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.learning_curve", argv)
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         bids_dir = work / "phantom"
@@ -167,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         diagnoses = read_diagnoses(bids_dir)
         splits = split_subjects(diagnoses, cfg.train.val_fraction, args.seed)
         training = PairedSliceDataset(load_phantom_truth_subjects(bids_dir, cfg, splits["train"]), cfg.train.planes,
-                                      cfg.grid.slice_size)
-        cfg = prepare_config(cfg, training, sigma_max_from_training=True)
+                                      cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
+        # The settings JDAM takes from the training data (sigma_max), as every JDAM variant's run takes them.
+        recorded = METHODS.named("jdam").prepare(cfg, training, from_data=True)
         held_out = validation_slices(load_phantom_truth_subjects(bids_dir, cfg, splits["validation"]), cfg,
                                      per_plane=args.slices_per_subject)
-        from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE
 
         report = {
             "command": command,
@@ -179,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {
                 "train_subjects": len(splits["train"]), "held_out_subjects": len(splits["validation"]),
                 "splits": splits, "training_slices": len(training), "held_out_slices": len(held_out.keys),
-                "eval_minutes": sorted(args.eval_at), "sigma_max": cfg.sde.sigma_max,
-                "suvr_data_range": SUVR_DATA_RANGE, "config": cfg.to_dict(),
+                "eval_minutes": eval_minutes(args), "sigma_max": recorded.sde.sigma_max,
+                "suvr_data_range": SUVR_DATA_RANGE, "config": recorded.to_dict(),
                 "samplers": {k: dataclasses.asdict(v) for k, v in samplers(args).items()},
+                "variants": {name: {"method": VARIANTS[name][0], "sde": VARIANTS[name][1]} for name in args.methods},
             },
             "methods": {},
         }
@@ -196,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_report(report: dict, stem: Path, complete: bool) -> None:
     """Write the JSON and markdown (after every finished method, so an interrupted run keeps what it measured)."""
-    report["methods"] = {name: report["methods"][name] for name in METHODS if name in report["methods"]}
+    report["methods"] = {name: report["methods"][name] for name in VARIANTS if name in report["methods"]}
     report["complete"] = complete
     if "unet-l1" in report["methods"]:
         baseline = report["methods"]["unet-l1"][-1]["metrics"]["direct"]["psnr_db"]

@@ -6,6 +6,8 @@ import os
 import platform
 import re
 import resource
+import shlex
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -78,6 +80,12 @@ def machine_tag() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0).replace(" ", "-").lower()
     return f"{platform.machine()}-{cpu_family_tag(cpu_model())}-{len(os.sched_getaffinity(0))}cpu"
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """How a run was started, for its result files: ``python -m benchmarks.<name> ARGS`` (``argv`` None: sys.argv)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python -m", module, *(shlex.quote(a) for a in args)])
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -7,7 +7,8 @@ recorded next to them, with the load average, so numbers from a shared machine c
 under 45 s wall per subject on 2 cores (without the template step, which a run does once for all subjects).
 Writes ``preprocess-<machine>.{json,md}`` to ``--out`` (the machine's name includes the CPU family).
 
-    python benchmarks/preprocess.py --threads 2
+    python -m benchmarks.preprocess --threads 2
+    python -m benchmarks.preprocess --smoke --out /tmp/prep   # the fast-mode phantom only, to check the path
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ import argparse
 import json
 import os
 import resource
-import shlex
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, markdown_head, write_results  # noqa: E402
-
+from benchmarks.machine import command_line, machine_info, markdown_head, write_results
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.preprocess.pipeline import preprocess_t1w
@@ -58,23 +55,25 @@ def run_subject(t1w: Path, work_dir: Path, threads: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--smoke", action="store_true", help="only the fast-mode phantom T1w")
     args = parser.parse_args(argv)
-    command = "python benchmarks/preprocess.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.preprocess", argv)
     machine = machine_info(threads=args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        phantom = generate_phantom_dataset(work / "phantom", 1, 0, field_strength=3, grid_spacing_mm=2.0)
         fast = generate_phantom_dataset(work / "phantom-fast", 1, 0, fast=True, field_strength=3)
-        subjects = {"phantom-1mm-3T": phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
-                    "phantom-fast-3mm-3T": fast / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
-        if COLIN27.exists():
-            subjects["colin27-2mm"] = COLIN27.resolve()
+        subjects = {"phantom-fast-3mm-3T": fast / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
+        if not args.smoke:
+            phantom = generate_phantom_dataset(work / "phantom", 1, 0, field_strength=3, grid_spacing_mm=2.0)
+            subjects = {"phantom-1mm-3T": phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz", **subjects}
+            if COLIN27.exists():
+                subjects["colin27-2mm"] = COLIN27.resolve()
         results = {}
         for name, t1w in subjects.items():
             load_before = os.getloadavg()
@@ -88,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"command": command, "machine": machine, "target": TARGET, "config": "JDAMConfig() (2 mm grid)",
               "subjects": results}
     write_results(args.out, "preprocess", report, markdown(report))
+    return 0
 
 
 def markdown(report: dict) -> str:
@@ -109,4 +109,4 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

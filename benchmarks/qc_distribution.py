@@ -1,9 +1,10 @@
 """Measure the input quality gate's numbers on phantom subjects and on broken inputs (docs/quality_gates.md).
 
-    python benchmarks/qc_distribution.py OUT_DIR [--subjects 8] [--seed 1] [--t1w NAME=PATH ...]
+    python -m benchmarks.qc_distribution OUT_DIR [--subjects 8] [--seed 1] [--t1w NAME=PATH ...] [--smoke]
 
-Each T1w goes through the app's preprocessing (the demo model's configuration) and the gate's measures
-(:mod:`bids_jdam.preprocess.quality_gate`); prints and writes ``OUT_DIR/qc_distribution.json``.
+Each T1w goes through the app's preprocessing (the demo model's configuration, as its model directory gives it)
+and the gate's measures and rule (:mod:`bids_jdam.preprocess.quality_gate`, as the participant workflow calls
+them); prints and writes ``OUT_DIR/qc_distribution.json``. ``--smoke``: one phantom subject and one broken input.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from benchmarks.machine import write_text_atomic
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.data.template import load_template
 from bids_jdam.models.demo import DEMO_MODEL_DIR
-from bids_jdam.config import JDAMConfig
+from bids_jdam.models.model_dir import load_model_dir
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import preprocess_t1w
 
@@ -44,21 +46,21 @@ def broken_inputs(t1w: Path, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--t1w", nargs="*", default=[], metavar="NAME=PATH", help="more T1w images (e.g. Colin27)")
-    args = parser.parse_args()
-    config = json.loads((DEMO_MODEL_DIR / "config.json").read_text())
-    config.pop("method", None)
-    cfg = JDAMConfig.from_dict(config)
-    bids = generate_phantom_dataset(args.out / "bids", args.subjects, args.seed, fast=True,
+    parser.add_argument("--smoke", action="store_true", help="one phantom subject and one broken input")
+    args = parser.parse_args(argv)
+    cfg = load_model_dir(DEMO_MODEL_DIR)[1]
+    bids = generate_phantom_dataset(args.out / "bids", 1 if args.smoke else args.subjects, args.seed, fast=True,
                                     grid_spacing_mm=cfg.grid.spacing_mm, field_strength="mix")
     inputs = {p.name.split("_")[0]: p for p in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz"))}
     (args.out / "broken").mkdir(parents=True, exist_ok=True)
-    inputs.update(broken_inputs(inputs["sub-01"], args.out / "broken"))
+    broken = broken_inputs(inputs["sub-01"], args.out / "broken")
+    inputs.update({"uniform-noise": broken["uniform-noise"]} if args.smoke else broken)
     inputs.update(dict((name, Path(path)) for name, path in (item.split("=", 1) for item in args.t1w)))
     template = load_template(cfg.grid.spacing_mm)
     results = {}
@@ -76,8 +78,9 @@ def main() -> None:
         )
         results[name] = {**measures.__dict__, "failures": quality_gate.failures(measures)}
         print(name, results[name], flush=True)
-    (args.out / "qc_distribution.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(args.out / "qc_distribution.json", json.dumps(results, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

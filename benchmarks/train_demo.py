@@ -1,13 +1,15 @@
 """Train (or resume) the demo model on a phantom and package it into ``bids_jdam/models/demo`` as fp16.
 
-    python benchmarks/train_demo.py --work /tmp/demo_train --minutes 60    # repeat with --resume to continue
-    python benchmarks/train_demo.py --work /tmp/demo_train --package-only  # package the last trained model
+    python -m benchmarks.train_demo --work /tmp/demo_train --minutes 60    # repeat with --resume to continue
+    python -m benchmarks.train_demo --work /tmp/demo_train --package-only  # package the last trained model
 
 The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.1 M parameters) trained on the
-template-space truth of a 24-subject phantom (seed 1, all three planes). Packaging sets its default sampler to
-``DEFAULT_SAMPLER``: the ancestral sampler with 18 steps (18 network evaluations per slice), the fewest evaluations
-that met the default-sampler rule of ``benchmarks/speed.py`` (results/speed-x86_64-amd-epyc-2cpu.md). It is trained on
-synthetic phantoms and is not for real patients: its model card says so, and so does every output it makes.
+template-space truth of a 24-subject phantom (seed 1, all three planes), through the app's training workflow
+(``train_model``: the loop, checkpoints, validation and model card of ``bids-jdam-train``). Packaging sets its
+default sampler to ``DEFAULT_SAMPLER``: the ancestral sampler with 18 steps (18 network evaluations per slice), the
+fewest evaluations that met the default-sampler rule of ``benchmarks/speed.py``
+(results/speed-x86_64-amd-epyc-2cpu.md). It is trained on synthetic phantoms and is not for real patients: its
+model card says so, and so does every output it makes.
 
 The shipped weights: one call of 60 minutes (899 steps) and one ``--resume`` call of 70 minutes (to step 2445, one
 thread on a machine shared with other jobs), 7792 s of training steps in all, on a 2-core CPU machine; the model
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -28,23 +29,28 @@ from bids_jdam.config import small_config
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.models.model_dir import CONFIG, MODEL_CARD, WEIGHTS
-from bids_jdam.workflows.train import train_model
+from bids_jdam.training.loop import Budget
+from bids_jdam.workflows.train import TrainingRun, train_model
 
 PHANTOM = {"subjects": 24, "seed": 1}
 DEFAULT_SAMPLER = {"name": "ancestral", "steps": 18, "corrector_steps": 0}
 
 
-def train(work: Path, minutes: float, resume: bool) -> Path:
+def train(work: Path, minutes: float, resume: bool, max_steps: int | None = None) -> Path:
+    """The phantom (made once), then ``minutes`` of JDAM training into ``WORK/model`` (a validated model directory)."""
     bids_dir = work / "phantom"
     if not bids_dir.exists():
         generate_phantom_dataset(bids_dir, PHANTOM["subjects"], PHANTOM["seed"], fast=True, grid_spacing_mm=4.0)
     cfg = small_config()
     cfg.train.checkpoint_every = 100
-    return train_model(bids_dir, work / "model", cfg, minutes=minutes, resume=resume, device="cpu")
+    run = TrainingRun(bids_dir=bids_dir, out_dir=work / "model", method="jdam",
+                      budget=Budget(max_steps=max_steps, minutes=minutes), resume=resume, device="cpu")
+    return train_model(run, cfg)
 
 
 def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     """Copy config (with the default sampler) and card, store the weights as fp16, record checksum and provenance."""
+    target.mkdir(parents=True, exist_ok=True)
     weights = {name: tensor.half() if tensor.is_floating_point() else tensor
                for name, tensor in load_file(model_dir / WEIGHTS).items()}
     atomic.write_with(target / WEIGHTS, lambda temp: save_file(weights, str(temp), metadata={"dtype": "float16"}))
@@ -67,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="phantom, checkpoints and the full-precision model")
     parser.add_argument("--minutes", type=float, default=60.0, help="training time of this call")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument("--max-steps", type=int, help="stop at this many steps in all (default: the configuration's)")
     parser.add_argument("--package-only", action="store_true", help="only package WORK/model")
+    parser.add_argument("--target", type=Path, default=DEMO_MODEL_DIR,
+                        help="where the packaged model goes (default: the app's demo model folder)")
     args = parser.parse_args(argv)
-    model_dir = args.work / "model" if args.package_only else train(args.work, args.minutes, args.resume)
-    package(model_dir)
+    model_dir = (args.work / "model" if args.package_only
+                 else train(args.work, args.minutes, args.resume, args.max_steps))
+    package(model_dir, args.target)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
