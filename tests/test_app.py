@@ -12,8 +12,9 @@ import pytest
 from bids import BIDSLayout
 
 from bids_jdam.bids.validator import find_validator, run_bids_validator
-from bids_jdam.cli.run import main
+from bids_jdam.cli.run import build_parser, main, run_config
 from bids_jdam.denormals import flush_supported
+from bids_jdam.workflows.run_config import RunConfig
 
 FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
 
@@ -94,6 +95,37 @@ def test_second_run_reuses_the_work_dir(app_run):
     assert main(app_run["args"]) == 0
     second = json.loads(metrics.read_text())["timings"]
     assert second["preprocessing"] < first["preprocessing"] / 3, (first, second)
+
+
+def test_options_not_given_keep_the_model_s_sampler_settings(app_run, phantom_dataset, tiny_model_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["sampler"].update(num_samples=2, seed=5)
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    rc = main([str(phantom_dataset), str(out), "participant", "--participant-label", "01", "--model", str(model),
+               "-w", str(app_run["work"]), "--skip-bids-validation"])
+    assert rc == 0
+    sidecar = json.loads((out / "sub-01" / "pet" / "sub-01_trc-FDG_space-T1w_desc-jdam_pet.json").read_text())
+    assert (sidecar["Sampler"], sidecar["SamplerSteps"]) == (config["sampler"]["name"], config["sampler"]["steps"])
+    assert sidecar["NumberOfSamples"] == 2 and sidecar["RandomSeed"] == 5
+    assert (out / "sub-01" / "pet" / "sub-01_trc-FDG_space-T1w_desc-jdamstd_pet.nii.gz").is_file()  # K = 2
+    metrics = json.loads((out / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
+    assert metrics["sampler"] == {"name": config["sampler"]["name"], "steps": config["sampler"]["steps"],
+                                  "num_samples": 2, "seed": 5}
+
+
+def test_the_cli_builds_one_run_configuration_from_the_options_given(tmp_path):
+    plain = run_config(build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant"]))
+    assert plain == RunConfig(tmp_path, tmp_path / "out", "participant")
+    assert (plain.sampler, plain.steps, plain.num_samples, plain.seed) == (None, None, None, None)
+    assert plain.work_directory == tmp_path / "out" / ".work"
+    given = run_config(build_parser().parse_args([
+        str(tmp_path), str(tmp_path / "out"), "participant", "--participant-label", "01", "sub-02", "--seed", "0",
+        "--planes", "axial", "coronal", "--compile", "-w", str(tmp_path / "w"), "-vv"]))
+    assert given.participant_labels == ("01", "sub-02") and given.seed == 0 and given.compile_network
+    assert given.planes == ("axial", "coronal") and given.work_directory == tmp_path / "w" and given.verbose == 2
 
 
 def test_group_level_summarises_participants(app_run, phantom_dataset):

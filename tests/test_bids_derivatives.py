@@ -14,7 +14,6 @@ from bids_jdam import atomic
 from bids_jdam.bids.derivatives import (
     TEMPLATE_SPACE,
     ParticipantStaging,
-    SynthesisProvenance,
     derivative_name,
     derivative_path,
     mask_sidecar,
@@ -26,6 +25,7 @@ from bids_jdam.bids.derivatives import (
 from bids_jdam.bids.query import AnatInput, find_anatomicals, load_layout
 from bids_jdam.bids.validator import run_bids_validator
 from bids_jdam.errors import InputError
+from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo, SynthesisProvenance
 
 RAW_PET_ACQUISITION_FIELDS = ("InjectedRadioactivity", "TimeZero", "ScanStart", "InjectionStart",
                               "FrameTimesStart", "FrameDuration", "ReconMethodName", "AttenuationCorrection")
@@ -38,8 +38,8 @@ def nifti(dtype=np.float32) -> nib.Nifti1Image:
 
 
 def provenance(phantom_trained: bool = True) -> SynthesisProvenance:
-    return SynthesisProvenance(model_name="demo", model_sha256="0" * 64, phantom_trained=phantom_trained,
-                               sampler="heun", steps=18, seed=0, noise_key="sub-01", num_samples=4,
+    return SynthesisProvenance(model=ModelInfo(name="demo", sha256="0" * 64, trained_on_phantoms=phantom_trained),
+                               sampler=SamplerInfo(name="heun", steps=18, num_samples=4, seed=0), noise_key="sub-01",
                                reference_region="cerebellum and pons", wall_time_s=12.5)
 
 

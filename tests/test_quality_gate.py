@@ -9,17 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_jdam.bids.derivatives import SynthesisProvenance, pet_sidecar
+from bids_jdam.bids.derivatives import pet_sidecar
 from bids_jdam.bids.query import AnatInput
+from bids_jdam.evaluate.participant_metrics import BrainExtractionCheck, ParticipantMetrics, RegistrationCheck
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.quality_gate import QualityMeasures
-from bids_jdam.reports.participant_metrics import (
-    BrainExtractionCheck,
-    ModelInfo,
-    ParticipantMetrics,
-    RegistrationCheck,
-    SamplerInfo,
-)
+from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo, SynthesisProvenance
 
 
 def test_phantom_measures_pass_and_broken_inputs_fail():
@@ -49,17 +44,16 @@ def test_failed_qc_is_written_in_sidecars_and_metrics(tmp_path: Path):
                      run=None, acquisition=None, suffix="T1w", entities={"sub": "01"}, metadata={},
                      field_strength=None)
     reasons = ("registration correlation with the template 0.13 < 0.5",)
-    provenance = SynthesisProvenance("m", "0" * 64, True, "heun", 2, 0, "sub-01", 1, "pons", 1.0,
-                                     qc_failures=reasons)
+    model, sampler = ModelInfo("m", "0" * 64, True), SamplerInfo("heun", 2, 1, 0)
+    provenance = SynthesisProvenance(model, sampler, "sub-01", "pons", 1.0, qc_failures=reasons)
     sidecar = pet_sidecar(anat, provenance, space="T1w")
     assert sidecar["QCStatus"] == "failed-qc" and sidecar["QCFailures"] == list(reasons)
     assert "FAILED the input quality gate" in sidecar["Description"]
-    ok = pet_sidecar(anat, SynthesisProvenance("m", "0" * 64, True, "heun", 2, 0, "sub-01", 1, "pons", 1.0),
-                     space="T1w")
+    ok = pet_sidecar(anat, SynthesisProvenance(model, sampler, "sub-01", "pons", 1.0), space="T1w")
     assert ok["QCStatus"] == "ok" and "QCFailures" not in ok
     written = ParticipantMetrics(
-        participant_id="01", session=None, run=None, field_strength=None, model=ModelInfo("m", "0" * 64, True),
-        sampler=SamplerInfo("heun", 2, 1, 0), quality=None, in_training_set=None, noise_index=1.0,
+        participant_id="01", session=None, run=None, field_strength=None, model=model,
+        sampler=sampler, quality=None, in_training_set=None, noise_index=1.0,
         regional_suvr_synthetic={}, regional_suvr_real=None, brain_volume_ml=1500.0,
         registration=RegistrationCheck(0.13), brain_extraction=BrainExtractionCheck(0.95), status="failed-qc",
         qc_failures=list(reasons),

@@ -16,12 +16,13 @@ import pytest
 from bids_jdam.data.regions import coarse_regions, region_mask
 from bids_jdam.data.template import load_template
 from bids_jdam.errors import InputError
+from bids_jdam.evaluate.participant_metrics import (
+    BrainExtractionCheck, ParticipantMetrics, QualityMetrics, RegistrationCheck,
+)
+from bids_jdam.evaluate.regional import regional_means
 from bids_jdam.reports.group import run_group_level
 from bids_jdam.reports.participant import ReportEntry, metrics_json_path, write_participant_report
-from bids_jdam.reports.participant_metrics import (
-    BrainExtractionCheck, ModelInfo, ParticipantMetrics, QualityMetrics, RegistrationCheck, SamplerInfo,
-)
-from bids_jdam.reports.regional import regional_means
+from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
 
 SPACING = 4.0
 # (subject, session, diagnosis); sub-05 is in participants.tsv but has no outputs.

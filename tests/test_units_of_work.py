@@ -9,21 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bids_jdam import atomic
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.config import SamplerConfig, small_config
 from bids_jdam.errors import InputError
-from bids_jdam.reports.participant_metrics import (
-    BrainExtractionCheck,
-    ModelInfo,
-    ParticipantMetrics,
-    RegistrationCheck,
-    SamplerInfo,
-)
+from bids_jdam.evaluate.participant_metrics import BrainExtractionCheck, ParticipantMetrics, RegistrationCheck
+from bids_jdam.synthesis.loaded_model import LoadedModel
+from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
+from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows import participant
 from bids_jdam.workflows.app import _summarize
-from bids_jdam.workflows.participant import LoadedModel, ParticipantJob, process_participant
+from bids_jdam.workflows.participant import ParticipantJob, process_participant
 from bids_jdam.workflows.participant_lock import participant_lock
 
 
@@ -51,12 +49,14 @@ def job(tmp_path: Path) -> ParticipantJob:
 
 
 @pytest.fixture
-def model() -> LoadedModel:
-    return LoadedModel(denoiser=None, cfg=small_config(), card={}, name="m", sha256="0" * 64,
-                       trained_on_phantoms=True, training_subjects=frozenset(), training_dataset=None)
+def synthesizer() -> Synthesizer:
+    """A synthesizer that never samples: these tests replace the image's processing."""
+    loaded = LoadedModel(denoiser=torch.nn.Identity(), cfg=small_config(), card={}, name="m", sha256="0" * 64,
+                         trained_on_phantoms=True, training_subjects=frozenset(), training_dataset=None)
+    return Synthesizer(loaded, "cpu")
 
 
-def fake_image(anat_input, job, model, template, staging):
+def fake_image(anat_input, job, synthesizer, template, staging):
     """ses-A is an HTML page saved as .nii (fails at load), ses-C fails QC, ses-B is fine."""
     session = anat_input.session
     if session == "A":
@@ -72,11 +72,11 @@ def fake_report(out_dir, subject, entries, failed=None):
     return atomic.write_text(Path(out_dir) / f"sub-{subject}.html", f"{[e.stem for e in entries]} {failed}")
 
 
-def test_one_bad_session_does_not_stop_the_others(job, model, monkeypatch, capsys):
+def test_one_bad_session_does_not_stop_the_others(job, synthesizer, monkeypatch, capsys):
     monkeypatch.setattr(participant, "_process_image", fake_image)
     monkeypatch.setattr(participant, "write_participant_report", fake_report)
     monkeypatch.setattr(participant, "load_template", lambda spacing: None)
-    outcome = process_participant(job, model)
+    outcome = process_participant(job, synthesizer)
     assert outcome.succeeded == ["sub-01_ses-B", "sub-01_ses-C"] and outcome.failed_qc == ["sub-01_ses-C"]
     assert list(outcome.failed) == ["sub-01_ses-A"] and "HTML" in outcome.failed["sub-01_ses-A"]
     out = job.output_dir
@@ -90,13 +90,13 @@ def test_one_bad_session_does_not_stop_the_others(job, model, monkeypatch, capsy
     assert "sub-01_ses-A failed: " in captured.err and "sub-01_ses-C failed quality control" in captured.err
 
 
-def test_a_second_run_on_the_same_participant_is_refused_and_its_staging_kept(job, model, monkeypatch):
+def test_a_second_run_on_the_same_participant_is_refused_and_its_staging_kept(job, synthesizer, monkeypatch):
     monkeypatch.setattr(participant, "load_template", lambda spacing: None)
     other_runs_staging = job.output_dir / ".staging-sub-01-0123"
     other_runs_staging.mkdir(parents=True)
     with participant_lock(job.output_dir, job.work_dir, "01"):
         with pytest.raises(InputError, match=f"being processed by another bids-jdam run \\(pid {os.getpid()}"):
-            process_participant(job, model)
+            process_participant(job, synthesizer)
         assert other_runs_staging.is_dir()  # clean-up only runs under the lock, so the other run's folder stays
     with participant_lock(job.output_dir, job.work_dir, "01"):  # released on exit
         pass

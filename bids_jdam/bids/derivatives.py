@@ -25,7 +25,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +35,7 @@ from bidsschematools import schema as bids_schema
 from bids_jdam import atomic, write_gate
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.errors import InputError
+from bids_jdam.synthesis.provenance import SynthesisProvenance
 
 LOGGER = logging.getLogger(__name__)
 
@@ -156,27 +156,6 @@ PET_STATISTICS = {
 }
 
 
-@dataclass(frozen=True)
-class SynthesisProvenance:
-    """How a synthetic PET was made; copied into its sidecar so that a result can be traced and reproduced."""
-
-    model_name: str
-    model_sha256: str
-    phantom_trained: bool
-    sampler: str
-    steps: int
-    seed: int
-    noise_key: str  # the image's name in the noise keys (seed, image, plane, slice, sample)
-    num_samples: int
-    reference_region: str
-    wall_time_s: float
-    planes: tuple[str, ...] = ("axial",)
-    precision: str = "fp32"
-    device: str = "cpu"  # CPU and CUDA draw different noise streams from the same seed
-    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
-    qc_failures: tuple[str, ...] = ()  # the input quality gate's failures (bids_jdam.preprocess.quality_gate)
-
-
 def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
     """Sources always; SpatialReference where the space is not a standard template (the validator requires it)."""
     fields: dict[str, Any] = {"Sources": [source.bids_uri]}
@@ -203,11 +182,12 @@ def pet_sidecar(
     what = PET_STATISTICS[statistic]
     description = (
         f"{what} (SUVR, reference region: {provenance.reference_region}) computed from "
-        f"{source.relative_path} by the JDAM score-based diffusion model '{provenance.model_name}' "
-        f"({provenance.num_samples} sample(s), {provenance.sampler} sampler, {provenance.steps} steps). "
+        f"{source.relative_path} by the JDAM score-based diffusion model '{provenance.model.name}' "
+        f"({provenance.sampler.num_samples} sample(s), {provenance.sampler.name} sampler, {provenance.sampler.steps} "
+        "steps). "
         "Not a measurement: no tracer was injected and no scan was acquired."
     )
-    if provenance.phantom_trained:
+    if provenance.model.trained_on_phantoms:
         description += " The model was trained on phantoms, not for real patients."
     if provenance.qc_failures:
         description += f" FAILED the input quality gate ({'; '.join(provenance.qc_failures)}): do not use."
@@ -218,14 +198,14 @@ def pet_sidecar(
         "TracerName": "FDG",
         "TracerRadionuclide": "F18",
         "Units": "unitless",
-        "ModelName": provenance.model_name,
-        "ModelSHA256": provenance.model_sha256,
-        "ModelTrainedOnPhantoms": provenance.phantom_trained,
-        "Sampler": provenance.sampler,
-        "SamplerSteps": provenance.steps,
-        "RandomSeed": provenance.seed,
+        "ModelName": provenance.model.name,
+        "ModelSHA256": provenance.model.sha256,
+        "ModelTrainedOnPhantoms": provenance.model.trained_on_phantoms,
+        "Sampler": provenance.sampler.name,
+        "SamplerSteps": provenance.sampler.steps,
+        "RandomSeed": provenance.sampler.seed,
         "NoiseKey": provenance.noise_key,
-        "NumberOfSamples": provenance.num_samples,
+        "NumberOfSamples": provenance.sampler.num_samples,
         "SamplingPlanes": list(provenance.planes),
         "NetworkPrecision": provenance.precision,
         "SamplingDevice": provenance.device,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ FILTER_QUERIES = ("t1w", "pet")
 ANAT_SUFFIXES = ("T1w", "UNIT1")
 
 
-def normalize_labels(labels: list[str] | None, prefix: str = "sub") -> list[str] | None:
+def normalize_labels(labels: Sequence[str] | None, prefix: str = "sub") -> list[str] | None:
     """Strip an optional ``sub-``/``ses-`` prefix so that "01" and "sub-01" select the same participant."""
     if labels is None:
         return None

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from bids_jdam.cli.run import configure_logging
 from bids_jdam.errors import InputError, StepError
 
 
@@ -15,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="where the demo writes everything")
     parser.add_argument("--subjects", type=int, default=2, help="phantom subjects to synthesize")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(logging.INFO, "%(asctime)s %(name)s: %(message)s")
     from bids_jdam.workflows.demo import run_demo
 
     try:

@@ -1,4 +1,8 @@
-"""``bids-jdam bids_dir output_dir {participant,group}``: argument parsing only (BIDS-Apps interface)."""
+"""``bids-jdam bids_dir output_dir {participant,group}``: argument parsing only (BIDS-Apps interface).
+
+The options become one :class:`~bids_jdam.workflows.run_config.RunConfig`; an option not given is left out, so the
+run configuration's defaults (and, for the sampler settings, the model's) apply.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from pathlib import Path
 
 from bids_jdam import __version__
 from bids_jdam.config import PRECISIONS
+from bids_jdam.workflows.run_config import ANALYSIS_LEVELS, DEVICES, PLANES, RunConfig
 
-ANALYSIS_LEVELS = ("participant", "group")
-PLANES = ("axial", "coronal", "sagittal")
+# argparse destination -> RunConfig field, where the names differ
+RENAMED_OPTIONS = {"participant_label": "participant_labels", "session_label": "session_labels",
+                   "compile": "compile_network"}
 
 
 def at_least(minimum: int):
@@ -44,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", type=Path, help="where derivatives and reports are written")
     parser.add_argument("analysis_level", choices=ANALYSIS_LEVELS, help="participant: synthesize; group: QC summary")
     parser.add_argument("--version", action="version", version=f"bids-jdam {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", help="more logging (-vv for debug)")
 
     sel = parser.add_argument_group("selecting inputs")
     sel.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
@@ -53,51 +59,67 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sessions to process, with or without 'ses-' (default: all)")
     sel.add_argument("--bids-filter-file", "--bids_filter_file", type=Path, metavar="JSON",
                      help="pybids entity filters per query, as in fMRIPrep: {\"t1w\": {...}, \"pet\": {...}}")
-    sel.add_argument("--anat-suffix", default="T1w", choices=("T1w", "UNIT1"),
-                     help="anatomical suffix to use (UNIT1 for MP2RAGE, common at 7T)")
+    sel.add_argument("--anat-suffix", choices=("T1w", "UNIT1"),
+                     help="anatomical suffix to use (default: T1w; UNIT1 for MP2RAGE, common at 7T)")
     sel.add_argument("--pet-rec", metavar="LABEL",
                      help="rec- label of the FDG-PET to score against when a session holds several")
-    sel.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+    sel.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true", default=None,
                      help="do not run the BIDS validator on the input dataset")
 
     model = parser.add_argument_group("model and sampling")
     model.add_argument("--model", metavar="DIR|demo",
                        help="a model directory made by bids-jdam-train, or 'demo' to force the phantom-trained "
                             "demo model (default: the demo model, only on phantom datasets)")
-    model.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                       help="auto uses a GPU when one is visible and falls back to CPU with a log line")
+    model.add_argument("--device", choices=DEVICES,
+                       help="auto (the default) uses a GPU when one is visible and falls back to CPU with a log line")
     model.add_argument("--sampler", help="sampler name (default: the model's default)")
-    model.add_argument("--steps", type=at_least(2), help="sampler steps (default: the sampler's default)")
-    model.add_argument("--num-samples", type=at_least(1), default=1,
-                       help="posterior samples K; K > 1 also writes a standard-deviation (uncertainty) map")
-    model.add_argument("--planes", nargs="+", choices=PLANES, default=["axial"],
-                       help="sampling planes; several are fused (mean), which removes inter-slice stripes, and give a "
-                            "view-disagreement map (desc-jdamviewstd)")
-    model.add_argument("--precision", default="auto", choices=PRECISIONS,
+    model.add_argument("--steps", type=at_least(2), help="sampler steps (default: the model's default)")
+    model.add_argument("--num-samples", type=at_least(1),
+                       help="posterior samples K (default: the model's default); K > 1 also writes a "
+                            "standard-deviation (uncertainty) map")
+    model.add_argument("--planes", nargs="+", choices=PLANES,
+                       help="sampling planes (default: axial); several are fused (mean), which removes inter-slice "
+                            "stripes, and give a view-disagreement map (desc-jdamviewstd)")
+    model.add_argument("--precision", choices=PRECISIONS,
                        help="network precision while sampling (auto: bf16 on a CUDA GPU, fp32 on CPU)")
-    model.add_argument("--compile", action="store_true",
+    model.add_argument("--compile", action="store_true", default=None,
                        help="torch.compile the network (pays a one-off compilation; helps long GPU runs)")
-    model.add_argument("--seed", type=int, default=0,
-                       help="random seed; each image draws its own noise from it (results do not depend on batch size)")
+    model.add_argument("--seed", type=int,
+                       help="random seed (default: the model's default); each image draws its own noise from it "
+                            "(results do not depend on batch size)")
 
     perf = parser.add_argument_group("resources and work directory")
     perf.add_argument("-w", "--work-dir", type=Path, help="cached intermediate results (reused between runs)")
-    perf.add_argument("--nprocs", "--nthreads", type=at_least(1), default=1, help="participants processed in parallel")
-    perf.add_argument("--omp-nthreads", type=at_least(1), default=2,
-                      help="threads per process for ANTs/ITK, OpenMP and torch")
+    perf.add_argument("--nprocs", "--nthreads", type=at_least(1),
+                      help="participants processed in parallel (default: 1)")
+    perf.add_argument("--omp-nthreads", type=at_least(1),
+                      help="threads per process for ANTs/ITK, OpenMP and torch (default: 2)")
     perf.add_argument("--mem-gb", type=positive_float, help="memory limit in GB (bounds the sampling batch size)")
-    perf.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed participant")
+    perf.add_argument("--stop-on-first-crash", action="store_true", default=None,
+                      help="stop at the first failed participant")
     return parser
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run configuration of parsed arguments: only the options given (argparse leaves the others None)."""
+    given = {RENAMED_OPTIONS.get(name, name): tuple(value) if isinstance(value, list) else value
+             for name, value in vars(args).items() if value is not None}
+    return RunConfig(**given)
+
+
+def configure_logging(level: int, log_format: str) -> None:
+    """Log to stderr at ``level``; matplotlib stays at warnings (e.g. its font-cache notice on a first run)."""
+    logging.basicConfig(level=level, format=log_format, stream=sys.stderr)
+    logging.getLogger("matplotlib").setLevel(max(level, logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("matplotlib").setLevel(max(level, logging.WARNING))  # e.g. its font-cache notice on a first run
+    config = run_config(build_parser().parse_args(argv))
+    configure_logging(logging.WARNING - 10 * min(config.verbose + 1, 2),
+                      "%(asctime)s %(name)s %(levelname)s: %(message)s")
     from bids_jdam.workflows.app import run_app
 
-    return run_app(args)
+    return run_app(config)
 
 
 if __name__ == "__main__":

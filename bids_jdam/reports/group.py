@@ -27,9 +27,9 @@ from bids_jdam.bids.participants import ParticipantRow, diagnosis_of, participan
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.outliers import MIN_IMAGES_FOR_OUTLIERS, OUTLIER_Z, flag_outliers, groups_by
+from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
 from bids_jdam.reports.participant import PHANTOM_BANNER
-from bids_jdam.reports.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 
 LOGGER = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -25,11 +26,15 @@ from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import PLANE_AXES, slices_to_volume, volume_to_slices
 from bids_jdam.denormals import subnormals_flushed, without_subnormals
 from bids_jdam.diffusion.samplers import network_evaluations, sample
+from bids_jdam.diffusion.noise import SliceKey
 from bids_jdam.diffusion.sde import VESDE
+from bids_jdam.synthesis.provenance import SynthesisProvenance
 
 log = logging.getLogger("bids_jdam.synthesis")
 
 DenoiserFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# PET slices [n, 1, H, W] for MRI slices [n, 1, H, W] (model units), one noise key per slice.
+SlicePredictor = Callable[[torch.Tensor, list[SliceKey]], torch.Tensor]
 
 # Peak activation memory of one 128x128 slice through the paper-size U-Net in inference mode: an upper bound
 # used only when no probe is possible.
@@ -50,7 +55,7 @@ class SynthesisResult:
     seconds: float
     batch_size: int
     subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
-    settings: dict = field(default_factory=dict)
+    provenance: SynthesisProvenance | None = None  # set by the Synthesizer, which knows the model
 
 
 @without_subnormals
@@ -68,13 +73,17 @@ def synthesize_volume(
     batch_size: int | None = None,
     conditional: bool = True,
     progress: bool = True,
+    predict_slices: SlicePredictor | None = None,
 ) -> SynthesisResult:
     """Sample a synthetic PET volume from a model-grid T1w (normalized) inside ``brain_mask``.
 
     ``image`` names the image (e.g. ``sub-01_ses-1``) in the noise keys, so that each image gets its own noise.
-    Runs with subnormal floats flushed to zero on the CPU (:mod:`bids_jdam.denormals`).
+    ``predict_slices`` makes the slices (default: :func:`diffusion_slices` with ``denoiser_fn``, ``sde`` and
+    ``sampler_cfg``). Runs with subnormal floats flushed to zero on the CPU (:mod:`bids_jdam.denormals`).
     """
     device = torch.device(device)
+    predict_slices = predict_slices or partial(diffusion_slices, denoiser_fn, sde, sampler_cfg,
+                                               conditional=conditional, device=device)
     start = time.perf_counter()
     k = max(1, sampler_cfg.num_samples)
     jobs = _slice_jobs(brain_mask, planes, k)
@@ -89,7 +98,7 @@ def synthesize_volume(
     while i < len(jobs):
         chunk = jobs[i : i + batch]
         try:
-            result = _sample_chunk(denoiser_fn, chunk, cond_by_plane, sde, sampler_cfg, image, device, conditional)
+            result = _sample_chunk(predict_slices, chunk, cond_by_plane, sampler_cfg.seed, image, device)
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -117,9 +126,6 @@ def synthesize_volume(
         mean=mean, std=std, view_std=view_std, samples=samples, per_plane=per_plane,
         network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch,
         subnormals_flushed=subnormals_flushed(),
-        settings={"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "num_samples": k, "seed": sampler_cfg.seed,
-                  "noise_key": image, "planes": list(planes), "snr": sampler_cfg.snr,
-                  "corrector_steps": sampler_cfg.corrector_steps},
     )
 
 
@@ -170,14 +176,17 @@ def _slice_jobs(brain_mask: np.ndarray, planes: tuple[str, ...], k: int) -> list
     return jobs
 
 
-def _sample_chunk(denoiser_fn, chunk, cond_by_plane, sde, sampler_cfg, image, device, conditional) -> np.ndarray:
-    cond = None
-    if conditional:
-        cond = torch.from_numpy(np.stack([cond_by_plane[p][i] for p, i, _ in chunk])[:, None]).to(device)
-    size = next(iter(cond_by_plane.values())).shape[-1]
-    keys = [(sampler_cfg.seed, image, plane, index, s) for plane, index, s in chunk]
-    x = sample(denoiser_fn, cond, (len(chunk), 1, size, size), sampler_cfg, sde, keys, device=device)
-    return x[:, 0].float().cpu().numpy()
+def diffusion_slices(denoiser_fn: DenoiserFn, sde: VESDE, sampler_cfg: SamplerConfig, mri: torch.Tensor,
+                     keys: list[SliceKey], *, conditional: bool, device: torch.device) -> torch.Tensor:
+    """A diffusion model's PET slices: the reverse SDE sampled for each MRI slice from its own noise key."""
+    cond = mri if conditional else None
+    return sample(denoiser_fn, cond, tuple(mri.shape), sampler_cfg, sde, keys, device=device)
+
+
+def _sample_chunk(predict_slices: SlicePredictor, chunk, cond_by_plane, seed, image, device) -> np.ndarray:
+    mri = torch.from_numpy(np.stack([cond_by_plane[p][i] for p, i, _ in chunk])[:, None]).to(device)
+    keys = [(seed, image, plane, index, s) for plane, index, s in chunk]
+    return predict_slices(mri, keys)[:, 0].float().cpu().numpy()
 
 
 def _log_estimate(denoiser_fn, jobs, nfe, batch, size, device, conditional, sampler_cfg) -> None:

@@ -14,6 +14,8 @@ from bids_jdam.bids.validator import run_bids_validator
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.errors import InputError
 from bids_jdam.models.demo import demo_model_config
+from bids_jdam.workflows.app import run_app
+from bids_jdam.workflows.run_config import RunConfig
 
 log = logging.getLogger("bids_jdam.demo")
 
@@ -36,13 +38,9 @@ def run_demo(out_dir: Path, *, subjects: int = 2, participant: bool = True) -> d
     paths = {"bids_dir": bids_dir}
     if not participant:
         return paths
-    from bids_jdam.cli.run import main as bids_jdam
-
     derivatives = out_dir / "derivatives"
-    work = out_dir / "work"
-    common = [str(bids_dir), str(derivatives)]
-    rc = bids_jdam(common + ["participant", "-w", str(work), "--num-samples", "2", "-v"])
-    rc = rc or bids_jdam(common + ["group", "-v"])
+    rc = run_app(RunConfig(bids_dir, derivatives, "participant", work_dir=out_dir / "work", num_samples=2))
+    rc = rc or run_app(RunConfig(bids_dir, derivatives, "group"))
     if rc:
         raise SystemExit(rc)
     paths.update(derivatives=derivatives, group_report=derivatives / "group_report.html")

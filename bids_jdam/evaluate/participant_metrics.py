@@ -13,29 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bids_jdam.errors import InputError
 from bids_jdam import atomic
+from bids_jdam.errors import InputError
+from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
 
 METRICS_SUFFIX = "_desc-jdam_metrics.json"
-
-
-@dataclass
-class ModelInfo:
-    """Which weights made the image; ``trained_on_phantoms`` puts a warning banner on the report."""
-
-    name: str
-    sha256: str
-    trained_on_phantoms: bool
-
-
-@dataclass
-class SamplerInfo:
-    """How the reverse SDE was sampled (``num_samples`` = K samples averaged into the mean image)."""
-
-    name: str
-    steps: int
-    num_samples: int
-    seed: int | None
 
 
 @dataclass

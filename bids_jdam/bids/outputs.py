@@ -1,0 +1,107 @@
+"""Every derivative file of a participant's image, written in one place (as sMRIPrep's outputs workflow does).
+
+For each image: the synthetic PET and its standard-deviation maps in template and native space, each with its
+sidecar (from the image's :class:`~bids_jdam.synthesis.provenance.SynthesisProvenance`), the brain masks the
+synthesis was restricted to, and the transforms between native and template space, all into the participant's
+staging folder. The dataset-level files come first (:func:`start_derivative_dataset`); the metrics JSON and the
+report are written with the report (:mod:`bids_jdam.reports.participant`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bids_jdam import atomic
+from bids_jdam.bids.derivatives import (
+    NATIVE_SPACE,
+    TEMPLATE_SPACE,
+    ParticipantStaging,
+    derivative_path,
+    mask_sidecar,
+    pet_sidecar,
+    transform_path,
+    write_bidsignore,
+    write_dataset_description,
+)
+from bids_jdam.bids.query import AnatInput
+from bids_jdam.data.template import TemplateImages
+from bids_jdam.preprocess.pipeline import PreprocessedT1w, to_native
+from bids_jdam.synthesis.provenance import SynthesisProvenance
+from bids_jdam.synthesis.volume import SynthesisResult
+
+# No trailing slash: the validator matches folders without it.
+BIDSIGNORE = ["*_xfm.*", "*.html", "sub-*/figures", "group_metrics.tsv", ".work"]
+# (desc- entity, sidecar statistic, SynthesisResult field) of each synthetic PET map
+PET_MAPS = (("jdam", "mean", "mean"), ("jdamstd", "std", "std"), ("jdamviewstd", "viewstd", "view_std"))
+
+
+def start_derivative_dataset(output_dir: Path, *, source_dir: Path, version: str) -> None:
+    """``dataset_description.json`` and ``.bidsignore`` of the derivative dataset, before any participant."""
+    write_dataset_description(output_dir, source_dir=source_dir, version=version)
+    write_bidsignore(output_dir, BIDSIGNORE)
+
+
+def write_image_derivatives(
+    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, template: TemplateImages,
+    provenance: SynthesisProvenance, staging: ParticipantStaging,
+) -> dict[str, Path]:
+    """Synthetic PET (and SD maps), brain masks and transforms of one image, with their sidecars.
+
+    Returns the staged template-space maps by ``template_pet``, ``template_std`` and ``template_viewstd``.
+    """
+    written = _write_pet_maps(anat, prep, result, template, provenance, staging)
+    _write_brain_masks(anat, prep, staging)
+    _copy_transforms(anat, prep, staging)
+    return written
+
+
+def _write_pet_maps(
+    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, template: TemplateImages,
+    provenance: SynthesisProvenance, staging: ParticipantStaging,
+) -> dict[str, Path]:
+    written: dict[str, Path] = {}
+    for desc, statistic, field in PET_MAPS:
+        data = getattr(result, field)
+        if data is None:
+            continue
+        template_rel = derivative_path(anat.entities, space=TEMPLATE_SPACE, desc=desc, suffix="pet",
+                                       extension=".nii.gz", trc="FDG")
+        template_path = staging.path(template_rel)
+        atomic.save_nifti(template.image(data), template_path)
+        atomic.write_json(staging.path(_sidecar(template_rel)),
+                          pet_sidecar(anat, provenance, space=TEMPLATE_SPACE, statistic=statistic))
+        native_rel = derivative_path(anat.entities, space=NATIVE_SPACE, desc=desc, suffix="pet",
+                                     extension=".nii.gz", trc="FDG")
+        to_native(template_path, prep, staging.path(native_rel))
+        atomic.write_json(staging.path(_sidecar(native_rel)),
+                          pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic))
+        written[f"template_{'pet' if statistic == 'mean' else statistic}"] = template_path
+    return written
+
+
+def _write_brain_masks(anat: AnatInput, prep: PreprocessedT1w, staging: ParticipantStaging) -> None:
+    for space, source in ((TEMPLATE_SPACE, prep.brain_mask_model), (NATIVE_SPACE, prep.brain_mask_native)):
+        rel = derivative_path(anat.entities, space=space, desc="brain", suffix="mask", extension=".nii.gz")
+        img = nib.load(str(source))
+        atomic.save_nifti(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine, img.header),
+                          staging.path(rel))
+        atomic.write_json(staging.path(_sidecar(rel)), mask_sidecar(anat, space=space))
+
+
+def _copy_transforms(anat: AnatInput, prep: PreprocessedT1w, staging: ParticipantStaging) -> None:
+    transforms = prep.transforms
+    for from_space, to_space, source in (
+        (NATIVE_SPACE, TEMPLATE_SPACE, transforms.affine),
+        (NATIVE_SPACE, TEMPLATE_SPACE, transforms.warp),
+        (TEMPLATE_SPACE, NATIVE_SPACE, transforms.inverse_warp),
+    ):
+        extension = "".join(Path(source).suffixes)
+        rel = transform_path(anat.entities, from_space=from_space, to_space=to_space, extension=extension)
+        atomic.copy_file(source, staging.path(rel))
+
+
+def _sidecar(nifti_rel: Path) -> Path:
+    return Path(str(nifti_rel).removesuffix(".nii.gz") + ".json")

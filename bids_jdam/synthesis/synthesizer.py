@@ -1,0 +1,79 @@
+"""The synthesis entry point: a model made ready once, then any number of brains synthesized with it.
+
+The participant workflow (and every benchmark that synthesizes whole brains) goes through :class:`Synthesizer`, so
+the network's precision, memory layout and compilation (:class:`~bids_jdam.synthesis.inference.InferenceDenoiser`)
+are set up once per run, not once per image, and every result carries the provenance its outputs record. The
+model's prediction of a batch of slices is one method, :meth:`Synthesizer.predict_slices`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bids_jdam.config import SamplerConfig
+from bids_jdam.diffusion.noise import SliceKey
+from bids_jdam.diffusion.sde import VESDE
+from bids_jdam.synthesis.inference import InferenceDenoiser
+from bids_jdam.synthesis.loaded_model import LoadedModel
+from bids_jdam.synthesis.provenance import SamplerInfo, SynthesisProvenance
+from bids_jdam.synthesis.volume import SynthesisResult, diffusion_slices, synthesize_volume
+
+
+class Synthesizer:
+    """A loaded model on its device, ready to synthesize template-space PET from preprocessed T1w volumes."""
+
+    def __init__(self, model: LoadedModel, device: torch.device | str, precision: str = "auto",
+                 compile_network: bool = False):
+        self.model = model
+        self.device = torch.device(device)
+        self.denoiser = InferenceDenoiser(model.denoiser, self.device, precision, compile_network)
+        self.sde = VESDE(model.cfg.sde.sigma_min, model.cfg.sde.sigma_max)
+
+    @classmethod
+    def from_model_dir(cls, path: Path, device: torch.device | str, precision: str = "auto",
+                       compile_network: bool = False) -> Synthesizer:
+        """A synthesizer for the model directory ``path``, as it is (the app's model rule is ``load_model``)."""
+        return cls(LoadedModel.from_dir(path, device), device, precision, compile_network)
+
+    @property
+    def precision(self) -> str:
+        """What the network actually runs in (``auto`` resolved for the device)."""
+        return self.denoiser.precision
+
+    def synthesize(
+        self,
+        t1_model: np.ndarray,
+        brain_mask: np.ndarray,
+        sampler: SamplerConfig,
+        *,
+        image: str,
+        planes: tuple[str, ...] = ("axial",),
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> SynthesisResult:
+        """Synthetic PET (SUVR) from a model-grid T1w (model units) inside ``brain_mask``, with its provenance.
+
+        ``image`` names the image in the noise keys (e.g. ``sub-01_ses-A``), so that images never share noise;
+        the provenance's ``wall_time_s`` is the synthesis time.
+        """
+        cfg = self.model.cfg
+        result = synthesize_volume(
+            self.denoiser, t1_model, brain_mask, self.sde, sampler, image=image, slice_size=cfg.grid.slice_size,
+            planes=planes, device=self.device, batch_size=batch_size, conditional=cfg.network.conditional,
+            progress=progress, predict_slices=partial(self.predict_slices, sampler=sampler),
+        )
+        result.provenance = SynthesisProvenance(
+            model=self.model.info, sampler=SamplerInfo.of(sampler), noise_key=image,
+            reference_region=cfg.intensity.suvr_reference, wall_time_s=result.seconds, planes=tuple(planes),
+            precision=self.precision, device=self.device.type, subnormals_flushed=result.subnormals_flushed,
+        )
+        return result
+
+    def predict_slices(self, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig) -> torch.Tensor:
+        """The model's PET slices ``[n, 1, H, W]`` for MRI slices ``mri`` (model units), one noise key per slice."""
+        return diffusion_slices(self.denoiser, self.sde, sampler, mri, keys,
+                                conditional=self.model.cfg.network.conditional, device=self.device)
