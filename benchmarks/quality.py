@@ -43,49 +43,52 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, markdown_head, write_results  # noqa: E402
-from quality_data import load_acquired_subjects, subjects_of, white_matter_probability  # noqa: E402
-from quality_stats import paired_comparison, summarize  # noqa: E402
-
-from bids_jdam.config import JDAMConfig, SamplerConfig, small_config  # noqa: E402
-from bids_jdam.data.dataset import PairedSliceDataset  # noqa: E402
-from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
-from bids_jdam.data.slices import cut_slice, pad_slice  # noqa: E402
-from bids_jdam.device import resolve_device  # noqa: E402
-from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
-from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE, noise_index, uniform_white_matter_region  # noqa: E402
-from bids_jdam.models.cyclegan import CycleGAN  # noqa: E402
-from bids_jdam.models.model_dir import build_network  # noqa: E402
-from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
-from bids_jdam.workflows.train import (  # noqa: E402
-    Trainer,
-    ValidationSlices,
-    evaluate_slices,
-    predict_slices,
-    prepare_config,
-    validation_slices,
+from benchmarks.machine import machine_info, markdown_head, write_results
+from benchmarks.quality_data import load_acquired_subjects, subjects_of, white_matter_probability
+from benchmarks.quality_probabilistic import (
+    PROBABILISTIC_METRICS,
+    ad_cn_differences,
+    fit_calibration,
+    probabilistic_rows,
 )
-from bids_jdam.workflows.train_cyclegan import CycleGANTrainer, default_cyclegan_config  # noqa: E402
+from benchmarks.quality_stats import paired_comparison, summarize
+from bids_jdam.config import JDAMConfig, SamplerConfig, small_config
+from bids_jdam.data.dataset import PairedSliceDataset
+from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.data.regions import coarse_regions
+from bids_jdam.data.slices import cut_slice, pad_slice
+from bids_jdam.device import resolve_device
+from bids_jdam.diffusion.samplers import network_evaluations
+from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE, noise_index, uniform_white_matter_region
+from bids_jdam.evaluate.validation import ValidationSlices, evaluate_slices, predict_ensemble, validation_slices
+from bids_jdam.models.cyclegan import CycleGAN
+from bids_jdam.models.methods import METHODS as REGISTRY
+from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.training.distributed import Ranks
+from bids_jdam.training.loop import Budget, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CPU_MINUTES_PER_METHOD = 12.0
 GPU_MINUTES_PER_METHOD = 20.0
 HELD_OUT_SEED_OFFSET = 1000
+CALIBRATION_SEED_OFFSET = 2000  # the calibration subjects: neither trained on nor tested on
 METRICS = ("psnr_db", "ssim", "mae_suvr", "nmse")
 MIN_WHITE_MATTER_VOXELS = 8  # a slice's uniform white-matter region must have this many voxels for a noise index
 INPUTS = {"3T": 3, "7T": 7}
-# result key -> (training method, parameterization, MRI channel)
-METHODS: dict[str, tuple[str, str, bool]] = {
-    "jdam-preconditioned": ("jdam", "preconditioned", True),
-    "jdam-paper": ("jdam", "paper", True),
-    "sde-unconditional": ("jdam", "preconditioned", False),
-    "cyclegan": ("cyclegan", "preconditioned", True),
-    "unet-l1": ("unet-l1", "preconditioned", True),
+# result key -> (registry method, parameterization); every other setting is the method's own
+METHODS: dict[str, tuple[str, str]] = {
+    "jdam-preconditioned": ("jdam", "preconditioned"),
+    "jdam-paper": ("jdam", "paper"),
+    "sde-unconditional": ("sde-unconditional", "preconditioned"),
+    "cyclegan": ("cyclegan", "preconditioned"),
+    "unet-l1": ("unet-l1", "preconditioned"),
+    "jdam-residual": ("jdam-residual", "preconditioned"),
 }
 JDAM = "jdam-preconditioned"
-SMOKE = {"train_subjects": 4, "test_subjects": 2, "minutes_per_method": 0.2, "slices_per_plane": 1, "samples": 2,
-         "curve_points": 2, "curve_subjects": 1}
+# Methods scored as K-sample posteriors (the others, deterministic or far behind, with one sample).
+POSTERIORS = ("jdam-preconditioned", "jdam-residual")
+SMOKE = {"train_subjects": 4, "test_subjects": 2, "calibration_subjects": 2, "minutes_per_method": 0.2,
+         "slices_per_plane": 1, "samples": 2, "curve_points": 2, "curve_subjects": 1}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,8 +99,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"CUDA)")
     parser.add_argument("--train-subjects", type=int, default=24, help="3T-like training subjects")
     parser.add_argument("--test-subjects", type=int, default=12, help="held-out subjects (even: balanced CN/AD)")
+    parser.add_argument("--calibration-subjects", type=int, default=4,
+                        help="subjects (another seed, 3T-like) on which the posteriors' spread scale is fitted")
     parser.add_argument("--slices-per-plane", type=int, default=4, help="evaluated slices per plane and subject")
-    parser.add_argument("--samples", type=int, default=4, help="K: JDAM (preconditioned) is also scored as a K-mean")
+    parser.add_argument("--samples", type=int, default=8,
+                        help=f"K: {', '.join(POSTERIORS)} are scored as K-sample posteriors (and their K-mean)")
     parser.add_argument("--sampler", default="heun", help="sampler of every diffusion method (e.g. heun, pc)")
     parser.add_argument("--sampler-steps", type=int, default=18, help="its steps (PC: N, one corrector step each)")
     parser.add_argument("--curve-points", type=int, default=4, help="learning-curve points per method")
@@ -128,12 +134,16 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
                          num_samples=1, seed=args.seed)
 
 
-def method_config(cfg: JDAMConfig, name: str) -> JDAMConfig:
-    _, parameterization, conditional = METHODS[name]
+def method_config(cfg: JDAMConfig, name: str, training: PairedSliceDataset) -> JDAMConfig:
+    """The registry method's configuration for result ``name``: its fixed settings, then those from the data."""
+    method_name, parameterization = METHODS[name]
+    method = REGISTRY.named(method_name)
     cfg = JDAMConfig.from_dict(cfg.to_dict())
     cfg.sde.parameterization = parameterization
-    cfg.network.conditional = conditional
-    return cfg
+    if method_name == "cyclegan":
+        unet = REGISTRY.named("unet-l1").build_network(cfg)
+        cfg.cyclegan = matched_cyclegan(cfg, parameter_count(unet))
+    return method.prepare(method.configure(cfg), training, from_data=True)
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -142,71 +152,56 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 def matched_cyclegan(cfg: JDAMConfig, unet_parameters: int):
     """CycleGAN's CPU preset with the generator width (8..64) whose parameter count is closest to the U-Net's."""
-    base = default_cyclegan_config(cfg.grid.slice_size)
+    base = cfg.cyclegan
     widths = {w: parameter_count(CycleGAN(dataclasses.replace(base, generator_filters=w)).mri_to_pet)
               for w in range(8, 65, 8)}
     width = min(widths, key=lambda w: abs(widths[w] - unet_parameters))
     return dataclasses.replace(base, generator_filters=width)
 
 
-def make_trainer(name: str, cfg: JDAMConfig, training: PairedSliceDataset, device: torch.device, seed: int):
-    method = METHODS[name][0]
-    if method == "cyclegan":
-        unet = build_network(method_config(cfg, "unet-l1"), "unet-l1")
-        return CycleGANTrainer(matched_cyclegan(cfg, parameter_count(unet)), training, device, seed)
-    return Trainer(method_config(cfg, name), method, training, device, seed)
-
-
-def final_model(trainer) -> torch.nn.Module:
-    """What the method delivers: the EMA network (JDAM, U-Net) or the MRI->PET generator (CycleGAN, no EMA)."""
-    return trainer.generator if isinstance(trainer, CycleGANTrainer) else trainer.ema_model()
+def delivered_model(name: str, trainer, cfg: JDAMConfig) -> torch.nn.Module:
+    """What the method delivers, as the app loads it: the method's model around the trained network."""
+    return REGISTRY.named(METHODS[name][0]).as_model(trainer.delivered(), cfg).eval()
 
 
 def predict(name: str, model, cfg: JDAMConfig, data: ValidationSlices, sampler: SamplerConfig, device,
-            samples: int) -> list[torch.Tensor]:
-    """One prediction per sample (seeds seed, seed+1, ...); regression methods give one."""
-    method = METHODS[name][0]
-    if method != "jdam":
-        return [predict_slices(model, method, cfg, data.mri, data.keys, sampler, device)]
-    return [predict_slices(model, method, cfg, data.mri, data.keys, dataclasses.replace(sampler, seed=sampler.seed + k),
-                           device) for k in range(samples)]
+            samples: int) -> torch.Tensor:
+    """``[K, n, 1, H, W]``: sample k keyed by sample index k, as the app does; deterministic methods give one."""
+    return predict_ensemble(REGISTRY.named(METHODS[name][0]), model, cfg, data, sampler, device, samples)
 
 
 def train_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_data: ValidationSlices,
-                 args: argparse.Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """Train for the budget, scoring the learning curve at evenly spaced points; returns (trainer, record)."""
-    trainer = make_trainer(name, cfg, training, device, args.seed)
-    budget = args.minutes_per_method * 60
-    sampler, mcfg = sampler_config(args), method_config(cfg, name)
-    curve, losses, cpu_seconds = [], [], 0.0
-
-    def spent() -> float:
-        return cpu_seconds if device.type == "cpu" else trainer.train_seconds
-
+                 args: argparse.Namespace, device: torch.device) -> tuple[Any, JDAMConfig, dict[str, Any]]:
+    """Train with the app's loop for the budget, scoring the learning curve at evenly spaced points."""
+    mcfg = method_config(cfg, name, training)
+    trainer = REGISTRY.named(METHODS[name][0]).trainer(mcfg, training, device, args.seed, Ranks())
+    sampler, curve, losses = sampler_config(args), [], []
     for point in range(1, args.curve_points + 1):
-        while spent() < budget * point / args.curve_points:
-            start = time.process_time()
-            losses.append(trainer.train_step())
-            cpu_seconds += time.process_time() - start
+        minutes = args.minutes_per_method * point / args.curve_points
+        if device.type == "cpu":
+            budget = Budget(cpu_minutes=minutes)
+        else:  # wall-clock seconds inside steps
+            budget = Budget(minutes=max(0.0, minutes - trainer.train_seconds / 60))
+        losses += fit(trainer, budget, checkpoint_every=10**9)
         start = time.perf_counter()
-        prediction = predict(name, final_model(trainer), mcfg, curve_data, sampler, device, 1)[0]
+        prediction = predict(name, delivered_model(name, trainer, mcfg), mcfg, curve_data, sampler, device, 1)[0]
         metrics = evaluate_slices(prediction, curve_data)
         curve.append({"train_seconds": round(trainer.train_seconds, 1), "steps": trainer.step,
                       "psnr_db": metrics["psnr_db"], "ssim": metrics["ssim"],
                       "eval_seconds": round(time.perf_counter() - start, 1)})
         print(f"{name:20s} {trainer.step:6d} steps {trainer.train_seconds:7.1f} s  PSNR {metrics['psnr_db']:6.2f} dB "
               f"SSIM {metrics['ssim']:.3f}", flush=True)
-    model = final_model(trainer)
     record = {
         "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1),
-        "cpu_seconds": round(cpu_seconds, 1), "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
-        "parameters": parameter_count(model), "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
-        "batch_size": trainer.cyclegan.batch_size if isinstance(trainer, CycleGANTrainer) else mcfg.train.batch_size,
+        "cpu_seconds": round(trainer.cpu_seconds, 1), "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
+        "parameters": parameter_count(trainer.delivered()),
+        "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
+        "batch_size": mcfg.cyclegan.batch_size if METHODS[name][0] == "cyclegan" else mcfg.train.batch_size,
         "learning_curve": curve,
     }
-    if isinstance(trainer, CycleGANTrainer):
-        record["cyclegan"] = dataclasses.asdict(trainer.cyclegan)
-    return trainer, record
+    if METHODS[name][0] == "cyclegan":
+        record["cyclegan"] = dataclasses.asdict(mcfg.cyclegan)
+    return trainer, mcfg, record
 
 
 def white_matter_regions(data: ValidationSlices, wm: dict[str, np.ndarray], size: int) -> list[np.ndarray | None]:
@@ -237,17 +232,26 @@ def score(prediction: torch.Tensor, data: ValidationSlices, regions: list) -> di
     return scores
 
 
-def evaluate_method(name: str, trainer, cfg: JDAMConfig, evaluation: dict[str, ValidationSlices],
-                    regions: list, args: argparse.Namespace, device) -> dict[str, dict[str, Any]]:
-    """Scores of one trained method on each input; keys ``<input>`` -> ``<method key>`` -> metric summaries."""
-    sampler, mcfg, model = sampler_config(args), method_config(cfg, name), final_model(trainer)
-    diffusion = METHODS[name][0] == "jdam"
-    samples = args.samples if name == JDAM else 1
+def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, ValidationSlices],
+                    calibration_data: ValidationSlices, regions: list, context: dict[str, Any],
+                    args: argparse.Namespace, device) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Scores of one trained method on each input (``<input>`` -> ``<method key>`` -> summaries) and its extras:
+    the spread calibration (fitted on the calibration subjects) and the AD-vs-CN regional differences (3T)."""
+    sampler, model = sampler_config(args), delivered_model(name, trainer, mcfg)
+    method = REGISTRY.named(METHODS[name][0])
+    samples = args.samples if name in POSTERIORS else 1
+    calibration = None
+    if samples > 1:
+        calibration = fit_calibration(predict(name, model, mcfg, calibration_data, sampler, device, samples),
+                                      calibration_data)
+        print(f"{name:20s} spread scale {calibration.spread_scale:.3f} (fitted on {calibration.subjects} calibration "
+              f"subjects, {calibration.voxels} voxels)", flush=True)
     out: dict[str, dict[str, Any]] = {}
+    extras: dict[str, Any] = {"calibration": calibration.to_dict() if calibration else None}
     reused = None
     for label, data in evaluation.items():
         start = time.perf_counter()
-        if diffusion and not mcfg.network.conditional and reused is not None:
+        if method.probabilistic and not mcfg.network.conditional and reused is not None:
             predictions, seconds = reused  # no MRI channel: the 7T "prediction" is the 3T one (same seeds)
             timing_note = {"predictions_reused_from": "3T"}
         else:
@@ -257,26 +261,33 @@ def evaluate_method(name: str, trainer, cfg: JDAMConfig, evaluation: dict[str, V
             reused = (predictions, seconds)
         timing = {"seconds": round(seconds, 1), "slices": len(data.keys), "samples": len(predictions),
                   "seconds_per_slice_per_sample": seconds / (len(data.keys) * len(predictions)), **timing_note}
-        if diffusion:
+        if method.probabilistic:
             timing["sampler"] = {"name": sampler.name, "steps": sampler.steps,
                                  "network_evaluations": network_evaluations(sampler.name, sampler.steps,
                                                                             sampler.corrector_steps)}
-        rows = {f"{name}-1" if diffusion else name: score(predictions[0], data, regions) | timing}
+        spacing = mcfg.grid.spacing_mm
+        first = {"posterior": probabilistic_rows(predictions[:1], data, None, spacing)}
+        rows = {f"{name}-1" if method.probabilistic else name: score(predictions[0], data, regions) | timing | first}
         if len(predictions) > 1:
-            rows[f"{name}-k{len(predictions)}"] = score(torch.stack(predictions).mean(0), data, regions) | timing
+            rows[f"{name}-k{len(predictions)}"] = (score(predictions.mean(0), data, regions) | timing | {
+                "posterior": probabilistic_rows(predictions, data, calibration, spacing)})
         out[label] = rows
+        if label == "3T":
+            extras["ad_cn"] = ad_cn_differences(predictions.mean(0), data, *context["labels"], context["diagnoses"],
+                                                mcfg.grid.slice_size)
         print(f"{name:20s} {label}: " + ", ".join(f"{k} PSNR {v['psnr_db']['mean']:.2f} dB SSIM {v['ssim']['mean']:.3f}"
                                                    for k, v in rows.items()) + f" ({seconds:.0f} s)", flush=True)
-    return out
+    return out, extras
 
 
 def run_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_data: ValidationSlices,
-               evaluation: dict[str, ValidationSlices], regions: list, args: argparse.Namespace,
-               device: torch.device) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+               evaluation: dict[str, ValidationSlices], calibration_data: ValidationSlices, regions: list,
+               context: dict[str, Any], args: argparse.Namespace, device: torch.device):
     """Train one method and score it on every input (runs in a worker process with ``--jobs`` > 1)."""
     configure_threads(args.threads)
-    trainer, record = train_method(name, cfg, training, curve_data, args, device)
-    return record, evaluate_method(name, trainer, cfg, evaluation, regions, args, device)
+    trainer, mcfg, record = train_method(name, cfg, training, curve_data, args, device)
+    rows, extras = evaluate_method(name, trainer, mcfg, evaluation, calibration_data, regions, context, args, device)
+    return record, rows, extras
 
 
 def statistics(report: dict[str, Any], samples: int) -> None:
@@ -308,6 +319,50 @@ def fmt(summary: dict[str, Any], digits: int) -> str:
 def p_text(comparison: dict[str, Any]) -> str:
     p = comparison["p_value"]
     return f"{comparison['mean_difference']:+.2f}, p={p:.3g}" if p is not None else "no difference"
+
+
+def posterior_table(report: dict[str, Any], label: str) -> list[str]:
+    """CRPS (against the U-Net's MAE), spread-skill, coverage and SD-error correlation, raw and calibrated."""
+    rows = report[label]
+    unet_mae = rows.get("unet-l1", {}).get("mae_suvr", {}).get("mean")
+    lines = ["", f"Posterior scores ({label}; reference: the noise-free PET truth the models were trained on; "
+             "calibrated = samples spread by the scale fitted on the calibration subjects):", "",
+             "| method | CRPS | CRPS / U-Net MAE | spread-skill raw / calibrated | 90 % coverage raw / calibrated | "
+             "50 % coverage raw / calibrated | SD-error correlation (6 mm), lowest subject |",
+             "|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        raw = row["posterior"]["raw"]
+        cal = row["posterior"].get("calibrated", {})
+        ratio = f"{raw['crps']['mean'] / unet_mae:.2f}" if unet_mae else "n/a"
+
+        def pair(metric: str) -> str:
+            if metric not in raw:
+                return ""
+            return f"{fmt(raw[metric], 2)} / " + (fmt(cal[metric], 2) if metric in cal else "n/a")
+
+        correlation = raw.get("sd_error_correlation")
+        lowest = f"{fmt(correlation, 2)}, {min(correlation['per_subject'].values()):+.2f}" if correlation else ""
+        lines.append(f"| {key} | {fmt(raw['crps'], 3)} | {ratio} | {pair('spread_skill_ratio')} | "
+                     f"{pair('coverage_90')} | {pair('coverage_50')} | {lowest} |")
+    return lines
+
+
+def calibration_and_ad_cn(report: dict[str, Any]) -> list[str]:
+    """The fitted spread scales and the AD-minus-CN regional SUVR differences, synthetic against real."""
+    lines = ["", "## Spread calibration and AD vs CN", ""]
+    for name, calibration in report["calibration"].items():
+        if calibration:
+            lines.append(f"- {name}: spread scale {calibration['spread_scale']:.3f}, fitted on "
+                         f"{calibration['subjects']} calibration subjects ({calibration['voxels']} voxels, "
+                         f"{calibration['level']:.0%} level, K = {calibration['num_samples']}).")
+    lines += ["", "AD minus CN mean SUVR over the evaluated 3T slices of the held-out subjects (K-mean for posteriors):",
+              "", "| method | region | synthetic | real |", "|---|---|---|---|"]
+    for name, regions in report["ad_cn"].items():
+        for region, d in (regions or {}).items():
+            synthetic = "n/a" if d["ad_minus_cn_synthetic"] is None else f"{d['ad_minus_cn_synthetic']:+.3f}"
+            real = "n/a" if d["ad_minus_cn_real"] is None else f"{d['ad_minus_cn_real']:+.3f}"
+            lines.append(f"| {name} | {region} | {synthetic} | {real} |")
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -350,6 +405,7 @@ def markdown(report: dict[str, Any]) -> str:
                 ahead = all(c[m]["mean_difference"] > 0 and c[m]["p_value"] is not None and c[m]["p_value"] < 0.05
                             for m in ("psnr_db", "ssim"))
                 lines.append(f"| {other} | {p_text(c['psnr_db'])} | {p_text(c['ssim'])} | {'yes' if ahead else 'no'} |")
+        lines += posterior_table(report, label)
         gaps = report["gap_to_unet_l1"].get(label, {})
         if gaps:
             lines += ["", "Gap to the L1 U-Net (method minus U-Net, PSNR dB [95% t-interval of the paired "
@@ -358,6 +414,7 @@ def markdown(report: dict[str, Any]) -> str:
                           + (" [{:+.2f}, {:+.2f}]".format(*g["psnr_db"]["ci95_difference"])
                              if g["psnr_db"]["ci95_difference"] else "")
                           for key, g in gaps.items())]
+    lines += calibration_and_ad_cn(report)
     lines += ["", "The unconditional SDE has no MRI input: its 7T-like scores are its 3T-like samples scored again. "
               "The noise index (mean brain SUVR / SD in uniform white matter) describes smoothness, not quality.",
               "Figures on phantoms are upper bounds for real data."]
@@ -380,10 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bids-jdam-quality-"))
     out = args.out or (work if args.smoke else RESULTS)
     test_seed = args.seed + HELD_OUT_SEED_OFFSET
-    dirs = {"train": work / "train-3T", **{label: work / f"test-{label}" for label in INPUTS}}
+    calibration_seed = args.seed + CALIBRATION_SEED_OFFSET
+    dirs = {"train": work / "train-3T", "calibration": work / "calibration-3T",
+            **{label: work / f"test-{label}" for label in INPUTS}}
     start = time.perf_counter()
     generate_phantom_dataset(dirs["train"], args.train_subjects, args.seed, field_strength=3, fast=True,
                              grid_spacing_mm=4.0, jobs=args.threads)
+    generate_phantom_dataset(dirs["calibration"], args.calibration_subjects, calibration_seed, field_strength=3,
+                             fast=True, grid_spacing_mm=4.0, jobs=args.threads)
     for label, strength in INPUTS.items():
         generate_phantom_dataset(dirs[label], args.test_subjects, test_seed, field_strength=strength, fast=True,
                                  grid_spacing_mm=4.0, jobs=args.threads)
@@ -394,17 +455,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg.sampler = sampler_config(args)
     training = PairedSliceDataset(load_acquired_subjects(dirs["train"], cfg, subjects_of(dirs["train"])),
                                   cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
-    cfg = prepare_config(cfg, training, sigma_max_from_training=True)
     test_subjects = subjects_of(dirs["3T"])
     volumes = {label: load_acquired_subjects(dirs[label], cfg, test_subjects) for label in INPUTS}
     evaluation = {label: validation_slices(v, cfg, per_plane=args.slices_per_plane) for label, v in volumes.items()}
     if evaluation["3T"].keys != evaluation["7T"].keys or not torch.equal(evaluation["3T"].pet, evaluation["7T"].pet):
         raise RuntimeError("the 3T and 7T renderings of the held-out subjects differ in anatomy or PET")
     curve_data = validation_slices(volumes["3T"][: args.curve_subjects], cfg, per_plane=1)
+    calibration_data = validation_slices(
+        load_acquired_subjects(dirs["calibration"], cfg, subjects_of(dirs["calibration"])), cfg,
+        per_plane=args.slices_per_plane)
     wm = {s: white_matter_probability(dirs["3T"], s) for s in test_subjects}
     regions = white_matter_regions(evaluation["3T"], wm, cfg.grid.slice_size)
     sampler = sampler_config(args)
     diagnoses = [v.diagnosis for v in volumes["3T"]]
+    context = {"labels": coarse_regions(cfg.grid.spacing_mm), "diagnoses": {v.subject: v.diagnosis for v in volumes["3T"]}}
 
     report: dict[str, Any] = {
         "command": command,
@@ -415,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
                      "learning-curve evaluations are not counted"},
         "settings": {
             "train_subjects": args.train_subjects, "test_subjects": args.test_subjects,
+            "calibration_subjects": args.calibration_subjects, "calibration_seed": calibration_seed,
+            "posteriors": list(POSTERIORS),
             "slices_per_plane": args.slices_per_plane, "samples": args.samples, "seed": args.seed,
             "sampler": {"name": sampler.name, "steps": sampler.steps, "corrector_steps": sampler.corrector_steps,
                         "network_evaluations": network_evaluations(sampler.name, sampler.steps,
@@ -432,24 +498,26 @@ def main(argv: list[str] | None = None) -> int:
             "evaluated_slices": len(evaluation["3T"].keys), "phantom_seconds": round(phantom_seconds, 1),
         },
         "truth_noise_index": summarize(noise_indices(evaluation["3T"].pet, evaluation["3T"], regions)),
-        "training": {}, **{label: {} for label in INPUTS}, "complete": False,
+        "training": {}, **{label: {} for label in INPUTS}, "calibration": {}, "ad_cn": {}, "complete": False,
     }
     name = "quality-smoke" if args.smoke else "quality"
-    finished: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
+    finished: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]] = {}
 
-    def record(method: str, result: tuple[dict[str, Any], dict[str, dict[str, Any]]]) -> None:
+    def record(method: str, result: tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]) -> None:
         """Add a finished method (tables keep the --methods order) and rewrite the results."""
         finished[method] = result
         order = [m for m in args.methods if m in finished]
         report["training"] = {m: finished[m][0] for m in order}
         for label in INPUTS:
             report[label] = {key: row for m in order for key, row in finished[m][1][label].items()}
+        for extra in ("calibration", "ad_cn"):
+            report[extra] = {m: finished[m][2].get(extra) for m in order}
         report["complete"] = len(finished) == len(args.methods)
         report["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
         statistics(report, args.samples)
         write_results(out, name, report, markdown(report))
 
-    inputs = (cfg, training, curve_data, evaluation, regions, args, device)
+    inputs = (cfg, training, curve_data, evaluation, calibration_data, regions, context, args, device)
     if args.jobs == 1:
         for method in args.methods:
             record(method, run_method(method, *inputs))

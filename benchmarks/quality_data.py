@@ -24,8 +24,8 @@ from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.phantom import phantom_truth
 from bids_jdam.data.phantom.writer import Layout, raw_names
 from bids_jdam.data.template import grid_affine, grid_shape
-from bids_jdam.preprocess.intensity import scale_t1w
-from bids_jdam.workflows.train import read_diagnoses
+from bids_jdam.bids.participants import read_diagnoses
+from bids_jdam.workflows.training_data import volumes_from_images
 
 # Fixed-point iterations that invert the phantom's smooth displacement (2-4 mm): the residual falls ~10x each.
 INVERSION_ITERATIONS = 8
@@ -60,17 +60,14 @@ def acquired_t1w_in_template(bids_dir: Path, subject: str, spacing_mm: float) ->
 
 
 def load_acquired_subjects(bids_dir: Path, cfg: JDAMConfig, subjects: list[str]) -> list[SubjectVolumes]:
-    """A ``SubjectLoader`` for :func:`bids_jdam.workflows.train.train_model`: acquired T1w in, PET SUVR truth out."""
+    """A ``SubjectLoader`` (:mod:`bids_jdam.workflows.training_data`): acquired T1w in, PET SUVR truth out."""
     diagnoses = read_diagnoses(bids_dir)
     volumes = []
     for subject in subjects:
         truth = phantom_truth(bids_dir, subject)
         mask_img = nib.load(truth.brain_mask)
-        mask = np.asarray(mask_img.dataobj) > 0
-        t1, _ = scale_t1w(acquired_t1w_in_template(bids_dir, subject, cfg.grid.spacing_mm) * mask, mask,
-                          cfg.intensity.t1_percentile)
-        pet = np.where(mask, nib.load(truth.pet_suvr).get_fdata(dtype=np.float32), 0).astype(np.float32)
-        volumes.append(SubjectVolumes(subject, diagnoses[subject], t1, pet, mask, mask_img.affine))
+        t1w = nib.Nifti1Image(acquired_t1w_in_template(bids_dir, subject, cfg.grid.spacing_mm), mask_img.affine)
+        volumes.append(volumes_from_images(subject, diagnoses[subject], t1w, nib.load(truth.pet_suvr), mask_img, cfg))
     return volumes
 
 

@@ -58,6 +58,8 @@ class NetworkConfig:
     dropout: float = 0.1
     num_groups: int = 32
     conditional: bool = True  # False = the paper's ablation (no MRI channel)
+    # jdam-residual: width of its residual score U-Net relative to ``channels`` (0.5: a quarter of the cost)
+    residual_score_width: float = 0.5
 
 
 @dataclass

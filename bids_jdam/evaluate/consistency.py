@@ -41,18 +41,20 @@ def smooth_in_mask(volume: np.ndarray, mask: np.ndarray, sigma_voxels: float) ->
 
 
 def uncertainty_error_correlation(
-    std: np.ndarray, prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float = 0.0
+    std: np.ndarray, prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+    smoothing_voxels: float | tuple[float, ...] = 0.0,
 ) -> float:
     """Pearson correlation, inside the mask, of the per-voxel standard deviation with the absolute error.
 
     Voxel by voxel, both sides are dominated by noise (an SD from K samples has a relative error of about
     1 / sqrt(2 (K - 1)); the reference PET has its own noise), so a calibrated map can still correlate weakly.
     ``smoothing_voxels`` > 0 compares local averages (Gaussian sigma in voxels, inside the mask) instead: whether
-    the map says where errors are large, at about the resolution of a PET scan.
+    the map says where errors are large, at about the resolution of a PET scan; a sigma per axis (0 along a stack
+    of 2D slices) smooths within each slice only.
     """
     m = mask.astype(bool)
     error = np.abs(prediction - truth)
-    if smoothing_voxels > 0:
+    if np.any(np.asarray(smoothing_voxels) > 0):
         std, error = smooth_in_mask(std, m, smoothing_voxels), smooth_in_mask(error, m, smoothing_voxels)
     return float(np.corrcoef(std[m], error[m])[0, 1])
 

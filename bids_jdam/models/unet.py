@@ -100,7 +100,7 @@ class ScoreUNet(nn.Module):
     resolution is listed in ``cfg.attention_resolutions`` and always in the bottleneck.
     """
 
-    def __init__(self, cfg: NetworkConfig, image_size: int):
+    def __init__(self, cfg: NetworkConfig, image_size: int, condition_channels: int = 1):
         super().__init__()
         levels = len(cfg.channel_mult)
         if image_size % 2 ** (levels - 1):
@@ -108,7 +108,7 @@ class ScoreUNet(nn.Module):
                 f"image size {image_size} is not divisible by 2**{levels - 1}, as {levels} U-Net levels require"
             )
         self.conditional = cfg.conditional
-        self.in_channels = 2 if cfg.conditional else 1
+        self.in_channels = 1 + (condition_channels if cfg.conditional else 0)  # x_t, then the condition
         embed_dim = 4 * cfg.channels
         self.noise_embedding = FourierNoiseEmbedding(cfg.channels, embed_dim)
         self.input_conv = nn.Conv2d(self.in_channels, cfg.channels, 3, padding=1)
