@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.quality_stats import summarize
 from bids_jdam.data.slices import cut_slice, pad_slice
-from bids_jdam.evaluate.calibration import SpreadCalibration, fit_spread_scale, inflate
+from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_on, inflate, subject_cases
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
 from bids_jdam.evaluate.probabilistic import probabilistic_scores
 from bids_jdam.evaluate.validation import ValidationSlices
@@ -23,19 +23,9 @@ PROBABILISTIC_METRICS = ("crps", "spread_skill_ratio", "coverage_50", "coverage_
 AD_CN_REGIONS = ("parietal", "temporal")
 
 
-def by_subject(predictions: torch.Tensor, data: ValidationSlices) -> dict[str, tuple[np.ndarray, ...]]:
-    """subject -> (samples (K, n, H, W), truth (n, H, W), mask (n, H, W)) of its evaluated slices."""
-    rows: dict[str, list[int]] = {}
-    for i, (subject, _, _) in enumerate(data.keys):
-        rows.setdefault(subject, []).append(i)
-    samples, truth, mask = predictions[:, :, 0].float().numpy(), data.pet[:, 0].numpy(), data.mask[:, 0].numpy()
-    return {s: (samples[:, i] * mask[i], truth[i], mask[i]) for s, i in rows.items()}
-
-
 def fit_calibration(predictions: torch.Tensor, data: ValidationSlices) -> SpreadCalibration:
     """The spread scale of a K-sample posterior, fitted on the calibration subjects' slices."""
-    cases = by_subject(predictions, data)
-    return fit_spread_scale(cases.values(), subjects=len(cases))
+    return calibrate_on(predictions, data, fitted_on="calibration phantom subjects (split-conformal, brain mask)")
 
 
 def _subject_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, spacing_mm: float) -> dict[str, Any]:
@@ -57,7 +47,7 @@ def probabilistic_rows(predictions: torch.Tensor, data: ValidationSlices, calibr
     out: dict[str, Any] = {}
     for variant, scale in variants.items():
         per_subject = {s: _subject_scores(inflate(samples, scale), truth, mask, spacing_mm)
-                       for s, (samples, truth, mask) in by_subject(predictions, data).items()}
+                       for s, (samples, truth, mask) in subject_cases(predictions, data).items()}
         first = next(iter(per_subject.values()))
         out[variant] = {m: summarize({s: row[m] for s, row in per_subject.items()})
                         for m in PROBABILISTIC_METRICS if m in first}

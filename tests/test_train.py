@@ -100,6 +100,8 @@ def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
     assert set(card["training_data"]["subjects"]["validation"]) == set(read_splits(resumed / "splits.json")["validation"])
     assert card["validation"]["n_subjects"] == len(card["training_data"]["subjects"]["validation"]) > 0
     assert np.isfinite(card["validation"]["psnr_db"])
+    calibration = card["calibration"]  # fitted on the held-out subjects' K samples
+    assert calibration["spread_scale"] > 0 and calibration["num_samples"] == 4 and calibration["voxels"] > 0
     config = json.loads((resumed / "config.json").read_text())
     assert config["sde"]["sigma_max"] != tiny_cfg.sde.sigma_max  # chosen from the training slices
     with pytest.raises(InputError, match="not unet-l1"):
@@ -112,6 +114,7 @@ def test_l1_unet_learns_the_mapping(bids_dir, tmp_path, tiny_cfg):
     model, cfg, card = load_model_dir(model_dir)
     assert card["method"] == "unet-l1" and cfg.sde.sigma_max == tiny_cfg.sde.sigma_max
     assert card["validation"]["mae_suvr"] < 0.45  # predicting zero would give about 0.8
+    assert "deterministic" in card["calibration"]["note"]
 
 
 def test_unconditional_trainer_never_sees_the_mri(tiny_cfg):

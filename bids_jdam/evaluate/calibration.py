@@ -10,11 +10,15 @@ by it, and every score (CRPS, spread-skill, coverage, rank histogram) is that of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from scipy.stats import t as student_t
+
+from bids_jdam.evaluate.validation import ValidationSlices
 
 CALIBRATION_LEVEL = 0.9
 
@@ -64,3 +68,18 @@ def inflate(samples: np.ndarray, scale: float) -> np.ndarray:
     samples = np.asarray(samples)
     mean = samples.mean(axis=0, keepdims=True)
     return (mean + scale * (samples - mean)).astype(samples.dtype)
+
+
+def subject_cases(predictions: torch.Tensor, data: ValidationSlices) -> dict[str, tuple[np.ndarray, ...]]:
+    """subject -> (samples (K, n, H, W), truth (n, H, W), mask (n, H, W)) of its slices, from ``[K, N, 1, H, W]``."""
+    rows: dict[str, list[int]] = {}
+    for i, (subject, _, _) in enumerate(data.keys):
+        rows.setdefault(subject, []).append(i)
+    samples, truth, mask = predictions[:, :, 0].float().numpy(), data.pet[:, 0].numpy(), data.mask[:, 0].numpy()
+    return {s: (samples[:, i] * mask[i], truth[i], mask[i]) for s, i in rows.items()}
+
+
+def calibrate_on(predictions: torch.Tensor, data: ValidationSlices, fitted_on: str) -> SpreadCalibration:
+    """The spread scale of K-sample ``predictions`` of held-out slices ``data`` (every subject's brain voxels)."""
+    cases = subject_cases(predictions, data)
+    return dataclasses.replace(fit_spread_scale(cases.values(), subjects=len(cases)), fitted_on=fitted_on)

@@ -24,7 +24,8 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset, read_splits, split_subjects, write_splits
 from bids_jdam.denormals import without_subnormals
 from bids_jdam.errors import InputError
-from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_slices, validation_slices
+from bids_jdam.evaluate.calibration import calibrate_on
+from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_ensemble, validation_slices
 from bids_jdam.models.methods import METHODS, Method
 from bids_jdam.models.model_dir import PHANTOM_DATA, save_model_dir
 from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint
@@ -36,6 +37,7 @@ from bids_jdam.workflows.training_data import SubjectLoader, load_phantom_truth_
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.json"
+CALIBRATION_SAMPLES = 4  # posterior samples per validation slice from which the spread scale is fitted
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
             ranks.barrier()  # rank 0 validates and writes the model directory
             return Path(run.out_dir)
         card = _model_card(run, method, trainer, splits, diagnoses, len(training), ranks, wall_start)
-        card["validation"] = _validate(run, method, trainer, splits["validation"])
+        card["validation"], card["calibration"] = _validate(run, method, trainer, splits["validation"])
         model_dir = save_model_dir(Path(run.out_dir), trainer.delivered(), trainer.cfg, method, card, run.fp16_export)
         ranks.barrier()
         return model_dir
@@ -129,19 +131,27 @@ def _splits(run: TrainingRun, cfg: JDAMConfig, diagnoses: dict[str, str], ranks:
     return splits
 
 
-def _validate(run: TrainingRun, method: Method, trainer: Trainer, subjects: list[str]) -> dict[str, Any]:
-    """Protocol metrics of the delivered model on a few slices of each held-out subject."""
+def _validate(run: TrainingRun, method: Method, trainer: Trainer,
+              subjects: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Protocol metrics of the delivered model on a few slices of each held-out subject (its first sample), and
+    for a probabilistic method the spread calibration fitted on the same subjects' K samples."""
     if not subjects:
-        return {"note": "no held-out subjects"}
+        return {"note": "no held-out subjects"}, {"note": "not calibrated: no held-out subjects"}
     data = validation_slices(run.load_subjects(Path(run.bids_dir), trainer.cfg, subjects), trainer.cfg)
     model = method.as_model(trainer.delivered(), trainer.cfg).eval()
     sampler = run.validation_sampler
-    prediction = predict_slices(method, model, trainer.cfg, data.mri, data.keys, sampler, trainer.device)
-    validation = evaluate_slices(prediction, data)
+    samples = CALIBRATION_SAMPLES if method.probabilistic else 1
+    predictions = predict_ensemble(method, model, trainer.cfg, data, sampler, trainer.device, samples)
+    validation = evaluate_slices(predictions[0], data)
     validation["sampler"] = dataclasses.asdict(sampler) if method.probabilistic else None
     log.info("validation on %d held-out subjects: PSNR %.2f dB, SSIM %.3f", len(subjects), validation["psnr_db"],
              validation["ssim"])
-    return validation
+    if not method.probabilistic:
+        return validation, {"note": "deterministic method: no spread to calibrate"}
+    calibration = calibrate_on(predictions, data, fitted_on=f"{len(subjects)} held-out validation subjects "
+                                                            f"(split-conformal, brain mask, {sampler.name} sampler)")
+    log.info("spread scale %.3f (fitted on the validation subjects)", calibration.spread_scale)
+    return validation, calibration.to_dict()
 
 
 def _model_card(run: TrainingRun, method: Method, trainer: Trainer, splits: dict[str, list[str]],

@@ -1,0 +1,40 @@
+"""Spread calibration: a known under-dispersion is undone, the mean is untouched, the interval then covers."""
+
+import numpy as np
+import pytest
+
+from bids_jdam.evaluate.calibration import fit_spread_scale, inflate
+from bids_jdam.evaluate.probabilistic import coverage, spread_skill_ratio
+
+
+def _ensemble(spread: float, seed: int, k: int = 8, shape=(40, 40)):
+    """Truth and K samples whose posterior SD is 1 but whose samples spread by ``spread`` around a noisy mean."""
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=shape)
+    centre = truth + rng.normal(size=shape)  # the posterior mean misses the truth by N(0, 1)
+    samples = centre + spread * rng.normal(size=(k, *shape))
+    return samples, truth, np.ones(shape, bool)
+
+
+def test_an_under_dispersed_ensemble_is_scaled_back_to_nominal_coverage():
+    calibration = fit_spread_scale([_ensemble(0.4, seed) for seed in range(3)], subjects=3)
+    assert calibration.spread_scale == pytest.approx(2.5, rel=0.15)  # 1 / 0.4
+    samples, truth, mask = _ensemble(0.4, seed=10)  # new data, same model
+    assert spread_skill_ratio(samples, truth, mask) < 0.6
+    calibrated = inflate(samples, calibration.spread_scale)
+    np.testing.assert_allclose(calibrated.mean(axis=0), samples.mean(axis=0), atol=1e-12)
+    cover = coverage(calibrated.mean(0), calibrated.std(0, ddof=1), truth, mask, len(samples))
+    assert cover["0.90"] == pytest.approx(0.9, abs=0.03)
+    assert spread_skill_ratio(calibrated, truth, mask) == pytest.approx(1.0, abs=0.15)
+
+
+def test_a_calibrated_ensemble_keeps_its_spread():
+    calibration = fit_spread_scale([_ensemble(1.0, seed) for seed in range(3)], subjects=3)
+    assert calibration.spread_scale == pytest.approx(1.0, abs=0.1)
+    assert calibration.to_dict()["num_samples"] == 8 and calibration.voxels == 3 * 1600
+
+
+def test_one_sample_cannot_be_calibrated():
+    samples, truth, mask = _ensemble(1.0, 0, k=1)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        fit_spread_scale([(samples, truth, mask)], subjects=1)
