@@ -1,9 +1,10 @@
 """The synthesis entry point: a model made ready once, then any number of brains synthesized with it.
 
-The participant workflow (and every benchmark that synthesizes whole brains) goes through :class:`Synthesizer`, so
-the network's precision, memory layout and compilation (:class:`~bids_jdam.synthesis.inference.InferenceDenoiser`)
-are set up once per run, not once per image, and every result carries the provenance its outputs record. The
-model's prediction of a batch of slices is one method, :meth:`Synthesizer.predict_slices`.
+The participant workflow synthesizes through :class:`Synthesizer` (and so should anything else that synthesizes
+whole brains): the network's precision, memory layout and compilation
+(:class:`~bids_jdam.synthesis.inference.InferenceDenoiser`) are set up once per run, not once per image, and every
+result carries the provenance its outputs record. The model's prediction of a batch of slices is one method,
+:meth:`Synthesizer.predict_slices`.
 """
 
 from __future__ import annotations
