@@ -38,34 +38,34 @@ demo: venv
 
 # Subnormal floats: their cost on this CPU, and that the app's flushing changes no mask and no synthetic PET.
 benchmark-denormals: venv
-	$(BIN)/python benchmarks/denormals.py --threads 2
+	$(BIN)/python -m benchmarks.denormals --threads 2
 
 benchmark-preprocess: venv
-	$(BIN)/python benchmarks/preprocess.py --threads 2
+	$(BIN)/python -m benchmarks.preprocess --threads 2
 
 benchmark-learning-curve: venv
-	$(BIN)/python benchmarks/learning_curve.py --minutes 8 --threads 1 --jobs 2
+	$(BIN)/python -m benchmarks.learning_curve --minutes 8 --threads 1 --jobs 2
 
 benchmark-synthesis: venv
-	$(BIN)/python benchmarks/synthesis.py --threads 2
+	$(BIN)/python -m benchmarks.synthesis --threads 2
 
 benchmark-speed: venv
-	$(BIN)/python benchmarks/speed.py --threads 2
+	$(BIN)/python -m benchmarks.speed --threads 2
 
 # The paper-size network's whole-brain time on this machine (CPU: one plane; 13 minutes on 2 cores).
 benchmark-throughput: venv
-	$(BIN)/python benchmarks/throughput.py --device cpu --threads 2 --plane-sets axial
+	$(BIN)/python -m benchmarks.throughput --device cpu --threads 2 --plane-sets axial
 
 # Whether subjects share sampling noise: demo model, 4 held-out phantoms, per-image vs one shared noise key.
 benchmark-noise: venv
-	$(BIN)/python benchmarks/noise_independence.py --threads 2
+	$(BIN)/python -m benchmarks.noise_independence --threads 2
 
 # On a GPU machine, with the image's own python3 (run benchmarks/gpu/wheels.sh first where PyPI is reachable).
 benchmark-gpu:
 	bash benchmarks/gpu/check.sh
 
 benchmark-quality: venv
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 3 --samples 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.quality --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 3 --samples 2
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

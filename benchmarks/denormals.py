@@ -1,6 +1,6 @@
 """Subnormal floats on this CPU: what they cost, what bids-jdam's flushing saves, and that it changes no mask.
 
-    python benchmarks/denormals.py [--threads 2] [--repeats 3] [--results DIR]
+    python -m benchmarks.denormals [--threads 2] [--repeats 3] [--results DIR] [--smoke]
 
 1. A convolution (8 -> 8 channels, 3x3x3, on 8x48x48x48) on normal inputs, on subnormal inputs as torch runs
    them by default, and on subnormal inputs through ``bids_jdam.denormals.run_without_subnormals`` (the setting the
@@ -8,10 +8,14 @@
 2. HD-BET (the app's ``extract_brain``, N4-corrected input as in the pipeline) on a fast-mode phantom T1w and on the
    real Colin27 scan (``../shared/data``, when present), with and without flushing, each in a fresh process pinned to
    ``--threads`` cores: wall and CPU seconds, mask voxels and the Dice between the two masks (target >= 0.999).
-3. Synthesis with the demo model (its default sampler, one plane, K = 2) of a held-out phantom's template-space
-   T1w, flushed and not: the largest voxelwise difference (SUVR) and both volumes' PSNR against the phantom's PET.
+3. Synthesis with the demo model through the app's entry point (``Synthesizer.synthesize``; its default sampler,
+   one plane, K = 2, fp32) of a held-out phantom's template-space T1w, flushed (as the app runs it) and not (the
+   same call with ``synthesize_volume``'s flushing bypassed): the largest voxelwise difference (SUVR) and both
+   volumes' PSNR against the phantom's PET.
 
-Writes ``<results>/denormals-<machine>.{json,md}`` (default ``benchmarks/results``).
+``--smoke``: one repeat, no HD-BET (unflushed it takes minutes on an Intel Xeon), two sampler steps, to check the
+path. Writes
+``<results>/denormals-<machine>.{json,md}`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -19,23 +23,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager, nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, markdown_head, write_results  # noqa: E402
-
-from bids_jdam.config import BrainExtractionConfig  # noqa: E402
-from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
-from bids_jdam.preprocess.bias import n4_correct  # noqa: E402
+from benchmarks.machine import command_line, machine_info, markdown_head, write_results
+from bids_jdam.config import BrainExtractionConfig
+from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.preprocess.bias import n4_correct
 
 REPO = Path(__file__).resolve().parents[1]
 COLIN27 = REPO / ".." / "shared" / "data" / "colin27_T1w_2mm.nii"
@@ -113,29 +115,49 @@ def hd_bet_comparison(name: str, t1w: Path, work: Path, threads: int) -> dict[st
             "meets_dice_target": comparison["dice"] >= DICE_TARGET}
 
 
-def synthesis_comparison(threads: int, work: Path) -> dict[str, object]:
+def hd_bet_comparisons(work: Path, threads: int) -> dict[str, dict[str, object]]:
+    """HD-BET flushed and not on a fast-mode 3 T phantom T1w and, when present, Colin27."""
+    phantom = generate_phantom_dataset(work / "phantom", 1, 0, fast=True, field_strength=3)
+    subjects = {"phantom-fast-3T": phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
+    if COLIN27.exists():
+        subjects["colin27-2mm"] = COLIN27.resolve()
+    return {name: hd_bet_comparison(name, t1w, work, threads) for name, t1w in subjects.items()}
+
+
+@contextmanager
+def synthesis_keeping_subnormals() -> Iterator[None]:
+    """The app's synthesis entry point with ``synthesize_volume``'s flushing bypassed (its undecorated function)."""
+    from bids_jdam.synthesis import synthesizer
+
+    flushing = synthesizer.synthesize_volume
+    synthesizer.synthesize_volume = flushing.__wrapped__
+    try:
+        yield
+    finally:
+        synthesizer.synthesize_volume = flushing
+
+
+def synthesis_comparison(threads: int, work: Path, steps: int | None = None) -> dict[str, object]:
     """The demo model's synthetic PET of one held-out phantom subject with and without flushing subnormals."""
     import torch
 
-    from bids_jdam.diffusion.sde import VESDE
     from bids_jdam.evaluate.metrics import image_quality
     from bids_jdam.models.demo import DEMO_MODEL_DIR
-    from bids_jdam.models.model_dir import load_model_dir
-    from bids_jdam.synthesis.inference import InferenceDenoiser
-    from bids_jdam.synthesis.volume import synthesize_volume
-    from bids_jdam.workflows.train import load_phantom_truth_subjects
+    from bids_jdam.synthesis.synthesizer import Synthesizer
+    from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
     torch.set_num_threads(threads)
-    network, cfg, _ = load_model_dir(DEMO_MODEL_DIR, torch.device("cpu"))
-    denoiser = InferenceDenoiser(network, torch.device("cpu"), "fp32", False)
+    synthesizer = Synthesizer.from_model_dir(DEMO_MODEL_DIR, "cpu", precision="fp32")
+    cfg = synthesizer.model.cfg
     bids = generate_phantom_dataset(work / "held-out", 1, SYNTHESIS_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
     subject = load_phantom_truth_subjects(bids, cfg, ["01"])[0]
-    sampler = dataclasses.replace(cfg.sampler, num_samples=2, seed=0)
+    sampler = dataclasses.replace(cfg.sampler, num_samples=2, seed=0, steps=steps or cfg.sampler.steps)
     runs = {}
-    for name, synthesize in (("flushed", synthesize_volume), ("default", synthesize_volume.__wrapped__)):
+    for name, setting in (("flushed", nullcontext), ("default", synthesis_keeping_subnormals)):
         start = time.process_time()
-        result = synthesize(denoiser, subject.t1, subject.brain_mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max),
-                            sampler, image="sub-01", slice_size=cfg.grid.slice_size, progress=False)
+        with setting():
+            result = synthesizer.synthesize(subject.t1, subject.brain_mask, sampler, image="sub-01",
+                                            planes=("axial",))
         quality = image_quality(result.mean, subject.pet, subject.brain_mask)
         runs[name] = {"cpu_seconds": round(time.process_time() - start, 2), "psnr_db": round(quality["psnr_db"], 4),
                       "mean": result.mean}
@@ -150,21 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--smoke", action="store_true", help="one repeat, no HD-BET, 2 sampler steps")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.repeats = 1
     report: dict[str, object] = {
-        "command": "python benchmarks/denormals.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks.denormals", argv),
         "machine": machine_info(threads=args.threads),
         "convolution_cpu_seconds": convolution_seconds(args.threads, args.repeats),
     }
     print(report["convolution_cpu_seconds"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        phantom = generate_phantom_dataset(Path(tmp) / "phantom", 1, 0, fast=True, field_strength=3)
-        subjects = {"phantom-fast-3T": phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz"}
-        if COLIN27.exists():
-            subjects["colin27-2mm"] = COLIN27.resolve()
-        report["hd_bet"] = {name: hd_bet_comparison(name, t1w, Path(tmp), args.threads)
-                            for name, t1w in subjects.items()}
-        report["synthesis"] = synthesis_comparison(args.threads, Path(tmp))
+        report["hd_bet"] = {} if args.smoke else hd_bet_comparisons(Path(tmp), args.threads)
+        report["synthesis"] = synthesis_comparison(args.threads, Path(tmp), steps=2 if args.smoke else None)
         print(report["synthesis"], flush=True)
     write_results(args.results, "denormals", report, markdown(report))
     return 0

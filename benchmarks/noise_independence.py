@@ -1,39 +1,35 @@
 """Do participants share sampling noise? The noise of each subject's synthetic PET, compared across subjects.
 
-    python benchmarks/noise_independence.py [--subjects 4] [--threads 2] [--results DIR]
+    python -m benchmarks.noise_independence [--subjects 4] [--threads 2] [--results DIR] [--smoke]
 
 Held-out phantom subjects (a fast-mode phantom's template-space truth T1w, no preprocessing) through the demo
-model with its default sampler, one plane, K = 2. The difference of a subject's two samples is sampling noise alone
+model and the app's synthesis entry point (``Synthesizer.synthesize``) with its default sampler, one plane, K = 2
+(sample indices 0 and 1 of each slice's noise key, as in a participant run). The difference of a subject's two samples is sampling noise alone
 (the subject's own anatomy cancels). Two noise-key schemes: ``per-image``, bids-jdam's (the image's name is part of
 every slice's noise key), and ``shared`` (one name for every image, as versions before 2026-11-30 keyed the noise).
 Recorded per scheme: the Pearson correlation of that noise between each pair of subjects in the voxels where both
 have brain, and the SD of the subjects' mean noise over the RMS of one subject's noise: about 1/sqrt(n) when the
 noise is independent, 1 when every subject carries the same pattern (a group average then removes none of it).
-Writes ``<results>/noise-independence-<machine>.{json,md}`` (default ``benchmarks/results``).
+``--smoke``: two subjects and two sampler steps, to check the path. Writes
+``<results>/noise-independence-<machine>.{json,md}`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, markdown_head, write_results  # noqa: E402
-
-from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
-from bids_jdam.diffusion.sde import VESDE  # noqa: E402
-from bids_jdam.models.demo import DEMO_MODEL_DIR  # noqa: E402
-from bids_jdam.models.model_dir import load_model_dir  # noqa: E402
-from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
-from bids_jdam.synthesis.inference import InferenceDenoiser  # noqa: E402
-from bids_jdam.synthesis.volume import synthesize_volume  # noqa: E402
-from bids_jdam.workflows.train import load_phantom_truth_subjects  # noqa: E402
+from benchmarks.machine import command_line, machine_info, markdown_head, write_results
+from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.models.demo import DEMO_MODEL_DIR
+from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.synthesis.synthesizer import Synthesizer
+from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
 HELD_OUT_SEED = 779
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,31 +54,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="two subjects, two sampler steps")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.subjects = 2
     if args.subjects < 2:
         parser.error("--subjects must be at least 2")
-    command = " ".join(["python benchmarks/noise_independence.py", *(shlex.quote(a) for a in (argv or sys.argv[1:]))])
+    command = command_line("benchmarks.noise_independence", argv)
     configure_threads(args.threads)
     machine = machine_info(threads=args.threads)
-    network, cfg, card = load_model_dir(DEMO_MODEL_DIR)
-    model = InferenceDenoiser(network, "cpu", "auto", False)
-    sampler = cfg.sampler.__class__(**{**cfg.sampler.__dict__, "num_samples": 2})
+    synthesizer = Synthesizer.from_model_dir(DEMO_MODEL_DIR, "cpu")
+    cfg = synthesizer.model.cfg
+    sampler = dataclasses.replace(cfg.sampler, num_samples=2, **({"steps": 2} if args.smoke else {}))
     bids_dir = Path(tempfile.mkdtemp(prefix="bids-jdam-noise-")) / "phantom"
     generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
     volumes = load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)])
     common = np.logical_and.reduce([v.brain_mask for v in volumes])
-    sde = VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max)
     schemes = {}
     for scheme in SCHEMES:
         noise = []
         for volume in volumes:
             image = f"sub-{volume.subject}" if scheme == "per-image" else "shared"
-            result = synthesize_volume(model, volume.t1, volume.brain_mask, sde, sampler, image=image,
-                                       slice_size=cfg.grid.slice_size, progress=False)
+            result = synthesizer.synthesize(volume.t1, volume.brain_mask, sampler, image=image, planes=("axial",))
             noise.append(result.samples[0] - result.samples[1])
         schemes[scheme] = noise_agreement(noise, common)
     report = {"command": command, "machine": machine, "model": "demo",
-              "model_sha256": card["sha256"]["weights.safetensors"], "held_out_seed": HELD_OUT_SEED,
+              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED,
               "subjects": args.subjects, "sampler": sampler.name, "steps": sampler.steps, "planes": ["axial"],
               "voxels": int(common.sum()), "schemes": schemes}
     write_results(args.results, "noise-independence", report, markdown(report))

@@ -1,13 +1,17 @@
 """Samplers against the paper's PC sampler: quality, sharpness, spread and speed on held-out phantom slices.
 
-    python benchmarks/speed.py [--model demo|DIR] [--subjects 2] [--per-plane 3] [--samples 2] [--threads 2]
+    python -m benchmarks.speed [--model demo|DIR] [--subjects 2] [--per-plane 3] [--samples 2] [--threads 2]
                                [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--compile]
-                               [--batch-size 32] [--results DIR]
+                               [--batch-size 32] [--results DIR] [--smoke]
 
 On a fixed subset of held-out slices (``--per-plane`` evenly spaced per plane per subject in the middle 60 % of the
 brain, from the phantom's template-space truth, a seed the model never saw; a ``--per-plane`` larger than that
 range, such as the GPU check's 100, takes every slice in it) every sampler/step setting draws ``--samples``
-independent samples per slice (seeds 0..S-1, the same for every setting). For each setting: PSNR/SSIM against the
+independent samples per slice (sample indices 0..S-1 of each slice's noise key, as the app draws K samples; the
+same for every setting). The model is loaded by the app's model rule and runs through its synthesis entry point
+(``bids_jdam.synthesis.synthesizer.Synthesizer``: ``InferenceDenoiser``'s precision, memory layout and optional
+compilation, set up once): held-out slices through ``Synthesizer.predict_slices`` (with the noise keys, batches
+and metrics of ``bids_jdam.evaluate.validation``), whole brains through ``Synthesizer.synthesize``. For each setting: PSNR/SSIM against the
 real PET (protocol of ``bids_jdam.evaluate.metrics``) of single samples (K = 1), averaged over the S samples; the
 network evaluations per slice; the measured seconds per slice; a sharpness ratio: the high-frequency share of the
 radially averaged power spectrum of the synthetic slices over that of the real ones (1 = as sharp as the real PET);
@@ -15,19 +19,18 @@ and the sample spread: the RMS over brain pixels of the per-pixel standard devia
 sampler that wins PSNR by collapsing towards the posterior mean shows a lower sharpness or spread than the
 reference, PC with N = 1000. The default-sampler rule of issue 9 (fewest evaluations within 0.3 dB PSNR and 0.005
 SSIM of PC-1000, sharpness and spread not lower than PC-1000's by more than 10 %) is applied to the measured rows.
-Then whole brains: the first held-out subject's template-space T1w through ``synthesize_volume`` with the model's
-default sampler (and the chosen one, if any), along one plane and three planes fused, K = 1: wall time, batch size
-and peak memory (CPU: the process's peak RSS; CUDA: peak allocated). On CUDA the network runs through
-``InferenceDenoiser`` (bf16 autocast, channels-last, optionally compiled) and the batch is sized from free memory.
-Writes ``<results>/speed-<machine>.{json,md}`` (default ``benchmarks/results``).
+Then whole brains: the first held-out subject's template-space T1w through ``Synthesizer.synthesize`` with the
+model's default sampler (and the chosen one, if any), along one plane and three planes fused, K = 1: wall time,
+batch size and peak memory (CPU: the process's peak RSS; CUDA: peak allocated). On CUDA the network runs in bf16
+autocast, channels-last, optionally compiled, and the batch is sized from free memory. ``--smoke``: two settings of
+two steps on one subject, one slice per plane, whole brains with two steps, to check the path in seconds. Writes
+``<results>/speed-<machine>.{json,md}`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -36,31 +39,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, markdown_head, peak_memory_gb, write_results  # noqa: E402
-
-from bids_jdam.config import PRECISIONS, SamplerConfig  # noqa: E402
-from bids_jdam.device import resolve_device  # noqa: E402
-from bids_jdam.data.phantom import generate_phantom_dataset  # noqa: E402
-from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
-from bids_jdam.diffusion.sde import VESDE  # noqa: E402
-from bids_jdam.models.demo import DEMO_MODEL_DIR  # noqa: E402
-from bids_jdam.models.model_dir import load_model_dir  # noqa: E402
-from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
-from bids_jdam.synthesis.inference import InferenceDenoiser  # noqa: E402
-from bids_jdam.synthesis.volume import synthesize_volume  # noqa: E402
-from bids_jdam.workflows.train import (  # noqa: E402
-    evaluate_slices,
-    load_phantom_truth_subjects,
-    predict_slices,
-    validation_slices,
-)
+from benchmarks.machine import command_line, machine_info, markdown_head, peak_memory_gb, write_results
+from bids_jdam.config import PRECISIONS, SamplerConfig
+from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.device import resolve_device
+from bids_jdam.diffusion.samplers import network_evaluations
+from bids_jdam.evaluate.validation import evaluate_slices, predict_slices, validation_slices
+from bids_jdam.models.demo import DEMO_MODEL_DIR
+from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.synthesis.loaded_model import DEMO_MODEL, load_model
+from bids_jdam.synthesis.synthesizer import Synthesizer
+from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
 HELD_OUT_SEED = 778
 SETTINGS = [("pc", 1000), ("pc", 100), ("heun", 10), ("heun", 18), ("heun_stochastic", 18), ("heun_stochastic", 25),
             ("dpmpp_2m", 20), ("ancestral", 10), ("ancestral", 18), ("ancestral", 25), ("ancestral", 35),
             ("ancestral", 50)]
+SMOKE_SETTINGS = [("pc", 2), ("heun", 2)]
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class SynthesizerSlices:
+    """``evaluate.validation.predict_slices``'s slice predictor as the synthesis entry point's own prediction."""
+
+    probabilistic = True
+
+    def __init__(self, synthesizer: Synthesizer):
+        self.synthesizer = synthesizer
+
+    def predict(self, model, cfg, mri: torch.Tensor, keys: list, sampler: SamplerConfig,
+                device: torch.device) -> torch.Tensor:
+        return self.synthesizer.predict_slices(mri.to(device), keys, sampler)
 
 
 def high_frequency_share(images: torch.Tensor, masks: torch.Tensor) -> float:
@@ -85,14 +94,14 @@ def sample_spread(predictions: list[torch.Tensor], masks: torch.Tensor) -> float
     return float(std[masks].pow(2).mean().sqrt())
 
 
-def whole_brain_timing(model, cfg, subject, sampler_cfg: SamplerConfig, device: torch.device,
+def whole_brain_timing(synthesizer: Synthesizer, subject, sampler_cfg: SamplerConfig,
                        planes: tuple[str, ...]) -> dict:
-    """One subject's whole brain through synthesize_volume: seconds, batch size, peak memory."""
+    """One subject's whole brain through the synthesis entry point: seconds, batch size, peak memory."""
+    device = synthesizer.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = synthesize_volume(model, subject.t1, subject.brain_mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max),
-                               sampler_cfg, image=f"sub-{subject.subject}", slice_size=cfg.grid.slice_size,
-                               planes=planes, device=device, conditional=cfg.network.conditional, progress=False)
+    result = synthesizer.synthesize(subject.t1, subject.brain_mask, sampler_cfg, image=f"sub-{subject.subject}",
+                                    planes=planes)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     row = {"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "planes": list(planes),
@@ -110,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--per-plane", type=int, default=3)
     parser.add_argument("--samples", type=int, default=2,
-                        help="independent samples per slice (seeds 0..S-1); scores are single-sample means (K = 1)")
+                        help="independent samples per slice (sample indices 0..S-1); scores are single-sample means "
+                             "(K = 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -119,16 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--settings", nargs="+", metavar="NAME:STEPS",
                         help="sampler settings to measure (default: all; the first is the reference)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="check the path in seconds: pc:2 and heun:2, one subject, one slice per plane")
     args = parser.parse_args(argv)
-    command = "python benchmarks/speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.smoke:
+        args.subjects, args.per_plane, args.settings = 1, 1, [f"{n}:{k}" for n, k in SMOKE_SETTINGS]
+    command = command_line("benchmarks.speed", argv)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     machine = machine_info(threads=args.threads, device=str(device))  # before the runs: the load they start under
     settings = [(n, int(k)) for n, k in (item.split(":") for item in args.settings)] if args.settings else SETTINGS
-    model_dir = DEMO_MODEL_DIR if args.model == "demo" else Path(args.model)
-    network, cfg, card = load_model_dir(model_dir, device)
-    model = InferenceDenoiser(network, device, args.precision, args.compile)
     bids_dir = Path(tempfile.mkdtemp(prefix="bids-jdam-speed-")) / "phantom"
+    synthesizer = Synthesizer(load_model(args.model, bids_dir, device), device, args.precision, args.compile)
+    cfg = synthesizer.model.cfg
+    slices = SynthesizerSlices(synthesizer)
     generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
     volumes = load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)])
     data = validation_slices(volumes, cfg, per_plane=args.per_plane)
@@ -136,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, steps in settings:
         predictions, scores, seconds = [], [], 0.0
-        for seed in range(args.samples):
-            sampler = SamplerConfig(name=name, steps=steps, corrector_steps=1 if name == "pc" else 0, seed=seed)
+        sampler = SamplerConfig(name=name, steps=steps, corrector_steps=1 if name == "pc" else 0, seed=0)
+        for sample in range(args.samples):
             start = time.perf_counter()
-            predictions.append(predict_slices(model, "jdam", cfg, data.mri, data.keys, sampler, device,
+            predictions.append(predict_slices(slices, None, cfg, data.mri, data.keys, sampler, device, sample=sample,
                                               batch_size=args.batch_size))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -162,15 +176,16 @@ def main(argv: list[str] | None = None) -> int:
                 and r["sharpness_ratio"] >= 0.9 * reference["sharpness_ratio"]
                 and (r["sample_spread"] is None or r["sample_spread"] >= 0.9 * reference["sample_spread"])]
     chosen = min(eligible, key=lambda r: r["network_evaluations_per_slice"]) if eligible else None
-    whole_brain_samplers = [replace(cfg.sampler, num_samples=1, seed=0)]
-    if chosen and (chosen["sampler"], chosen["steps"]) != (cfg.sampler.name, cfg.sampler.steps):
-        whole_brain_samplers.append(SamplerConfig(name=chosen["sampler"], steps=chosen["steps"], corrector_steps=0))
-    whole_brain = [whole_brain_timing(model, cfg, volumes[0], sampler_cfg, device, planes)
+    whole_brain_samplers = [replace(cfg.sampler, num_samples=1, seed=0, **({"steps": 2} if args.smoke else {}))]
+    if chosen and (chosen["sampler"], chosen["steps"]) != (cfg.sampler.name, cfg.sampler.steps) and not args.smoke:
+        whole_brain_samplers.append(SamplerConfig(name=chosen["sampler"], steps=chosen["steps"],
+                                                  corrector_steps=1 if chosen["sampler"] == "pc" else 0))
+    whole_brain = [whole_brain_timing(synthesizer, volumes[0], sampler_cfg, planes)
                    for sampler_cfg in whole_brain_samplers for planes in (("axial",), ("axial", "coronal", "sagittal"))]
     report = {"command": command, "machine": machine,
-              "model": str(model_dir), "precision": model.precision, "compiled": args.compile,
+              "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model), "precision": synthesizer.precision, "compiled": args.compile,
               "whole_brain": whole_brain,
-              "model_sha256": card["sha256"]["weights.safetensors"], "held_out_seed": HELD_OUT_SEED,
+              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED,
               "n_slices": len(data.keys), "planes": list(cfg.train.planes), "rows": rows,
               "samples": args.samples,
               "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000 (means of single samples), "

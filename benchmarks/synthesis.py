@@ -1,10 +1,12 @@
 """Whole-brain synthesis benchmark: wall time, PSNR/SSIM, stripes and uncertainty maps on held-out phantoms.
 
-    python benchmarks/synthesis.py [--model demo|DIR] [--subjects 4] [--samples 4] [--threads 2]
-                                   [--samples-sampler NAME] [--smoothing-mm 6] [--work DIR]
+    python -m benchmarks.synthesis [--model demo|DIR] [--subjects 4] [--samples 4] [--threads 2]
+                                   [--samples-sampler NAME] [--smoothing-mm 6] [--work DIR] [--results DIR]
+                                   [--smoke]
 
 For each held-out phantom subject (a seed the demo model never saw): the real preprocessing (N4, HD-BET, SyN, SUVR)
-of its T1w and FDG-PET, then synthesis with the model's default sampler (i) along one plane, (ii) along three
+of its T1w and FDG-PET, then synthesis through the app's entry point (``Synthesizer.synthesize``, the model loaded
+by the app's model rule) with the model's default sampler (i) along one plane, (ii) along three
 planes fused, (iii) K samples along each of the three planes with ``--samples-sampler`` (default: the model's
 default sampler). Two standard-deviation maps are scored where they exist: the sampling SD (across the K fused
 samples) and the view SD (across the three planes' reconstructions, each the mean of its K samples): their
@@ -12,15 +14,16 @@ Pearson correlation with the absolute error of the mean, voxel by voxel and afte
 mask (sigma ``--smoothing-mm``), and their calibration (RMSE per SD quintile, spread-skill ratio), against the real
 PET and the noise-free truth. Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template space, brain mask,
 fixed data range) against the preprocessed real PET, and, for reference, against the phantom's noise-free
-template-space truth. Writes ``benchmarks/results/synthesis-<machine>.{json,md}``.
+template-space truth. The K samples are sample indices 0..K-1 of each slice's noise key, as in a participant run.
+``--smoke``: one subject, K = 2, two sampler steps, to check the path. Writes
+``<results>/synthesis-<machine>.{json,md}`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,26 +32,23 @@ import nibabel as nib
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, markdown_head, write_results  # noqa: E402
-
-from bids_jdam.data.phantom import generate_phantom_dataset, phantom_truth  # noqa: E402
-from bids_jdam.data.slices import PLANE_AXES  # noqa: E402
-from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
-from bids_jdam.diffusion.sde import VESDE  # noqa: E402
-from bids_jdam.evaluate.consistency import (  # noqa: E402
+from benchmarks.machine import command_line, machine_info, markdown_head, write_results
+from bids_jdam.data.phantom import generate_phantom_dataset, phantom_truth
+from bids_jdam.data.slices import PLANE_AXES
+from bids_jdam.diffusion.samplers import network_evaluations
+from bids_jdam.evaluate.consistency import (
     PET_RESOLUTION_SIGMA_MM,
     stripe_index,
     uncertainty_calibration,
     uncertainty_error_correlation,
 )
-from bids_jdam.evaluate.metrics import image_quality  # noqa: E402
-from bids_jdam.evaluate.probabilistic import probabilistic_scores  # noqa: E402
-from bids_jdam.models.demo import DEMO_MODEL_DIR  # noqa: E402
-from bids_jdam.models.model_dir import load_model_dir  # noqa: E402
-from bids_jdam.preprocess.pipeline import preprocess_pair  # noqa: E402
-from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
-from bids_jdam.synthesis.volume import synthesize_volume  # noqa: E402
+from bids_jdam.evaluate.metrics import image_quality
+from bids_jdam.evaluate.probabilistic import probabilistic_scores
+from bids_jdam.models.demo import DEMO_MODEL_DIR
+from bids_jdam.preprocess.pipeline import preprocess_pair
+from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.synthesis.loaded_model import DEMO_MODEL, load_model
+from bids_jdam.synthesis.synthesizer import Synthesizer
 
 HELD_OUT_SEED = 777
 THREE_PLANES = ("axial", "coronal", "sagittal")
@@ -59,13 +59,13 @@ def load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def run_case(model, cfg, image, t1, mask, real, truth, planes, samples, samples_sampler: str | None,
-             smoothing_voxels: float) -> dict:
+def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, samples, samples_sampler: str | None,
+             smoothing_voxels: float, steps: int | None = None) -> dict:
+    """One synthesis of the subject through the app's entry point, scored against the real PET and the truth."""
+    cfg = synthesizer.model.cfg
     name = (samples_sampler or cfg.sampler.name) if samples > 1 else cfg.sampler.name
-    sampler = cfg.sampler.__class__(**{**cfg.sampler.__dict__, "num_samples": samples, "name": name})
-    result = synthesize_volume(model, t1, mask, VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max), sampler, image=image,
-                               slice_size=cfg.grid.slice_size, planes=planes, progress=False,
-                               conditional=cfg.network.conditional)
+    sampler = dataclasses.replace(cfg.sampler, num_samples=samples, name=name, steps=steps or cfg.sampler.steps)
+    result = synthesizer.synthesize(t1, mask, sampler, image=image, planes=planes)
     row = {
         "planes": list(planes), "num_samples": samples, "sampler": sampler.name, "steps": sampler.steps,
         "network_evaluations_per_slice": network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps),
@@ -104,20 +104,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="Gaussian sigma of the smoothed SD-error correlation")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="one subject, K = 2, 2 sampler steps")
     args = parser.parse_args(argv)
-    command = "python benchmarks/synthesis.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.smoke:
+        args.subjects, args.samples = 1, 2
+    command = command_line("benchmarks.synthesis", argv)
 
     configure_threads(args.threads)
-    model_dir = DEMO_MODEL_DIR if args.model == "demo" else Path(args.model)
-    model, cfg, card = load_model_dir(model_dir, "cpu")
     work = args.work or Path(tempfile.mkdtemp(prefix="bids-jdam-synthesis-"))
     bids_dir = work / "phantom"
+    synthesizer = Synthesizer(load_model(args.model, bids_dir, "cpu"), "cpu")
+    cfg = synthesizer.model.cfg
     if not bids_dir.exists():
         generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True,
                                  grid_spacing_mm=cfg.grid.spacing_mm)
     report = {"command": command, "smoothing_mm": args.smoothing_mm, "machine": machine_info(threads=args.threads),
-              "model": str(model_dir),
-              "model_sha256": card["sha256"]["weights.safetensors"], "held_out_seed": HELD_OUT_SEED, "subjects": []}
+              "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model),
+              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED, "subjects": []}
     for index in range(1, args.subjects + 1):
         subject = f"{index:02d}"
         start = time.perf_counter()
@@ -128,14 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         t1, mask, real = load(prep.t1w_model), load(prep.brain_mask_model) > 0.5, load(prep.pet_suvr_model)
         truth = load(phantom_truth(bids_dir, subject).pet_suvr)
         smoothing_voxels = args.smoothing_mm / cfg.grid.spacing_mm
-        cases = [run_case(model, cfg, f"sub-{subject}", t1, mask, real, truth, planes, k, args.samples_sampler,
-                          smoothing_voxels)
+        cases = [run_case(synthesizer, f"sub-{subject}", t1, mask, real, truth, planes, k, args.samples_sampler,
+                          smoothing_voxels, steps=2 if args.smoke else None)
                  for planes, k in
                  ((("axial",), 1), (THREE_PLANES, 1), (THREE_PLANES, args.samples))]
         report["subjects"].append({"subject": subject, "preprocessing_seconds": round(prep_seconds, 1),
                                    "cases": cases})
         print(json.dumps(report["subjects"][-1], indent=1))
-    write_results(RESULTS, "synthesis", report, markdown(report))
+    write_results(args.results, "synthesis", report, markdown(report))
     return 0
 
 

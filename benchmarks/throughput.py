@@ -1,6 +1,6 @@
 """Whole-brain sampling time of the paper-size network: issue 9's GPU target, measurable before a model exists.
 
-    python benchmarks/throughput.py [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--compile]
+    python -m benchmarks.throughput [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--compile]
                                     [--sampler ancestral] [--steps 18] [--plane-sets axial axial+coronal+sagittal]
                                     [--repeats N] [--threads 2] [--smoke] [--results DIR]
 
@@ -9,8 +9,11 @@ for 128x128 slices) with seeded random weights: no trained paper-size model is n
 a participant run feeds the sampler: nilearn's MNI152NLin2009aSym T1w on the 2 mm model grid (99x117x95) and its
 brain mask, every slice with brain along each plane, one sample (K = 1), the demo model's default sampler
 (ancestral, 18 steps) unless told otherwise, along one plane and along three planes fused (``--plane-sets``; on the
-2 mm grid three planes are 241 slices against one plane's 78). Recorded per run: wall time of ``synthesize_volume``
-(batch-size probe, warm-up evaluation and the copy back to the host included), the batch size it chose, peak memory
+2 mm grid three planes are 241 slices against one plane's 78), through the app's path: the network is written as a
+model directory (``save_model_dir``, in a temporary folder) and synthesized with by ``Synthesizer.from_model_dir``,
+built once as a participant run builds it (its ``InferenceDenoiser`` sets precision, memory layout and
+compilation). Recorded per run: wall time of
+``Synthesizer.synthesize`` (batch-size probe, warm-up evaluation and the copy back to the host included), the batch size it chose, peak memory
 (CUDA: peak allocated; CPU: peak resident set), and the network's FLOPs over that wall time (a lower bound on the
 rate the network itself runs at), from the FLOPs of one network evaluation on one slice counted by
 ``torch.utils.flop_counter`` (convolutions, linears, attention). The first run of a process pays for cuDNN's
@@ -24,27 +27,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
+import tempfile
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, markdown_head, peak_memory_gb, write_results  # noqa: E402
-
-from bids_jdam.config import PRECISIONS, JDAMConfig, SamplerConfig, small_config  # noqa: E402
-from bids_jdam.data.slices import PLANE_AXES  # noqa: E402
-from bids_jdam.data.template import load_template  # noqa: E402
-from bids_jdam.device import resolve_device  # noqa: E402
-from bids_jdam.diffusion.parameterization import build_denoiser  # noqa: E402
-from bids_jdam.diffusion.samplers import network_evaluations  # noqa: E402
-from bids_jdam.diffusion.sde import VESDE  # noqa: E402
-from bids_jdam.models.unet import ScoreUNet  # noqa: E402
-from bids_jdam.preprocess.threads import configure_threads  # noqa: E402
-from bids_jdam.synthesis.inference import InferenceDenoiser  # noqa: E402
-from bids_jdam.synthesis.volume import synthesize_volume  # noqa: E402
+from benchmarks.machine import command_line, machine_info, markdown_head, peak_memory_gb, write_results
+from bids_jdam.config import PRECISIONS, JDAMConfig, SamplerConfig, small_config
+from bids_jdam.data.slices import PLANE_AXES
+from bids_jdam.data.template import load_template
+from bids_jdam.device import resolve_device
+from bids_jdam.diffusion.samplers import network_evaluations
+from bids_jdam.models.methods import METHODS
+from bids_jdam.models.model_dir import save_model_dir
+from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.synthesis.synthesizer import Synthesizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WEIGHT_SEED = 0
@@ -69,16 +67,26 @@ def flops_per_slice_evaluation(denoiser: torch.nn.Module, slice_size: int) -> in
     return int(counter.get_total_flops())
 
 
-def timed_run(model: InferenceDenoiser, cfg: JDAMConfig, sampler_cfg: SamplerConfig, planes: tuple[str, ...],
-              device: torch.device, batch_size: int | None, flops_per_evaluation: int) -> dict:
+def random_weights_model_dir(cfg: JDAMConfig, path: Path) -> tuple[Path, int, int]:
+    """JDAM's network for ``cfg`` with seeded random weights as a model directory; its parameters and FLOPs."""
+    method = METHODS.named("jdam")
+    torch.manual_seed(WEIGHT_SEED)
+    network = method.build_network(cfg)
+    flops = flops_per_slice_evaluation(method.as_model(network, cfg).eval(), cfg.grid.slice_size)
+    card = {"name": "random weights", "trained_on": "nothing (seeded random weights, for timing only)"}
+    save_model_dir(path, network, cfg, method, card)
+    return path, sum(p.numel() for p in network.parameters()), flops
+
+
+def timed_run(synthesizer: Synthesizer, sampler_cfg: SamplerConfig, planes: tuple[str, ...],
+              batch_size: int | None, flops_per_evaluation: int) -> dict:
     """One whole-brain synthesis of the template T1w: seconds, slices, batch size, peak memory, FLOP rate."""
-    template = load_template(cfg.grid.spacing_mm)
+    device = synthesizer.device
+    template = load_template(synthesizer.model.cfg.grid.spacing_mm)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = synthesize_volume(model, template.t1, template.brain_mask,
-                               VESDE(cfg.sde.sigma_min, cfg.sde.sigma_max), sampler_cfg, image="template",
-                               slice_size=cfg.grid.slice_size, planes=planes, device=device,
-                               batch_size=batch_size, progress=False)
+    result = synthesizer.synthesize(template.t1, template.brain_mask, sampler_cfg, image="template", planes=planes,
+                                    batch_size=batch_size)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     per_slice = network_evaluations(sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps)
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny network on the 4 mm grid, 2 steps")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    command = "python benchmarks/throughput.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = command_line("benchmarks.throughput", argv)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     machine = machine_info(threads=args.threads, device=str(device))  # before the runs: the load they start under
@@ -116,13 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = 2 if args.smoke else args.steps
     sampler_cfg = SamplerConfig(name=args.sampler, steps=steps, corrector_steps=1 if args.sampler == "pc" else 0)
 
-    torch.manual_seed(WEIGHT_SEED)
-    denoiser = build_denoiser(ScoreUNet(cfg.network, cfg.grid.slice_size), cfg.sde).eval()
-    parameters = sum(p.numel() for p in denoiser.parameters())
-    flops = flops_per_slice_evaluation(denoiser, cfg.grid.slice_size)
-    model = InferenceDenoiser(denoiser.to(device), device, args.precision, args.compile)
+    with tempfile.TemporaryDirectory(prefix="bids-jdam-throughput-") as folder:
+        model_dir, parameters, flops = random_weights_model_dir(cfg, Path(folder) / "model")
+        synthesizer = Synthesizer.from_model_dir(model_dir, device, args.precision, args.compile)
     repeats = args.repeats or (2 if device.type == "cuda" else 1)
-    runs = [timed_run(model, cfg, sampler_cfg, planes, device, args.batch_size, flops)
+    runs = [timed_run(synthesizer, sampler_cfg, planes, args.batch_size, flops)
             for planes in args.plane_sets for _ in range(repeats)]
     report = {
         "command": command, "machine": machine, "target": TARGET,
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid_spacing_mm": cfg.grid.spacing_mm, "gflop_per_slice_evaluation": round(flops / 1e9, 3),
         "sampler": args.sampler, "steps": steps,
         "network_evaluations_per_slice": network_evaluations(args.sampler, steps, sampler_cfg.corrector_steps),
-        "precision": model.precision, "compiled": args.compile, "runs": runs,
+        "precision": synthesizer.precision, "compiled": args.compile, "runs": runs,
     }
     write_results(args.results, "throughput-compiled" if args.compile else "throughput", report, markdown(report))
     return 0

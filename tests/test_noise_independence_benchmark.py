@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import noise_independence  # noqa: E402
+from benchmarks import noise_independence
 
 
 def test_identical_noise_correlates_fully_and_survives_the_group_mean():

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks import throughput
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data.template import load_template
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.models.unet import ScoreUNet
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import throughput  # noqa: E402
 
 
 def test_default_network_costs_the_paper_networks_119_gflop_per_slice():

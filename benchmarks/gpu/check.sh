@@ -26,10 +26,10 @@ step() {  # step NAME COMMAND...: run, log, and remember a failure without stopp
 }
 step gpu nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
 step cuda-tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_synthesis.py tests/test_samplers.py
-step throughput python3 benchmarks/throughput.py --device cuda --threads 8
-step speed python3 benchmarks/speed.py --device cuda --threads 8 --per-plane 100 --batch-size 256
+step throughput python3 -m benchmarks.throughput --device cuda --threads 8
+step speed python3 -m benchmarks.speed --device cuda --threads 8 --per-plane 100 --batch-size 256
 # Last, and bounded: compiling recompiles once per batch shape (the memory probe, the full batch, the last chunk).
-step throughput-compiled timeout 300 python3 benchmarks/throughput.py --device cuda --threads 8 --compile
+step throughput-compiled timeout 300 python3 -m benchmarks.throughput --device cuda --threads 8 --compile
 if [ -n "${OUT:-}" ]; then
     cp benchmarks/results/throughput*-nvidia-* benchmarks/results/speed-nvidia-* "$OUT"/ 2>/dev/null
 fi
