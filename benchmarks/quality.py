@@ -75,14 +75,37 @@ CALIBRATION_SEED_OFFSET = 2000  # the calibration subjects: neither trained on n
 METRICS = ("psnr_db", "ssim", "mae_suvr", "nmse")
 MIN_WHITE_MATTER_VOXELS = 8  # a slice's uniform white-matter region must have this many voxels for a noise index
 INPUTS = {"3T": 3, "7T": 7}
-# result key -> (registry method, parameterization); every other setting is the method's own
-METHODS: dict[str, tuple[str, str]] = {
-    "jdam-preconditioned": ("jdam", "preconditioned"),
-    "jdam-paper": ("jdam", "paper"),
-    "sde-unconditional": ("sde-unconditional", "preconditioned"),
-    "cyclegan": ("cyclegan", "preconditioned"),
-    "unet-l1": ("unet-l1", "preconditioned"),
-    "jdam-residual": ("jdam-residual", "preconditioned"),
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def paper_parameterization(cfg: JDAMConfig) -> JDAMConfig:
+    cfg.sde.parameterization = "paper"
+    return cfg
+
+
+def size_matched_cyclegan(cfg: JDAMConfig) -> JDAMConfig:
+    """CycleGAN's CPU preset with the generator width (8..64) whose parameter count is closest to the U-Net's."""
+    unet_parameters = parameter_count(REGISTRY.named("unet-l1").build_network(cfg))
+    widths = {w: parameter_count(CycleGAN(dataclasses.replace(cfg.cyclegan, generator_filters=w)).mri_to_pet)
+              for w in range(8, 65, 8)}
+    width = min(widths, key=lambda w: abs(widths[w] - unet_parameters))
+    cfg.cyclegan = dataclasses.replace(cfg.cyclegan, generator_filters=width)
+    return cfg
+
+
+def as_configured(cfg: JDAMConfig) -> JDAMConfig:
+    return cfg
+
+
+# result key -> (registry method, the benchmark's change to the shared configuration)
+METHODS: dict[str, tuple[str, Any]] = {
+    "jdam-preconditioned": ("jdam", as_configured),
+    "jdam-paper": ("jdam", paper_parameterization),
+    "sde-unconditional": ("sde-unconditional", as_configured),
+    "cyclegan": ("cyclegan", size_matched_cyclegan),
+    "unet-l1": ("unet-l1", as_configured),
+    "jdam-residual": ("jdam-residual", as_configured),
 }
 JDAM = "jdam-preconditioned"
 # Methods scored as K-sample posteriors (the others, deterministic or far behind, with one sample).
@@ -136,27 +159,10 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
 
 def method_config(cfg: JDAMConfig, name: str, training: PairedSliceDataset) -> JDAMConfig:
     """The registry method's configuration for result ``name``: its fixed settings, then those from the data."""
-    method_name, parameterization = METHODS[name]
+    method_name, change = METHODS[name]
     method = REGISTRY.named(method_name)
-    cfg = JDAMConfig.from_dict(cfg.to_dict())
-    cfg.sde.parameterization = parameterization
-    if method_name == "cyclegan":
-        unet = REGISTRY.named("unet-l1").build_network(cfg)
-        cfg.cyclegan = matched_cyclegan(cfg, parameter_count(unet))
+    cfg = change(JDAMConfig.from_dict(cfg.to_dict()))
     return method.prepare(method.configure(cfg), training, from_data=True)
-
-
-def parameter_count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def matched_cyclegan(cfg: JDAMConfig, unet_parameters: int):
-    """CycleGAN's CPU preset with the generator width (8..64) whose parameter count is closest to the U-Net's."""
-    base = cfg.cyclegan
-    widths = {w: parameter_count(CycleGAN(dataclasses.replace(base, generator_filters=w)).mri_to_pet)
-              for w in range(8, 65, 8)}
-    width = min(widths, key=lambda w: abs(widths[w] - unet_parameters))
-    return dataclasses.replace(base, generator_filters=width)
 
 
 def delivered_model(name: str, trainer, cfg: JDAMConfig) -> torch.nn.Module:
@@ -196,10 +202,9 @@ def train_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve
         "cpu_seconds": round(trainer.cpu_seconds, 1), "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
         "parameters": parameter_count(trainer.delivered()),
         "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
-        "batch_size": mcfg.cyclegan.batch_size if METHODS[name][0] == "cyclegan" else mcfg.train.batch_size,
-        "learning_curve": curve,
+        "batch_size": trainer.batch_size, "learning_curve": curve,
     }
-    if METHODS[name][0] == "cyclegan":
+    if METHODS[name][1] is size_matched_cyclegan:
         record["cyclegan"] = dataclasses.asdict(mcfg.cyclegan)
     return trainer, mcfg, record
 

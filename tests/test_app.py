@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from bids import BIDSLayout
 
 from bids_jdam.bids.validator import find_validator, run_bids_validator
@@ -184,3 +185,74 @@ def test_cuda_requested_without_gpu(phantom_dataset, tiny_model_dir, tmp_path, c
     rc = main([str(phantom_dataset), str(tmp_path / "out"), "participant", "--device", "cuda",
                "--model", str(tiny_model_dir), *FAST])
     assert rc == 1 and "--device auto" in capsys.readouterr().err
+
+
+class ToyLinear:
+    """A method registered by this test only: one 1x1 convolution from MRI to PET, trained by L1."""
+
+    name = "toy-linear"
+    summary = "a 1x1 convolution (test only)"
+    probabilistic = False
+    multi_process = True
+    condition_channels = 1
+
+    def configure(self, cfg):
+        return cfg
+
+    def prepare(self, cfg, training, from_data):
+        return cfg
+
+    def build_network(self, cfg):
+        return torch.nn.Conv2d(1, 1, 1)
+
+    def as_model(self, net, cfg):
+        return net
+
+    def loss(self, model, cfg, pet, mri, generator):
+        return (model(mri) - pet).abs().mean()
+
+    def trainer(self, cfg, dataset, device, seed, ranks):
+        from bids_jdam.training.network_trainer import NetworkTrainer
+
+        return NetworkTrainer(self, cfg, dataset, device, seed, ranks)
+
+    def predict(self, model, cfg, mri, keys, sampler, device):
+        return model(mri.to(device))
+
+    def network_evaluations(self, sampler):
+        return 1
+
+    def card_fields(self, cfg):
+        return {"toy": True}
+
+    def stored_config(self, config, card):
+        return config
+
+
+@pytest.fixture
+def toy_method():
+    from bids_jdam.models.methods import METHODS
+
+    METHODS.register(ToyLinear())
+    yield ToyLinear.name
+    METHODS.unregister(ToyLinear.name)
+
+
+def test_a_method_registered_elsewhere_trains_saves_loads_and_predicts_through_the_cli(
+        toy_method, app_run, phantom_dataset, tmp_path):
+    """Adding a method is one registry entry: no other file knows about it, yet both commands run it."""
+    from bids_jdam.cli.train import main as train_main
+
+    model_dir = tmp_path / "toy"
+    assert train_main([str(phantom_dataset), str(model_dir), "--phantom-truth", "--small", "--method", toy_method,
+                       "--max-steps", "3", "--device", "cpu", "--no-progress"]) == 0
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert card["method"] == toy_method and card["toy"] is True and card["steps"] == 3
+    out = tmp_path / "out"
+    assert main([str(phantom_dataset), str(out), "participant", "--participant-label", "01", "--model",
+                 str(model_dir), "-w", str(app_run["work"]), "--skip-bids-validation"]) == 0
+    pet = out / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz"
+    sidecar = json.loads(pet.with_name(pet.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["ModelMethod"] == toy_method and "one deterministic prediction" in sidecar["Description"]
+    assert np.isfinite(nib.load(pet).get_fdata()).all()
+    assert not list((out / "sub-01" / "pet").glob("*desc-jdamstd*"))  # one prediction: no spread map

@@ -9,6 +9,7 @@ top-level module such as ``bids_jdam.errors`` is its own node.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -18,7 +19,6 @@ import pytest
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "bids_jdam"
 MAX_WORKFLOW_FUNCTION_LINES = 60
-LEAD_IS_REFACTORING = {"train.py", "train_cyclegan.py"}
 NOT_IMPORTED = {"bids_jdam.__main__"}  # importing it runs the app
 
 Edges = dict[str, dict[str, list[str]]]  # module -> imported module -> where ("path:line")
@@ -32,18 +32,10 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(path): path for path in sorted(PACKAGE_ROOT.rglob("*.py"))}
 
 
-def _workflow_modules() -> list:
-    params = []
-    for path in sorted((PACKAGE_ROOT / "workflows").glob("*.py")):
-        marks = []
-        if path.name in LEAD_IS_REFACTORING:
-            # lead is refactoring
-            marks.append(pytest.mark.xfail(strict=False, reason="the training workflow is being split up"))
-        params.append(pytest.param(path, id=path.name, marks=marks))
-    return params
+WORKFLOW_MODULES = sorted((PACKAGE_ROOT / "workflows").glob("*.py"))
 
 
-@pytest.mark.parametrize("path", _workflow_modules())
+@pytest.mark.parametrize("path", WORKFLOW_MODULES, ids=[path.name for path in WORKFLOW_MODULES])
 def test_no_workflow_function_is_longer_than_60_lines(path: Path):
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     too_long = [
@@ -186,3 +178,19 @@ def test_every_module_imports_on_its_own_in_either_order(order: str):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
                           cwd=PACKAGE_ROOT.parent)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_training_workflow_stays_short():
+    assert len((PACKAGE_ROOT / "workflows" / "train.py").read_text().splitlines()) < 200
+
+
+def test_no_method_name_is_compared_outside_the_registry():
+    """Methods are dispatched through bids_jdam.models.methods, never by comparing their names."""
+    from bids_jdam.models.methods import METHODS
+
+    names = "|".join(re.escape(name) for name in METHODS.names())
+    comparison = re.compile(rf"""(==|!=|\bin\b)\s*\(?\s*["']({names})["']|["']({names})["']\s*(==|!=|\bin\b)""")
+    found = [f"{path.relative_to(PACKAGE_ROOT.parent)}:{number}: {line.strip()}"
+             for path in MODULES.values() if "methods" not in path.relative_to(PACKAGE_ROOT).parts[:2]
+             for number, line in enumerate(path.read_text().splitlines(), 1) if comparison.search(line)]
+    assert not found, "\n".join(found)

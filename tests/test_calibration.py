@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from bids_jdam.evaluate.calibration import fit_spread_scale, inflate
+from bids_jdam.evaluate.calibration import fit_spread_scale
+from bids_jdam.synthesis.spread import inflate
 from bids_jdam.evaluate.probabilistic import coverage, spread_skill_ratio
 
 

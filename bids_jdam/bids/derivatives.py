@@ -179,14 +179,19 @@ def pet_sidecar(
     """
     if statistic not in PET_STATISTICS:
         raise ValueError(f"statistic must be one of {sorted(PET_STATISTICS)}, got {statistic!r}")
-    what = PET_STATISTICS[statistic]
+    what, model = PET_STATISTICS[statistic], provenance.model
+    how = (f"{provenance.sampler.num_samples} sample(s), {provenance.sampler.name} sampler, "
+           f"{provenance.sampler.steps} steps" if model.probabilistic else "one deterministic prediction")
     description = (
         f"{what} (SUVR, reference region: {provenance.reference_region}) computed from "
-        f"{source.relative_path} by the JDAM score-based diffusion model '{provenance.model.name}' "
-        f"({provenance.sampler.num_samples} sample(s), {provenance.sampler.name} sampler, {provenance.sampler.steps} "
-        "steps). "
+        f"{source.relative_path} by the bids-jdam model '{model.name}' (method {model.method}, {how}). "
         "Not a measurement: no tracer was injected and no scan was acquired."
     )
+    if statistic == "std":
+        description += (f" The samples' spread is calibrated: scaled by {model.spread_scale:.4g}, fitted on the "
+                        "model's held-out validation subjects." if model.spread_scale is not None else
+                        " The samples' spread is NOT calibrated (the model card records no calibration): it is "
+                        "likely smaller than the error.")
     if provenance.model.trained_on_phantoms:
         description += " The model was trained on phantoms, not for real patients."
     if provenance.qc_failures:
@@ -201,6 +206,8 @@ def pet_sidecar(
         "ModelName": provenance.model.name,
         "ModelSHA256": provenance.model.sha256,
         "ModelTrainedOnPhantoms": provenance.model.trained_on_phantoms,
+        "ModelMethod": provenance.model.method,
+        "SpreadCalibrationScale": provenance.model.spread_scale,
         "Sampler": provenance.sampler.name,
         "SamplerSteps": provenance.sampler.steps,
         "RandomSeed": provenance.sampler.seed,

@@ -4,7 +4,7 @@ An L2-trained denoiser tends to under-disperse (GenCast counters it with noise i
 samples is smaller than the error of their mean. The remedy here is split-conformal (Angelopoulos et al. 2022):
 on validation subjects, ``spread_scale`` is the factor that makes the central ``level`` prediction interval of
 :func:`bids_jdam.evaluate.probabilistic.coverage` cover exactly that fraction of brain voxels; at inference the
-samples are spread by it around their mean (:func:`inflate`), so the mean is unchanged, the SD map is multiplied
+samples are spread by it around their mean (:func:`bids_jdam.synthesis.spread.inflate`), so the mean is unchanged, the SD map is multiplied
 by it, and every score (CRPS, spread-skill, coverage, rank histogram) is that of the calibrated samples.
 """
 
@@ -61,13 +61,6 @@ def fit_spread_scale(cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     scale = float(np.quantile(scores, quantile, method="higher"))
     return SpreadCalibration(spread_scale=scale, level=level, num_samples=len(cases[0][0]), voxels=n,
                              subjects=subjects)
-
-
-def inflate(samples: np.ndarray, scale: float) -> np.ndarray:
-    """The samples spread by ``scale`` around their mean (K, *shape): mean unchanged, SD times ``scale``."""
-    samples = np.asarray(samples)
-    mean = samples.mean(axis=0, keepdims=True)
-    return (mean + scale * (samples - mean)).astype(samples.dtype)
 
 
 def subject_cases(predictions: torch.Tensor, data: ValidationSlices) -> dict[str, tuple[np.ndarray, ...]]:

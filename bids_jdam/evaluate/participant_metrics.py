@@ -108,6 +108,9 @@ class ParticipantMetrics:
                 name=str(data["model"]["name"]),
                 sha256=str(data["model"]["sha256"]),
                 trained_on_phantoms=bool(data["model"]["trained_on_phantoms"]),
+                method=str(data["model"].get("method", "jdam")),
+                probabilistic=bool(data["model"].get("probabilistic", True)),
+                spread_scale=_optional_float(data["model"].get("spread_scale")),
             ),
             sampler=SamplerInfo(
                 name=str(data["sampler"]["name"]),

@@ -125,6 +125,11 @@ class CycleGANTrainer(Trainer):
         self.last_losses: dict[str, float] = {}
 
     @property
+    def batch_size(self) -> int:
+        """Slices per step and domain (the MRI batch and the PET batch are drawn independently)."""
+        return self.cyclegan.batch_size
+
+    @property
     def generator(self) -> ResnetGenerator:
         """The MRI->PET generator: the model this method delivers."""
         return self.model.mri_to_pet

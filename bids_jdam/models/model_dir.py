@@ -168,4 +168,4 @@ def load_model_dir(path: Path, device: str | torch.device = "cpu") -> tuple[nn.M
     except Exception as error:  # noqa: BLE001 - safetensors and torch raise several types
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(f"{weights_path}: weights do not fit the network in {CONFIG} ({first_line})") from None
-    return method.as_model(net, cfg).to(device).eval(), cfg, card
+    return method.as_model(net, cfg).to(device).eval(), cfg, {**card, "method": method.name}

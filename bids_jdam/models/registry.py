@@ -31,6 +31,7 @@ class Method(abc.ABC):
     summary: ClassVar[str]  # one line for the CLI's help
     probabilistic: ClassVar[bool] = False  # draws posterior samples (K > 1 gives a spread) with a sampler
     multi_process: ClassVar[bool] = True  # can train under torchrun
+    condition_channels: ClassVar[int] = 1  # what a probabilistic model's denoiser takes as cond beside x_t
 
     def configure(self, cfg: JDAMConfig) -> JDAMConfig:
         """A copy of ``cfg`` with the settings this method fixes (e.g. no MRI channel for the ablation)."""
@@ -60,6 +61,10 @@ class Method(abc.ABC):
 
         ``model`` is :meth:`as_model` of the loaded network, or the synthesis entry point's wrapper of it.
         """
+
+    def network_evaluations(self, sampler: SamplerConfig) -> int:
+        """Network calls per slice and sample: the unit of synthesis cost."""
+        return 1
 
     def card_fields(self, cfg: JDAMConfig) -> dict[str, Any]:
         """What the model card says about the method beyond its name."""

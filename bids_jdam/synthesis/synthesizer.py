@@ -9,6 +9,7 @@ result carries the provenance its outputs record. The model's prediction of a ba
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from bids_jdam.diffusion.noise import SliceKey
 from bids_jdam.diffusion.sde import VESDE
 from bids_jdam.synthesis.inference import InferenceDenoiser
 from bids_jdam.synthesis.loaded_model import LoadedModel
+from bids_jdam.synthesis.spread import inflate
 from bids_jdam.synthesis.provenance import SamplerInfo, SynthesisProvenance
-from bids_jdam.synthesis.volume import SynthesisResult, diffusion_slices, synthesize_volume
+from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
 
 
 class Synthesizer:
@@ -61,12 +63,15 @@ class Synthesizer:
         ``image`` names the image in the noise keys (e.g. ``sub-01_ses-A``), so that images never share noise;
         the provenance's ``wall_time_s`` is the synthesis time.
         """
-        cfg = self.model.cfg
+        cfg, method = self.model.cfg, self.model.method
         result = synthesize_volume(
-            self.denoiser, t1_model, brain_mask, self.sde, sampler, image=image, slice_size=cfg.grid.slice_size,
-            planes=planes, device=self.device, batch_size=batch_size, conditional=cfg.network.conditional,
-            progress=progress, predict_slices=partial(self.predict_slices, sampler=sampler),
+            self.denoiser if method.probabilistic else None, t1_model, brain_mask, self.sde, sampler, image=image,
+            slice_size=cfg.grid.slice_size, planes=planes, device=self.device, batch_size=batch_size,
+            conditional=cfg.network.conditional, progress=progress,
+            predict_slices=partial(self.predict_slices, sampler=sampler),
+            evaluations_per_slice=method.network_evaluations(sampler), condition_channels=method.condition_channels,
         )
+        result = self._calibrated(result)
         result.provenance = SynthesisProvenance(
             model=self.model.info, sampler=SamplerInfo.of(sampler), noise_key=image,
             reference_region=cfg.intensity.suvr_reference, wall_time_s=result.seconds, planes=tuple(planes),
@@ -76,5 +81,12 @@ class Synthesizer:
 
     def predict_slices(self, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig) -> torch.Tensor:
         """The model's PET slices ``[n, 1, H, W]`` for MRI slices ``mri`` (model units), one noise key per slice."""
-        return diffusion_slices(self.denoiser, self.sde, sampler, mri, keys,
-                                conditional=self.model.cfg.network.conditional, device=self.device)
+        return self.model.method.predict(self.denoiser, self.model.cfg, mri, keys, sampler, self.device)
+
+    def _calibrated(self, result: SynthesisResult) -> SynthesisResult:
+        """The samples spread by the model card's calibration (mean unchanged, SD map scaled); as is without one."""
+        scale = self.model.spread_scale
+        if scale is None or result.std is None:
+            return result
+        samples = inflate(np.stack(result.samples), scale)
+        return dataclasses.replace(result, samples=list(samples), std=(result.std * np.float32(scale)))

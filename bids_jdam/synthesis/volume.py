@@ -60,7 +60,7 @@ class SynthesisResult:
 
 @without_subnormals
 def synthesize_volume(
-    denoiser_fn: DenoiserFn,
+    denoiser_fn: DenoiserFn | None,
     t1_model: np.ndarray,
     brain_mask: np.ndarray,
     sde: VESDE,
@@ -74,12 +74,16 @@ def synthesize_volume(
     conditional: bool = True,
     progress: bool = True,
     predict_slices: SlicePredictor | None = None,
+    evaluations_per_slice: int | None = None,
+    condition_channels: int = 1,
 ) -> SynthesisResult:
     """Sample a synthetic PET volume from a model-grid T1w (normalized) inside ``brain_mask``.
 
     ``image`` names the image (e.g. ``sub-01_ses-1``) in the noise keys, so that each image gets its own noise.
     ``predict_slices`` makes the slices (default: :func:`diffusion_slices` with ``denoiser_fn``, ``sde`` and
-    ``sampler_cfg``). Runs with subnormal floats flushed to zero on the CPU (:mod:`bids_jdam.denormals`).
+    ``sampler_cfg``); ``denoiser_fn`` (None for a model without one) only serves the time estimate and the CUDA
+    memory probe, with ``condition_channels`` condition channels, and ``evaluations_per_slice`` (default: the
+    sampler's) counts the cost. Runs with subnormal floats flushed to zero on the CPU (:mod:`bids_jdam.denormals`).
     """
     device = torch.device(device)
     predict_slices = predict_slices or partial(diffusion_slices, denoiser_fn, sde, sampler_cfg,
@@ -87,9 +91,11 @@ def synthesize_volume(
     start = time.perf_counter()
     k = max(1, sampler_cfg.num_samples)
     jobs = _slice_jobs(brain_mask, planes, k)
-    nfe = network_evaluations(sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps)
-    batch = batch_size or default_batch_size(device, slice_size, denoiser_fn, conditional)
-    _log_estimate(denoiser_fn, jobs, nfe, batch, slice_size, device, conditional, sampler_cfg)
+    nfe = evaluations_per_slice or network_evaluations(sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps)
+    channels = condition_channels if conditional else 0
+    batch = batch_size or default_batch_size(device, slice_size, denoiser_fn, channels)
+    if denoiser_fn is not None:
+        _log_estimate(denoiser_fn, jobs, nfe, batch, slice_size, device, channels, sampler_cfg)
 
     cond_by_plane = {p: volume_to_slices(t1_model.astype(np.float32), p, slice_size) for p in planes}
     out = {(p, s): np.zeros((len(cond_by_plane[p]), slice_size, slice_size), np.float32) for p in planes for s in range(k)}
@@ -130,7 +136,7 @@ def synthesize_volume(
 
 
 def default_batch_size(
-    device: torch.device, slice_size: int, denoiser_fn: DenoiserFn | None = None, conditional: bool = True
+    device: torch.device, slice_size: int, denoiser_fn: DenoiserFn | None = None, condition_channels: int = 1
 ) -> int:
     """CPU: a batch that keeps two cores busy; CUDA: as many slices as 70% of the free memory holds.
 
@@ -141,7 +147,7 @@ def default_batch_size(
     if device.type != "cuda":
         return 16
     free, _ = torch.cuda.mem_get_info(device)
-    per_slice = _probe_bytes_per_slice(denoiser_fn, slice_size, device, conditional) if denoiser_fn else None
+    per_slice = _probe_bytes_per_slice(denoiser_fn, slice_size, device, condition_channels) if denoiser_fn else None
     return batch_for_memory(free, per_slice or PAPER_UNET_BYTES_PER_SLICE * (slice_size / 128) ** 2)
 
 
@@ -151,10 +157,10 @@ def batch_for_memory(free_bytes: float, bytes_per_slice: float, fraction: float 
 
 
 def _probe_bytes_per_slice(denoiser_fn: DenoiserFn, slice_size: int, device: torch.device,
-                           conditional: bool, probe: int = 4) -> float | None:
+                           condition_channels: int, probe: int = 4) -> float | None:
     """Peak CUDA memory of one network evaluation on ``probe`` slices, per slice."""
     x = torch.zeros(probe, 1, slice_size, slice_size, device=device)
-    cond = torch.zeros_like(x) if conditional else None
+    cond = _zero_condition(x, condition_channels)
     torch.cuda.synchronize(device)
     baseline = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -189,13 +195,18 @@ def _sample_chunk(predict_slices: SlicePredictor, chunk, cond_by_plane, seed, im
     return predict_slices(mri, keys)[:, 0].float().cpu().numpy()
 
 
-def _log_estimate(denoiser_fn, jobs, nfe, batch, size, device, conditional, sampler_cfg) -> None:
+def _zero_condition(x: torch.Tensor, channels: int) -> torch.Tensor | None:
+    """A blank condition of ``channels`` channels beside ``x`` (None for an unconditional model)."""
+    return x.new_zeros(len(x), channels, *x.shape[2:]) if channels else None
+
+
+def _log_estimate(denoiser_fn, jobs, nfe, batch, size, device, condition_channels, sampler_cfg) -> None:
     """Time one network evaluation on a full batch and extrapolate to the whole run."""
     if not jobs:
         return
     n = min(batch, len(jobs))
     x = torch.zeros(n, 1, size, size, device=device)
-    cond = torch.zeros_like(x) if conditional else None
+    cond = _zero_condition(x, condition_channels)
     sigma = torch.ones(n, device=device)
     try:
         with torch.inference_mode():

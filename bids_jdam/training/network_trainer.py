@@ -55,6 +55,10 @@ class NetworkTrainer(Trainer):
         self.batch_generator = torch.Generator().manual_seed(seed)
         self.noise_generator = torch.Generator(self.device).manual_seed(seed + 1 + ranks.rank)
 
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.train.batch_size
+
     def learning_rate(self) -> float:
         """Linear warm-up to the configured rate over ``warmup_steps``."""
         return self.cfg.train.lr * min(1.0, (self.step + 1) / max(1, self.cfg.train.warmup_steps))

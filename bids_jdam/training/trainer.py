@@ -29,6 +29,11 @@ class Trainer(abc.ABC):
         self.cpu_seconds = 0.0  # this process's CPU seconds inside training steps (a fair budget on a shared CPU)
         self.curve: list[dict[str, Any]] = []  # one point per checkpoint: step, seconds, mean loss
 
+    @property
+    @abc.abstractmethod
+    def batch_size(self) -> int:
+        """Slices per step."""
+
     @abc.abstractmethod
     def update(self) -> float:
         """One optimizer step on a fresh batch; returns the loss."""

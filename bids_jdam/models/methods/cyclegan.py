@@ -32,7 +32,8 @@ class CycleGANMethod(Method):
 
     def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig,
                 device: torch.device) -> torch.Tensor:
-        return cyclegan_translate(model, mri.to(device))
+        generator = getattr(model, "module", model)  # the synthesis entry point wraps the model
+        return cyclegan_translate(generator, mri.to(device))
 
     def card_fields(self, cfg: JDAMConfig) -> dict[str, Any]:
         return {"unpaired": True}

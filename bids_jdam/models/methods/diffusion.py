@@ -18,7 +18,7 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.diffusion.losses import dsm_loss
 from bids_jdam.diffusion.parameterization import build_denoiser
-from bids_jdam.diffusion.samplers import sample
+from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
 from bids_jdam.models.registry import METHODS, Method, SliceKey
 from bids_jdam.models.unet import ScoreUNet
@@ -74,6 +74,9 @@ class JDAM(Method):
                 device: torch.device) -> torch.Tensor:
         cond = mri if cfg.network.conditional else None
         return sample(model, cond, tuple(mri.shape), sampler, sde_of(cfg), keys, device=device)
+
+    def network_evaluations(self, sampler: SamplerConfig) -> int:
+        return network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps)
 
     def card_fields(self, cfg: JDAMConfig) -> dict[str, Any]:
         return {"parameterization": cfg.sde.parameterization}

@@ -83,6 +83,7 @@ class ResidualJDAM(JDAM):
     name = "jdam-residual"
     summary = "an L1 U-Net for the mean and score diffusion of its residual (CorrDiff-style)"
     multi_process = False  # the two networks are called through .module, which DistributedDataParallel would not sync
+    condition_channels = 2  # [y, mu(y)]
 
     def configure(self, cfg: JDAMConfig) -> JDAMConfig:
         """EDM's preconditioning and noise-level distribution rescaled from the PET's spread to the residual's."""
@@ -121,6 +122,9 @@ class ResidualJDAM(JDAM):
         residual = sample(model, torch.cat([mri, mean], dim=1), tuple(mri.shape), sampler, sde_of(cfg), keys,
                           device=device)
         return mean + residual
+
+    def network_evaluations(self, sampler: SamplerConfig) -> int:
+        return super().network_evaluations(sampler) + 1  # the mean network once
 
     def card_fields(self, cfg: JDAMConfig) -> dict[str, Any]:
         return {"parameterization": cfg.sde.parameterization, "mean_model": "unet-l1", "residual_diffusion": True}
