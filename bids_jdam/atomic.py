@@ -24,6 +24,16 @@ from bids_jdam import write_gate
 TEMPORARY_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# What a plain open() would create: 0666 less the process's umask (read once: os.umask is process-wide).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def temporary_sibling(path: Path) -> Path:
     """A hidden, unique name next to ``path`` with the same extension (``.nii.gz`` included)."""
     path = Path(path)
@@ -37,6 +47,7 @@ def write_with(path: Path, write: Callable[[Path], None]) -> Path:
     temporary = temporary_sibling(path)
     try:
         write(temporary)
+        os.chmod(temporary, _FILE_MODE)  # some writers (safetensors) create 0600 files other users cannot read
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -91,3 +91,19 @@ def test_checkpoint_round_trip_is_bit_exact_and_pruned(tmp_path):
 def test_no_checkpoint_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no checkpoint"):
         load_checkpoint(tmp_path / "checkpoints")
+
+
+def test_weights_are_readable_by_others_under_the_usual_umask(tmp_path, tiny_cfg):
+    """safetensors creates 0600 files; a model directory must be readable by another user or container uid."""
+    import os
+    import stat
+
+    from bids_jdam import atomic
+
+    _, path = _saved(tmp_path, tiny_cfg)
+    plain = tmp_path / "plain"
+    plain.write_text("")  # what open() gives under this process's umask
+    expected = stat.S_IMODE(os.stat(plain).st_mode)
+    assert expected == atomic._FILE_MODE
+    for name in (WEIGHTS, WEIGHTS_FP16, MODEL_CARD):
+        assert stat.S_IMODE(os.stat(path / name).st_mode) == expected
