@@ -16,6 +16,7 @@ from bids_jdam.bids.query import AnatInput
 from bids_jdam.config import SamplerConfig, small_config
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.participant_metrics import BrainExtractionCheck, ParticipantMetrics, RegistrationCheck
+from bids_jdam.models.methods import METHODS
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
 from bids_jdam.synthesis.synthesizer import Synthesizer
@@ -52,7 +53,8 @@ def job(tmp_path: Path) -> ParticipantJob:
 def synthesizer() -> Synthesizer:
     """A synthesizer that never samples: these tests replace the image's processing."""
     loaded = LoadedModel(denoiser=torch.nn.Identity(), cfg=small_config(), card={}, name="m", sha256="0" * 64,
-                         trained_on_phantoms=True, training_subjects=frozenset(), training_dataset=None)
+                         trained_on_phantoms=True, training_subjects=frozenset(), training_dataset=None,
+                         method=METHODS.named("jdam"))
     return Synthesizer(loaded, "cpu")
 
 
