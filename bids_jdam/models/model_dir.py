@@ -71,6 +71,14 @@ def save_model_dir(
     return path
 
 
+def update_model_card(path: Path, fields: dict[str, Any]) -> Path:
+    """Add or replace ``fields`` of a model directory's card (never the checksums of its weights)."""
+    if "sha256" in fields:
+        raise ValueError("the weights' checksums are written by save_model_dir only")
+    card_path = Path(path) / MODEL_CARD
+    return atomic.write_json(card_path, {**_read_json(card_path), **fields})
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: missing; a model directory holds {WEIGHTS}, {CONFIG} and {MODEL_CARD}")
