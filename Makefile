@@ -65,7 +65,7 @@ benchmark-gpu:
 	bash benchmarks/gpu/check.sh
 
 benchmark-quality: venv
-	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.quality --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 3 --samples 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.quality --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 2 --samples 8
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

@@ -1,6 +1,6 @@
-"""Quality benchmark (issue 8): JDAM against CycleGAN, the unconditional SDE and the L1 U-Net, one protocol.
+"""Quality benchmark (issues 8, 21): JDAM, residual JDAM, CycleGAN, the unconditional SDE and the L1 U-Net.
 
-    python benchmarks/quality.py [--minutes-per-method M] [--threads 1] [--jobs 2] [--device auto|cpu|cuda] [--smoke]
+    python -m benchmarks.quality [--minutes-per-method M] [--threads 1] [--jobs 2] [--device auto|cpu|cuda] [--smoke]
 
 1. Data: a phantom (fast mode, 4 mm model grid, 64x64 slices as ``small_config``) of ``--train-subjects`` 3T-like
    training subjects, and ``--test-subjects`` held-out subjects (balanced CN/AD, another seed) rendered twice, 3T-like
@@ -11,16 +11,20 @@
    training steps (fair when other jobs share the machine; run it with one thread, since OpenMP threads that spin
    while waiting for a core also count), on CUDA wall-clock seconds inside training steps (evaluations excluded).
    On CPU ``--jobs`` methods train and evaluate at once, each in its own process with ``--threads`` threads; on
-   CUDA one at a time, so that wall-clock budgets stay comparable. Methods: JDAM with the preconditioned denoiser,
-   JDAM with the paper's parameterization, the unconditional SDE (preconditioned, no MRI channel), CycleGAN (its
-   generator sized to the U-Net's parameter count) and the L1 U-Net. The same U-Net for the first three and the
-   last; steps reached and a learning curve (PSNR/SSIM on a few held-out 3T slices at evenly spaced points of the
-   budget) per method.
+   CUDA one at a time, so that wall-clock budgets stay comparable. Methods (registry entries trained by the app's
+   ``fit()``): JDAM with the preconditioned denoiser, JDAM with the paper's parameterization, the unconditional SDE
+   (preconditioned, no MRI channel), CycleGAN (its generator sized to the U-Net's parameter count), the L1 U-Net and
+   residual JDAM (the U-Net for the mean plus a half-width score network for its residual, in the same budget). The
+   same U-Net for the first three and the U-Net; steps reached and a learning curve (PSNR/SSIM on a few held-out 3T
+   slices at evenly spaced points of the budget) per method.
 3. Evaluation on every held-out subject, 3T and 7T input separately, ``--slices-per-plane`` evenly spaced slices per
    plane (axial, coronal, sagittal) from the middle 60% of the brain, the same for every method; the named sampler
-   (default Heun, 18 steps); JDAM preconditioned as one sample and as the mean of ``--samples`` samples. Metrics of
-   ``bids_jdam.evaluate.metrics`` per slice (PSNR with the fixed SUVR range, SSIM, MAE, NMSE in the brain mask, and
-   the noise index of the synthetic PET), averaged per subject over its slices.
+   (default Heun, 18 steps); the posteriors (JDAM preconditioned, residual JDAM) as one sample and as the mean of
+   ``--samples`` samples (sample k keyed by sample index k, as in the app). Metrics of ``bids_jdam.evaluate.metrics``
+   per slice (PSNR with the fixed SUVR range, SSIM, MAE, NMSE in the brain mask, and the noise index of the
+   synthetic PET), averaged per subject over its slices; posterior scores (``quality_probabilistic``): fair CRPS,
+   spread-skill, coverage and SD-error correlation, raw and after the spread scale fitted on
+   ``--calibration-subjects`` (another seed); the AD-minus-CN parietal and temporal SUVR, synthetic vs real.
 4. Statistics over subjects (``quality_stats``): mean with a 95% Student-t interval; paired two-sided Wilcoxon
    signed-rank tests between JDAM (K-mean and one sample) and each other method; the gap of each method to the
    L1 U-Net (paired mean difference with its t-interval).

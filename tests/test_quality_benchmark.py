@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
 from nibabel.affines import apply_affine
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from quality_data import template_points_in_scanner  # noqa: E402
-from quality_stats import paired_comparison, summarize, t_interval  # noqa: E402
+from benchmarks.quality_data import template_points_in_scanner
+from benchmarks.quality_stats import paired_comparison, summarize, t_interval
 
 
 def test_t_interval_matches_the_textbook_formula():
@@ -65,13 +61,13 @@ def test_smoke_run_with_two_jobs_scores_every_method(tmp_path):
     """The whole benchmark at tiny settings, two methods at a time: every method trained, scored and compared."""
     import json
 
-    from quality import METHODS, main
+    from benchmarks.quality import METHODS, main
 
     assert main(["--smoke", "--threads", "1", "--jobs", "2", "--work", str(tmp_path)]) == 0
     results = json.loads(next(tmp_path.glob("quality-smoke-*.json")).read_text())
     assert results["complete"] and list(results["training"]) == list(METHODS)
     expected = {"jdam-preconditioned-1", "jdam-preconditioned-k2", "jdam-paper-1", "sde-unconditional-1", "cyclegan",
-                "unet-l1"}
+                "unet-l1", "jdam-residual-1", "jdam-residual-k2"}
     for label in ("3T", "7T"):
         assert set(results[label]) == expected
         assert all(row["psnr_db"]["n_subjects"] == 2 for row in results[label].values())
