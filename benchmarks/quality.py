@@ -252,7 +252,7 @@ def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, 
     calibration = None
     if samples > 1:
         calibration = fit_calibration(predict(name, model, mcfg, calibration_data, sampler, device, samples),
-                                      calibration_data)
+                                      calibration_data, sampler)
         print(f"{name:20s} spread scale {calibration.spread_scale:.3f} (fitted on {calibration.subjects} calibration "
               f"subjects, {calibration.voxels} voxels)", flush=True)
     out: dict[str, dict[str, Any]] = {}

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from benchmarks.quality_stats import summarize
+from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import cut_slice, pad_slice
 from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_on, subject_cases
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
@@ -24,9 +25,10 @@ PROBABILISTIC_METRICS = ("crps", "spread_skill_ratio", "coverage_50", "coverage_
 AD_CN_REGIONS = ("parietal", "temporal")
 
 
-def fit_calibration(predictions: torch.Tensor, data: ValidationSlices) -> SpreadCalibration:
+def fit_calibration(predictions: torch.Tensor, data: ValidationSlices, sampler: SamplerConfig) -> SpreadCalibration:
     """The spread scale of a K-sample posterior, fitted on the calibration subjects' slices."""
-    return calibrate_on(predictions, data, fitted_on="calibration phantom subjects (split-conformal, brain mask)")
+    return calibrate_on(predictions, data, fitted_on="calibration phantom subjects (split-conformal, brain mask)",
+                        sampler=sampler)
 
 
 def _subject_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, spacing_mm: float) -> dict[str, Any]:

@@ -190,8 +190,8 @@ def pet_sidecar(
     if statistic == "std":
         description += (f" The samples' spread is calibrated: scaled by {model.spread_scale:.4g}, fitted on the "
                         "model's held-out validation subjects." if model.spread_scale is not None else
-                        " The samples' spread is NOT calibrated (the model card records no calibration): it is "
-                        "likely smaller than the error.")
+                        " The samples' spread is NOT calibrated (the model card records no calibration, or one "
+                        "fitted for another sampler or plane count): it is likely smaller than the error.")
     if provenance.model.trained_on_phantoms:
         description += " The model was trained on phantoms, not for real patients."
     if provenance.qc_failures:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy.stats import t as student_t
 
+from bids_jdam.config import SamplerConfig
 from bids_jdam.evaluate.validation import ValidationSlices
 
 CALIBRATION_LEVEL = 0.9
@@ -25,7 +26,11 @@ CALIBRATION_LEVEL = 0.9
 
 @dataclass(frozen=True)
 class SpreadCalibration:
-    """What a model card records about its spread scale, and what the sidecars and reports repeat."""
+    """What a model card records about its spread scale, and what the sidecars and reports repeat.
+
+    The scale holds for what it was fitted with: one sampling plane (fusing planes shrinks the spread more than the
+    error) and ``sampler`` with ``steps``; the synthesis entry point applies it only then.
+    """
 
     spread_scale: float
     level: float
@@ -33,9 +38,22 @@ class SpreadCalibration:
     voxels: int
     subjects: int
     fitted_on: str = "held-out validation subjects (split-conformal, brain mask)"
+    sampler: str = ""
+    steps: int = 0
+    planes: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Per slice and sample; a model whose default sampler costs more (the paper's PC-1000) is calibrated with
+# the validation sampler, and its calibration then applies to that sampler only.
+MAX_CALIBRATION_EVALUATIONS = 64
+
+
+def calibration_sampler(default: SamplerConfig, evaluations: int, fallback: SamplerConfig) -> SamplerConfig:
+    """The model's own default sampler (the spread is the sampler's), unless it costs over the limit per slice."""
+    return dataclasses.replace(default if evaluations <= MAX_CALIBRATION_EVALUATIONS else fallback, num_samples=1)
 
 
 def conformity_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray,
@@ -72,7 +90,9 @@ def subject_cases(predictions: torch.Tensor, data: ValidationSlices) -> dict[str
     return {s: (samples[:, i] * mask[i], truth[i], mask[i]) for s, i in rows.items()}
 
 
-def calibrate_on(predictions: torch.Tensor, data: ValidationSlices, fitted_on: str) -> SpreadCalibration:
-    """The spread scale of K-sample ``predictions`` of held-out slices ``data`` (every subject's brain voxels)."""
+def calibrate_on(predictions: torch.Tensor, data: ValidationSlices, fitted_on: str,
+                 sampler: SamplerConfig) -> SpreadCalibration:
+    """The spread scale of K-sample ``predictions`` (made with ``sampler``) of held-out slices ``data``."""
     cases = subject_cases(predictions, data)
-    return dataclasses.replace(fit_spread_scale(cases.values(), subjects=len(cases)), fitted_on=fitted_on)
+    return dataclasses.replace(fit_spread_scale(cases.values(), subjects=len(cases)), fitted_on=fitted_on,
+                               sampler=sampler.name, steps=sampler.steps)

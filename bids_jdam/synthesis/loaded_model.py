@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bids_jdam.config import JDAMConfig
+from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.phantom import is_phantom_dataset
 from bids_jdam.errors import InputError
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
@@ -32,7 +32,7 @@ DEMO_MODEL = "demo"
 class LoadedModel:
     """A model directory ready to synthesize with, with what the outputs must say about it.
 
-    ``denoiser`` is the method's model (a JDAM denoiser, the U-Net, ...); ``spread_scale`` is the posterior spread
+    ``denoiser`` is the method's model (a JDAM denoiser, the U-Net, ...); ``calibration`` is the posterior spread
     calibration of the model card (None where the card records none).
     """
 
@@ -45,7 +45,7 @@ class LoadedModel:
     training_subjects: frozenset[str]
     training_dataset: str | None
     method: Method
-    spread_scale: float | None = None
+    calibration: dict[str, Any] | None = None
 
     @classmethod
     def from_dir(cls, path: Path, device: torch.device | str) -> LoadedModel:
@@ -66,15 +66,21 @@ class LoadedModel:
             training_subjects=_training_subjects(card, path / MODEL_CARD),
             training_dataset=card.get("training_data", {}).get("dataset_identity"),
             method=METHODS.named(card["method"], str(path / MODEL_CARD)),
-            spread_scale=_spread_scale(card, path / MODEL_CARD),
+            calibration=_calibration(card, path / MODEL_CARD),
         )
 
-    @property
-    def info(self) -> ModelInfo:
-        """What each output records of the model."""
+    def spread_scale(self, sampler: SamplerConfig, planes: tuple[str, ...]) -> float | None:
+        """The calibrated spread scale where it holds (the sampler and steps it was fitted with, one plane)."""
+        c = self.calibration
+        if c is None or len(planes) != c.get("planes", 1) or (sampler.name, sampler.steps) != (c.get("sampler"),
+                                                                                              c.get("steps")):
+            return None
+        return c["spread_scale"]
+
+    def info(self, spread_scale: float | None = None) -> ModelInfo:
+        """What each output records of the model (``spread_scale``: the calibration applied to it, if any)."""
         return ModelInfo(name=self.name, sha256=self.sha256, trained_on_phantoms=self.trained_on_phantoms,
-                         method=self.method.name, probabilistic=self.method.probabilistic,
-                         spread_scale=self.spread_scale)
+                         method=self.method.name, probabilistic=self.method.probabilistic, spread_scale=spread_scale)
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:
@@ -108,12 +114,12 @@ def _training_subjects(card: dict, card_path: Path) -> frozenset[str]:
     return frozenset(str(subject) for subject in train)
 
 
-def _spread_scale(card: dict, card_path: Path) -> float | None:
-    """The card's ``calibration.spread_scale`` (a positive number), or None for a model without calibration."""
+def _calibration(card: dict, card_path: Path) -> dict[str, Any] | None:
+    """The card's ``calibration`` with a positive ``spread_scale``, or None for a model without calibration."""
     calibration = card.get("calibration")
     scale = calibration.get("spread_scale") if isinstance(calibration, dict) else None
     if scale is None:
         return None
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
         raise InputError(f"{card_path}: calibration.spread_scale must be a positive number, got {scale!r}")
-    return float(scale)
+    return calibration

@@ -71,9 +71,11 @@ class Synthesizer:
             predict_slices=partial(self.predict_slices, sampler=sampler),
             evaluations_per_slice=method.network_evaluations(sampler), condition_channels=method.condition_channels,
         )
-        result = self._calibrated(result)
+        scale = self.model.spread_scale(sampler, tuple(planes))
+        result = _spread_by(result, scale)
         result.provenance = SynthesisProvenance(
-            model=self.model.info, sampler=SamplerInfo.of(sampler), noise_key=image,
+            model=self.model.info(scale if result.std is not None else None), sampler=SamplerInfo.of(sampler),
+            noise_key=image,
             reference_region=cfg.intensity.suvr_reference, wall_time_s=result.seconds, planes=tuple(planes),
             precision=self.precision, device=self.device.type, subnormals_flushed=result.subnormals_flushed,
         )
@@ -83,10 +85,11 @@ class Synthesizer:
         """The model's PET slices ``[n, 1, H, W]`` for MRI slices ``mri`` (model units), one noise key per slice."""
         return self.model.method.predict(self.denoiser, self.model.cfg, mri, keys, sampler, self.device)
 
-    def _calibrated(self, result: SynthesisResult) -> SynthesisResult:
-        """The samples spread by the model card's calibration (mean unchanged, SD map scaled); as is without one."""
-        scale = self.model.spread_scale
-        if scale is None or result.std is None:
-            return result
-        samples = inflate(np.stack(result.samples), scale)
-        return dataclasses.replace(result, samples=list(samples), std=(result.std * np.float32(scale)))
+
+
+def _spread_by(result: SynthesisResult, scale: float | None) -> SynthesisResult:
+    """The samples spread by the calibration's ``scale`` (mean unchanged, SD map scaled); as is without one."""
+    if scale is None or result.std is None:
+        return result
+    samples = inflate(np.stack(result.samples), scale)
+    return dataclasses.replace(result, samples=list(samples), std=result.std * np.float32(scale))

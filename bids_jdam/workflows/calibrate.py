@@ -7,32 +7,21 @@ its ``calibration``; the weights, and so their checksum, stay as they are.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.bids.query import dataset_identity
-from bids_jdam.config import SamplerConfig
 from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError
-from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_on
+from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_on, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, predict_ensemble, validation_slices
-from bids_jdam.models.methods import METHODS, Method
+from bids_jdam.models.methods import METHODS
 from bids_jdam.models.model_dir import load_model_dir, update_model_card
 from bids_jdam.workflows.train import CALIBRATION_SAMPLES
 from bids_jdam.workflows.training_data import SubjectLoader
 
 log = logging.getLogger(__name__)
-
-MAX_CALIBRATION_EVALUATIONS = 64  # per slice and sample; above it (the paper's PC-1000) the validation sampler
-
-
-def calibration_sampler(method: Method, default: SamplerConfig) -> SamplerConfig:
-    """The model's own default sampler (the spread is the sampler's), unless it is too slow for many slices."""
-    if method.network_evaluations(default) <= MAX_CALIBRATION_EVALUATIONS:
-        return dataclasses.replace(default, num_samples=1)
-    return VALIDATION_SAMPLER
 
 
 def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoader, subjects: list[str] | None = None,
@@ -49,12 +38,13 @@ def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoade
     if trained & set(subjects) and training_data.get("dataset_identity") == dataset_identity(Path(bids_dir)):
         raise InputError(f"{bids_dir}: subjects {sorted(trained & set(subjects))} trained the model; calibrate on "
                          "held-out subjects only")
-    sampler = calibration_sampler(method, cfg.sampler)
+    sampler = calibration_sampler(cfg.sampler, method.network_evaluations(cfg.sampler), VALIDATION_SAMPLER)
     data = validation_slices(load_subjects(Path(bids_dir), cfg, subjects), cfg)
     predictions = predict_ensemble(method, model, cfg, data, sampler, torch_device, CALIBRATION_SAMPLES)
     calibration = calibrate_on(predictions, data, fitted_on=f"{len(subjects)} held-out subjects of "
                                                             f"{Path(bids_dir).name} (split-conformal, brain mask, "
-                                                            f"{sampler.name} sampler, {sampler.steps} steps)")
+                                                            f"{sampler.name} sampler, {sampler.steps} steps)",
+                               sampler=sampler)
     update_model_card(model_dir, {"calibration": calibration.to_dict()})
     log.info("%s: spread scale %.3f", model_dir, calibration.spread_scale)
     return calibration

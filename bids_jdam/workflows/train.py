@@ -24,7 +24,7 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset, read_splits, split_subjects, write_splits
 from bids_jdam.denormals import without_subnormals
 from bids_jdam.errors import InputError
-from bids_jdam.evaluate.calibration import calibrate_on
+from bids_jdam.evaluate.calibration import calibrate_on, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_ensemble, validation_slices
 from bids_jdam.models.methods import METHODS, Method
 from bids_jdam.models.model_dir import PHANTOM_DATA, save_model_dir
@@ -148,8 +148,12 @@ def _validate(run: TrainingRun, method: Method, trainer: Trainer,
              validation["ssim"])
     if not method.probabilistic:
         return validation, {"note": "deterministic method: no spread to calibrate"}
+    cfg = trainer.cfg
+    calibrating = calibration_sampler(cfg.sampler, method.network_evaluations(cfg.sampler), sampler)
+    if calibrating != dataclasses.replace(sampler, num_samples=1):
+        predictions = predict_ensemble(method, model, cfg, data, calibrating, trainer.device, CALIBRATION_SAMPLES)
     calibration = calibrate_on(predictions, data, fitted_on=f"{len(subjects)} held-out validation subjects "
-                                                            f"(split-conformal, brain mask, {sampler.name} sampler)")
+                                                            f"(split-conformal, brain mask)", sampler=calibrating)
     log.info("spread scale %.3f (fitted on the validation subjects)", calibration.spread_scale)
     return validation, calibration.to_dict()
 
