@@ -1,4 +1,5 @@
-"""QC reports: participant HTML (self-contained, phantom banner), group TSV/HTML (rows, missing list, AD < CN)."""
+"""QC reports: participant HTML (self-contained, phantom banner, spread calibration), group TSV/HTML (rows,
+missing list, AD < CN, coverage per image and per model)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ IMAGES = [
     ("01", "A", "CN"), ("01", "B", "CN"), ("02", None, "CN"), ("03", None, "AD"), ("04", "A", "AD"), ("04", "B", "AD"),
 ]
 DIAGNOSES = {"01": "CN", "02": "CN", "03": "AD", "04": "AD", "05": "CN"}
+# sub-03's model has a fitted spread calibration; the others' card says why not (with characters HTML must escape).
+CALIBRATION = {"spread_scale": 1.7, "level": 0.9, "num_samples": 4, "voxels": 5000, "subjects": 3,
+               "fitted_on": "3 held-out validation subjects (split-conformal, brain mask, pc sampler)"}
+NOT_CALIBRATED = {"note": "not calibrated: <no held-out subjects>"}
+
+
+def spread_scores(subject: str, session: str | None) -> dict[str, float]:
+    """Coverage and spread-skill of the images with an SD map (not session B), known per subject."""
+    if session == "B":
+        return {}
+    return {"coverage_50": 0.5, "coverage_90": 0.8 + 0.02 * int(subject), "spread_skill": 0.1 * (6 + int(subject))}
 
 
 def fake_pet(diagnosis: str, seed: int) -> np.ndarray:
@@ -46,13 +58,16 @@ def fake_pet(diagnosis: str, seed: int) -> np.ndarray:
 def fake_metrics(subject: str, session: str | None, synthetic: np.ndarray, real: np.ndarray | None,
                  phantom_model: bool) -> ParticipantMetrics:
     labels, names = coarse_regions(SPACING)
+    calibrated = subject == "03"
     return ParticipantMetrics(
         participant_id=subject, session=session, run=None, field_strength=3.0 if subject != "04" else 1.5,
-        model=ModelInfo(name="demo", sha256="ab" * 32, trained_on_phantoms=phantom_model),
+        model=ModelInfo(name="demo", sha256="ab" * 32, trained_on_phantoms=phantom_model,
+                        spread_scale=CALIBRATION["spread_scale"] if calibrated else None),
         sampler=SamplerInfo(name="pc", steps=10, num_samples=2, seed=0),
         quality=None if real is None else QualityMetrics(psnr=30.0, ssim=0.9, mae=0.05, nmse=0.01,
                                                              sd_error_correlation=0.1 * int(subject),
-                                                             view_sd_error_correlation=-0.05 * int(subject)),
+                                                             view_sd_error_correlation=-0.05 * int(subject),
+                                                             **spread_scores(subject, session)),
         in_training_set=False if real is not None else None,
         noise_index=12.0 + int(subject), regional_suvr_synthetic=regional_means(synthetic, labels, names),
         regional_suvr_real=None if real is None else regional_means(real, labels, names),
@@ -60,6 +75,7 @@ def fake_metrics(subject: str, session: str | None, synthetic: np.ndarray, real:
         brain_extraction=BrainExtractionCheck(0.95), timings={"preprocess": 12.5, "synthesis": 40.0},
         warnings=["PET frames were averaged"] if subject == "01" else [],
         versions={"bids-jdam": "0.1", "torch": "2.x"}, input_voxel_size_mm=[1.0, 1.0, 1.2], grid_spacing_mm=SPACING,
+        model_calibration=CALIBRATION if calibrated else NOT_CALIBRATED,
     )
 
 
@@ -120,6 +136,24 @@ def test_participant_report_without_phantom_model_has_no_banner(derivatives):
     assert "PSNR" in report and "field strength" in report and "torch" in report
 
 
+def test_participant_report_states_the_spread_calibration_and_its_coverage(derivatives):
+    _, out_dir = derivatives
+    calibrated = html.unescape((out_dir / "sub-03.html").read_text())
+    assert ("spread calibrated: scale 1.7 fitted on 3 held-out validation subjects (level 90 %, K = 4 samples); "
+            "here K = 2, so the coverage may differ") in calibrated
+    assert "NOT calibrated" not in calibrated
+    rows = dict(re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", (out_dir / "sub-03.html").read_text()))
+    assert rows["sampling spread: coverage of the central 50 % interval (nominal 0.50)"] == "0.5"
+    assert rows["sampling spread: coverage of the central 90 % interval (nominal 0.90)"] == "0.86"
+    assert rows["sampling spread: spread-skill ratio (nominal 1.0; below 1 the SD map is too small for the error)"] \
+        == "0.9"
+    raw = (out_dir / "sub-01.html").read_text()
+    assert "spread NOT calibrated: the SD map is likely too small (not calibrated: &lt;no held-out subjects&gt;)" in raw
+    assert "<no held-out subjects>" not in raw
+    ses_b = raw.split('<section id="sub-01_ses-B">', 1)[1]
+    assert "coverage of the central" not in ses_b  # no SD map there: nothing measured
+
+
 def test_metrics_json_round_trip(derivatives):
     _, out_dir = derivatives
     path = out_dir / "sub-01" / "figures" / "sub-01_ses-A_desc-jdam_metrics.json"
@@ -155,6 +189,26 @@ def test_group_level_table_and_report(derivatives):
     assert "SD-error correlations" in report and "SD across the sampled planes" in report
     missing = report.split("Participants without outputs", 1)[1].split("<h2>", 1)[0]
     assert "sub-05" in missing and "sub-01" not in missing
+
+
+def test_group_level_reports_coverage_per_image_and_per_model(derivatives):
+    _, out_dir = derivatives
+    table = pd.read_csv(out_dir / "group_metrics.tsv", sep="\t", keep_default_na=False)
+    rows = {(p, s): row for p, s, row in zip(table["participant_id"], table["session"], table.to_dict("records"))}
+    assert {"coverage_50", "coverage_90", "spread_skill"} <= set(table)
+    for key in (("sub-02", "n/a"), ("sub-01", "B"), ("sub-04", "B")):  # no real PET, or no SD map
+        assert [rows[key][c] for c in ("coverage_50", "coverage_90", "spread_skill")] == ["n/a"] * 3
+    assert float(rows[("sub-03", "n/a")]["coverage_90"]) == pytest.approx(0.86)
+    assert float(rows[("sub-04", "A")]["spread_skill"]) == pytest.approx(1.0)
+    calibration = (out_dir / "group_report.html").read_text().split("<h2>Spread calibration</h2>")[1]
+    lines = [html.unescape(line) for line in re.findall(r"<li>([^<]*)</li>", calibration.split("<h2>", 1)[0])]
+    assert len(lines) == 3  # the phantom, the uncalibrated and the calibrated model
+    calibrated = next(line for line in lines if "spread calibrated" in line)
+    assert ("scale 1.7 fitted on 3 held-out validation subjects (level 90 %, K = 4 samples); here K = 2, so the "
+            "coverage may differ; mean") in calibrated
+    assert "mean over the 1 image(s) with a real PET and K > 1: coverage 0.50 of the 50 % interval and 0.86 of " \
+           "the 90 % interval (nominal 0.50 and 0.90), spread-skill ratio 0.90 (nominal 1.0)" in calibrated
+    assert sum("spread NOT calibrated: the SD map is likely too small" in line for line in lines) == 2
 
 
 def test_group_level_tolerates_partial_outputs_and_flags_outliers(derivatives, tmp_path):

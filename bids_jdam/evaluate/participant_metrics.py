@@ -32,6 +32,11 @@ class QualityMetrics:
     # exists with K > 1 samples, the view SD with more than one plane.
     sd_error_correlation: float | None = None
     view_sd_error_correlation: float | None = None
+    # Does the calibrated SD map hold on this participant? Coverage of the central 50 % and 90 % intervals and the
+    # spread-skill ratio (:mod:`bids_jdam.evaluate.probabilistic`; nominal 0.5, 0.9 and 1); only with K > 1.
+    coverage_50: float | None = None
+    coverage_90: float | None = None
+    spread_skill: float | None = None
 
 
 @dataclass
@@ -54,6 +59,9 @@ class ParticipantMetrics:
 
     ``participant_id`` carries the ``sub-`` prefix (as in participants.tsv); ``session`` and ``run`` are bare
     labels (``"A"``, ``"1"``) or None. ``quality`` and ``regional_suvr_real`` exist only when a real PET was given.
+    ``model_calibration`` is the model card's ``calibration`` record as is (the fields of
+    :class:`bids_jdam.evaluate.calibration.SpreadCalibration`, or ``{"note": ...}``; None for a card without one),
+    so that the reports can say on how many subjects the spread scale was fitted.
     """
 
     participant_id: str
@@ -77,6 +85,7 @@ class ParticipantMetrics:
     qc_failures: list[str] = field(default_factory=list)
     input_voxel_size_mm: list[float] | None = None
     grid_spacing_mm: float | None = None
+    model_calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.participant_id.startswith("sub-"):
@@ -118,10 +127,7 @@ class ParticipantMetrics:
                 num_samples=int(data["sampler"]["num_samples"]),
                 seed=None if data["sampler"].get("seed") is None else int(data["sampler"]["seed"]),
             ),
-            quality=None if quality is None
-            else QualityMetrics(**{k: _float(quality[k]) for k in ("psnr", "ssim", "mae", "nmse")},
-                                **{k: None if quality.get(k) is None else _float(quality[k])
-                                   for k in ("sd_error_correlation", "view_sd_error_correlation")}),
+            quality=None if quality is None else _quality(quality),
             in_training_set=None if data.get("in_training_set") is None else bool(data["in_training_set"]),
             noise_index=_float(data["noise_index"]),
             regional_suvr_synthetic={str(k): _float(v) for k, v in data["regional_suvr_synthetic"].items()},
@@ -137,6 +143,7 @@ class ParticipantMetrics:
             input_voxel_size_mm=None if data.get("input_voxel_size_mm") is None
             else [float(v) for v in data["input_voxel_size_mm"]],
             grid_spacing_mm=_optional_float(data.get("grid_spacing_mm")),
+            model_calibration=_optional_dict(data.get("model_calibration")),
         )
 
     @classmethod
@@ -156,6 +163,14 @@ class ParticipantMetrics:
             raise InputError(f"{path}: a metrics value has the wrong type ({exc})") from exc
 
 
+def _quality(data: dict[str, Any]) -> QualityMetrics:
+    """The scores every writer wrote are required; those with a default may be absent (files of older writers)."""
+    return QualityMetrics(**{
+        f.name: _float(data[f.name]) if f.default is dataclasses.MISSING else _optional_float(data.get(f.name))
+        for f in dataclasses.fields(QualityMetrics)
+    })
+
+
 def _float(value: Any) -> float:
     """JSON null stands for a non-finite number."""
     return math.nan if value is None else float(value)
@@ -163,6 +178,12 @@ def _float(value: Any) -> float:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _optional_dict(value: Any) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {value!r}")
+    return value
 
 
 def _optional_str(value: Any) -> str | None:

@@ -1,10 +1,11 @@
 """The metrics of one synthesized image: what its metrics JSON, its report and the group table are made of.
 
 Against a real PET of the same session (when the dataset has one): the protocol's quality scores
-(:mod:`bids_jdam.evaluate.metrics`) and whether the SD maps point to the error; always: the noise index, regional
-SUVR, the input quality gate's measures and whether the participant was in the model's training set (its quality
-figures are then optimistic). The model and the sampler come from the image's provenance, the same record its
-sidecars are written from.
+(:mod:`bids_jdam.evaluate.metrics`), whether the SD maps point to the error and, with K > 1 samples, whether the
+calibrated SD map's intervals cover the real PET as often as they should (:mod:`bids_jdam.evaluate.probabilistic`);
+always: the noise index, regional SUVR, the input quality gate's measures and whether the participant was in the
+model's training set (its quality figures are then optimistic). The model and the sampler come from the image's
+provenance, the same record its sidecars are written from; the spread calibration from the model card.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bids_jdam.evaluate.participant_metrics import (
     QualityMetrics,
     RegistrationCheck,
 )
+from bids_jdam.evaluate.probabilistic import coverage, spread_skill_from_sd
 from bids_jdam.evaluate.regional import regional_means
 from bids_jdam.preprocess.pipeline import PreprocessedT1w
 from bids_jdam.preprocess.quality_gate import QualityMeasures
@@ -53,6 +55,7 @@ def image_metrics(
         if in_training:
             warnings.append(IN_TRAINING_WARNING)
     wm_region = uniform_white_matter_region(template.wm) & mask
+    calibration = model.card.get("calibration")  # a dict as training writes it; anything else is no record
     return ParticipantMetrics(
         participant_id=anat.subject, session=anat.session, run=anat.run, field_strength=anat.field_strength,
         model=provenance.model, sampler=provenance.sampler,
@@ -67,7 +70,7 @@ def image_metrics(
         timings={k: round(v, 2) for k, v in timings.items()}, warnings=warnings, versions=software_versions(),
         status="failed-qc" if provenance.qc_failures else "ok", qc_failures=list(provenance.qc_failures),
         input_voxel_size_mm=[round(float(v), 3) for v in prep.voxel_sizes_mm],
-        grid_spacing_mm=spacing_mm,
+        grid_spacing_mm=spacing_mm, model_calibration=calibration if isinstance(calibration, dict) else None,
     )
 
 
@@ -80,7 +83,18 @@ def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray,
         for name, sd in (("sd_error_correlation", result.std), ("view_sd_error_correlation", result.view_std))
     }
     return QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"], nmse=scores["nmse"],
-                          **correlations)
+                          **correlations, **spread_scores(result, real, mask))
+
+
+def spread_scores(result: SynthesisResult, real: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Coverage and spread-skill of the SD map the outputs carry (calibrated where the model card says so) against
+    the real PET: whether the calibration fitted on the validation subjects holds for this one. Empty with K = 1."""
+    if result.std is None:
+        return {}
+    k = len(result.samples)
+    covered = coverage(result.mean, result.std, real, mask, k)
+    return {"coverage_50": covered["0.50"], "coverage_90": covered["0.90"],
+            "spread_skill": spread_skill_from_sd(result.std, result.mean, real, mask, k)}
 
 
 def software_versions() -> dict[str, str]:

@@ -8,6 +8,9 @@ named in the report. Images marked ``failed-qc`` by the input quality gate are r
 Outliers (the rule in :mod:`bids_jdam.evaluate.outliers`): quality and check measures are compared across all
 images; regional SUVR within each diagnosis group (when participants.tsv gives one), so that AD hypometabolism is not
 called an outlier against CN.
+
+Spread calibration: per model, what its card records (:func:`bids_jdam.reports.participant.spread_statement`)
+beside the mean coverage and spread-skill measured on the images with a real PET and K > 1 samples.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import html
 import io
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +33,24 @@ from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.outliers import MIN_IMAGES_FOR_OUTLIERS, OUTLIER_Z, flag_outliers, groups_by
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
-from bids_jdam.reports.participant import PHANTOM_BANNER
+from bids_jdam.reports.participant import PHANTOM_BANNER, spread_statement
+from bids_jdam.synthesis.provenance import ModelInfo
 
 LOGGER = logging.getLogger(__name__)
 
-# The SD-error correlations exist only for images with K > 1 samples (sampling) or several planes (views).
-QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "view_sd_error_correlation", "sd_error_correlation")
+# The SD-error correlations exist only for images with K > 1 samples (sampling) or several planes (views); the
+# coverage and spread-skill of the (calibrated) sampling SD only with K > 1.
+SPREAD_MEASURES = ("coverage_50", "coverage_90", "spread_skill")
+QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "view_sd_error_correlation", "sd_error_correlation",
+                    *SPREAD_MEASURES)
 CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
 MEASURE_LABELS = {
     "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE",
     "sd_error_correlation": "sampling SD-error correlation",
     "view_sd_error_correlation": "view SD-error correlation", "noise_index": "noise index",
     "brain_volume_ml": "brain volume (ml)", "registration_correlation": "registration: correlation",
-    "brain_extraction_dice": "brain extraction: Dice",
+    "brain_extraction_dice": "brain extraction: Dice", "coverage_50": "coverage, 50 % interval",
+    "coverage_90": "coverage, 90 % interval", "spread_skill": "spread-skill ratio",
 }
 
 
@@ -200,8 +209,12 @@ def _group_html(
             ))
             body.append(_regional_means_table(table, columns, by))
 
+    body.append("<h2>Spread calibration</h2>" + bullet_list(_calibration_lines(metrics)))
     quality_present = [m for m in QUALITY_MEASURES if table[m].notna().any()]
-    sections = [("Image quality (images with a real PET)", quality_present), ("Noise index and checks", CHECK_MEASURES)]
+    sections = [("Image quality (images with a real PET)", [m for m in quality_present if m not in SPREAD_MEASURES]),
+                ("Coverage and spread-skill (images with a real PET and K > 1)",
+                 [m for m in quality_present if m in SPREAD_MEASURES]),
+                ("Noise index and checks", CHECK_MEASURES)]
     for title, measures in sections:
         if not measures:
             continue
@@ -243,6 +256,34 @@ def _group_html(
              *CHECK_MEASURES]
     body.append(data_table(shown, all_images[shown].values.tolist(), all_images["outlier"].tolist()))
     return page("bids-jdam: group report", "\n".join(body))
+
+
+def _calibration_lines(metrics: list[ParticipantMetrics]) -> list[str]:
+    """Per model and K, the calibration its card records and the mean coverage measured on the images that passed
+    QC and have a real PET: whether the calibration fitted on the validation subjects holds here."""
+    by_model: dict[tuple[ModelInfo, int], list[ParticipantMetrics]] = {}
+    for item in metrics:
+        if item.status == "ok":
+            by_model.setdefault((item.model, item.sampler.num_samples), []).append(item)
+    lines = []
+    for (model, k), items in by_model.items():
+        scored = [item.quality for item in items if item.quality is not None and item.quality.coverage_90 is not None]
+        measured = (
+            f"mean over the {len(scored)} image(s) with a real PET and K > 1: coverage "
+            f"{_mean(q.coverage_50 for q in scored):.2f} of the 50 % interval and "
+            f"{_mean(q.coverage_90 for q in scored):.2f} of the 90 % interval (nominal 0.50 and 0.90), spread-skill "
+            f"ratio {_mean(q.spread_skill for q in scored):.2f} (nominal 1.0)"
+            if scored else "no image with a real PET and an SD map to measure the coverage on"
+        )
+        statement = spread_statement(model, items[0].model_calibration, k)
+        lines.append(f"{model.name} (sha256 {model.sha256[:12]}): {statement}; {measured}.")
+    return lines
+
+
+def _mean(values: Iterable[float | None]) -> float:
+    """Mean of the finite values (absent scores are None); NaN when there are none."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def _image_name(item: ParticipantMetrics) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
@@ -17,8 +18,15 @@ from bids_jdam.reports import reportlets
 from bids_jdam import atomic
 from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page
 from bids_jdam.reports.reportlets import ImageLike
+from bids_jdam.synthesis.provenance import ModelInfo
 
 PHANTOM_BANNER = "Model trained on synthetic phantoms \N{EM DASH} not for real patients."
+# What the calibrated SD map should give on any participant: the interval levels and a spread-skill ratio of 1.
+SPREAD_SCORES = (
+    ("coverage_50", "coverage of the central 50 % interval (nominal 0.50)"),
+    ("coverage_90", "coverage of the central 90 % interval (nominal 0.90)"),
+    ("spread_skill", "spread-skill ratio (nominal 1.0; below 1 the SD map is too small for the error)"),
+)
 
 
 @dataclass
@@ -136,7 +144,8 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
             path, "sampling spread",
             f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples "
             f"differ, mostly fine texture. On held-out phantoms it has not been found to point to where the "
-            f"error is large; the view disagreement (with several planes) does better.",
+            f"error is large; the view disagreement (with several planes) does better. "
+            f"{_spread_statement(metrics)}.",
         ))
 
     parts.append("<h3>Regional SUVR</h3>")
@@ -155,6 +164,8 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
                 *[(f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
                   for label, value in (("view disagreement", quality.view_sd_error_correlation),
                                        ("sampling spread", quality.sd_error_correlation)) if value is not None],
+                *[(f"sampling spread: {label}", getattr(quality, name)) for name, label in SPREAD_SCORES
+                  if getattr(quality, name) is not None],
             ]))
         path = reportlets.pet_mosaic_reportlet(
             entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")
@@ -188,6 +199,7 @@ def _summary_table(metrics: ParticipantMetrics) -> str:
         ("model", f"{metrics.model.name} (sha256 {metrics.model.sha256[:12]})"),
         ("trained on phantoms", metrics.model.trained_on_phantoms),
         ("sampler", f"{sampler.name}, {sampler.steps} steps, K = {sampler.num_samples}, seed {sampler.seed}"),
+        ("spread calibration", _spread_statement(metrics)),
         ("noise index", metrics.noise_index),
         ("brain volume (ml)", metrics.brain_volume_ml),
         ("registration: correlation with template", metrics.registration.correlation_with_template),
@@ -195,6 +207,36 @@ def _summary_table(metrics: ParticipantMetrics) -> str:
         ("status", metrics.status),
         *[("quality control", failure) for failure in metrics.qc_failures],
     ])
+
+
+def spread_statement(model: ModelInfo, calibration: dict[str, Any] | None, num_samples: int) -> str:
+    """What the model card says of the SD map of K = ``num_samples`` samples: whether its size can be read as the
+    error's.
+
+    An uncalibrated L2-trained posterior is under-dispersed (:mod:`bids_jdam.evaluate.calibration`), so a missing
+    calibration is said plainly rather than left out. The scale is fitted for the card's K (the interval's
+    Student-t factor depends on it), so with another K the coverage may differ.
+    """
+    record = calibration or {}
+    if not model.probabilistic:
+        return f"deterministic method ({model.method}): one prediction, no spread"
+    if num_samples == 1:
+        return "one sample (K = 1): no sampling SD map"
+    if model.spread_scale is None:
+        why = record.get("note") or ("the model card's scale was fitted for another sampler or plane count"
+                                     if "spread_scale" in record else "")
+        return "spread NOT calibrated: the SD map is likely too small" + (f" ({why})" if why else "")
+    subjects, fitted_k = record.get("subjects"), record.get("num_samples")
+    fitted = f" fitted on {subjects} held-out validation subject{'' if subjects == 1 else 's'}" if subjects else ""
+    level = f"level {record['level'] * 100:g} %" if isinstance(record.get("level"), (int, float)) else None
+    details = ", ".join(part for part in (level, fitted_k and f"K = {fitted_k} samples") if part)
+    other_k = f"; here K = {num_samples}, so the coverage may differ" if fitted_k not in (None, num_samples) else ""
+    return f"spread calibrated: scale {model.spread_scale:.3g}{fitted}" + (f" ({details})" if details else "") + other_k
+
+
+def _spread_statement(metrics: ParticipantMetrics) -> str:
+    """The statement for the K this image was sampled with."""
+    return spread_statement(metrics.model, metrics.model_calibration, metrics.sampler.num_samples)
 
 
 def _subject_id(subject: str) -> str:
