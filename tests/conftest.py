@@ -48,4 +48,5 @@ def tiny_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFacto
     cfg.train.planes = ("axial",)
     cfg.sampler.name, cfg.sampler.steps = "heun", 2
     out = tmp_path_factory.mktemp("tiny_model") / "model"
-    return train_model(TrainingRun(phantom_dataset, out, budget=Budget(max_steps=2), device="cpu", progress=False), cfg)
+    return train_model(TrainingRun(phantom_dataset, out, method="jdam", budget=Budget(max_steps=2), device="cpu",
+                                   progress=False), cfg)

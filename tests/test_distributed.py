@@ -28,7 +28,8 @@ def torchrun(bids_dir, out_dir, config, *options):
     """``torchrun --nproc_per_node 2 -m bids_jdam.cli.train`` on CPU; returns the completed process."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                "-m", "bids_jdam.cli.train", str(bids_dir), str(out_dir), "--phantom-truth", "--small",
-               "--config", str(config), "--device", "cpu", "--no-progress", "--omp-nthreads", "1", *options]
+               "--config", str(config), "--device", "cpu", "--no-progress", "--omp-nthreads", "1", "--method", "jdam",
+               *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 

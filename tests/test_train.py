@@ -154,6 +154,7 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     assert train_main(args) == 0
     _, cfg, card = load_model_dir(out)
     assert card["steps"] == 2 and cfg.network.channels == 8
+    assert card["method"] == "jdam-residual" and card["residual_diffusion"]  # the default method
     assert PHANTOM_WARNING in card["intended_use"]
     assert (out / "checkpoints").is_dir()
 
@@ -211,3 +212,24 @@ def test_zero_minutes_trains_no_step_for_every_method(bids_dir, tmp_path, tiny_c
     assert card["steps"] == 2
     before, after = load_file(resumed / WEIGHTS), load_file(again / WEIGHTS)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_residual_jdam_samples_around_its_mean_network(tiny_cfg):
+    """x = mu(y) + r: every sample is the mean network's output plus a sampled residual, with its own noise."""
+    method = METHODS.named("jdam-residual")
+    cfg = method.configure(tiny_cfg)
+    assert cfg.sde.sigma_data == 0.1 and cfg.loss.p_mean < tiny_cfg.loss.p_mean  # rescaled to the residual
+    dataset = PairedSliceDataset(synthetic_subjects(None, cfg, ["01"]), ("axial",), 16)
+    trainer = method.trainer(cfg, dataset, torch.device("cpu"), seed=0, ranks=Ranks())
+    assert np.isfinite(trainer.train_step())
+    model = trainer.ema_model()
+    mri = dataset.stacked([0, 1])[1]
+    sampler = SamplerConfig(name="heun", steps=3, corrector_steps=0)
+    keys = [(0, "sub-01", "axial", i, 0) for i in range(2)]
+    first = method.predict(model, cfg, mri, keys, sampler, torch.device("cpu"))
+    other = method.predict(model, cfg, mri, [(0, "sub-02", "axial", i, 0) for i in range(2)], sampler,
+                           torch.device("cpu"))
+    with torch.no_grad():
+        mean = model.mean(mri)
+    assert first.shape == mean.shape == mri.shape and torch.isfinite(first).all()
+    assert not torch.equal(first, other)  # another image's noise, another residual around the same mean

@@ -23,7 +23,7 @@ def non_negative_minutes(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bids_jdam.models.methods import METHODS
+    from bids_jdam.models.methods import DEFAULT_METHOD, METHODS
 
     parser = argparse.ArgumentParser(
         prog="bids-jdam-train",
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--small", action="store_true", help="start from the CPU-sized configuration (4 mm, 64x64)")
     parser.add_argument("--phantom-truth", action="store_true",
                         help="train on the phantom's template-space truth under derivatives/phantom")
-    parser.add_argument("--method", default="jdam", choices=METHODS.names(),
-                        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS) + " (default jdam)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS.names(),
+                        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS) + f" (default {DEFAULT_METHOD})")
     parser.add_argument("-w", "--work-dir", type=Path,
                         help="preprocessing cache for raw BIDS pairs (default: OUT_DIR/work)")
     parser.add_argument("--pet-rec", metavar="LABEL", help="rec- label of the FDG-PET when a session has several")

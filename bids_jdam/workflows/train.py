@@ -26,7 +26,7 @@ from bids_jdam.denormals import without_subnormals
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import calibrate_on, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_ensemble, validation_slices
-from bids_jdam.models.methods import METHODS, Method
+from bids_jdam.models.methods import DEFAULT_METHOD, METHODS, Method
 from bids_jdam.models.model_dir import PHANTOM_DATA, save_model_dir
 from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint
 from bids_jdam.training.distributed import Ranks, parameter_digest, process_group, ranks_from_environment
@@ -46,7 +46,7 @@ class TrainingRun:
 
     bids_dir: Path
     out_dir: Path
-    method: str = "jdam"
+    method: str = DEFAULT_METHOD
     load_subjects: SubjectLoader = load_phantom_truth_subjects
     trained_on: str = PHANTOM_DATA
     budget: Budget = Budget()  # max_steps None: the configuration's train.max_steps
@@ -64,7 +64,9 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
     """Train ``run.method`` on the subjects of ``run.bids_dir`` and write a validated model directory."""
     method = METHODS.named(run.method, "--method")
     if not method.multi_process and ranks_from_environment().distributed:
-        raise InputError(f"--method {method.name} trains in one process only; start it without torchrun")
+        several = ", ".join(m.name for m in METHODS if m.multi_process)
+        raise InputError(f"--method {method.name} trains in one process only; start it without torchrun, or "
+                         f"choose a method that trains in several ({several})")
     with process_group(run.device) as (ranks, device):
         wall_start = time.perf_counter()
         checkpoint_dir = Path(run.checkpoint_dir or Path(run.out_dir) / "checkpoints")
@@ -84,7 +86,7 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
         trainer = method.trainer(cfg, training, device, cfg.train.seed, ranks)
         if checkpoint is not None:
             trainer.restore(*checkpoint, where=str(checkpoint_dir))
-            log.info("resumed %s from step %d", method.name, trainer.step)
+            log.info("resumed from step %d (%s)", trainer.step, method.name)
         budget = run.budget if run.budget.max_steps is not None else dataclasses.replace(
             run.budget, max_steps=cfg.train.max_steps)
         losses = fit(trainer, budget, checkpoint_dir=checkpoint_dir, ranks=ranks, progress=run.progress)

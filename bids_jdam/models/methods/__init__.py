@@ -11,4 +11,8 @@ from bids_jdam.models.methods import cyclegan  # noqa: F401
 # isort: on
 from bids_jdam.models.registry import METHODS, Method
 
-__all__ = ["METHODS", "Method"]
+# bids-jdam-train's default: the method that came closest to the goal of issue 21 (posterior mean as accurate as the
+# L1 U-Net, calibrated spread) in benchmarks/results/quality-x86_64-intel-xeon-2cpu.md. The paper's method is "jdam".
+DEFAULT_METHOD = "jdam-residual"
+
+__all__ = ["DEFAULT_METHOD", "METHODS", "Method"]
