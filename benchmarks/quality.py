@@ -429,6 +429,8 @@ def markdown(report: dict[str, Any]) -> str:
               "Figures on phantoms are upper bounds for real data."]
     if not report["complete"]:
         lines.append(f"PARTIAL: only {', '.join(report['training'])} finished.")
+    if report.get("note"):
+        lines.append(f"Note: {report['note']}.")
     return "\n".join(lines) + "\n"
 
 
