@@ -49,12 +49,7 @@ import torch
 
 from benchmarks.machine import machine_info, markdown_head, write_results
 from benchmarks.quality_data import load_acquired_subjects, subjects_of, white_matter_probability
-from benchmarks.quality_probabilistic import (
-    PROBABILISTIC_METRICS,
-    ad_cn_differences,
-    fit_calibration,
-    probabilistic_rows,
-)
+from benchmarks.quality_probabilistic import ad_cn_differences, fit_calibration, probabilistic_rows
 from benchmarks.quality_stats import paired_comparison, summarize
 from bids_jdam.config import JDAMConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bids_jdam.config import JDAMConfig, SamplerConfig
+from bids_jdam.config import JDAMConfig, SamplerConfig, SDEConfig
 from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.diffusion.losses import dsm_loss
 from bids_jdam.diffusion.parameterization import build_denoiser
@@ -28,7 +28,6 @@ from bids_jdam.models.unet import ScoreUNet
 # The residual of a regression is about a fifth of the PET's spread (measured on phantoms: ~0.1 SUVR vs 0.5),
 # so EDM's preconditioning is set for that scale.
 RESIDUAL_SIGMA_DATA = 0.1
-PET_SIGMA_DATA = 0.5  # the configuration's default sigma_data: the PET's own spread in SUVR
 
 
 class ResidualNetworks(nn.Module):
@@ -96,7 +95,7 @@ class ResidualJDAM(JDAM):
         """score-SDE's sigma_max rule on the PET, scaled down as the residual is smaller than the PET."""
         cfg = super().prepare(cfg, training, from_data)
         if from_data:
-            cfg.sde.sigma_max *= RESIDUAL_SIGMA_DATA / PET_SIGMA_DATA
+            cfg.sde.sigma_max *= RESIDUAL_SIGMA_DATA / SDEConfig.sigma_data  # the PET's own spread
         return cfg
 
     def build_network(self, cfg: JDAMConfig) -> nn.Module:
