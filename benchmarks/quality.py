@@ -14,7 +14,7 @@
    CUDA one at a time, so that wall-clock budgets stay comparable. Methods (registry entries trained by the app's
    ``fit()``): JDAM with the preconditioned denoiser, JDAM with the paper's parameterization, the unconditional SDE
    (preconditioned, no MRI channel), CycleGAN (its generator sized to the U-Net's parameter count), the L1 U-Net and
-   residual JDAM (the U-Net for the mean plus a half-width score network for its residual, in the same budget). The
+   residual JDAM (the U-Net for the mean plus a quarter-width score network for its residual, in the same budget). The
    same U-Net for the first three and the U-Net; steps reached and a learning curve (PSNR/SSIM on a few held-out 3T
    slices at evenly spaced points of the budget) per method.
 3. Evaluation on every held-out subject, 3T and 7T input separately, ``--slices-per-plane`` evenly spaced slices per
@@ -23,8 +23,11 @@
    ``--samples`` samples (sample k keyed by sample index k, as in the app). Metrics of ``bids_jdam.evaluate.metrics``
    per slice (PSNR with the fixed SUVR range, SSIM, MAE, NMSE in the brain mask, and the noise index of the
    synthetic PET), averaged per subject over its slices; posterior scores (``quality_probabilistic``): fair CRPS,
-   spread-skill, coverage and SD-error correlation, raw and after the spread scale fitted on
-   ``--calibration-subjects`` (another seed); the AD-minus-CN parietal and temporal SUVR, synthetic vs real.
+   spread-skill, coverage and SD-error correlation, raw and after the calibration fitted on
+   ``--calibration-subjects`` (another seed: the sampler temperature with the lowest calibrated CRPS and its spread
+   scale, as the app's training fits them); the AD-minus-CN parietal and temporal SUVR, synthetic vs real.
+   ``--long-methods`` are then trained on to ``--long-factor`` times the budget and scored again (whether a gap
+   closes with training).
 4. Statistics over subjects (``quality_stats``): mean with a 95% Student-t interval; paired two-sided Wilcoxon
    signed-rank tests between JDAM (K-mean and one sample) and each other method; the gap of each method to the
    L1 U-Net (paired mean difference with its t-interval).
@@ -74,6 +77,7 @@ CALIBRATION_SEED_OFFSET = 2000  # the calibration subjects: neither trained on n
 METRICS = ("psnr_db", "ssim", "mae_suvr", "nmse")
 MIN_WHITE_MATTER_VOXELS = 8  # a slice's uniform white-matter region must have this many voxels for a noise index
 INPUTS = {"3T": 3, "7T": 7}
+LONG_MARK = "@"  # result keys of the longer budget: "<method>@3x"
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -129,6 +133,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sampler", default="heun", help="sampler of every diffusion method (e.g. heun, pc)")
     parser.add_argument("--sampler-steps", type=int, default=18, help="its steps (PC: N, one corrector step each)")
     parser.add_argument("--curve-points", type=int, default=4, help="learning-curve points per method")
+    parser.add_argument("--long-methods", nargs="*", choices=list(METHODS), default=[],
+                        help="methods then trained on to --long-factor times the budget and scored again "
+                             "(result keys <method>@<factor>x; their gap is to unet-l1 at the same budget)")
+    parser.add_argument("--long-factor", type=float, default=3.0, help="the longer budget, in budgets")
     parser.add_argument("--curve-subjects", type=int, default=4, help="held-out 3T subjects of the learning curve")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads per method")
     parser.add_argument("--jobs", type=int, default=1,
@@ -146,6 +154,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.test_subjects < 2 or args.test_subjects % 2:
         parser.error("--test-subjects must be even (the phantom balances CN/AD in pairs)")
+    if not set(args.long_methods) <= set(args.methods) or args.long_factor <= 1:
+        parser.error("--long-methods must be among --methods, and --long-factor above 1")
     if args.samples < 1 or args.slices_per_plane < 1 or args.curve_points < 1 or args.jobs < 1:
         parser.error("--samples, --slices-per-plane, --curve-points and --jobs must be at least 1")
     return args
@@ -180,9 +190,15 @@ def train_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve
     """Train with the app's loop for the budget, scoring the learning curve at evenly spaced points."""
     mcfg = method_config(cfg, name, training)
     trainer = REGISTRY.named(METHODS[name][0]).trainer(mcfg, training, device, args.seed, Ranks())
-    sampler, curve, losses = sampler_config(args), [], []
-    for point in range(1, args.curve_points + 1):
-        minutes = args.minutes_per_method * point / args.curve_points
+    budgets = [args.minutes_per_method * point / args.curve_points for point in range(1, args.curve_points + 1)]
+    return trainer, mcfg, train_to(name, trainer, mcfg, budgets, curve_data, args, device, {"learning_curve": []})
+
+
+def train_to(name: str, trainer, mcfg: JDAMConfig, budgets: list[float], curve_data: ValidationSlices,
+             args: argparse.Namespace, device: torch.device, record: dict[str, Any]) -> dict[str, Any]:
+    """Train on to each total budget (minutes) in turn, scoring a learning-curve point at each; the updated record."""
+    sampler, curve, losses = sampler_config(args), list(record["learning_curve"]), []
+    for minutes in budgets:
         if device.type == "cpu":
             budget = Budget(cpu_minutes=minutes)
         else:  # wall-clock seconds inside steps
@@ -199,13 +215,18 @@ def train_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve
     record = {
         "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1),
         "cpu_seconds": round(trainer.cpu_seconds, 1), "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
-        "parameters": parameter_count(trainer.delivered()),
+        "minutes": budgets[-1], "parameters": parameter_count(trainer.delivered()),
         "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
         "batch_size": trainer.batch_size, "learning_curve": curve,
     }
     if METHODS[name][1] is size_matched_cyclegan:
         record["cyclegan"] = dataclasses.asdict(mcfg.cyclegan)
-    return trainer, mcfg, record
+    return record
+
+
+def long_key(name: str, factor: float) -> str:
+    """The result key of ``name`` trained on to ``factor`` times the budget (``--long-methods``)."""
+    return f"{name}{LONG_MARK}{factor:g}x"
 
 
 def white_matter_regions(data: ValidationSlices, wm: dict[str, np.ndarray], size: int) -> list[np.ndarray | None]:
@@ -238,18 +259,24 @@ def score(prediction: torch.Tensor, data: ValidationSlices, regions: list) -> di
 
 def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, ValidationSlices],
                     calibration_data: ValidationSlices, regions: list, context: dict[str, Any],
-                    args: argparse.Namespace, device) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Scores of one trained method on each input (``<input>`` -> ``<method key>`` -> summaries) and its extras:
-    the spread calibration (fitted on the calibration subjects) and the AD-vs-CN regional differences (3T)."""
+                    args: argparse.Namespace, device,
+                    key: str | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Scores of one trained method on each input (``<input>`` -> ``<result key>`` -> summaries) and its extras:
+    the spread calibration (fitted on the calibration subjects) and the AD-vs-CN regional differences (3T).
+    ``key`` names the rows (default: the method's name)."""
+    key = key or name
     sampler, model = sampler_config(args), delivered_model(name, trainer, mcfg)
     method = REGISTRY.named(METHODS[name][0])
     samples = args.samples if name in POSTERIORS else 1
     calibration = None
     if samples > 1:
-        calibration = fit_calibration(predict(name, model, mcfg, calibration_data, sampler, device, samples),
-                                      calibration_data, sampler)
-        print(f"{name:20s} spread scale {calibration.spread_scale:.3f} (fitted on {calibration.subjects} calibration "
-              f"subjects, {calibration.voxels} voxels)", flush=True)
+        calibration = fit_calibration(
+            lambda tempered: predict(name, model, mcfg, calibration_data, tempered, device, samples),
+            calibration_data, sampler)
+        sampler = dataclasses.replace(sampler, temperature=calibration.temperature)
+        print(f"{name:20s} temperature {calibration.temperature:g}, spread scale {calibration.spread_scale:.3f} "
+              f"(fitted on {calibration.subjects} calibration subjects, {calibration.voxels} voxels; CRPS by "
+              f"temperature {calibration.crps_by_temperature})", flush=True)
     out: dict[str, dict[str, Any]] = {}
     extras: dict[str, Any] = {"calibration": calibration.to_dict() if calibration else None}
     reused = None
@@ -266,20 +293,20 @@ def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, 
         timing = {"seconds": round(seconds, 1), "slices": len(data.keys), "samples": len(predictions),
                   "seconds_per_slice_per_sample": seconds / (len(data.keys) * len(predictions)), **timing_note}
         if method.probabilistic:
-            timing["sampler"] = {"name": sampler.name, "steps": sampler.steps,
+            timing["sampler"] = {"name": sampler.name, "steps": sampler.steps, "temperature": sampler.temperature,
                                  "network_evaluations": network_evaluations(sampler.name, sampler.steps,
                                                                             sampler.corrector_steps)}
         spacing = mcfg.grid.spacing_mm
         first = {"posterior": probabilistic_rows(predictions[:1], data, None, spacing)}
-        rows = {f"{name}-1" if method.probabilistic else name: score(predictions[0], data, regions) | timing | first}
+        rows = {f"{key}-1" if method.probabilistic else key: score(predictions[0], data, regions) | timing | first}
         if len(predictions) > 1:
-            rows[f"{name}-k{len(predictions)}"] = (score(predictions.mean(0), data, regions) | timing | {
+            rows[f"{key}-k{len(predictions)}"] = (score(predictions.mean(0), data, regions) | timing | {
                 "posterior": probabilistic_rows(predictions, data, calibration, spacing)})
         out[label] = rows
         if label == "3T":
             extras["ad_cn"] = ad_cn_differences(predictions.mean(0), data, *context["labels"], context["diagnoses"],
                                                 mcfg.grid.slice_size)
-        print(f"{name:20s} {label}: " + ", ".join(f"{k} PSNR {v['psnr_db']['mean']:.2f} dB SSIM {v['ssim']['mean']:.3f}"
+        print(f"{key:20s} {label}: " + ", ".join(f"{k} PSNR {v['psnr_db']['mean']:.2f} dB SSIM {v['ssim']['mean']:.3f}"
                                                    for k, v in rows.items()) + f" ({seconds:.0f} s)", flush=True)
     return out, extras
 
@@ -287,11 +314,22 @@ def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, 
 def run_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_data: ValidationSlices,
                evaluation: dict[str, ValidationSlices], calibration_data: ValidationSlices, regions: list,
                context: dict[str, Any], args: argparse.Namespace, device: torch.device):
-    """Train one method and score it on every input (runs in a worker process with ``--jobs`` > 1)."""
+    """Train one method and score it on every input (runs in a worker process with ``--jobs`` > 1); a
+    ``--long-methods`` one is then trained on to ``--long-factor`` times the budget and scored again.
+    Returns [(result key, (training record, rows, extras))]."""
     configure_threads(args.threads)
     trainer, mcfg, record = train_method(name, cfg, training, curve_data, args, device)
-    rows, extras = evaluate_method(name, trainer, mcfg, evaluation, calibration_data, regions, context, args, device)
-    return record, rows, extras
+    scored = evaluate_method(name, trainer, mcfg, evaluation, calibration_data, regions, context, args, device)
+    results = [(name, (record, *scored))]
+    if name in args.long_methods:
+        budgets = [args.minutes_per_method * factor for factor in range(2, int(args.long_factor) + 1)]
+        if args.long_factor != int(args.long_factor):
+            budgets.append(args.minutes_per_method * args.long_factor)
+        record = train_to(name, trainer, mcfg, budgets, curve_data, args, device, record)
+        key = long_key(name, args.long_factor)
+        results.append((key, (record, *evaluate_method(name, trainer, mcfg, evaluation, calibration_data, regions,
+                                                       context, args, device, key=key))))
+    return results
 
 
 def statistics(report: dict[str, Any], samples: int) -> None:
@@ -303,15 +341,19 @@ def statistics(report: dict[str, Any], samples: int) -> None:
         report["comparisons"][label] = {
             ref: {other: {m: paired_comparison(rows[ref][m]["per_subject"], rows[other][m]["per_subject"])
                           for m in METRICS}
-                  for other in rows if not other.startswith(JDAM)}
+                  for other in rows if not other.startswith(JDAM) and LONG_MARK not in other}
             for ref in references
         }
-        if "unet-l1" in rows:
-            report["gap_to_unet_l1"][label] = {
-                key: {m: paired_comparison(rows[key][m]["per_subject"], rows["unet-l1"][m]["per_subject"])
-                      for m in METRICS}
-                for key in rows if key != "unet-l1"
-            }
+        gaps = {key: unet_reference(key) for key in rows if not key.startswith("unet-l1")}
+        report["gap_to_unet_l1"][label] = {
+            key: {m: paired_comparison(rows[key][m]["per_subject"], rows[unet][m]["per_subject"]) for m in METRICS}
+            for key, unet in gaps.items() if unet in rows
+        }
+
+
+def unet_reference(key: str) -> str:
+    """The U-Net row a result row is compared with: the one trained for the same budget."""
+    return "unet-l1" + (LONG_MARK + key.split(LONG_MARK)[1].split("-")[0] if LONG_MARK in key else "")
 
 
 def fmt(summary: dict[str, Any], digits: int) -> str:
@@ -328,16 +370,19 @@ def p_text(comparison: dict[str, Any]) -> str:
 def posterior_table(report: dict[str, Any], label: str) -> list[str]:
     """CRPS (against the U-Net's MAE), spread-skill, coverage and SD-error correlation, raw and calibrated."""
     rows = report[label]
-    unet_mae = rows.get("unet-l1", {}).get("mae_suvr", {}).get("mean")
+
     lines = ["", f"Posterior scores ({label}; reference: the noise-free PET truth the models were trained on; "
-             "calibrated = samples spread by the scale fitted on the calibration subjects):", "",
-             "| method | CRPS | CRPS / U-Net MAE | spread-skill raw / calibrated | 90 % coverage raw / calibrated | "
+             "raw = the samples as drawn, at the calibration's temperature; calibrated = those samples spread by the "
+             "scale fitted on the calibration subjects):", "",
+             "| method | CRPS raw / calibrated | calibrated CRPS / U-Net MAE | spread-skill raw / calibrated | 90 % coverage raw / calibrated | "
              "50 % coverage raw / calibrated | SD-error correlation (6 mm), lowest subject |",
              "|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
         raw = row["posterior"]["raw"]
         cal = row["posterior"].get("calibrated", {})
-        ratio = f"{raw['crps']['mean'] / unet_mae:.2f}" if unet_mae else "n/a"
+        unet_mae = rows.get(unet_reference(key), {}).get("mae_suvr", {}).get("mean")
+        best = cal.get("crps", raw["crps"])
+        ratio = f"{best['mean'] / unet_mae:.2f}" if unet_mae else "n/a"
 
         def pair(metric: str) -> str:
             if metric not in raw:
@@ -346,7 +391,8 @@ def posterior_table(report: dict[str, Any], label: str) -> list[str]:
 
         correlation = raw.get("sd_error_correlation")
         lowest = f"{fmt(correlation, 2)}, {min(correlation['per_subject'].values()):+.2f}" if correlation else ""
-        lines.append(f"| {key} | {fmt(raw['crps'], 3)} | {ratio} | {pair('spread_skill_ratio')} | "
+        crps = fmt(raw["crps"], 3) + (f" / {fmt(cal['crps'], 3)}" if "crps" in cal else "")
+        lines.append(f"| {key} | {crps} | {ratio} | {pair('spread_skill_ratio')} | "
                      f"{pair('coverage_90')} | {pair('coverage_50')} | {lowest} |")
     return lines
 
@@ -356,8 +402,10 @@ def calibration_and_ad_cn(report: dict[str, Any]) -> list[str]:
     lines = ["", "## Spread calibration and AD vs CN", ""]
     for name, calibration in report["calibration"].items():
         if calibration:
-            lines.append(f"- {name}: spread scale {calibration['spread_scale']:.3f}, fitted on "
-                         f"{calibration['subjects']} calibration subjects ({calibration['voxels']} voxels, "
+            crps = "; ".join(f"{t}: {c:.4f}" for t, c in (calibration.get("crps_by_temperature") or {}).items())
+            lines.append(f"- {name}: sampler temperature {calibration.get('temperature', 1.0):g} (calibrated fair CRPS "
+                         f"by temperature: {crps or 'n/a'}), spread scale {calibration['spread_scale']:.3f}, fitted "
+                         f"on {calibration['subjects']} calibration subjects ({calibration['voxels']} voxels, "
                          f"{calibration['level']:.0%} level, K = {calibration['num_samples']}).")
     lines += ["", "AD minus CN mean SUVR over the evaluated 3T slices of the held-out subjects (K-mean for posteriors):",
               "", "| method | region | synthetic | real |", "|---|---|---|---|"]
@@ -380,10 +428,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['data']['test_diagnoses']}), {report['data']['evaluated_slices']} slices per input "
         f"({s['slices_per_plane']} per plane and subject, evenly spaced in the middle 60% of the brain).  ",
         f"Budget: {report['budget']['minutes_per_method']:g} min per method on {report['budget']['device']}, "
-        f"{report['budget']['counted_as']}.  ",
+        f"{report['budget']['counted_as']}"
+        + (f"; {', '.join(report['budget']['long_methods'])} then trained on to "
+           f"{report['budget']['long_factor']:g} x the budget (rows marked {LONG_MARK}{report['budget']['long_factor']:g}x, "
+           f"compared with the U-Net at the same budget)" if report["budget"].get("long_methods") else "") + ".  ",
         f"Sampler of the diffusion methods: {s['sampler']['name']} {s['sampler']['steps']} steps "
-        f"({s['sampler']['network_evaluations']} network evaluations per slice); JDAM preconditioned also as the "
-        f"mean of K = {samples} samples. Metrics: bids_jdam.evaluate.metrics (SUVR, brain mask, PSNR range "
+        f"({s['sampler']['network_evaluations']} network evaluations per slice); {', '.join(s['posteriors'])} also "
+        f"as the mean of K = {samples} samples, all their samples (the -1 rows too) drawn at the sampler temperature "
+        f"their calibration chose (below). Metrics: bids_jdam.evaluate.metrics (SUVR, brain mask, PSNR range "
         f"{s['suvr_data_range']} SUVR), per subject = mean over its slices; [95% Student-t interval over subjects].",
         "", "## Training", "",
         "| method | parameters | batch | steps | s/step | learning curve: steps, PSNR dB / SSIM (held-out 3T slices) |",
@@ -429,11 +481,21 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def result_keys(args: argparse.Namespace) -> list[str]:
+    """Every result the run makes, in table order: the methods, then their longer-budget runs."""
+    return list(args.methods) + [long_key(m, args.long_factor) for m in args.methods if m in args.long_methods]
+
+
+def scheduled(args: argparse.Namespace) -> list[str]:
+    """The methods in the order the workers take them: the longer-budget ones first (they take longest)."""
+    return sorted(args.methods, key=lambda m: m not in args.long_methods)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wall_start = time.perf_counter()
     arguments = sys.argv[1:] if argv is None else argv
-    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in arguments)
+    command = "python -m benchmarks.quality " + " ".join(shlex.quote(a) for a in arguments)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     if device.type == "cuda" and args.jobs > 1:
@@ -482,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         "budget": {"minutes_per_method": args.minutes_per_method, "device": str(device),
                    "counted_as": ("process CPU seconds" if device.type == "cpu" else "wall-clock seconds")
                    + f" inside training steps, {args.jobs} method(s) at a time, each in its own process; "
-                     "learning-curve evaluations are not counted"},
+                     "learning-curve evaluations are not counted",
+                   "long_methods": list(args.long_methods), "long_factor": args.long_factor},
         "settings": {
             "train_subjects": args.train_subjects, "test_subjects": args.test_subjects,
             "calibration_subjects": args.calibration_subjects, "calibration_seed": calibration_seed,
@@ -512,13 +575,13 @@ def main(argv: list[str] | None = None) -> int:
     def record(method: str, result: tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]) -> None:
         """Add a finished method (tables keep the --methods order) and rewrite the results."""
         finished[method] = result
-        order = [m for m in args.methods if m in finished]
+        order = [m for m in result_keys(args) if m in finished]
         report["training"] = {m: finished[m][0] for m in order}
         for label in INPUTS:
             report[label] = {key: row for m in order for key, row in finished[m][1][label].items()}
         for extra in ("calibration", "ad_cn"):
             report[extra] = {m: finished[m][2].get(extra) for m in order}
-        report["complete"] = len(finished) == len(args.methods)
+        report["complete"] = len(finished) == len(result_keys(args))
         report["wall_seconds"] = round(time.perf_counter() - wall_start, 1)
         statistics(report, args.samples)
         write_results(out, name, report, markdown(report))
@@ -526,12 +589,14 @@ def main(argv: list[str] | None = None) -> int:
     inputs = (cfg, training, curve_data, evaluation, calibration_data, regions, context, args, device)
     if args.jobs == 1:
         for method in args.methods:
-            record(method, run_method(method, *inputs))
+            for key, result in run_method(method, *inputs):
+                record(key, result)
     else:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run_method, method, *inputs): method for method in args.methods}
+            futures = [pool.submit(run_method, method, *inputs) for method in scheduled(args)]
             for future in as_completed(futures):
-                record(futures[future], future.result())
+                for key, result in future.result():
+                    record(key, result)
     if args.work is None and not args.smoke:
         shutil.rmtree(work, ignore_errors=True)  # the phantoms of a default run are scratch; --work keeps them
     return 0

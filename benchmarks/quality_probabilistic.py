@@ -7,6 +7,7 @@ summarizes over subjects. The reference is the phantom's noise-free template-spa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from benchmarks.quality_stats import summarize
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import cut_slice, pad_slice
-from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_on, subject_cases
+from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_sampling, subject_cases
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
 from bids_jdam.evaluate.probabilistic import probabilistic_scores
 from bids_jdam.evaluate.validation import ValidationSlices
@@ -25,10 +26,12 @@ PROBABILISTIC_METRICS = ("crps", "spread_skill_ratio", "coverage_50", "coverage_
 AD_CN_REGIONS = ("parietal", "temporal")
 
 
-def fit_calibration(predictions: torch.Tensor, data: ValidationSlices, sampler: SamplerConfig) -> SpreadCalibration:
-    """The spread scale of a K-sample posterior, fitted on the calibration subjects' slices."""
-    return calibrate_on(predictions, data, fitted_on="calibration phantom subjects (split-conformal, brain mask)",
-                        sampler=sampler)
+def fit_calibration(predict: Callable[[SamplerConfig], torch.Tensor], data: ValidationSlices,
+                    sampler: SamplerConfig) -> SpreadCalibration:
+    """The sampler temperature and spread scale of a K-sample posterior, fitted on the calibration subjects' slices
+    (``predict`` draws their K samples with a given sampler), as the app's training does on its validation subjects."""
+    return calibrate_sampling(predict, data, fitted_on="calibration phantom subjects (split-conformal, brain mask)",
+                              sampler=sampler)
 
 
 def _subject_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, spacing_mm: float) -> dict[str, Any]:

@@ -58,8 +58,9 @@ class NetworkConfig:
     dropout: float = 0.1
     num_groups: int = 32
     conditional: bool = True  # False = the paper's ablation (no MRI channel)
-    # jdam-residual: width of its residual score U-Net relative to ``channels`` (0.5: a quarter of the cost)
-    residual_score_width: float = 0.5
+    # jdam-residual: width of its residual score U-Net relative to ``channels``; a quarter keeps ~80 % of the
+    # training budget on the mean network (measured: 1.27 CPU-s per joint step vs 1.03 for the U-Net alone)
+    residual_score_width: float = 0.25
 
 
 @dataclass
@@ -93,6 +94,9 @@ class SamplerConfig:
     snr: float = 0.075
     corrector_steps: int = 1
     churn: float = 10.0  # EDM's S_churn, used by heun_stochastic only
+    # scales the initial and every injected noise: below 1 the samples gather nearer their mean (a calibration
+    # chooses it on held-out data by CRPS and spreads the samples back; 1 = the plain reverse SDE/ODE)
+    temperature: float = 1.0
     num_samples: int = 1
     seed: int = 0
 

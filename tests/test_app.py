@@ -111,10 +111,14 @@ def test_options_not_given_keep_the_model_s_sampler_settings(app_run, phantom_da
     sidecar = json.loads((out / "sub-01" / "pet" / "sub-01_trc-FDG_space-T1w_desc-jdam_pet.json").read_text())
     assert (sidecar["Sampler"], sidecar["SamplerSteps"]) == (config["sampler"]["name"], config["sampler"]["steps"])
     assert sidecar["NumberOfSamples"] == 2 and sidecar["RandomSeed"] == 5
+    calibration = json.loads((model / "model_card.json").read_text())["calibration"]
+    calibrated = (calibration.get("sampler"), calibration.get("steps")) == (sidecar["Sampler"], sidecar["SamplerSteps"])
+    temperature = calibration["temperature"] if calibrated else 1.0  # the card's, for the sampler it was fitted with
+    assert sidecar["SamplerTemperature"] == temperature
     assert (out / "sub-01" / "pet" / "sub-01_trc-FDG_space-T1w_desc-jdamstd_pet.nii.gz").is_file()  # K = 2
     metrics = json.loads((out / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
     assert metrics["sampler"] == {"name": config["sampler"]["name"], "steps": config["sampler"]["steps"],
-                                  "num_samples": 2, "seed": 5}
+                                  "num_samples": 2, "seed": 5, "temperature": temperature}
 
 
 def test_the_cli_builds_one_run_configuration_from_the_options_given(tmp_path):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from bids_jdam.evaluate.calibration import fit_spread_scale
 from bids_jdam.synthesis.spread import inflate
@@ -39,3 +40,44 @@ def test_one_sample_cannot_be_calibrated():
     samples, truth, mask = _ensemble(1.0, 0, k=1)
     with pytest.raises(ValueError, match="at least 2 samples"):
         fit_spread_scale([(samples, truth, mask)], subjects=1)
+
+
+def _slices(n_subjects: int = 3, size: int = 24, seed: int = 0):
+    """Held-out slices (one per subject) whose truth is N(0, 1) noise."""
+    from bids_jdam.evaluate.validation import ValidationSlices
+
+    rng = np.random.default_rng(seed)
+    pet = torch.from_numpy(rng.normal(size=(n_subjects, 1, size, size)).astype(np.float32))
+    mask = torch.ones_like(pet, dtype=torch.bool)
+    keys = [(f"{i:02d}", "axial", 10) for i in range(n_subjects)]
+    return ValidationSlices(pet=pet, mri=torch.zeros_like(pet), mask=mask, keys=keys)
+
+
+def test_the_temperature_with_the_lowest_calibrated_crps_is_chosen():
+    from bids_jdam.config import SamplerConfig
+    from bids_jdam.evaluate.calibration import calibrate_sampling
+
+    data = _slices()
+    rng = np.random.default_rng(1)
+    centre = data.pet + torch.from_numpy(rng.normal(size=data.pet.shape).astype(np.float32))  # misses by N(0, 1)
+    draws = torch.from_numpy(rng.normal(size=(4, *data.pet.shape)).astype(np.float32))
+
+    def predict(sampler):  # K = 4 samples around the centre, spread by the temperature: a cooler K-mean is closer
+        return centre + sampler.temperature * draws
+
+    chosen = calibrate_sampling(predict, data, "test", SamplerConfig(name="heun", steps=18))
+    crps = chosen.crps_by_temperature
+    assert list(crps) == ["1", "0.7", "0.5", "0.35"] and crps["1"] > crps["0.7"] > crps["0.5"] > crps["0.35"]
+    assert chosen.temperature == 0.35 and (chosen.sampler, chosen.steps) == ("heun", 18)
+    # spread back to the mean's error: about sqrt(1 + tau^2 / K) / (tau sqrt(1 + 1 / K)) = 2.6
+    assert 2.2 < chosen.spread_scale < 3.0
+
+
+def test_a_temperature_that_changes_nothing_keeps_the_plain_sampler():
+    from bids_jdam.config import SamplerConfig
+    from bids_jdam.evaluate.calibration import calibrate_sampling
+
+    data = _slices()
+    samples = data.pet + torch.from_numpy(np.random.default_rng(2).normal(size=(4, *data.pet.shape)).astype(np.float32))
+    chosen = calibrate_sampling(lambda sampler: samples, data, "test", SamplerConfig(name="heun", steps=18))
+    assert chosen.temperature == 1.0 and len(set(chosen.crps_by_temperature.values())) == 1

@@ -127,3 +127,19 @@ def test_cpu_slice_noise_is_the_seeded_cpu_stream():
     draws = SliceNoise([key], (1, 4, 4), "cpu").randn()
     assert draws.device.type == "cpu"
     torch.testing.assert_close(draws[0], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_temperature_scales_every_noise_of_every_sampler(name):
+    # with a zero mean the exact denoiser is linear in x, so a sampler linear in its noises gives exactly tau x
+    cond, keys = torch.zeros(2, 1, 16, 16), _keys(range(2))
+    plain = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=6), SDE, keys)
+    cooled = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=6, temperature=0.5),
+                    SDE, keys)
+    assert float(plain.abs().mean()) > 0
+    torch.testing.assert_close(cooled, 0.5 * plain, rtol=1e-4, atol=1e-6)
+
+
+def test_slice_noise_refuses_a_scale_that_is_not_positive():
+    with pytest.raises(ValueError, match="scale must be positive"):
+        SliceNoise(_keys([0]), (1, 4, 4), scale=0.0)

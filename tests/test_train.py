@@ -11,6 +11,7 @@ from bids_jdam.cli.train import main as train_main
 from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_splits, split_subjects
 from bids_jdam.errors import InputError
+from bids_jdam.evaluate.calibration import CALIBRATION_TEMPERATURES
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.evaluate.validation import predict_slices
 from bids_jdam.models.methods import METHODS
@@ -102,6 +103,9 @@ def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
     assert np.isfinite(card["validation"]["psnr_db"])
     calibration = card["calibration"]  # fitted on the held-out subjects' K samples
     assert calibration["spread_scale"] > 0 and calibration["num_samples"] == 4 and calibration["voxels"] > 0
+    assert set(calibration["crps_by_temperature"]) == {f"{t:g}" for t in CALIBRATION_TEMPERATURES}
+    assert calibration["crps_by_temperature"][f"{calibration['temperature']:g}"] == min(
+        calibration["crps_by_temperature"].values())  # the temperature chosen scores the lowest calibrated CRPS
     config = json.loads((resumed / "config.json").read_text())
     assert config["sde"]["sigma_max"] != tiny_cfg.sde.sigma_max  # chosen from the training slices
     with pytest.raises(InputError, match="not unet-l1"):

@@ -188,8 +188,9 @@ def pet_sidecar(
         "Not a measurement: no tracer was injected and no scan was acquired."
     )
     if statistic == "std":
-        description += (f" The samples' spread is calibrated: scaled by {model.spread_scale:.4g}, fitted on the "
-                        "model's held-out validation subjects." if model.spread_scale is not None else
+        description += (f" The samples' spread is calibrated: drawn at sampler temperature "
+                        f"{provenance.sampler.temperature:g} and scaled by {model.spread_scale:.4g}, both fitted on "
+                        "the model's held-out validation subjects." if model.spread_scale is not None else
                         " The samples' spread is NOT calibrated (the model card records no calibration, or one "
                         "fitted for another sampler or plane count): it is likely smaller than the error.")
     if provenance.model.trained_on_phantoms:
@@ -210,6 +211,7 @@ def pet_sidecar(
         "SpreadCalibrationScale": provenance.model.spread_scale,
         "Sampler": provenance.sampler.name,
         "SamplerSteps": provenance.sampler.steps,
+        "SamplerTemperature": provenance.sampler.temperature,
         "RandomSeed": provenance.sampler.seed,
         "NoiseKey": provenance.noise_key,
         "NumberOfSamples": provenance.sampler.num_samples,

@@ -27,11 +27,18 @@ def generator_seed(key: SliceKey) -> int:
 
 
 class SliceNoise:
-    """One torch.Generator per slice on ``device``; ``randn()`` stacks one draw per slice, made on that device."""
+    """One torch.Generator per slice on ``device``; ``randn()`` stacks one draw per slice, made on that device.
 
-    def __init__(self, keys: list[SliceKey], shape_per_item: tuple[int, ...], device: torch.device | str = "cpu"):
+    ``scale`` multiplies every draw (a sampler's temperature); the streams themselves do not depend on it.
+    """
+
+    def __init__(self, keys: list[SliceKey], shape_per_item: tuple[int, ...], device: torch.device | str = "cpu",
+                 scale: float = 1.0):
         if not keys:
             raise ValueError("SliceNoise needs at least one slice key")
+        if not scale > 0:
+            raise ValueError(f"SliceNoise scale must be positive, got {scale}")
+        self.scale = float(scale)
         self.shape_per_item = tuple(shape_per_item)
         self.device = torch.device(device)
         self.generators = [torch.Generator(device=self.device).manual_seed(generator_seed(key)) for key in keys]
@@ -40,6 +47,7 @@ class SliceNoise:
         return len(self.generators)
 
     def randn(self) -> Tensor:
-        """[B, *shape_per_item] standard normal; row b is the next draw of slice b's own stream."""
-        return torch.stack([torch.randn(self.shape_per_item, generator=g, device=self.device)
-                            for g in self.generators])
+        """[B, *shape_per_item] normal with SD ``scale``; row b is the next draw of slice b's own stream."""
+        draws = torch.stack([torch.randn(self.shape_per_item, generator=g, device=self.device)
+                             for g in self.generators])
+        return draws if self.scale == 1.0 else draws * self.scale

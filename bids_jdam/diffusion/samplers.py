@@ -272,6 +272,7 @@ def sample(
 ) -> Tensor:
     """Draw x_T ~ N(0, sigma_max^2 I) from each slice's own noise stream and run the configured sampler.
 
+    The sampler's ``temperature`` scales x_T and every noise the sampler injects (1: the plain sampler).
     ``shape`` is [B, 1, H, W] with one key (seed, image, plane, slice, sample) per row; ``device`` defaults to
     cond's.
     """
@@ -280,7 +281,7 @@ def sample(
         raise ValueError(f"sample() got {len(keys)} slice keys for a batch of {shape[0]}")
     if device is None:
         device = cond.device if cond is not None else torch.device("cpu")
-    noise = SliceNoise(keys, tuple(shape[1:]), device)
+    noise = SliceNoise(keys, tuple(shape[1:]), device, scale=sampler_cfg.temperature)
     x_T = sde.sigma_max * noise.randn()
     sigmas = sampler_sigmas(sampler_cfg.name, sampler_cfg.steps, sde.sigma_min, sde.sigma_max)
     options = {option: getattr(sampler_cfg, option) for option in spec.config_options}

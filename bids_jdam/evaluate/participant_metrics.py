@@ -126,6 +126,7 @@ class ParticipantMetrics:
                 steps=int(data["sampler"]["steps"]),
                 num_samples=int(data["sampler"]["num_samples"]),
                 seed=None if data["sampler"].get("seed") is None else int(data["sampler"]["seed"]),
+                temperature=float(data["sampler"].get("temperature", 1.0)),
             ),
             quality=None if quality is None else _quality(quality),
             in_training_set=None if data.get("in_training_set") is None else bool(data["in_training_set"]),

@@ -198,7 +198,8 @@ def _summary_table(metrics: ParticipantMetrics) -> str:
         ("model grid spacing (mm)", metrics.grid_spacing_mm),
         ("model", f"{metrics.model.name} (sha256 {metrics.model.sha256[:12]})"),
         ("trained on phantoms", metrics.model.trained_on_phantoms),
-        ("sampler", f"{sampler.name}, {sampler.steps} steps, K = {sampler.num_samples}, seed {sampler.seed}"),
+        ("sampler", f"{sampler.name}, {sampler.steps} steps, K = {sampler.num_samples}, seed {sampler.seed}, "
+                     f"temperature {sampler.temperature:g}"),
         ("spread calibration", _spread_statement(metrics)),
         ("noise index", metrics.noise_index),
         ("brain volume (ml)", metrics.brain_volume_ml),
@@ -229,7 +230,10 @@ def spread_statement(model: ModelInfo, calibration: dict[str, Any] | None, num_s
     subjects, fitted_k = record.get("subjects"), record.get("num_samples")
     fitted = f" fitted on {subjects} held-out validation subject{'' if subjects == 1 else 's'}" if subjects else ""
     level = f"level {record['level'] * 100:g} %" if isinstance(record.get("level"), (int, float)) else None
-    details = ", ".join(part for part in (level, fitted_k and f"K = {fitted_k} samples") if part)
+    temperature = record.get("temperature", 1.0)
+    tempered = f"sampler temperature {temperature:g}" if isinstance(temperature, (int, float)) and temperature != 1 \
+        else None
+    details = ", ".join(part for part in (level, fitted_k and f"K = {fitted_k} samples", tempered) if part)
     other_k = f"; here K = {num_samples}, so the coverage may differ" if fitted_k not in (None, num_samples) else ""
     return f"spread calibrated: scale {model.spread_scale:.3g}{fitted}" + (f" ({details})" if details else "") + other_k
 

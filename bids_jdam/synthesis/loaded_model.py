@@ -7,6 +7,8 @@ directory made by ``bids-jdam-train``, checked before any image is preprocessed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.metadata
 import logging
 from dataclasses import dataclass
@@ -69,13 +71,15 @@ class LoadedModel:
             calibration=_calibration(card, path / MODEL_CARD),
         )
 
-    def spread_scale(self, sampler: SamplerConfig, planes: tuple[str, ...]) -> float | None:
-        """The calibrated spread scale where it holds (the sampler and steps it was fitted with, one plane)."""
+    def calibrated_sampling(self, sampler: SamplerConfig,
+                            planes: tuple[str, ...]) -> tuple[SamplerConfig, float | None]:
+        """The sampler at the calibrated temperature and the spread scale, where the calibration holds (the sampler
+        and steps it was fitted with, one plane); elsewhere ``sampler`` as it is and no scale."""
         c = self.calibration
         if c is None or len(planes) != c.get("planes", 1) or (sampler.name, sampler.steps) != (c.get("sampler"),
                                                                                               c.get("steps")):
-            return None
-        return c["spread_scale"]
+            return sampler, None
+        return dataclasses.replace(sampler, temperature=float(c.get("temperature", 1.0))), c["spread_scale"]
 
     def info(self, spread_scale: float | None = None) -> ModelInfo:
         """What each output records of the model (``spread_scale``: the calibration applied to it, if any)."""
@@ -122,4 +126,7 @@ def _calibration(card: dict, card_path: Path) -> dict[str, Any] | None:
         return None
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
         raise InputError(f"{card_path}: calibration.spread_scale must be a positive number, got {scale!r}")
+    temperature = calibration.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 1:
+        raise InputError(f"{card_path}: calibration.temperature must be a number in (0, 1], got {temperature!r}")
     return calibration

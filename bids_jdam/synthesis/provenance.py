@@ -35,11 +35,13 @@ class SamplerInfo:
     steps: int
     num_samples: int
     seed: int | None
+    temperature: float = 1.0  # the noise scale (the model card's calibration chooses it; 1 = the plain sampler)
 
     @classmethod
     def of(cls, sampler: SamplerConfig) -> SamplerInfo:
         """What an output records of the sampler settings it was made with."""
-        return cls(name=sampler.name, steps=sampler.steps, num_samples=sampler.num_samples, seed=sampler.seed)
+        return cls(name=sampler.name, steps=sampler.steps, num_samples=sampler.num_samples, seed=sampler.seed,
+                   temperature=sampler.temperature)
 
 
 @dataclass(frozen=True)

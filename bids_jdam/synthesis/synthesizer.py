@@ -64,6 +64,7 @@ class Synthesizer:
         the provenance's ``wall_time_s`` is the synthesis time.
         """
         cfg, method = self.model.cfg, self.model.method
+        sampler, scale = self.model.calibrated_sampling(sampler, tuple(planes))
         result = synthesize_volume(
             self.denoiser if method.probabilistic else None, t1_model, brain_mask, self.sde, sampler, image=image,
             slice_size=cfg.grid.slice_size, planes=planes, device=self.device, batch_size=batch_size,
@@ -71,7 +72,6 @@ class Synthesizer:
             predict_slices=partial(self.predict_slices, sampler=sampler),
             evaluations_per_slice=method.network_evaluations(sampler), condition_channels=method.condition_channels,
         )
-        scale = self.model.spread_scale(sampler, tuple(planes))
         result = _spread_by(result, scale)
         result.provenance = SynthesisProvenance(
             model=self.model.info(scale if result.std is not None else None), sampler=SamplerInfo.of(sampler),

@@ -4,6 +4,8 @@ A :class:`Budget` stops training at the first limit reached: a total number of s
 call (wall clock; 0 means no step), or total CPU minutes inside training steps (what the benchmarks give every
 method on a shared CPU). Checkpoints are written every ``checkpoint_every`` steps and when the loop ends, each with a
 point of the loss curve. Resuming is the caller's: ``Trainer.restore`` of the newest checkpoint, before ``fit``.
+The steps run with subnormal floats flushed (:mod:`bids_jdam.denormals`), so every caller, a benchmark too, trains
+at the speed the app trains at.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from bids_jdam.denormals import without_subnormals
 from bids_jdam.training.checkpoints import save_checkpoint
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.trainer import Trainer
@@ -36,6 +39,7 @@ class Budget:
         return self.minutes is not None or self.cpu_minutes is not None
 
 
+@without_subnormals
 def fit(
     trainer: Trainer,
     budget: Budget,

@@ -14,7 +14,7 @@ from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.bids.query import dataset_identity
 from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError
-from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_on, calibration_sampler
+from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_sampling, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, predict_ensemble, validation_slices
 from bids_jdam.models.methods import METHODS
 from bids_jdam.models.model_dir import load_model_dir, update_model_card
@@ -40,11 +40,11 @@ def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoade
                          "held-out subjects only")
     sampler = calibration_sampler(cfg.sampler, method.network_evaluations(cfg.sampler), VALIDATION_SAMPLER)
     data = validation_slices(load_subjects(Path(bids_dir), cfg, subjects), cfg)
-    predictions = predict_ensemble(method, model, cfg, data, sampler, torch_device, CALIBRATION_SAMPLES)
-    calibration = calibrate_on(predictions, data, fitted_on=f"{len(subjects)} held-out subjects of "
-                                                            f"{Path(bids_dir).name} (split-conformal, brain mask, "
-                                                            f"{sampler.name} sampler, {sampler.steps} steps)",
-                               sampler=sampler)
+    calibration = calibrate_sampling(
+        lambda tempered: predict_ensemble(method, model, cfg, data, tempered, torch_device, CALIBRATION_SAMPLES),
+        data, fitted_on=f"{len(subjects)} held-out subjects of {Path(bids_dir).name} (split-conformal, brain mask, "
+                        f"{sampler.name} sampler, {sampler.steps} steps)", sampler=sampler)
     update_model_card(model_dir, {"calibration": calibration.to_dict()})
-    log.info("%s: spread scale %.3f", model_dir, calibration.spread_scale)
+    log.info("%s: sampler temperature %g, spread scale %.3f", model_dir, calibration.temperature,
+             calibration.spread_scale)
     return calibration

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.bids.query import dataset_identity
@@ -24,7 +25,7 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset, read_splits, split_subjects, write_splits
 from bids_jdam.denormals import without_subnormals
 from bids_jdam.errors import InputError
-from bids_jdam.evaluate.calibration import calibrate_on, calibration_sampler
+from bids_jdam.evaluate.calibration import calibrate_sampling, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_ensemble, validation_slices
 from bids_jdam.models.methods import DEFAULT_METHOD, METHODS, Method
 from bids_jdam.models.model_dir import PHANTOM_DATA, save_model_dir
@@ -152,11 +153,16 @@ def _validate(run: TrainingRun, method: Method, trainer: Trainer,
         return validation, {"note": "deterministic method: no spread to calibrate"}
     cfg = trainer.cfg
     calibrating = calibration_sampler(cfg.sampler, method.network_evaluations(cfg.sampler), sampler)
-    if calibrating != dataclasses.replace(sampler, num_samples=1):
-        predictions = predict_ensemble(method, model, cfg, data, calibrating, trainer.device, CALIBRATION_SAMPLES)
-    calibration = calibrate_on(predictions, data, fitted_on=f"{len(subjects)} held-out validation subjects "
-                                                            f"(split-conformal, brain mask)", sampler=calibrating)
-    log.info("spread scale %.3f (fitted on the validation subjects)", calibration.spread_scale)
+
+    def ensemble(tempered: SamplerConfig) -> torch.Tensor:
+        if tempered == dataclasses.replace(sampler, num_samples=1):
+            return predictions  # the validation's own samples
+        return predict_ensemble(method, model, cfg, data, tempered, trainer.device, CALIBRATION_SAMPLES)
+
+    calibration = calibrate_sampling(ensemble, data, fitted_on=f"{len(subjects)} held-out validation subjects "
+                                                               f"(split-conformal, brain mask)", sampler=calibrating)
+    log.info("sampler temperature %g, spread scale %.3f (fitted on the validation subjects)", calibration.temperature,
+             calibration.spread_scale)
     return validation, calibration.to_dict()
 
 

@@ -1,0 +1,47 @@
+"""The model card's calibration at synthesis: its temperature and scale apply to the sampler they were fitted for."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bids_jdam.config import SamplerConfig
+from bids_jdam.errors import InputError
+from bids_jdam.synthesis.loaded_model import LoadedModel
+
+CALIBRATION = {"spread_scale": 2.5, "level": 0.9, "num_samples": 4, "voxels": 100, "subjects": 2,
+               "sampler": "heun", "steps": 18, "planes": 1, "temperature": 0.5}
+
+
+def _model(tiny_model_dir, tmp_path, calibration):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    card_path = model_dir / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["calibration"] = calibration
+    card_path.write_text(json.dumps(card))
+    return LoadedModel.from_dir(model_dir, "cpu")
+
+
+def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir, tmp_path):
+    model = _model(tiny_model_dir, tmp_path, CALIBRATION)
+    sampler, scale = model.calibrated_sampling(SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
+    assert (sampler.temperature, scale, sampler.num_samples) == (0.5, 2.5, 4)
+    for other, planes in ((SamplerConfig(name="heun", steps=30), ("axial",)),
+                          (SamplerConfig(name="heun", steps=18), ("axial", "coronal"))):
+        assert model.calibrated_sampling(other, planes) == (other, None)  # fitted for another sampler or plane count
+
+
+def test_a_card_without_a_temperature_keeps_the_plain_sampler(tiny_model_dir, tmp_path):
+    older = {k: v for k, v in CALIBRATION.items() if k != "temperature"}
+    sampler, scale = _model(tiny_model_dir, tmp_path, older).calibrated_sampling(
+        SamplerConfig(name="heun", steps=18), ("axial",))
+    assert (sampler.temperature, scale) == (1.0, 2.5)
+
+
+@pytest.mark.parametrize("temperature", [0, 1.5, "cold", True])
+def test_a_card_temperature_outside_0_1_is_refused_in_one_line(tiny_model_dir, tmp_path, temperature):
+    with pytest.raises(InputError, match=r"model_card.json: calibration.temperature must be a number in \(0, 1\]"):
+        _model(tiny_model_dir, tmp_path, CALIBRATION | {"temperature": temperature})
