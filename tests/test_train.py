@@ -1,5 +1,6 @@
 """Training: data splits and slices, exact resume, the L1 baseline, and the bids-jdam-train command."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from bids_jdam.cli.train import main as train_main
-from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
+from bids_jdam.config import JDAMConfig, NetworkConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_splits, split_subjects
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import CALIBRATION_TEMPERATURES
@@ -159,6 +160,9 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     _, cfg, card = load_model_dir(out)
     assert card["steps"] == 2 and cfg.network.channels == 8
     assert card["method"] == "jdam-residual" and card["residual_diffusion"]  # the default method
+    assert (cfg.sampler.name, cfg.sampler.steps) == ("heun", 18)  # its own sampler, not the paper's PC-1000
+    calibration = card["calibration"]
+    assert "spread_scale" not in calibration or (calibration["sampler"], calibration["steps"]) == ("heun", 18)
     assert PHANTOM_WARNING in card["intended_use"]
     assert (out / "checkpoints").is_dir()
 
@@ -221,6 +225,9 @@ def test_zero_minutes_trains_no_step_for_every_method(bids_dir, tmp_path, tiny_c
 def test_residual_jdam_samples_around_its_mean_network(tiny_cfg):
     """x = mu(y) + r: every sample is the mean network's output plus a sampled residual, with its own noise."""
     method = METHODS.named("jdam-residual")
+    own = JDAMConfig.from_dict(tiny_cfg.to_dict())  # configure() edits the sections it is given
+    own.sampler = dataclasses.replace(own.sampler, name="ancestral", steps=12)
+    assert method.configure(own).sampler == own.sampler  # a sampler the configuration chose stays
     cfg = method.configure(tiny_cfg)
     assert cfg.sde.sigma_data == 0.1 and cfg.loss.p_mean < tiny_cfg.loss.p_mean  # rescaled to the residual
     dataset = PairedSliceDataset(synthetic_subjects(None, cfg, ["01"]), ("axial",), 16)
