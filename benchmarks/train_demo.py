@@ -5,13 +5,14 @@
 
 The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.1 M parameters) trained on the
 template-space truth of a 24-subject phantom (seed 1, all three planes), through the app's training workflow
-(``train_model``: the loop, checkpoints, validation and model card of ``bids-jdam-train``). Packaging sets its
-default sampler to ``DEFAULT_SAMPLER``: the ancestral sampler with 18 steps (18 network evaluations per slice), the
-fewest evaluations that met the default-sampler rule of ``benchmarks/speed.py``
-(results/speed-x86_64-amd-epyc-2cpu.md). It is trained on synthetic phantoms and is not for real patients: its
-model card says so, and so does every output it makes.
+(``train_model``: the loop, checkpoints, validation, calibration and model card of ``bids-jdam-train``), with
+``--method`` (default: the app's default method). A method's default sampler is kept, except JDAM's: packaging sets
+it to ``JDAM_SAMPLER``, the ancestral sampler with 18 steps (18 network evaluations per slice), the fewest
+evaluations that met the default-sampler rule of ``benchmarks/speed.py`` (results/speed-x86_64-amd-epyc-2cpu.md),
+and trains with it so that the calibration is fitted for it. It is trained on synthetic phantoms and is not for
+real patients: its model card says so, and so does every output it makes.
 
-The shipped weights: one call of 60 minutes (899 steps) and one ``--resume`` call of 70 minutes (to step 2445, one
+The shipped weights are still ``--method jdam`` (the default method was JDAM then): one call of 60 minutes (899 steps) and one ``--resume`` call of 70 minutes (to step 2445, one
 thread on a machine shared with other jobs), 7792 s of training steps in all, on a 2-core CPU machine; the model
 card has the held-out validation figures. They predate the spread calibration of training; the card's calibration
 was fitted afterwards on the model's four validation subjects with the packaged sampler:
@@ -33,23 +34,27 @@ from bids_jdam import atomic
 from bids_jdam.config import small_config
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.models.demo import DEMO_MODEL_DIR
+from bids_jdam.models.methods import DEFAULT_METHOD, METHODS
 from bids_jdam.models.model_dir import CONFIG, MODEL_CARD, WEIGHTS
 from bids_jdam.training.loop import Budget
 from bids_jdam.workflows.train import TrainingRun, train_model
 
 PHANTOM = {"subjects": 24, "seed": 1}
-DEFAULT_SAMPLER = {"name": "ancestral", "steps": 18, "corrector_steps": 0}
+JDAM_SAMPLER = {"name": "ancestral", "steps": 18, "corrector_steps": 0}
+SAMPLER_CHOSEN_BY = {"jdam": "benchmarks/speed.py, results/speed-x86_64-amd-epyc-2cpu.md",
+                     "jdam-residual": "the method's sampler, the one benchmarks/quality.py measures"}
 
 
-def train(work: Path, minutes: float, resume: bool, max_steps: int | None = None) -> Path:
-    """The phantom (made once), then ``minutes`` of JDAM training into ``WORK/model`` (a validated model directory)."""
+def train(work: Path, minutes: float, resume: bool, method: str, max_steps: int | None = None) -> Path:
+    """The phantom (made once), then ``minutes`` of training into ``WORK/model`` (a validated model directory)."""
     bids_dir = work / "phantom"
     if not bids_dir.exists():
         generate_phantom_dataset(bids_dir, PHANTOM["subjects"], PHANTOM["seed"], fast=True, grid_spacing_mm=4.0)
     cfg = small_config()
     cfg.train.checkpoint_every = 100
-    cfg.sampler = replace(cfg.sampler, **DEFAULT_SAMPLER)  # training calibrates the spread for this sampler
-    run = TrainingRun(bids_dir=bids_dir, out_dir=work / "model", method="jdam",
+    if method == "jdam":  # training calibrates the spread for the sampler the model is packaged with
+        cfg.sampler = replace(cfg.sampler, **JDAM_SAMPLER)
+    run = TrainingRun(bids_dir=bids_dir, out_dir=work / "model", method=method,
                       budget=Budget(max_steps=max_steps, minutes=minutes), resume=resume, device="cpu")
     return train_model(run, cfg)
 
@@ -66,10 +71,12 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     card["sha256"] = {WEIGHTS: atomic.sha256_file(target / WEIGHTS)}
     card["training_data"]["bids_dir"] = (f"bids-jdam-phantom --subjects {PHANTOM['subjects']} "
                                          f"--seed {PHANTOM['seed']} --fast (template-space truth)")
-    card["default_sampler"] = {**DEFAULT_SAMPLER, "chosen_by": "benchmarks/speed.py, results/speed-x86_64-amd-epyc-2cpu.md"}
-    atomic.write_json(target / MODEL_CARD, card)
     config = json.loads((model_dir / CONFIG).read_text())
-    config["sampler"].update(DEFAULT_SAMPLER)
+    if card["method"] == "jdam":
+        config["sampler"].update(JDAM_SAMPLER)
+    sampler = {key: config["sampler"][key] for key in ("name", "steps", "corrector_steps")}
+    card["default_sampler"] = {**sampler, "chosen_by": SAMPLER_CHOSEN_BY.get(card["method"], "the method's sampler")}
+    atomic.write_json(target / MODEL_CARD, card)
     atomic.write_json(target / CONFIG, config)
     print(f"packaged {model_dir} -> {target} ({(target / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
 
@@ -80,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="training time of this call")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--max-steps", type=int, help="stop at this many steps in all (default: the configuration's)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=[m for m in METHODS.names()
+                                                                       if METHODS.named(m).probabilistic],
+                        help=f"the demo's method (default {DEFAULT_METHOD}; the shipped weights are jdam)")
     parser.add_argument("--package-only", action="store_true", help="only package WORK/model")
     parser.add_argument("--target", type=Path, default=DEMO_MODEL_DIR,
                         help="where the packaged model goes (default: the app's demo model folder)")
     args = parser.parse_args(argv)
     model_dir = (args.work / "model" if args.package_only
-                 else train(args.work, args.minutes, args.resume, args.max_steps))
+                 else train(args.work, args.minutes, args.resume, args.method, args.max_steps))
     package(model_dir, args.target)
     return 0
 

@@ -22,3 +22,16 @@ def test_demo_model_loads_and_says_it_is_trained_on_phantoms():
     assert cfg.grid == demo_model_config().grid
     assert cfg.sde.parameterization == "preconditioned" and cfg.sampler.name == "ancestral"
     assert hasattr(model, "score")
+
+
+def test_packaging_keeps_fp16_weights_and_names_the_sampler_it_sets(tiny_model_dir, tmp_path):
+    import json
+
+    from benchmarks.train_demo import JDAM_SAMPLER, package
+
+    package(tiny_model_dir, tmp_path / "demo")
+    model, cfg, card = load_model_dir(tmp_path / "demo", "cpu")  # the checksum of the fp16 weights holds
+    assert card["method"] == "jdam" and card["name"] == "bids-jdam-demo" and card["weights_dtype"] == "float16"
+    assert (cfg.sampler.name, cfg.sampler.steps) == (JDAM_SAMPLER["name"], JDAM_SAMPLER["steps"])
+    assert card["default_sampler"]["name"] == JDAM_SAMPLER["name"] and "speed" in card["default_sampler"]["chosen_by"]
+    assert json.loads((tiny_model_dir / "config.json").read_text())["sampler"]["name"] == "heun"  # source untouched
