@@ -244,3 +244,28 @@ def test_residual_jdam_samples_around_its_mean_network(tiny_cfg):
         mean = model.mean(mri)
     assert first.shape == mean.shape == mri.shape and torch.isfinite(first).all()
     assert not torch.equal(first, other)  # another image's noise, another residual around the same mean
+
+
+def test_residual_jdam_trains_its_mean_network_step_for_step_as_the_l1_unet(tiny_cfg):
+    """Same initialization, batches, loss and its own gradient clipping: mu after n steps is the U-Net's."""
+    tiny_cfg.train.grad_clip = 1e-3  # clipped on every step: a shared norm with the score network would show
+    dataset = PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16)
+    trained = {}
+    for name in ("unet-l1", "jdam-residual"):
+        method = METHODS.named(name)
+        cfg = method.configure(JDAMConfig.from_dict(tiny_cfg.to_dict()))
+        trainer = method.trainer(cfg, dataset, torch.device("cpu"), seed=0, ranks=Ranks())
+        for _ in range(3):
+            trainer.train_step()
+        trained[name] = trainer.net
+    unet, mean = trained["unet-l1"].state_dict(), trained["jdam-residual"].mean.state_dict()
+    assert unet.keys() == mean.keys()
+    for key in unet:
+        torch.testing.assert_close(mean[key], unet[key], rtol=1e-5, atol=1e-7)
+    assert any(not torch.equal(a, b) for a, b in zip(unet.values(), _initial_unet_weights(tiny_cfg).values()))
+
+
+def _initial_unet_weights(cfg):
+    """The U-Net's weights before any step (so that the test above sees training, not two untouched copies)."""
+    torch.manual_seed(0)
+    return METHODS.named("unet-l1").build_network(cfg).state_dict()

@@ -49,6 +49,11 @@ class Method(abc.ABC):
         """What predicts (and what the loss calls) around the stored network: a denoiser, or the network itself."""
         return net
 
+    def gradient_groups(self, net: nn.Module) -> list[list[nn.Parameter]]:
+        """The parameters whose gradient norm is clipped together: the whole network, unless it holds networks
+        with losses of their own."""
+        return [list(net.parameters())]
+
     @abc.abstractmethod
     def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,
                 ranks: Ranks) -> Trainer:

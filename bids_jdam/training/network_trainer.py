@@ -36,6 +36,8 @@ class SingleNetworkMethod(Protocol):
     def loss(self, model: torch.nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
              generator: torch.Generator) -> torch.Tensor: ...
 
+    def gradient_groups(self, net: torch.nn.Module) -> list[list[torch.nn.Parameter]]: ...
+
 
 class NetworkTrainer(Trainer):
     """One network, one Adam, one EMA, trained on random batches of paired slices."""
@@ -74,7 +76,8 @@ class NetworkTrainer(Trainer):
             loss = self.method.loss(self.model, self.cfg, pet, mri, self.noise_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
+        for group in self.method.gradient_groups(self.net):
+            torch.nn.utils.clip_grad_norm_(group, self.cfg.train.grad_clip)
         self.optimizer.step()
         self.ema.update(self.net)
         return float(loss.detach())

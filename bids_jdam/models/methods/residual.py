@@ -4,7 +4,8 @@ As in CorrDiff (Mardani et al., 2023), x = mu(y) + r: ``mu`` is the L1 U-Net of 
 residual r = x - mu(y) only, conditioned on [y, mu(y)] (the MRI stays fixed). The K-sample mean is then at least as
 accurate as the regression, and the samples' spread describes what the regression cannot know. Both networks are
 one module, trained together (each step one L1 step of mu and one denoising score-matching step on the residual
-of the current, detached mu), so one budget and one checkpoint cover the method.
+of the current, detached mu), so one budget and one checkpoint cover the method. Each network's gradient is clipped
+by its own norm, so mu's training is the ``unet-l1`` method's, step for step, from the same initialization.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ class ResidualJDAM(JDAM):
 
     def as_model(self, net: nn.Module, cfg: JDAMConfig) -> nn.Module:
         return ResidualModel(net, cfg)
+
+    def gradient_groups(self, net: nn.Module) -> list[list[nn.Parameter]]:
+        """Each network clipped by its own gradient norm: the score-matching gradients never shrink the mean
+        network's step, so it trains step for step as the ``unet-l1`` method does."""
+        return [list(net.mean.parameters()), list(net.score.parameters())]
 
     def loss(self, model: nn.Module, cfg: JDAMConfig, pet: Tensor, mri: Tensor, generator: torch.Generator) -> Tensor:
         mean = model.mean(mri)
