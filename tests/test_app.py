@@ -15,6 +15,7 @@ from bids import BIDSLayout
 from bids_jdam.bids.validator import find_validator, run_bids_validator
 from bids_jdam.cli.run import build_parser, main, run_config
 from bids_jdam.denormals import flush_supported
+from bids_jdam.models.registry import Method
 from bids_jdam.workflows.run_config import RunConfig
 
 FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
@@ -191,8 +192,9 @@ def test_cuda_requested_without_gpu(phantom_dataset, tiny_model_dir, tmp_path, c
     assert rc == 1 and "--device auto" in capsys.readouterr().err
 
 
-class ToyLinear:
-    """A method registered by this test only: one 1x1 convolution from MRI to PET, trained by L1."""
+class ToyLinear(Method):
+    """A method registered by this test only (on the registry's base class, as any new method would be): one 1x1
+    convolution from MRI to PET, trained by L1."""
 
     name = "toy-linear"
     summary = "a 1x1 convolution (test only)"
