@@ -65,7 +65,7 @@ benchmark-gpu:
 	bash benchmarks/gpu/check.sh
 
 benchmark-quality: venv
-	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.quality --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 2 --samples 8
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.quality --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 1 --samples 8 --methods jdam-residual unet-l1 jdam-preconditioned cyclegan jdam-paper sde-unconditional --long-methods jdam-residual unet-l1 --long-factor 3
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
