@@ -31,7 +31,8 @@
 4. Statistics over subjects (``quality_stats``): mean with a 95% Student-t interval; paired two-sided Wilcoxon
    signed-rank tests between JDAM (K-mean and one sample) and each other method; the gap of each method to the
    L1 U-Net (paired mean difference with its t-interval).
-5. Writes ``quality-<machine>.json`` and ``.md`` (``quality-smoke-<machine>`` with ``--smoke``) after each method.
+5. Writes ``quality-<machine>.json`` and ``.md`` (``quality-LABEL-<machine>`` with ``--label LABEL``,
+   ``quality-smoke-<machine>`` with ``--smoke``) after each method.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--work", type=Path, help="where the phantoms go (default: a temporary folder)")
     parser.add_argument("--out", type=Path, help=f"results folder (default {RESULTS}; the work folder with --smoke)")
+    parser.add_argument("--label", help="results file quality-LABEL-<machine> (a run of some methods, kept beside "
+                                         "the run of them all)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few-minute end-to-end check: " + ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
     args = parser.parse_args(argv)
@@ -569,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         "truth_noise_index": summarize(noise_indices(evaluation["3T"].pet, evaluation["3T"], regions)),
         "training": {}, **{label: {} for label in INPUTS}, "calibration": {}, "ad_cn": {}, "complete": False,
     }
-    name = "quality-smoke" if args.smoke else "quality"
+    name = "quality-smoke" if args.smoke else "-".join(["quality", *([args.label] if args.label else [])])
     finished: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]] = {}
 
     def record(method: str, result: tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]) -> None:

@@ -115,6 +115,9 @@ class TrainConfig:
     planes: tuple[str, ...] = ("axial", "coronal", "sagittal")
     val_fraction: float = 0.2
     seed: int = 0
+    # jdam-residual: its score network trains on every N-th step only, so that the mean network gets more of the
+    # budget (benchmarks/results/quality-default-*.md)
+    residual_score_every: int = 3
 
 
 @dataclass

@@ -214,7 +214,7 @@ class ToyLinear(Method):
     def as_model(self, net, cfg):
         return net
 
-    def loss(self, model, cfg, pet, mri, generator):
+    def loss(self, model, cfg, pet, mri, generator, step):
         return (model(mri) - pet).abs().mean()
 
     def trainer(self, cfg, dataset, device, seed, ranks):

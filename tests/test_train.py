@@ -269,3 +269,24 @@ def _initial_unet_weights(cfg):
     """The U-Net's weights before any step (so that the test above sees training, not two untouched copies)."""
     torch.manual_seed(0)
     return METHODS.named("unet-l1").build_network(cfg).state_dict()
+
+
+def test_residual_jdam_trains_its_score_network_on_every_nth_step_only(tiny_cfg):
+    """residual_score_every = 2: steps 0 and 2 move the score network, step 1 leaves it as it was."""
+    tiny_cfg.train.residual_score_every = 2
+    dataset = PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16)
+    method = METHODS.named("jdam-residual")
+    cfg = method.configure(JDAMConfig.from_dict(tiny_cfg.to_dict()))
+    trainer = method.trainer(cfg, dataset, torch.device("cpu"), seed=0, ranks=Ranks())
+    moved = []
+    for _ in range(3):
+        before = {k: v.clone() for k, v in trainer.net.score.state_dict().items()}
+        trainer.train_step()
+        moved.append(any(not torch.equal(before[k], v) for k, v in trainer.net.score.state_dict().items()))
+    assert moved == [True, False, True]
+
+
+def test_residual_jdam_refuses_a_score_step_interval_below_one(tiny_cfg):
+    tiny_cfg.train.residual_score_every = 0
+    with pytest.raises(ValueError, match="residual_score_every must be at least 1"):
+        METHODS.named("jdam-residual").configure(tiny_cfg)

@@ -34,7 +34,7 @@ class SingleNetworkMethod(Protocol):
     def as_model(self, net: torch.nn.Module, cfg: JDAMConfig) -> torch.nn.Module: ...
 
     def loss(self, model: torch.nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: torch.Generator) -> torch.Tensor: ...
+             generator: torch.Generator, step: int) -> torch.Tensor: ...
 
     def gradient_groups(self, net: torch.nn.Module) -> list[list[torch.nn.Parameter]]: ...
 
@@ -73,7 +73,7 @@ class NetworkTrainer(Trainer):
         items = torch.randint(len(self.dataset), (self.cfg.train.batch_size,), generator=self.batch_generator)
         pet, mri = (t.to(self.device) for t in self.dataset.stacked(self.ranks.shard(items)))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = self.method.loss(self.model, self.cfg, pet, mri, self.noise_generator)
+            loss = self.method.loss(self.model, self.cfg, pet, mri, self.noise_generator, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for group in self.method.gradient_groups(self.net):

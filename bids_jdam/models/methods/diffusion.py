@@ -62,7 +62,7 @@ class JDAM(Method):
         return build_denoiser(net, cfg.sde)
 
     def loss(self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: torch.Generator) -> torch.Tensor:
+             generator: torch.Generator, step: int) -> torch.Tensor:
         cond = mri if cfg.network.conditional else None
         return dsm_loss(model, sde_of(cfg), pet, cond, generator=generator, settings=cfg.loss)
 

@@ -27,7 +27,7 @@ class L1UNet(Method):
         return ScoreUNet(dataclasses.replace(cfg.network, conditional=False), cfg.grid.slice_size)
 
     def loss(self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: torch.Generator) -> torch.Tensor:
+             generator: torch.Generator, step: int) -> torch.Tensor:
         return (model(mri, torch.zeros(len(mri), device=mri.device)) - pet).abs().mean()
 
     def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,

@@ -3,9 +3,10 @@
 As in CorrDiff (Mardani et al., 2023), x = mu(y) + r: ``mu`` is the L1 U-Net of the MRI, and the VE-SDE runs on the
 residual r = x - mu(y) only, conditioned on [y, mu(y)] (the MRI stays fixed). The K-sample mean is then at least as
 accurate as the regression, and the samples' spread describes what the regression cannot know. Both networks are
-one module, trained together (each step one L1 step of mu and one denoising score-matching step on the residual
-of the current, detached mu), so one budget and one checkpoint cover the method. Each network's gradient is clipped
-by its own norm, so mu's training is the ``unet-l1`` method's, step for step, from the same initialization.
+one module, trained together, so one budget and one checkpoint cover the method: each step is one L1 step of mu,
+and every ``residual_score_every``-th step (the third, by default) also a denoising score-matching step on the
+residual of the current, detached mu. Each network's gradient is clipped by its own norm, so mu's training is the
+``unet-l1`` method's, step for step, from the same initialization.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class ResidualNetworks(nn.Module):
     """The stored module: ``mean`` (MRI -> PET, L1) and ``score`` (U-Net on [r_t, y, mu]).
 
     The residual is a simpler signal than the PET, so its score network is narrower (``residual_score_width``,
-    a quarter by default): the mean network then gets 82 % of the U-Net's steps in the same CPU budget (quality
-    benchmark, 64x64 slices, where per-layer overhead dominates so small a network).
+    a quarter by default) and trains on a third of the steps: the mean network then gets most of the U-Net's steps
+    in the same CPU budget (benchmarks/results/quality-default-*.md).
     """
 
     def __init__(self, cfg: JDAMConfig):
@@ -93,6 +94,8 @@ class ResidualJDAM(JDAM):
         """EDM's preconditioning and noise-level distribution rescaled from the PET's spread to the residual's, and
         the method's own sampler unless the configuration chose one."""
         cfg = super().configure(cfg)
+        if cfg.train.residual_score_every < 1:
+            raise ValueError(f"train.residual_score_every must be at least 1, got {cfg.train.residual_score_every}")
         paper = SamplerConfig()
         if (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.corrector_steps) == (paper.name, paper.steps,
                                                                                  paper.corrector_steps):
@@ -120,9 +123,13 @@ class ResidualJDAM(JDAM):
         network's step, so it trains step for step as the ``unet-l1`` method does."""
         return [list(net.mean.parameters()), list(net.score.parameters())]
 
-    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: Tensor, mri: Tensor, generator: torch.Generator) -> Tensor:
+    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: Tensor, mri: Tensor, generator: torch.Generator,
+             step: int) -> Tensor:
+        """mu's L1 loss every step; the residual's score matching added on every ``residual_score_every``-th."""
         mean = model.mean(mri)
         regression = (mean - pet).abs().mean()
+        if step % cfg.train.residual_score_every:
+            return regression
         mean = mean.detach()
         diffusion = dsm_loss(model.denoiser, sde_of(cfg), pet - mean, torch.cat([mri, mean], dim=1),
                              generator=generator, settings=cfg.loss)
