@@ -484,6 +484,11 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_name(args: argparse.Namespace) -> str:
+    """The results file's stem before the machine: a labelled run never replaces the run of every method."""
+    return "quality-smoke" if args.smoke else "-".join(["quality", *([args.label] if args.label else [])])
+
+
 def result_keys(args: argparse.Namespace) -> list[str]:
     """Every result the run makes, in table order: the methods, then their longer-budget runs."""
     return list(args.methods) + [long_key(m, args.long_factor) for m in args.methods if m in args.long_methods]
@@ -572,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         "truth_noise_index": summarize(noise_indices(evaluation["3T"].pet, evaluation["3T"], regions)),
         "training": {}, **{label: {} for label in INPUTS}, "calibration": {}, "ad_cn": {}, "complete": False,
     }
-    name = "quality-smoke" if args.smoke else "-".join(["quality", *([args.label] if args.label else [])])
+    name = results_name(args)
     finished: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]] = {}
 
     def record(method: str, result: tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]) -> None:

@@ -6,9 +6,9 @@
 
 For each held-out phantom subject (a seed the demo model never saw): the real preprocessing (N4, HD-BET, SyN, SUVR)
 of its T1w and FDG-PET, then synthesis through the app's entry point (``Synthesizer.synthesize``, the model loaded
-by the app's model rule) with the model's default sampler (i) along one plane, (ii) along three
-planes fused, (iii) K samples along each of the three planes with ``--samples-sampler`` (default: the model's
-default sampler). Two standard-deviation maps are scored where they exist: the sampling SD (across the K fused
+by the app's model rule) with the model's default sampler (i) along one plane, (ii) K samples along that plane
+(where the model card's spread calibration applies: its temperature and scale), (iii) along three planes fused,
+(iv) K samples along each of the three planes with ``--samples-sampler`` (default: the model's default sampler). Two standard-deviation maps are scored where they exist: the sampling SD (across the K fused
 samples) and the view SD (across the three planes' reconstructions, each the mean of its K samples): their
 Pearson correlation with the absolute error of the mean, voxel by voxel and after Gaussian smoothing inside the
 mask (sigma ``--smoothing-mm``), and their calibration (RMSE per SD quintile, spread-skill ratio), against the real
@@ -69,7 +69,8 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
     row = {
         "planes": list(planes), "num_samples": samples, "sampler": sampler.name, "steps": sampler.steps,
         "network_evaluations_per_slice": network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps),
-        "seconds": round(result.seconds, 2),
+        "seconds": round(result.seconds, 2), "temperature": result.provenance.sampler.temperature,
+        "spread_scale": result.provenance.model.spread_scale,
         "vs_real_pet": image_quality(result.mean, real, mask),
         "vs_noise_free_truth": image_quality(result.mean, truth, mask),
         "stripe_index_axial": stripe_index(result.mean, mask, PLANE_AXES["axial"]),
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = [run_case(synthesizer, f"sub-{subject}", t1, mask, real, truth, planes, k, args.samples_sampler,
                           smoothing_voxels, steps=2 if args.smoke else None)
                  for planes, k in
-                 ((("axial",), 1), (THREE_PLANES, 1), (THREE_PLANES, args.samples))]
+                 ((("axial",), 1), (("axial",), args.samples), (THREE_PLANES, 1), (THREE_PLANES, args.samples))]
         report["subjects"].append({"subject": subject, "preprocessing_seconds": round(prep_seconds, 1),
                                    "cases": cases})
         print(json.dumps(report["subjects"][-1], indent=1))
@@ -180,18 +181,24 @@ def markdown(report: dict) -> str:
                     f"{truth['correlation_voxelwise']:+.2f} / {truth['correlation_smoothed']:+.2f} | {bins} | "
                     f"{real['calibration']['spread_skill_ratio']:.2f} "
                     f"({truth['calibration']['spread_skill_ratio']:.2f}) |")
-    lines += ["", "The K fused samples as an ensemble (bids_jdam.evaluate.probabilistic): fair CRPS against the MAE "
-              "of their mean, unbiased spread-skill ratio (1 calibrated, below 1 overconfident), coverage of the "
-              "central 50 % / 90 % intervals (calibrated: 0.50 / 0.90); against the noise-free truth (real PET).", "",
-              "| subject | K | CRPS | MAE of the mean | spread-skill | coverage 50 % | coverage 90 % |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "The K samples as an ensemble (bids_jdam.evaluate.probabilistic), as the app writes them (spread by "
+              "the model card's calibration where it applies: temperature and scale given, else none): fair CRPS "
+              "against the MAE of their mean, unbiased spread-skill ratio (1 calibrated, below 1 overconfident), "
+              "coverage of the central 50 % / 90 % intervals (calibrated: 0.50 / 0.90); against the noise-free truth "
+              "(real PET).", "",
+              "| subject | planes | K | calibration | CRPS | MAE of the mean | spread-skill | coverage 50 % | "
+              "coverage 90 % |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for subject in report["subjects"]:
         for c in subject["cases"]:
             if "probabilistic" not in c:
                 continue
             truth, real = c["probabilistic"]["noise_free_truth"], c["probabilistic"]["real_pet"]
+            scale = c.get("spread_scale")
+            calibration = f"T {c['temperature']:g}, scale {scale:.2f}" if scale else "none"
             lines.append(
-                f"| {subject['subject']} | {c['num_samples']} | {truth['crps']:.4f} ({real['crps']:.4f}) | "
+                f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {calibration} | "
+                f"{truth['crps']:.4f} ({real['crps']:.4f}) | "
                 f"{truth['mae_of_mean']:.4f} ({real['mae_of_mean']:.4f}) | {truth['spread_skill_ratio']:.2f} "
                 f"({real['spread_skill_ratio']:.2f}) | {truth['coverage']['0.50']:.2f} ({real['coverage']['0.50']:.2f})"
                 f" | {truth['coverage']['0.90']:.2f} ({real['coverage']['0.90']:.2f}) |")

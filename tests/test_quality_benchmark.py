@@ -73,3 +73,11 @@ def test_smoke_run_with_two_jobs_scores_every_method(tmp_path):
         assert all(row["psnr_db"]["n_subjects"] == 2 for row in results[label].values())
         assert set(results["comparisons"][label]["jdam-preconditioned-k2"]) == expected - {
             "jdam-preconditioned-1", "jdam-preconditioned-k2"}
+
+
+def test_a_labelled_run_writes_beside_the_run_of_every_method():
+    from benchmarks.quality import parse_args, results_name
+
+    assert results_name(parse_args([])) == "quality"
+    assert results_name(parse_args(["--label", "default", "--methods", "jdam-residual"])) == "quality-default"
+    assert results_name(parse_args(["--smoke", "--label", "default"])) == "quality-smoke"
