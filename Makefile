@@ -8,7 +8,7 @@ DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all test-container demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
-	benchmark-throughput benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality clean
+	benchmark-throughput benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality benchmark-quality-default clean
 
 venv: $(VENV)/.installed
 
@@ -69,3 +69,8 @@ benchmark-quality: venv
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
+
+# The default method against the U-Net only (quality-default-<machine>): reruns the comparison that decides the
+# default after a change to it, beside the results of every method.
+benchmark-quality-default: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.quality --threads 1 --jobs 2 --minutes-per-method 20 --slices-per-plane 1 --samples 8 --methods jdam-residual unet-l1 --label default
