@@ -3,7 +3,7 @@
     python -m benchmarks.train_demo --work /tmp/demo_train --minutes 60    # repeat with --resume to continue
     python -m benchmarks.train_demo --work /tmp/demo_train --package-only  # package the last trained model
 
-The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.1 M parameters) trained on the
+The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.2 M parameters) trained on the
 template-space truth of a 24-subject phantom (seed 1, all three planes), through the app's training workflow
 (``train_model``: the loop, checkpoints, validation, calibration and model card of ``bids-jdam-train``), with
 ``--method`` (default: the app's default method). A method's default sampler is kept, except JDAM's: packaging sets
@@ -12,13 +12,14 @@ evaluations that met the default-sampler rule of ``benchmarks/speed.py`` (result
 and trains with it so that the calibration is fitted for it. It is trained on synthetic phantoms and is not for
 real patients: its model card says so, and so does every output it makes.
 
-The shipped weights are still ``--method jdam`` (the default method was JDAM then): one call of 60 minutes (899 steps) and one ``--resume`` call of 70 minutes (to step 2445, one
-thread on a machine shared with other jobs), 7792 s of training steps in all, on a 2-core CPU machine; the model
-card has the held-out validation figures. They predate the spread calibration of training; the card's calibration
-was fitted afterwards on the model's four validation subjects with the packaged sampler:
+The shipped weights are ``--method jdam-residual`` (Heun-18, the method's sampler), trained 2026-12-01 by
 
-    bids-jdam-phantom /tmp/p --subjects 24 --seed 1 --fast --grid-spacing 4
-    bids-jdam-calibrate bids_jdam/models/demo /tmp/p --phantom-truth --participant-label 05 19 20 22 --device cpu
+    python -m benchmarks.train_demo --work /tmp/demo_train_r --minutes 300 --max-steps 2500
+
+with OMP_NUM_THREADS=1, on a 2-core Intel Xeon that ran the quality benchmark beside it for the first half; the model
+card has the steps, the training seconds, the held-out validation figures and the spread calibration that training
+fitted on the four validation subjects. The JDAM demo shipped before (2445 steps) was calibrated afterwards with
+``bids-jdam-calibrate``.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="stop at this many steps in all (default: the configuration's)")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=[m for m in METHODS.names()
                                                                        if METHODS.named(m).probabilistic],
-                        help=f"the demo's method (default {DEFAULT_METHOD}; the shipped weights are jdam)")
+                        help=f"the demo's method (default {DEFAULT_METHOD}, as are the shipped weights)")
     parser.add_argument("--package-only", action="store_true", help="only package WORK/model")
     parser.add_argument("--target", type=Path, default=DEMO_MODEL_DIR,
                         help="where the packaged model goes (default: the app's demo model folder)")

@@ -20,8 +20,20 @@ def test_demo_model_loads_and_says_it_is_trained_on_phantoms():
     model, cfg, card = load_model_dir(DEMO_MODEL_DIR, "cpu")
     assert card["trained_on"] == "synthetic phantoms" and PHANTOM_WARNING in card["intended_use"]
     assert cfg.grid == demo_model_config().grid
-    assert cfg.sde.parameterization == "preconditioned" and cfg.sampler.name == "ancestral"
-    assert hasattr(model, "score")
+    assert card["method"] == "jdam-residual" and cfg.sde.parameterization == "preconditioned"
+    assert (cfg.sampler.name, cfg.sampler.steps) == ("heun", 18) and hasattr(model, "mean")
+
+
+def test_demo_model_card_calibrates_the_spread_for_its_own_sampler():
+    """The app applies the card's temperature and scale with the demo's default sampler on one plane."""
+    from bids_jdam.synthesis.loaded_model import LoadedModel
+
+    loaded = LoadedModel.from_dir(DEMO_MODEL_DIR, "cpu")
+    sampler, scale = loaded.calibrated_sampling(loaded.cfg.sampler, ("axial",))
+    calibration = loaded.calibration
+    assert scale == calibration["spread_scale"] > 1 and sampler.temperature == calibration["temperature"]
+    assert min(calibration["crps_by_temperature"].values()) == calibration["crps_by_temperature"][
+        f"{calibration['temperature']:g}"]
 
 
 def test_packaging_keeps_fp16_weights_and_names_the_sampler_it_sets(tiny_model_dir, tmp_path):

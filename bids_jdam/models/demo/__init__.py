@@ -1,4 +1,5 @@
-"""The packaged demo model: a small JDAM trained on phantom subjects (not for real patients).
+"""The packaged demo model: a small residual JDAM (the default method) trained on phantom subjects (not for real
+patients).
 
 The files beside this module are a model directory (``weights.safetensors`` in fp16, ``config.json``,
 ``model_card.json``), made by ``benchmarks/train_demo.py``.
