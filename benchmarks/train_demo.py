@@ -17,9 +17,12 @@ The shipped weights are ``--method jdam-residual`` (Heun-18, the method's sample
     python -m benchmarks.train_demo --work /tmp/demo_train_r --minutes 300 --max-steps 2500
 
 with OMP_NUM_THREADS=1, on a 2-core Intel Xeon that ran the quality benchmark beside it for the first half; the model
-card has the steps, the training seconds, the held-out validation figures and the spread calibration that training
-fitted on the four validation subjects. The JDAM demo shipped before (2445 steps) was calibrated afterwards with
-``bids-jdam-calibrate``.
+card has the steps, the training seconds and the held-out validation figures. Training calibrated the spread on the
+validation subjects' template-space truth, which leaves out what preprocessing adds to the error; the card's
+calibration was then fitted again on the same four subjects as the app sees them (raw T1w and PET through the
+preprocessing, against the preprocessed real PET):
+
+    bids-jdam-calibrate bids_jdam/models/demo /tmp/demo_train_r/phantom --participant-label 05 19 20 22 --device cpu
 """
 
 from __future__ import annotations
