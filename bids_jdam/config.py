@@ -58,8 +58,9 @@ class NetworkConfig:
     dropout: float = 0.1
     num_groups: int = 32
     conditional: bool = True  # False = the paper's ablation (no MRI channel)
-    # jdam-residual: width of its residual score U-Net relative to ``channels``; at a quarter the mean network gets
-    # 923 steps in 20 CPU-minutes where the U-Net alone gets 1127 (results/quality-x86_64-intel-xeon-2cpu.md)
+    # jdam-residual: width of its residual score U-Net relative to ``channels``; at a quarter, with the score step
+    # on every step, the mean network got 923 steps in 20 CPU-minutes where the U-Net alone got 1127
+    # (results/quality-x86_64-intel-xeon-2cpu.md)
     residual_score_width: float = 0.25
 
 
@@ -116,7 +117,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     # jdam-residual: its score network trains on every N-th step only, so that the mean network gets more of the
-    # budget (benchmarks/results/quality-default-*.md)
+    # budget: at 3, 1082 steps in 20 CPU-minutes where the U-Net got 1180
+    # (results/quality-default-x86_64-intel-xeon-2cpu.md)
     residual_score_every: int = 3
 
 

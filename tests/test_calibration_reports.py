@@ -103,9 +103,9 @@ def test_metrics_json_of_an_older_writer_loads_without_the_new_fields(tmp_path):
 
 def test_the_statement_says_what_the_model_card_records():
     assert spread_statement(CALIBRATED, CALIBRATION, K) == (
-        "spread calibrated: scale 1.25 fitted on 2 held-out validation subjects (level 90 %, K = 4 samples)")
+        "spread calibrated: scale 1.25 fitted on 2 held-out subjects (level 90 %, K = 4 samples)")
     assert spread_statement(CALIBRATED, {**CALIBRATION, "subjects": 1}, K).startswith(
-        "spread calibrated: scale 1.25 fitted on 1 held-out validation subject (")
+        "spread calibrated: scale 1.25 fitted on 1 held-out subject (")
     assert spread_statement(CALIBRATED, CALIBRATION, 2).endswith(
         "(level 90 %, K = 4 samples); here K = 2, so the coverage may differ")
     uncalibrated = ModelInfo("m", "0" * 64, False)

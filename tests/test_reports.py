@@ -139,7 +139,7 @@ def test_participant_report_without_phantom_model_has_no_banner(derivatives):
 def test_participant_report_states_the_spread_calibration_and_its_coverage(derivatives):
     _, out_dir = derivatives
     calibrated = html.unescape((out_dir / "sub-03.html").read_text())
-    assert ("spread calibrated: scale 1.7 fitted on 3 held-out validation subjects (level 90 %, K = 4 samples); "
+    assert ("spread calibrated: scale 1.7 fitted on 3 held-out subjects (level 90 %, K = 4 samples); "
             "here K = 2, so the coverage may differ") in calibrated
     assert "NOT calibrated" not in calibrated
     rows = dict(re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", (out_dir / "sub-03.html").read_text()))
@@ -204,7 +204,7 @@ def test_group_level_reports_coverage_per_image_and_per_model(derivatives):
     lines = [html.unescape(line) for line in re.findall(r"<li>([^<]*)</li>", calibration.split("<h2>", 1)[0])]
     assert len(lines) == 3  # the phantom, the uncalibrated and the calibrated model
     calibrated = next(line for line in lines if "spread calibrated" in line)
-    assert ("scale 1.7 fitted on 3 held-out validation subjects (level 90 %, K = 4 samples); here K = 2, so the "
+    assert ("scale 1.7 fitted on 3 held-out subjects (level 90 %, K = 4 samples); here K = 2, so the "
             "coverage may differ; mean") in calibrated
     assert "mean over the 1 image(s) with a real PET and K > 1: coverage 0.50 of the 50 % interval and 0.86 of " \
            "the 90 % interval (nominal 0.50 and 0.90), spread-skill ratio 0.90 (nominal 1.0)" in calibrated

@@ -260,7 +260,7 @@ def _group_html(
 
 def _calibration_lines(metrics: list[ParticipantMetrics]) -> list[str]:
     """Per model and K, the calibration its card records and the mean coverage measured on the images that passed
-    QC and have a real PET: whether the calibration fitted on the validation subjects holds here."""
+    QC and have a real PET: whether the calibration fitted on held-out subjects holds here."""
     by_model: dict[tuple[ModelInfo, int], list[ParticipantMetrics]] = {}
     for item in metrics:
         if item.status == "ok":

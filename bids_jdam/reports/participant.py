@@ -228,7 +228,7 @@ def spread_statement(model: ModelInfo, calibration: dict[str, Any] | None, num_s
                                      if "spread_scale" in record else "")
         return "spread NOT calibrated: the SD map is likely too small" + (f" ({why})" if why else "")
     subjects, fitted_k = record.get("subjects"), record.get("num_samples")
-    fitted = f" fitted on {subjects} held-out validation subject{'' if subjects == 1 else 's'}" if subjects else ""
+    fitted = f" fitted on {subjects} held-out subject{'' if subjects == 1 else 's'}" if subjects else ""
     level = f"level {record['level'] * 100:g} %" if isinstance(record.get("level"), (int, float)) else None
     temperature = record.get("temperature", 1.0)
     tempered = f"sampler temperature {temperature:g}" if isinstance(temperature, (int, float)) and temperature != 1 \

@@ -1,8 +1,9 @@
 """Residual JDAM: a regression U-Net predicts the mean PET, a score diffusion model generates what it misses.
 
 As in CorrDiff (Mardani et al., 2023), x = mu(y) + r: ``mu`` is the L1 U-Net of the MRI, and the VE-SDE runs on the
-residual r = x - mu(y) only, conditioned on [y, mu(y)] (the MRI stays fixed). The K-sample mean is then at least as
-accurate as the regression, and the samples' spread describes what the regression cannot know. Both networks are
+residual r = x - mu(y) only, conditioned on [y, mu(y)] (the MRI stays fixed). The K-sample mean is meant to be as
+accurate as the regression (in equal budgets it is still a little behind: benchmarks/results/quality-default-*.md),
+and the samples' spread to describe what the regression cannot know. Both networks are
 one module, trained together, so one budget and one checkpoint cover the method: each step is one L1 step of mu,
 and every ``residual_score_every``-th step (the third, by default) also a denoising score-matching step on the
 residual of the current, detached mu. Each network's gradient is clipped by its own norm, so mu's training is the
