@@ -11,5 +11,6 @@ from bids_jdam.data.phantom.dataset import (
     is_phantom_dataset,
     phantom_truth,
 )
+from bids_jdam.data.phantom.model import PHANTOM_VERSION
 
-__all__ = ["PhantomTruth", "generate_phantom_dataset", "is_phantom_dataset", "phantom_truth"]
+__all__ = ["PHANTOM_VERSION", "PhantomTruth", "generate_phantom_dataset", "is_phantom_dataset", "phantom_truth"]

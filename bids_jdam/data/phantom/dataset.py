@@ -17,8 +17,9 @@ from threadpoolctl import threadpool_limits
 
 from bids_jdam.config import TEMPLATE_NAME
 from bids_jdam.data.phantom.anatomy import build_anatomy, fine_template
+from bids_jdam.data.phantom.fdg_norms import phantom_regions
 from bids_jdam.data.phantom.geometry import SubjectPlacement, rigid_affine, smooth_displacement
-from bids_jdam.data.phantom.model import FIELD_STRENGTHS, SubjectDraw, draw_subject, mri_protocol
+from bids_jdam.data.phantom.model import FIELD_STRENGTHS, PHANTOM_VERSION, SubjectDraw, draw_subject, mri_protocol
 from bids_jdam.data.phantom.mri import synthesize_t1w
 from bids_jdam.data.phantom.pet import synthesize_pet, template_pet
 from bids_jdam.data.phantom.writer import (
@@ -124,6 +125,7 @@ def generate_phantom_dataset(
     # Warm the per-process caches before forking so that workers share them.
     fine_template(settings.fine_stride)
     coarse_regions(settings.grid_spacing_mm)
+    phantom_regions(settings.grid_spacing_mm)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -207,6 +209,7 @@ def _write_dataset_files(root: Path, settings: PhantomSettings) -> None:
         "subjects": settings.n_subjects, "seed": settings.seed,
         "field_strength": settings.field_strength or "mix", "layout": settings.layout,
         "sessions": settings.sessions, "grid_spacing_mm": settings.grid_spacing_mm, "fast": settings.fast,
+        "phantom_version": PHANTOM_VERSION,
     }
     save_json(root / "dataset_description.json", dataset_description(False, summary))
     save_json(root / TRUTH_DIR / "dataset_description.json", dataset_description(True, summary))

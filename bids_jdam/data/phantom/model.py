@@ -11,28 +11,25 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from bids_jdam.data.phantom.fdg_norms import region_groups
+
+# Bumped whenever what the generator makes for given settings changes; recorded in every dataset's description.
+PHANTOM_VERSION = 2
 # FDG uptake by tissue class follows BrainWeb's FDG model (GM 128, WM 32, skin 16, CSF and bone 0): GM:WM = 4:1.
 GM_WM_RATIO_RANGE = (3.5, 4.5)
 SKIN_TO_GM_UPTAKE = 16.0 / 128.0
-# Regional SUVR norms (pons = 1) of cognitively normal adults. Precuneus, putamen (striatum), lateral temporal and
-# hippocampus are published values (537 CN subjects); the others are plausible phantom choices.
-REGIONAL_SUVR_NORMS: dict[str, float] = {
-    "frontal": 1.42,
-    "parietal": 1.40,
-    "temporal": 1.17,
-    "occipital": 1.45,
-    "precuneus_posterior_cingulate": 1.50,
-    "striatum": 1.50,
-    "thalamus": 1.35,
-    "hippocampus": 0.96,
-    "cerebellum": 1.12,
-    "pons": 1.00,
-}
-OTHER_GRAY_MATTER_NORM = 1.35  # gray matter outside the named regions (insula, cingulate remnants, ...)
-# The norms set *ratios* of gray-matter uptake: the frontal norm maps to the subject's cortical GM concentration.
-NORM_OF_CORTICAL_GM = REGIONAL_SUVR_NORMS["frontal"]
-AD_HYPOMETABOLIC_REGIONS = ("parietal", "temporal", "precuneus_posterior_cingulate")
-AD_HYPOMETABOLISM_RANGE = (0.10, 0.30)
+# Between-subject variation of regional uptake (log-normal sd, after normalisation) and left-right asymmetry (sd of
+# (L - R) / mean), of the size healthy FDG studies report; docs/phantom.md cites them.
+REGIONAL_UPTAKE_SD = 0.05
+ASYMMETRY_SD = 0.02
+AGE_OF_NORMS = 70.0  # the norms are the pattern of a 70-year-old; age changes act around it
+PONS_UPTAKE = 0.75  # relative to the cerebellar cortex, in all tissue of the pons (a phantom choice)
+AD_SEVERITY_RANGE = (0.6, 1.4)  # multiplies each group's ad_hypometabolism
+AD_REGIONAL_JITTER_SD = 0.2  # log-normal sd of each group's hypometabolism around severity x pattern
+AD_ATROPHY_LINK = 0.5  # weight of the hypometabolism severity in the atrophy severity (the rest is independent)
+# Coarse regions whose gray matter thins with age, and those that thin more in AD.
+ATROPHY_REGIONS = ("frontal", "parietal", "temporal", "occipital", "precuneus_posterior_cingulate", "striatum",
+                   "thalamus", "hippocampus", "cerebellum")
 AD_ATROPHIC_REGIONS = ("parietal", "temporal", "precuneus_posterior_cingulate", "hippocampus")
 PSF_FWHM_RANGE_MM = (5.0, 8.0)
 FIELD_STRENGTHS = (3, 5, 7)
@@ -85,12 +82,14 @@ class AnatomyDraw:
 
 @dataclass
 class PETDraw:
-    """Tracer model of one subject: tissue uptake, regional norms, AD hypometabolism, spots, PSF and dose."""
+    """Tracer model of one subject: tissue uptake, regional pattern, AD hypometabolism, spots, PSF and dose."""
 
-    gm_uptake_bqml: float
+    gm_uptake_bqml: float  # cortical gray matter (the neocortex group's level), Bq/mL
     gm_wm_ratio: float
-    regional_suvr: dict[str, float]
-    hypometabolism: dict[str, float]
+    regional_uptake: dict[str, float]  # per fdg_norms group, relative to the cerebellar cortex, before hypometabolism
+    asymmetry: dict[str, float]  # per group, (left - right) / mean
+    ad_severity: float  # 0 for CN
+    hypometabolism: dict[str, float]  # per group, fraction of uptake lost
     spots: list[Spot]
     psf_fwhm_mm: float
     noise_cov: float  # coefficient of variation of the noise at gray-matter level
@@ -143,42 +142,53 @@ def diagnosis_of(seed: int, index: int) -> str:
     return first if index % 2 == 0 else ("AD" if first == "CN" else "CN")
 
 
-def draw_subject(
-    seed: int, index: int, field_strength: int, n_sessions: int, pet_voxel_mm: float
-) -> SubjectDraw:
-    """Draw one subject; AD subjects get cortical atrophy, larger ventricles and hypometabolism."""
-    rng = subject_rng(seed, index)
-    diagnosis = diagnosis_of(seed, index)
-    is_ad = diagnosis == "AD"
-    age = int(rng.integers(62, 88) if is_ad else rng.integers(60, 84))
-    ageing = (age - 60) / 25.0
+def draw_anatomy(rng: np.random.Generator, ageing: float, atrophy_severity: float) -> AnatomyDraw:
+    """Gray-matter thinning and ventricle size: with age for everyone, more in AD (``atrophy_severity`` > 0)."""
+    thinning = {name: float(rng.uniform(0.0, 0.04) + 0.03 * ageing) for name in ATROPHY_REGIONS}
+    for name in AD_ATROPHIC_REGIONS if atrophy_severity > 0 else ():
+        thinning[name] += float(rng.uniform(0.10, 0.25) * atrophy_severity)
+    expansion = rng.uniform(0.12, 0.22) * atrophy_severity if atrophy_severity > 0 else (
+        rng.uniform(0.0, 0.06) + 0.04 * ageing)
+    return AnatomyDraw(gm_thinning=thinning, ventricle_expansion=float(expansion),
+                       shell_thickness=float(rng.uniform(0.85, 1.2)))
 
-    thinning = {name: float(rng.uniform(0.0, 0.04) + 0.03 * ageing) for name in REGIONAL_SUVR_NORMS}
-    thinning.pop("pons")
-    if is_ad:
-        for name in AD_ATROPHIC_REGIONS:
-            thinning[name] += float(rng.uniform(0.10, 0.25))
-    anatomy = AnatomyDraw(
-        gm_thinning=thinning,
-        ventricle_expansion=float(rng.uniform(0.12, 0.22) if is_ad else rng.uniform(0.0, 0.06) + 0.04 * ageing),
-        shell_thickness=float(rng.uniform(0.85, 1.2)),
-    )
 
-    regional = {name: float(norm * np.exp(rng.normal(0.0, 0.04))) for name, norm in REGIONAL_SUVR_NORMS.items()}
-    hypo = {name: float(rng.uniform(*AD_HYPOMETABOLISM_RANGE)) for name in AD_HYPOMETABOLIC_REGIONS} if is_ad else {}
-    spots = []
-    if rng.random() < 0.25:  # a few subjects carry one lesion-like hot or cold spot in the cortex
-        centre = [float(rng.uniform(-55, 55)), float(rng.uniform(-80, 50)), float(rng.uniform(-10, 55))]
-        factor = float(rng.uniform(0.4, 0.7) if rng.random() < 0.6 else rng.uniform(1.3, 1.6))
-        spots.append(Spot(centre_mm=centre, radius_mm=float(rng.uniform(6, 12)), factor=factor))
+def draw_regional_pattern(rng: np.random.Generator, age: int, ad_severity: float) -> tuple[dict, dict, dict]:
+    """Per fdg_norms group: uptake (with subject variation and age), left-right asymmetry and AD hypometabolism."""
+    uptake, asymmetry, hypometabolism = {}, {}, {}
+    for name, group in region_groups().items():
+        ageing = 1.0 + group.age_change_per_decade * (age - AGE_OF_NORMS) / 10.0
+        uptake[name] = float(group.activity_uptake * ageing * np.exp(rng.normal(0.0, REGIONAL_UPTAKE_SD)))
+        asymmetry[name] = float(rng.normal(0.0, ASYMMETRY_SD))
+        jitter = np.exp(rng.normal(0.0, AD_REGIONAL_JITTER_SD))
+        if ad_severity > 0 and group.ad_hypometabolism > 0:
+            hypometabolism[name] = float(min(group.ad_hypometabolism * ad_severity * jitter, 0.6))
+    return uptake, asymmetry, hypometabolism
+
+
+def draw_spots(rng: np.random.Generator) -> list[Spot]:
+    """One subject in four carries a lesion-like hot or cold spot in the cortex, which the MRI cannot predict."""
+    if rng.random() >= 0.25:
+        return []
+    centre = [float(rng.uniform(-55, 55)), float(rng.uniform(-80, 50)), float(rng.uniform(-10, 55))]
+    factor = float(rng.uniform(0.4, 0.7) if rng.random() < 0.6 else rng.uniform(1.3, 1.6))
+    return [Spot(centre_mm=centre, radius_mm=float(rng.uniform(6, 12)), factor=factor)]
+
+
+def draw_pet(rng: np.random.Generator, age: int, ad_severity: float, pet_voxel_mm: float) -> PETDraw:
+    """Tracer model of one subject: dose, tissue uptake, regional pattern, spots, PSF and noise."""
+    uptake, asymmetry, hypometabolism = draw_regional_pattern(rng, age, ad_severity)
+    spots = draw_spots(rng)
     weight = float(rng.uniform(55, 95))
     injected = float(rng.uniform(170, 200))
     suv_gm = float(rng.uniform(7.0, 10.0))
-    pet = PETDraw(
+    return PETDraw(
         gm_uptake_bqml=suv_gm * injected * 1e6 / (weight * 1000.0),
         gm_wm_ratio=float(rng.uniform(*GM_WM_RATIO_RANGE)),
-        regional_suvr=regional,
-        hypometabolism=hypo,
+        regional_uptake=uptake,
+        asymmetry=asymmetry,
+        ad_severity=ad_severity,
+        hypometabolism=hypometabolism,
         spots=spots,
         psf_fwhm_mm=float(rng.uniform(*PSF_FWHM_RANGE_MM)),
         noise_cov=float(rng.uniform(0.03, 0.07)),
@@ -186,6 +196,21 @@ def draw_subject(
         body_weight_kg=weight,
         voxel_mm=pet_voxel_mm,
     )
+
+
+def draw_subject(
+    seed: int, index: int, field_strength: int, n_sessions: int, pet_voxel_mm: float
+) -> SubjectDraw:
+    """Draw one subject; AD subjects get hypometabolism and, partly linked to it, atrophy and larger ventricles."""
+    rng = subject_rng(seed, index)
+    diagnosis = diagnosis_of(seed, index)
+    is_ad = diagnosis == "AD"
+    age = int(rng.integers(62, 88) if is_ad else rng.integers(60, 84))
+    ad_severity = float(rng.uniform(*AD_SEVERITY_RANGE)) if is_ad else 0.0
+    atrophy_severity = (AD_ATROPHY_LINK * ad_severity
+                        + (1 - AD_ATROPHY_LINK) * float(rng.uniform(*AD_SEVERITY_RANGE))) if is_ad else 0.0
+    anatomy = draw_anatomy(rng, (age - 60) / 25.0, atrophy_severity)
+    pet = draw_pet(rng, age, ad_severity, pet_voxel_mm)
     sessions = [
         AcquisitionDraw(
             rotation_deg=[float(v) for v in rng.uniform(-10, 10, 3)],

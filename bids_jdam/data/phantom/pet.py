@@ -1,10 +1,10 @@
 """FDG uptake in template space and the native PET image: PSF blur, noise, Bq/mL, its own field of view.
 
 Activity (Bq/mL) = GM fraction x regional GM uptake + WM fraction x WM uptake + skin fraction x skin uptake, with
-CSF and bone at 0 (BrainWeb's FDG model). Regional GM uptake keeps the ratios of the regional SUVR norms (the
-frontal norm maps to the subject's cortical GM concentration); AD subjects lose 10-30 % in parietal, temporal and
-precuneus/posterior cingulate GM. The pons, a mixed gray/white structure that the template labels mostly as
-white matter, takes its regional uptake in all of its tissue.
+CSF and bone at 0 (BrainWeb's FDG model). The regional GM uptake is set per AAL3 region from the subject's draw of
+the real healthy pattern (fdg_norms.tsv: relative to the cerebellar cortex, with subject variation, age and
+left-right asymmetry), less its AD hypometabolism. Deep nuclei and the pons, which the template's tissue maps label
+partly as white matter, take their uptake in all of their tissue.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bids_jdam.data.atlas import load_atlas
 from bids_jdam.data.phantom.anatomy import SubjectAnatomy
+from bids_jdam.data.phantom.fdg_norms import ATLAS, NEOCORTEX_GROUP, group_of_region, phantom_regions, region_groups
 from bids_jdam.data.phantom.geometry import SubjectPlacement, centred_grid, native_to_template_index
-from bids_jdam.data.phantom.model import (
-    NORM_OF_CORTICAL_GM,
-    OTHER_GRAY_MATTER_NORM,
-    SKIN_TO_GM_UPTAKE,
-    PETDraw,
-)
+from bids_jdam.data.phantom.model import PONS_UPTAKE, SKIN_TO_GM_UPTAKE, PETDraw
 from bids_jdam.data.regions import REGION_IDS, SUVR_REFERENCE_REGIONS, coarse_regions
 from bids_jdam.data.template import grid_affine
 
@@ -36,33 +33,47 @@ class TemplatePET:
     activity: np.ndarray  # true concentration, Bq/mL, no blur (the configured uptake holds voxel by voxel)
     noise_free: np.ndarray  # activity blurred by the subject's PSF: what a noise-free scanner would show
     suvr: np.ndarray  # noise_free / its mean in cerebellum + pons
-    gm_uptake_bqml: dict[str, float]  # per region, after AD hypometabolism
+    gm_uptake_bqml: dict[str, float]  # per AAL3 region (and the pons), after AD hypometabolism
     wm_uptake_bqml: float
     reference_bqml: float
 
 
 def regional_gm_uptake(draw: PETDraw) -> dict[str, float]:
-    """Gray-matter concentration (Bq/mL) of each region, after hypometabolism."""
-    uptake = {
-        name: draw.gm_uptake_bqml * suvr / NORM_OF_CORTICAL_GM * (1.0 - draw.hypometabolism.get(name, 0.0))
-        for name, suvr in draw.regional_suvr.items()
-    }
-    uptake["other"] = draw.gm_uptake_bqml * OTHER_GRAY_MATTER_NORM / NORM_OF_CORTICAL_GM
+    """Gray-matter concentration (Bq/mL) of each AAL3 region and of the pons, after hypometabolism."""
+    per_unit = draw.gm_uptake_bqml / draw.regional_uptake[NEOCORTEX_GROUP]  # Bq/mL of the cerebellar cortex
+    uptake = {}
+    for region in load_atlas(ATLAS).labels.values():
+        group, side = group_of_region(region)
+        lateral = {"L": 0.5, "R": -0.5}.get(side, 0.0) * draw.asymmetry[group]
+        loss = draw.hypometabolism.get(group, 0.0)
+        uptake[region] = per_unit * draw.regional_uptake[group] * (1.0 + lateral) * (1.0 - loss)
+    uptake["pons"] = per_unit * PONS_UPTAKE
     return uptake
+
+
+def _uptake_volumes(draw: PETDraw, grid_spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-voxel GM uptake (Bq/mL) and the mask where it applies to all tissue (deep nuclei, pons)."""
+    labels = phantom_regions(grid_spacing)
+    atlas = load_atlas(ATLAS)
+    uptake = regional_gm_uptake(draw)
+    lookup = np.zeros(max(atlas.labels) + 1, dtype=np.float32)
+    all_tissue = np.zeros(max(atlas.labels) + 1, dtype=bool)
+    for index, region in atlas.labels.items():
+        lookup[index] = uptake[region]
+        all_tissue[index] = region_groups()[group_of_region(region)[0]].all_tissue
+    gm_uptake, deep = lookup[labels], all_tissue[labels]
+    pons = coarse_regions(grid_spacing)[0] == REGION_IDS["pons"]
+    gm_uptake[pons] = uptake["pons"]
+    return gm_uptake, deep | pons
 
 
 def template_pet(anatomy: SubjectAnatomy, draw: PETDraw, grid_spacing: float) -> TemplatePET:
     """Activity, noise-free PET and SUVR of one subject on the model grid."""
-    labels, names = coarse_regions(grid_spacing)
-    uptake = regional_gm_uptake(draw)
+    labels, _ = coarse_regions(grid_spacing)
+    gm_uptake, all_tissue = _uptake_volumes(draw, grid_spacing)
     wm_uptake = draw.gm_uptake_bqml / draw.gm_wm_ratio
-    lookup = np.full(max(names) + 1, uptake["other"], dtype=np.float32)
-    for name, value in uptake.items():
-        if name in REGION_IDS:
-            lookup[REGION_IDS[name]] = value
-    activity = anatomy.gm * lookup[labels] + anatomy.wm * wm_uptake
-    pons = labels == REGION_IDS["pons"]
-    activity[pons] = (anatomy.gm[pons] + anatomy.wm[pons]) * uptake["pons"]
+    activity = anatomy.gm * gm_uptake + anatomy.wm * wm_uptake
+    activity[all_tissue] = ((anatomy.gm + anatomy.wm) * gm_uptake)[all_tissue]
     activity += anatomy.skin * draw.gm_uptake_bqml * SKIN_TO_GM_UPTAKE
     activity *= spot_factor(draw, activity.shape, grid_affine(grid_spacing))
     noise_free = ndimage.gaussian_filter(activity, draw.psf_fwhm_mm * FWHM_TO_SIGMA / grid_spacing)
@@ -71,7 +82,7 @@ def template_pet(anatomy: SubjectAnatomy, draw: PETDraw, grid_spacing: float) ->
         activity=activity.astype(np.float32),
         noise_free=noise_free.astype(np.float32),
         suvr=(noise_free / reference).astype(np.float32),
-        gm_uptake_bqml=uptake,
+        gm_uptake_bqml=regional_gm_uptake(draw),
         wm_uptake_bqml=wm_uptake,
         reference_bqml=reference,
     )
