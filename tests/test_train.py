@@ -164,6 +164,7 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     calibration = card["calibration"]
     assert "spread_scale" not in calibration or (calibration["sampler"], calibration["steps"]) == ("heun", 18)
     assert PHANTOM_WARNING in card["intended_use"]
+    assert PHANTOM_WARNING in (out / "README.md").read_text()  # the Hub model card, ready to upload
     assert (out / "checkpoints").is_dir()
 
 

@@ -1,4 +1,4 @@
-"""``bids-jdam-calibrate MODEL_DIR BIDS_DIR``: argument parsing only; the work is :mod:`bids_jdam.workflows.calibrate`."""
+"""``bids-jdam-calibrate MODEL BIDS_DIR``: argument parsing only; the work is :mod:`bids_jdam.workflows.calibrate`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit the posterior spread calibration of a model directory on held-out paired T1w/FDG-PET "
                     "subjects and record it in its model card (bids-jdam-train does this on its validation subjects).",
     )
-    parser.add_argument("model_dir", type=Path, help="a model directory made by bids-jdam-train")
+    parser.add_argument("model", metavar="MODEL", help="a model directory made by bids-jdam-train, or "
+                                                       "hf:ORG/NAME[@REVISION] on the Hugging Face Hub (--copy-to)")
     parser.add_argument("bids_dir", type=Path, help="a BIDS dataset of held-out subjects (never written to)")
+    parser.add_argument("--copy-to", type=Path, metavar="DIR",
+                        help="calibrate a copy of MODEL in this new directory and leave MODEL as it is (required "
+                             "for a Hub model)")
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL", help="subjects to use (default: all)")
     parser.add_argument("--phantom-truth", action="store_true",
                         help="use the phantom's template-space truth under derivatives/phantom")
@@ -34,18 +38,19 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         from bids_jdam.preprocess.threads import configure_threads
-        from bids_jdam.workflows.calibrate import calibrate_model
+        from bids_jdam.workflows.calibrate import calibrate_model, model_dir_to_calibrate
         from bids_jdam.workflows.training_data import load_phantom_truth_subjects, preprocessed_pairs_loader
 
         configure_threads(args.omp_nthreads)
+        model_dir = model_dir_to_calibrate(args.model, args.copy_to)
         loader = load_phantom_truth_subjects if args.phantom_truth else preprocessed_pairs_loader(
-            args.work_dir or args.model_dir.parent / f"{args.model_dir.name}-calibration-work", args.omp_nthreads)
+            args.work_dir or model_dir.parent / f"{model_dir.name}-calibration-work", args.omp_nthreads)
         subjects = [label.removeprefix("sub-") for label in args.participant_label or []] or None
-        calibration = calibrate_model(args.model_dir, args.bids_dir, loader, subjects, args.device)
+        calibration = calibrate_model(model_dir, args.bids_dir, loader, subjects, args.device)
     except (InputError, ValueError) as error:
         print(f"bids-jdam-calibrate: error: {error}", file=sys.stderr)
         return 1
-    print(f"{args.model_dir}: spread scale {calibration.spread_scale:.4g} "
+    print(f"{model_dir}: spread scale {calibration.spread_scale:.4g} "
           f"({calibration.subjects} subjects, {calibration.voxels} voxels)")
     return 0
 

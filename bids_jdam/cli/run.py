@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not run the BIDS validator on the input dataset")
 
     model = parser.add_argument_group("model and sampling")
-    model.add_argument("--model", metavar="DIR|demo",
-                       help="a model directory made by bids-jdam-train, or 'demo' to force the phantom-trained "
+    model.add_argument("--model", metavar="DIR|hf:ORG/NAME[@REV]|demo",
+                       help="a model directory made by bids-jdam-train, one on the Hugging Face Hub (fetched into "
+                            "its cache; HF_HUB_OFFLINE=1 uses the cache only), or 'demo' to force the phantom-trained "
                             "demo model (default: the demo model, only on phantom datasets)")
     model.add_argument("--device", choices=DEVICES,
                        help="auto (the default) uses a GPU when one is visible and falls back to CPU with a log line")

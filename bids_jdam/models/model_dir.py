@@ -1,8 +1,9 @@
 """Model directories and training checkpoints, stored without pickle.
 
 A model directory holds ``weights.safetensors`` (and optionally ``weights-fp16.safetensors``), ``config.json``
-(the full :class:`JDAMConfig` plus the method name) and ``model_card.json`` (what it was trained on, how long, how
-well it did on held-out subjects, and the weights' sha256). Loading verifies the checksum first, so a truncated or
+(the full :class:`JDAMConfig` plus the method name), ``model_card.json`` (what it was trained on, how long, how
+well it did on held-out subjects, and the weights' sha256) and ``README.md`` (the same card for people, in the
+Hugging Face Hub's format: :mod:`bids_jdam.models.readme`). Loading verifies the checksum first, so a truncated or
 swapped file is reported instead of silently producing wrong images.
 
 Which network the weights belong to is the method's business (:mod:`bids_jdam.models.methods`); training
@@ -25,6 +26,7 @@ from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
 from bids_jdam.errors import InputError
 from bids_jdam.models.methods import METHODS, Method
+from bids_jdam.models.readme import README, render_readme
 from bids_jdam.training.checkpoints import contiguous_cpu
 
 WEIGHTS = "weights.safetensors"
@@ -50,7 +52,7 @@ def intended_use(trained_on: str) -> str:
 def save_model_dir(
     path: Path, net: nn.Module, cfg: JDAMConfig, method: Method, card: dict[str, Any], fp16: bool = False
 ) -> Path:
-    """Write weights, config and model card to ``path``; ``card`` must name what the model was ``trained_on``."""
+    """Write weights, config, model card and README to ``path``; ``card`` must name what it was ``trained_on``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     weights = contiguous_cpu(net.state_dict())
@@ -68,6 +70,8 @@ def save_model_dir(
         "sha256": {name: atomic.sha256_file(path / name) for name in files},
     }
     atomic.write_json(path / MODEL_CARD, full_card)
+    warning = PHANTOM_WARNING if card["trained_on"] == PHANTOM_DATA else None
+    atomic.write_text(path / README, render_readme(full_card.get("name", path.name), full_card, cfg, method, warning))
     return path
 
 

@@ -2,7 +2,8 @@
 
 The model rule: without ``--model`` the phantom-trained demo model runs only on datasets made by
 ``bids-jdam-phantom``; ``--model demo`` forces it (every output then says so); otherwise ``--model`` is a model
-directory made by ``bids-jdam-train``, checked before any image is preprocessed.
+directory made by ``bids-jdam-train``, or one on the Hugging Face Hub (``hf:ORG/NAME[@REVISION]``, fetched into the
+Hub cache), checked the same way before any image is preprocessed.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import torch
 
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.phantom import is_phantom_dataset
-from bids_jdam.errors import InputError
+from bids_jdam.errors import InputError, one_line
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
+from bids_jdam.models.hub import HubSnapshot, fetch_hub_model, is_hub_reference
 from bids_jdam.models.methods import METHODS, Method
 from bids_jdam.models.model_dir import MODEL_CARD, PHANTOM_DATA, WEIGHTS, load_model_dir
 from bids_jdam.synthesis.provenance import ModelInfo
@@ -35,7 +37,8 @@ class LoadedModel:
     """A model directory ready to synthesize with, with what the outputs must say about it.
 
     ``denoiser`` is the method's model (a JDAM denoiser, the U-Net, ...); ``calibration`` is the posterior spread
-    calibration of the model card (None where the card records none).
+    calibration of the model card (None where the card records none); ``hub_snapshot`` is where a Hub model was
+    fetched from (None for a local directory).
     """
 
     denoiser: torch.nn.Module
@@ -48,6 +51,7 @@ class LoadedModel:
     training_dataset: str | None
     method: Method
     calibration: dict[str, Any] | None = None
+    hub_snapshot: HubSnapshot | None = None
 
     @classmethod
     def from_dir(cls, path: Path, device: torch.device | str) -> LoadedModel:
@@ -88,7 +92,8 @@ class LoadedModel:
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:
-    """The model rule (module docstring): ``--model`` (a directory, ``demo`` or None) for the dataset ``bids_dir``."""
+    """The model rule (module docstring): ``--model`` (a directory, ``hf:ORG/NAME[@REVISION]``, ``demo`` or None)
+    for the dataset ``bids_dir``."""
     if model_arg is None:
         if not is_phantom_dataset(bids_dir):
             raise InputError(
@@ -102,10 +107,24 @@ def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str
         if not demo_model_available():
             raise InputError(f"{DEMO_MODEL_DIR}: the demo model is not installed with this copy of bids-jdam")
         return LoadedModel.from_dir(DEMO_MODEL_DIR, device)
+    if is_hub_reference(model_arg):
+        return _load_hub_model(model_arg, device)
     path = Path(model_arg)
     if not path.is_dir():
-        raise InputError(f"{path}: --model must be a model directory made by bids-jdam-train, or 'demo'")
+        raise InputError(f"{path}: --model must be a model directory made by bids-jdam-train, hf:ORG/NAME[@REVISION] "
+                         "or 'demo'")
     return LoadedModel.from_dir(path, device)
+
+
+def _load_hub_model(model_arg: str, device: torch.device | str) -> LoadedModel:
+    """A Hub model, fetched into the Hub cache and then checked like any model directory."""
+    snapshot = fetch_hub_model(model_arg)
+    log.info("%s: commit %s in %s", model_arg, snapshot.commit, snapshot.path)
+    try:
+        loaded = LoadedModel.from_dir(snapshot.path, device)
+    except InputError as error:
+        raise InputError(f"{model_arg} (commit {snapshot.commit}): {one_line(error)}") from None
+    return dataclasses.replace(loaded, hub_snapshot=snapshot)
 
 
 def _training_subjects(card: dict, card_path: Path) -> frozenset[str]:

@@ -7,6 +7,7 @@ others go on (exit code 1 at the end). The whole run is inside the write gate (:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import traceback
@@ -142,8 +143,11 @@ def _summarize(outcomes: list[ParticipantOutcome], missing: list[str], n_images:
 
 def _run_jobs(jobs: list[ParticipantJob], model: LoadedModel, device: torch.device,
               config: RunConfig) -> list[ParticipantOutcome]:
-    """Run participants one by one with one synthesizer (or in worker processes with --nprocs > 1)."""
+    """Run participants one by one with one synthesizer (or in worker processes with --nprocs > 1, each loading
+    the very model loaded here: a Hub model pinned to the commit fetched)."""
     if config.nprocs > 1 and len(jobs) > 1:
+        if model.hub_snapshot is not None:
+            config = dataclasses.replace(config, model=model.hub_snapshot.pinned)
         with ProcessPoolExecutor(max_workers=config.nprocs) as pool:
             futures = [pool.submit(_worker, job, config) for job in jobs]
             return [future.result() for future in futures]

@@ -2,26 +2,50 @@
 
 Training fits the calibration on its validation subjects already; this serves model directories made before that
 (the packaged demo model among them) and a recalibration on other held-out data. The model card gains (or replaces)
-its ``calibration``; the weights, and so their checksum, stay as they are.
+its ``calibration``; the weights, and so their checksum, stay as they are. A Hub model is calibrated as a copy: its
+snapshot in the Hub cache must keep holding what its commit holds.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.bids.query import dataset_identity
 from bids_jdam.device import resolve_device
-from bids_jdam.errors import InputError
+from bids_jdam.errors import InputError, one_line
 from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_sampling, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, predict_ensemble, validation_slices
+from bids_jdam.models.hub import fetch_hub_model, is_hub_reference
 from bids_jdam.models.methods import METHODS
 from bids_jdam.models.model_dir import load_model_dir, update_model_card
 from bids_jdam.workflows.train import CALIBRATION_SAMPLES
 from bids_jdam.workflows.training_data import SubjectLoader
 
 log = logging.getLogger(__name__)
+
+
+def model_dir_to_calibrate(model: str, copy_to: Path | None = None) -> Path:
+    """The directory whose card receives the calibration: ``model`` (a directory or ``hf:ORG/NAME[@REVISION]``)
+    itself, or its copy in the new directory ``copy_to`` (required for a Hub model)."""
+    if is_hub_reference(model):
+        if copy_to is None:
+            raise InputError(f"{model}: a Hub model stays in the Hugging Face cache as its commit holds it; pass "
+                             "--copy-to DIR to calibrate a copy of it")
+        source = fetch_hub_model(model).path
+    else:
+        source = Path(model)
+    if copy_to is None:
+        return source
+    if copy_to.exists():
+        raise InputError(f"{copy_to}: already exists; --copy-to needs a new directory")
+    try:
+        shutil.copytree(source, copy_to)  # the cache's symbolic links become plain files
+    except OSError as error:
+        raise InputError(f"{copy_to}: cannot copy the model {model} ({one_line(error)})") from None
+    return copy_to
 
 
 def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoader, subjects: list[str] | None = None,

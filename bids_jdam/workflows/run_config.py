@@ -29,7 +29,7 @@ class RunConfig:
     pet_rec: str | None = None  # rec- label of the FDG-PET to score against
     skip_bids_validation: bool = False
     # model and sampling
-    model: str | None = None  # a model directory, "demo", or None for the model rule's default
+    model: str | None = None  # a model directory, "hf:ORG/NAME[@REVISION]", "demo", or None (the model rule)
     device: str = "auto"  # one of DEVICES
     sampler: str | None = None
     steps: int | None = None
