@@ -42,6 +42,7 @@ from bids_jdam.models.methods import DEFAULT_METHOD, METHODS
 from bids_jdam.models.model_dir import CONFIG, MODEL_CARD, WEIGHTS
 from bids_jdam.training.loop import Budget
 from bids_jdam.workflows.train import TrainingRun, train_model
+from bids_jdam.workflows.training_data import preprocessed_pairs_loader
 
 PHANTOM = {"subjects": 24, "seed": 1}
 JDAM_SAMPLER = {"name": "ancestral", "steps": 18, "corrector_steps": 0}
@@ -59,6 +60,7 @@ def train(work: Path, minutes: float, resume: bool, method: str, max_steps: int 
     if method == "jdam":  # training calibrates the spread for the sampler the model is packaged with
         cfg.sampler = replace(cfg.sampler, **JDAM_SAMPLER)
     run = TrainingRun(bids_dir=bids_dir, out_dir=work / "model", method=method,
+                      load_subjects=preprocessed_pairs_loader(work / "preprocessing", nthreads=2),
                       budget=Budget(max_steps=max_steps, minutes=minutes), resume=resume, device="cpu")
     return train_model(run, cfg)
 
@@ -74,7 +76,7 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     card["weights_dtype"] = "float16"
     card["sha256"] = {WEIGHTS: atomic.sha256_file(target / WEIGHTS)}
     card["training_data"]["bids_dir"] = (f"bids-jdam-phantom --subjects {PHANTOM['subjects']} "
-                                         f"--seed {PHANTOM['seed']} --fast (template-space truth)")
+                                         f"--seed {PHANTOM['seed']} --fast (raw T1w and PET through the app's preprocessing)")
     config = json.loads((model_dir / CONFIG).read_text())
     if card["method"] == "jdam":
         config["sampler"].update(JDAM_SAMPLER)
