@@ -57,7 +57,7 @@ def test_two_ranks_train_one_model_in_step(phantom_dataset, tmp_path):
     assert digest0 == digest1  # ...and DDP's averaged gradients kept the weights identical
     # Rank 0 alone wrote: one model directory, one file pair per checkpoint, nothing else anywhere.
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == ["config.json", "model/checkpoints/checkpoint-00000002.json",
+    assert written == ["config.json", "model/README.md", "model/checkpoints/checkpoint-00000002.json",
                        "model/checkpoints/checkpoint-00000002.safetensors",
                        "model/checkpoints/checkpoint-00000003.json",
                        "model/checkpoints/checkpoint-00000003.safetensors", "model/config.json",
