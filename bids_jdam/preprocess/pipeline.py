@@ -64,6 +64,7 @@ class PreprocessedPair(PreprocessedT1w):
     """A preprocessed T1w with its FDG-PET as SUVR on the model grid."""
 
     pet_suvr_model: Path = Path()
+    pet_static: Path = Path()  # the static frame in its own space, Bq/mL
     pet_to_t1w: Path = Path()  # rigid ANTs transform, T1w points to PET points
     suvr_reference: str = ""
     suvr_factor: float = 0.0
@@ -119,7 +120,8 @@ def preprocess_pair(
         ),
         inputs={"pet": loaded.outputs["pet"], "t1w": t1.t1w_n4},
         outputs={"transform": "pet_to_t1w.mat"},
-        settings={"seed": REGISTRATION_SEED, "metric": "mattes"},
+        settings={"seed": REGISTRATION_SEED, "metric": "mattes", "iterations": list(registration.RIGID_ITERATIONS),
+                  "sampling": registration.RIGID_SAMPLING_RATE},
     )
     reference = cfg.intensity.suvr_reference
 
@@ -154,6 +156,7 @@ def preprocess_pair(
     return PreprocessedPair(
         **fields,
         pet_suvr_model=model.outputs["pet"],
+        pet_static=loaded.outputs["pet"],
         pet_to_t1w=coreg.outputs["transform"],
         suvr_reference=model.metadata["suvr_reference"],
         suvr_factor=model.metadata["suvr_factor"],
@@ -177,6 +180,22 @@ def to_native(template_image: Path, prep: PreprocessedT1w, out_path: Path, *, in
         original = nib.orientations.axcodes2ornt(prep.native_orientation)
         ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), original)
         atomic.save_nifti(ras_img.as_reoriented(ornt), out_path)
+    finally:
+        staged.unlink(missing_ok=True)
+    return out_path
+
+
+def pet_in_t1w_space(prep: PreprocessedPair, out_path: Path) -> Path:
+    """The real PET on the subject's T1w grid (RAS) as SUVR with the model-grid reference's factor: what a user
+    compares the native-space synthetic PET with."""
+    out_path = Path(out_path)
+    staged = out_path.with_name(f".tmp-native-{out_path.name}")
+    try:
+        registration.resample(prep.pet_static, prep.t1w_native, [str(prep.pet_to_t1w)], staged)
+        image = nib.load(str(staged))
+        mask = np.asarray(nib.load(str(prep.brain_mask_native)).dataobj) > 0
+        values = np.where(mask, np.clip(np.asarray(image.dataobj, dtype=np.float32), 0, None) / prep.suvr_factor, 0)
+        atomic.save_nifti(nib.Nifti1Image(values.astype(np.float32), image.affine), out_path)
     finally:
         staged.unlink(missing_ok=True)
     return out_path

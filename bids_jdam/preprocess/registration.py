@@ -133,9 +133,18 @@ def _written_transform(paths: list[str], ending: str, scratch: str) -> str:
     raise RuntimeError(f"ANTs wrote no *{ending} transform in {scratch} (is the disk full?)")
 
 
+# A rigid fit of a 2-4 mm PET needs neither ANTs' default 2100/1200/1200/10 iterations nor a sub-millimetre
+# fixed image: three levels, a tenth of the voxels sampled, the T1w at the PET's voxel size.
+RIGID_ITERATIONS = (100, 50, 25)
+RIGID_SHRINK_FACTORS = (4, 2, 1)
+RIGID_SMOOTHING_MM = (4.0, 2.0, 0.0)
+RIGID_SAMPLING_RATE = 0.1
+
+
 def register_rigid(moving: Path, fixed: Path, transform_out: Path, *, seed: int) -> dict[str, list[float]]:
     """Rigid registration (Mattes mutual information) of ``moving`` to ``fixed``; write the ANTs transform (in one
-    ITK thread, as :func:`register_brain_to_template`)."""
+    ITK thread, as :func:`register_brain_to_template`). The fixed image is fitted at no finer than the moving
+    image's voxel size, so a 0.7 mm T1w costs what a 2 mm PET can use."""
     return in_one_thread("register_rigid_here", str(moving), str(fixed), str(transform_out), seed)
 
 
@@ -145,9 +154,15 @@ def register_rigid_here(moving: str, fixed: str, transform_out: str, seed: int) 
     seed_ants(seed)
     fixed_img = ants.image_read(str(fixed))
     moving_img = ants.image_read(str(moving))
+    coarsest = min(moving_img.spacing)
+    if min(fixed_img.spacing) < coarsest:
+        fixed_img = ants.resample_image(fixed_img, (coarsest,) * 3, use_voxels=False, interp_type=0)
     with tempfile.TemporaryDirectory(dir=transform_out.parent, prefix=atomic.TEMPORARY_PREFIX) as tmp:
         reg = ants.registration(
-            fixed_img, moving_img, type_of_transform="Rigid", aff_metric="mattes", outprefix=str(Path(tmp) / "rig_")
+            fixed_img, moving_img, type_of_transform="Rigid", aff_metric="mattes",
+            aff_iterations=RIGID_ITERATIONS, aff_shrink_factors=RIGID_SHRINK_FACTORS,
+            aff_smoothing_sigmas=RIGID_SMOOTHING_MM, smoothing_in_mm=True,
+            aff_random_sampling_rate=RIGID_SAMPLING_RATE, outprefix=str(Path(tmp) / "rig_"),
         )
         shutil.move(_written_transform(reg["fwdtransforms"][:1], ".mat", tmp), transform_out)
     params = ants.read_transform(str(transform_out)).parameters
