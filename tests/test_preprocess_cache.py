@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from bids_jdam.errors import StepError
+from bids_jdam.preprocess import cache
 from bids_jdam.preprocess.cache import StepRunner
 
 
@@ -102,3 +103,26 @@ def test_cpu_seconds_count_child_processes(tmp_path):
 
     result = StepRunner(tmp_path / "work", "01").run("child", busy_child, inputs={}, outputs={"done": "done.txt"})
     assert result.cpu_seconds >= 0.35
+
+
+def test_changed_preprocessing_code_runs_the_step_again(tmp_path, monkeypatch):
+    """A work directory made by other preprocessing code (same package version) is not reused."""
+    source = tmp_path / "in.txt"
+    source.write_text("abc")
+    calls = []
+    run = lambda: StepRunner(tmp_path / "work", "01").run(  # noqa: E731
+        "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"})
+    run()
+    assert run().reused and len(calls) == 1
+    monkeypatch.setattr(cache, "preprocessing_code_digest", lambda: "other code")
+    assert not run().reused and len(calls) == 2
+
+
+def test_the_code_digest_follows_the_sources_and_covers_the_steps(tmp_path):
+    step = tmp_path / "step.py"
+    step.write_text("SCALE = 1.0\n")
+    before = cache.code_digest([step])
+    step.write_text("SCALE = 0.5\n")
+    assert cache.code_digest([step]) != before
+    covered = {p.name for pattern in cache.PREPROCESSING_SOURCES for p in cache.PACKAGE_ROOT.glob(pattern)}
+    assert {"pipeline.py", "registration.py", "intensity.py", "pet.py", "regions.py"} <= covered

@@ -1,7 +1,9 @@
 """Cached steps: a step runs only when its outputs are missing or its inputs, settings or versions changed.
 
 Each step writes ``<name>.json`` next to its outputs with a key (a hash of the input files' contents, the
-settings and the package versions) and the outputs' hashes. The record is written last and every output goes
+settings, the package versions and the source code of the preprocessing) and the outputs' hashes. The source code
+is part of the key because a package version does not change with every change to a step: a work directory made by
+other preprocessing code is computed again, never reused. The record is written last and every output goes
 through a temporary file and ``os.replace``, so a run killed at any point leaves either a valid step or one that
 runs again; the temporary files and scratch folders a killed step left are deleted when a step next runs there.
 Every output is read back whole before it gets its final name: on a full disk ANTs can write a truncated or empty
@@ -18,6 +20,7 @@ import resource
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -32,6 +35,9 @@ log = logging.getLogger("bids_jdam.preprocess")
 
 # Packages whose version can change any step's output.
 BASE_PACKAGES = ("bids-jdam", "antspyx", "nibabel", "numpy", "scipy")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# The code the steps run: this stage and the template and regions it reads.
+PREPROCESSING_SOURCES = ("preprocess/*.py", "data/template.py", "data/regions.py")
 
 
 @dataclass
@@ -109,6 +115,7 @@ class StepRunner:
             "cpu_seconds": round(cpu_seconds, 3),
             "settings": dict(settings or {}),
             "versions": package_versions(BASE_PACKAGES + packages),
+            "code": preprocessing_code_digest(),
             "inputs": {k: str(p) for k, p in inputs.items()},
             "outputs": {k: atomic.sha256_file(p) for k, p in final.items()},
             "metadata": meta,
@@ -147,8 +154,23 @@ def step_key(name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any],
         "inputs": {k: atomic.sha256_file(Path(p)) for k, p in sorted(inputs.items())},
         "settings": settings,
         "versions": package_versions(packages),
+        "code": preprocessing_code_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@cache
+def preprocessing_code_digest() -> str:
+    """Hash of the preprocessing's source files (:data:`PREPROCESSING_SOURCES`), computed once per process."""
+    return code_digest(sorted(p for pattern in PREPROCESSING_SOURCES for p in PACKAGE_ROOT.glob(pattern)))
+
+
+def code_digest(paths: list[Path]) -> str:
+    """Hash of the names and contents of ``paths``."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
