@@ -262,3 +262,13 @@ def test_a_method_registered_elsewhere_trains_saves_loads_and_predicts_through_t
     assert sidecar["ModelMethod"] == toy_method and "one deterministic prediction" in sidecar["Description"]
     assert np.isfinite(nib.load(pet).get_fdata()).all()
     assert not list((out / "sub-01" / "pet").glob("*desc-jdamstd*"))  # one prediction: no spread map
+
+
+def test_group_level_fails_naming_an_unreadable_metrics_file(app_run, phantom_dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(app_run["out"], out)
+    broken = next(out.glob("sub-*/figures/*_desc-jdam_metrics.json"))
+    broken.write_text("{ truncated")
+    assert main([str(phantom_dataset), str(out), "group"]) == 1
+    err = capsys.readouterr().err
+    assert str(broken) in err and "left out of the group table" in err and "Traceback" not in err

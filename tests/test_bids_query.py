@@ -21,6 +21,7 @@ from bids_jdam.bids.query import (
     load_filters,
     load_layout,
     normalize_labels,
+    participants_with_broken_sidecars,
 )
 from bids_jdam.errors import InputError
 
@@ -297,3 +298,25 @@ def test_read_only_copy_of_a_dataset_is_left_untouched(dataset: Path, tmp_path: 
     assert snapshot(copy) == before
     for folder, _, _ in os.walk(copy):
         os.chmod(folder, stat.S_IRWXU)
+
+
+def _overwrite(path: Path, text: str) -> None:
+    os.chmod(path.parent, stat.S_IRWXU)
+    if path.exists():
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    path.write_text(text)
+
+
+def test_a_broken_sidecar_fails_only_its_participant(dataset: Path):
+    sidecar = dataset / "sub-01" / "ses-B" / "anat" / "sub-01_ses-B_T1w.json"
+    _overwrite(sidecar, '{"MagneticFieldStrength": 7,')
+    layout = load_layout(dataset, validate=False)  # the other participants stay indexed
+    assert {a.subject for a in find_anatomicals(layout, participants=["03"], sessions=None).inputs} == {"03"}
+    failures = participants_with_broken_sidecars(dataset)
+    assert list(failures) == ["01"] and str(sidecar) in failures["01"] and "not valid JSON" in failures["01"]
+
+
+def test_a_broken_top_level_sidecar_stops_the_run_naming_it(dataset: Path):
+    _overwrite(dataset / "T1w.json", "{")
+    with pytest.raises(InputError, match=r"T1w\.json: not valid JSON .* every participant"):
+        load_layout(dataset, validate=False)

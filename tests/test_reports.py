@@ -108,7 +108,7 @@ def derivatives(tmp_path_factory) -> tuple[Path, Path]:
     for subject in ("02", "04"):
         for entry in entries[subject]:
             entry.metrics.to_json(metrics_json_path(out_dir, entry.stem))
-    assert run_group_level(out_dir, bids_dir) == (out_dir / "group_metrics.tsv", out_dir / "group_report.html")
+    assert run_group_level(out_dir, bids_dir) == (out_dir / "group_metrics.tsv", out_dir / "group_report.html", [])
     return bids_dir, out_dir
 
 
@@ -225,7 +225,8 @@ def test_group_level_tolerates_partial_outputs_and_flags_outliers(derivatives, t
     metrics.qc_failures = ["registration correlation with the template 0.13 < 0.5"]
     metrics.to_json(partial / "sub-05" / "figures" / "sub-05_desc-jdam_metrics.json")
 
-    tsv_path, html_path = run_group_level(partial, bids_dir)
+    tsv_path, html_path, unreadable = run_group_level(partial, bids_dir)
+    assert len(unreadable) == 1 and "sub-02_desc-jdam_metrics.json" in unreadable[0]
     table = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
     assert len(table) == len(IMAGES) and "sub-02" not in set(table["participant_id"])
     assert list(table.loc[table["participant_id"] == "sub-05", "status"]) == ["failed-qc"]
@@ -245,7 +246,7 @@ def test_group_level_without_any_output_lists_everyone(tmp_path):
     for subject in ("sub-01", "sub-02"):
         (bids_dir / subject / "anat").mkdir(parents=True)
     out_dir.mkdir()
-    tsv_path, html_path = run_group_level(out_dir, bids_dir)  # no participants.tsv: the sub-* folders count
+    tsv_path, html_path, _ = run_group_level(out_dir, bids_dir)  # no participants.tsv: the sub-* folders count
     assert pd.read_csv(tsv_path, sep="\t").empty
     missing = html_path.read_text().split("Participants without outputs", 1)[1]
     assert "sub-01" in missing and "sub-02" in missing

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bids import BIDSLayout
-from bids.layout import Query
+from bids.layout import BIDSLayoutIndexer, Query
+from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
 
 from bids_jdam.errors import InputError
 
@@ -77,23 +79,47 @@ def load_layout(bids_dir: Path, *, validate: bool) -> BIDSLayout:
                 "fix them or pass --skip-bids-validation"
             )
     # pybids' own filename filter knows an older specification; the validator above is the reference.
+    broken = unreadable_sidecars(bids_dir)
+    shared = [path for path in broken if _subject_of(path, bids_dir) is None]
+    if shared:
+        raise InputError(f"{shared[0]}: not valid JSON ({broken[shared[0]]}); it applies to every participant")
+    ignore = list(DEFAULT_LOCATIONS_TO_IGNORE) + [
+        re.compile("^/" + re.escape(path.relative_to(bids_dir).as_posix()) + "$") for path in broken]
     try:
-        return BIDSLayout(bids_dir, validate=False, database_path=None)
+        return BIDSLayout(bids_dir, validate=False, database_path=None, indexer=BIDSLayoutIndexer(ignore=ignore))
     except Exception as error:  # noqa: BLE001 - pybids raises OSError, ValueError, ... with multi-line messages
-        raise InputError(_indexing_problem(bids_dir, error)) from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{bids_dir}: pybids cannot index the dataset ({first_line})") from None
 
 
-def _indexing_problem(bids_dir: Path, error: Exception) -> str:
-    """One line for a dataset pybids cannot index, naming the file when it is a broken JSON sidecar."""
-    for path in sorted(bids_dir.rglob("*.json")):
-        if any(part.startswith(".") or part in ("derivatives", "sourcedata") for part in path.relative_to(bids_dir).parts):
+def unreadable_sidecars(bids_dir: Path) -> dict[Path, str]:
+    """The raw dataset's JSON files that do not parse, with the reason (derivatives, sourcedata, hidden skipped)."""
+    broken = {}
+    for path in sorted(Path(bids_dir).rglob("*.json")):
+        if any(part.startswith(".") or part in ("derivatives", "sourcedata")
+               for part in path.relative_to(bids_dir).parts):
             continue
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
-            return f"{path}: not valid JSON ({problem}); pybids cannot index the dataset until it is fixed"
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"{bids_dir}: pybids cannot index the dataset ({first_line})"
+            broken[path] = str(problem)
+    return broken
+
+
+def participants_with_broken_sidecars(bids_dir: Path) -> dict[str, str]:
+    """Each participant whose folder holds a JSON file that does not parse, with one line naming the file: its
+    images are left out of the index's metadata, so they are not processed, while the others are."""
+    failures: dict[str, str] = {}
+    for path, problem in unreadable_sidecars(Path(bids_dir).absolute()).items():
+        subject = _subject_of(path, Path(bids_dir).absolute())
+        if subject is not None:
+            failures.setdefault(subject, f"{path}: not valid JSON ({problem})")
+    return failures
+
+
+def _subject_of(path: Path, bids_dir: Path) -> str | None:
+    top = path.relative_to(bids_dir).parts[0]
+    return top.removeprefix("sub-") if top.startswith("sub-") and top != path.name else None
 
 
 def _as_pybids_value(value: Any) -> Any:

@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -54,8 +55,16 @@ MEASURE_LABELS = {
 }
 
 
-def run_group_level(output_dir: Path, bids_dir: Path | None) -> tuple[Path, Path]:
-    """Write ``group_metrics.tsv`` and ``group_report.html`` into ``output_dir``; return both paths."""
+class GroupOutputs(NamedTuple):
+    """The group table and report, and one line per metrics file that could not be read (the run then fails)."""
+
+    table: Path
+    report: Path
+    unreadable: list[str]
+
+
+def run_group_level(output_dir: Path, bids_dir: Path | None) -> GroupOutputs:
+    """Write ``group_metrics.tsv`` and ``group_report.html`` into ``output_dir``."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         raise InputError(f"{output_dir}: the output directory does not exist; run the participant level first")
@@ -73,7 +82,7 @@ def run_group_level(output_dir: Path, bids_dir: Path | None) -> tuple[Path, Path
     html_path = atomic.write_text(
         output_dir / "group_report.html", _group_html(output_dir, table, metrics, missing, problems, expected)
     )
-    return tsv_path, html_path
+    return GroupOutputs(tsv_path, html_path, problems)
 
 
 def collect_metrics(output_dir: Path) -> tuple[list[ParticipantMetrics], list[str]]:

@@ -23,6 +23,7 @@ from bids_jdam.bids.query import (
     find_anatomicals,
     load_filters,
     load_layout,
+    participants_with_broken_sidecars,
     normalize_labels,
 )
 from bids_jdam import __version__, atomic
@@ -78,9 +79,11 @@ def _group(config: RunConfig) -> int:
 
     if not (config.output_dir / "dataset_description.json").is_file():
         raise InputError(f"{config.output_dir}: no bids-jdam derivatives here; run the participant level first")
-    tsv, html = run_group_level(config.output_dir, config.bids_dir)
-    print(f"group table: {tsv}\ngroup report: {html}")
-    return EXIT_OK
+    outputs = run_group_level(config.output_dir, config.bids_dir)
+    print(f"group table: {outputs.table}\ngroup report: {outputs.report}")
+    for line in outputs.unreadable:
+        print(f"bids-jdam: {line}; its participant is left out of the group table", file=sys.stderr)
+    return EXIT_FAILED if outputs.unreadable else EXIT_OK
 
 
 def _participant(config: RunConfig) -> int:
@@ -92,17 +95,21 @@ def _participant(config: RunConfig) -> int:
         sessions=normalize_labels(config.session_labels, prefix="ses"), suffix=config.anat_suffix,
         filters=filters.get("t1w"),
     )
+    broken = participants_with_broken_sidecars(config.bids_dir)
+    inputs = [anat for anat in selection.inputs if anat.subject not in broken]
+    refused = {f"sub-{s}": "no anatomical image matches the selection" for s in selection.missing}
+    refused |= {f"sub-{anat.subject}": broken[anat.subject] for anat in selection.inputs if anat.subject in broken}
     device = resolve_device(config.device)
     model = load_model(config.model, config.bids_dir, device)
     sampler = replace_sampler(model.cfg.sampler, name=config.sampler, steps=config.steps,
                               num_samples=config.num_samples, seed=config.seed)
-    real_pets = real_pet_lookup(layout, selection.inputs, config.pet_rec, filters.get("pet"))
+    real_pets = real_pet_lookup(layout, inputs, config.pet_rec, filters.get("pet"))
 
     _check_writable(config.output_dir)
     start_derivative_dataset(config.output_dir, source_dir=config.bids_dir, version=__version__)
-    jobs = _jobs(config, selection.inputs, real_pets, sampler, device)
+    jobs = _jobs(config, inputs, real_pets, sampler, device)
     outcomes = _run_jobs(jobs, model, device, config)
-    return _summarize(outcomes, [f"sub-{s}" for s in selection.missing], len(selection.inputs), config.output_dir)
+    return _summarize(outcomes, refused, len(selection.inputs), config.output_dir)
 
 
 def _jobs(config: RunConfig, inputs: list[AnatInput], real_pets: dict[str, Path | None], sampler: SamplerConfig,
@@ -123,15 +130,16 @@ def _jobs(config: RunConfig, inputs: list[AnatInput], real_pets: dict[str, Path 
     ]
 
 
-def _summarize(outcomes: list[ParticipantOutcome], missing: list[str], n_images: int, output_dir: Path) -> int:
-    """One line of counts (images and participants) on stdout, one line per failed image on stderr."""
-    failed = {subject: "no anatomical image matches the selection" for subject in missing}
+def _summarize(outcomes: list[ParticipantOutcome], refused: dict[str, str], n_images: int, output_dir: Path) -> int:
+    """One line of counts (images and participants) on stdout, one line per failed image on stderr; ``refused``
+    names the participants not run (no image selected, a broken sidecar) with the reason."""
+    failed = dict(refused)
     for outcome in outcomes:
         failed.update(outcome.failed)
     succeeded = sum(len(o.succeeded) for o in outcomes)
     failed_qc = [stem for o in outcomes for stem in o.failed_qc]
     complete = sum(1 for o in outcomes if o.succeeded and not o.failed)
-    print(f"bids-jdam: {complete} of {len(outcomes) + len(missing)} participants succeeded, {succeeded} of {n_images} "
+    print(f"bids-jdam: {complete} of {len(outcomes) + len(refused)} participants succeeded, {succeeded} of {n_images} "
           f"images ({len(failed_qc)} of them failed quality control); outputs in {output_dir}")
     for name, error in sorted(failed.items()):
         print(f"bids-jdam: {name} failed: {error}", file=sys.stderr)

@@ -59,11 +59,14 @@ def preprocessed_pairs_loader(work_dir: Path, nthreads: int = 2, pet_rec: str | 
 
     Every session with both images is one training pair; the steps are cached per image in ``work_dir``.
     """
-    from bids_jdam.bids.query import find_training_pairs, load_layout
+    from bids_jdam.bids.query import find_training_pairs, load_layout, participants_with_broken_sidecars
     from bids_jdam.preprocess.pipeline import preprocess_pair
 
     def load(bids_dir: Path, cfg: JDAMConfig, subjects: list[str]) -> list[SubjectVolumes]:
         layout = load_layout(Path(bids_dir), validate=False)
+        broken = [line for subject, line in participants_with_broken_sidecars(bids_dir).items() if subject in subjects]
+        if broken:  # training on what the sidecars' metadata would have left out is not what was asked for
+            raise InputError(broken[0])
         diagnoses = read_diagnoses(bids_dir)
         volumes = []
         for pair in find_training_pairs(layout, participants=subjects, rec=pet_rec):
