@@ -120,6 +120,10 @@ class TrainConfig:
     # budget: at 3, 1082 steps in 20 CPU-minutes where the U-Net got 1180
     # (results/quality-default-x86_64-intel-xeon-2cpu.md)
     residual_score_every: int = 3
+    # T1w augmentation (bids_jdam.data.augment): intensity curve t ** exp(U(-r, r)) and a linear bias field of
+    # up to +-amplitude at the slice's edges; 0 switches either off
+    mri_log_gamma_range: float = 0.2
+    mri_bias_amplitude: float = 0.1
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from bids_jdam.config import JDAMConfig
+from bids_jdam.data.augment import augment_mri, draw_mri_augmentation
 from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.ema import ExponentialMovingAverage
@@ -71,7 +72,10 @@ class NetworkTrainer(Trainer):
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         items = torch.randint(len(self.dataset), (self.cfg.train.batch_size,), generator=self.batch_generator)
+        augmentation = draw_mri_augmentation(len(items), self.batch_generator, self.cfg.train.mri_log_gamma_range,
+                                             self.cfg.train.mri_bias_amplitude)
         pet, mri = (t.to(self.device) for t in self.dataset.stacked(self.ranks.shard(items)))
+        mri = augment_mri(mri, self.ranks.shard(augmentation))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = self.method.loss(self.model, self.cfg, pet, mri, self.noise_generator, self.step)
         self.optimizer.zero_grad(set_to_none=True)
