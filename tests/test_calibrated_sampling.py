@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -25,13 +26,18 @@ def _model(tiny_model_dir, tmp_path, calibration):
     return LoadedModel.from_dir(model_dir, "cpu")
 
 
-def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir, tmp_path):
+def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir, tmp_path, caplog):
     model = _model(tiny_model_dir, tmp_path, CALIBRATION)
-    sampler, scale = model.calibrated_sampling(SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
+    with caplog.at_level(logging.WARNING, logger="bids_jdam.synthesis"):
+        sampler, scale = model.calibrated_sampling(SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
     assert (sampler.temperature, scale, sampler.num_samples) == (0.5, 2.5, 4)
+    assert "not calibrated" not in caplog.text
     for other, planes in ((SamplerConfig(name="heun", steps=30), ("axial",)),
                           (SamplerConfig(name="heun", steps=18), ("axial", "coronal"))):
-        assert model.calibrated_sampling(other, planes) == (other, None)  # fitted for another sampler or plane count
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bids_jdam.synthesis"):
+            assert model.calibrated_sampling(other, planes) == (other, None)  # fitted for another sampler or planes
+        assert "its SD maps are not calibrated" in caplog.text  # said in the log, not silently
 
 
 def test_a_card_without_a_temperature_keeps_the_plain_sampler(tiny_model_dir, tmp_path):

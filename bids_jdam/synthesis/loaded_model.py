@@ -80,8 +80,13 @@ class LoadedModel:
         """The sampler at the calibrated temperature and the spread scale, where the calibration holds (the sampler
         and steps it was fitted with, one plane); elsewhere ``sampler`` as it is and no scale."""
         c = self.calibration
-        if c is None or len(planes) != c.get("planes", 1) or (sampler.name, sampler.steps) != (c.get("sampler"),
-                                                                                              c.get("steps")):
+        if c is None:
+            return sampler, None
+        fitted = (c.get("sampler"), c.get("steps"), c.get("planes", 1))
+        if (sampler.name, sampler.steps, len(planes)) != fitted:
+            log.warning("%s: the spread calibration was fitted for sampler %s, %s steps, %s plane(s); this run uses "
+                        "%s, %s steps, %d plane(s), so its SD maps are not calibrated", self.name, *fitted,
+                        sampler.name, sampler.steps, len(planes))
             return sampler, None
         return dataclasses.replace(sampler, temperature=float(c.get("temperature", 1.0))), c["spread_scale"]
 
