@@ -10,7 +10,7 @@ import pytest
 
 from bids_jdam.config import SamplerConfig
 from bids_jdam.errors import InputError
-from bids_jdam.synthesis.loaded_model import LoadedModel
+from bids_jdam.synthesis.loaded_model import LoadedModel, _warn_uncalibrated
 
 CALIBRATION = {"spread_scale": 2.5, "level": 0.9, "num_samples": 4, "voxels": 100, "subjects": 2,
                "sampler": "heun", "steps": 18, "planes": 1, "temperature": 0.5}
@@ -27,6 +27,7 @@ def _model(tiny_model_dir, tmp_path, calibration):
 
 
 def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir, tmp_path, caplog):
+    _warn_uncalibrated.cache_clear()
     model = _model(tiny_model_dir, tmp_path, CALIBRATION)
     with caplog.at_level(logging.WARNING, logger="bids_jdam.synthesis"):
         sampler, scale = model.calibrated_sampling(SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import importlib.metadata
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,7 @@ class LoadedModel:
             return sampler, None
         fitted = (c.get("sampler"), c.get("steps"), c.get("planes", 1))
         if (sampler.name, sampler.steps, len(planes)) != fitted:
-            log.warning("%s: the spread calibration was fitted for sampler %s, %s steps, %s plane(s); this run uses "
-                        "%s, %s steps, %d plane(s), so its SD maps are not calibrated", self.name, *fitted,
-                        sampler.name, sampler.steps, len(planes))
+            _warn_uncalibrated(self.name, fitted, (sampler.name, sampler.steps, len(planes)))
             return sampler, None
         return dataclasses.replace(sampler, temperature=float(c.get("temperature", 1.0))), c["spread_scale"]
 
@@ -94,6 +93,13 @@ class LoadedModel:
         """What each output records of the model (``spread_scale``: the calibration applied to it, if any)."""
         return ModelInfo(name=self.name, sha256=self.sha256, trained_on_phantoms=self.trained_on_phantoms,
                          method=self.method.name, probabilistic=self.method.probabilistic, spread_scale=spread_scale)
+
+
+@functools.cache
+def _warn_uncalibrated(model: str, fitted: tuple, used: tuple) -> None:
+    """Say once per process and setting that a run's sampling is not the one its calibration was fitted for."""
+    log.warning("%s: the spread calibration was fitted for sampler %s, %s steps, %s plane(s); this run uses %s, %s "
+                "steps, %d plane(s), so its SD maps are not calibrated", model, *fitted, *used)
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:
