@@ -66,6 +66,18 @@ def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "bids-jdam"
 
 
+def test_each_image_has_an_aal3_regional_table_with_its_real_pet(app_run):
+    table = app_run["out"] / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_seg-AAL3_desc-jdam_pet.tsv"
+    rows = [line.split("\t") for line in table.read_text().splitlines()]
+    assert rows[0] == ["index", "label_name", "voxels", "mean_synthetic_suvr", "mean_synthetic_sd", "mean_real_suvr"]
+    by_name = {row[1]: row for row in rows[1:]}
+    assert {"Precuneus_L", "Cingulate_Post_R", "Cerebellum_Crus1_L", "AD_metaROI"} <= set(by_name)
+    assert by_name["AD_metaROI"][0] == "1000" and int(by_name["AD_metaROI"][2]) > int(by_name["Angular_L"][2])
+    assert all(float(row[3]) > 0 and float(row[4]) >= 0 and float(row[5]) > 0 for row in rows[1:])
+    sidecar = json.loads(table.with_suffix(".json").read_text())
+    assert set(rows[0]) <= set(sidecar) and "phantoms" in sidecar["Description"]
+
+
 def test_input_dataset_is_never_written(app_run, phantom_dataset):
     assert snapshot(phantom_dataset) == app_run["before"]
 

@@ -22,12 +22,13 @@ import nibabel as nib
 import numpy as np
 
 from bids_jdam.bids.derivatives import ParticipantStaging, image_key, recover_interrupted_publish
-from bids_jdam.bids.outputs import write_image_derivatives
+from bids_jdam.bids.outputs import write_image_derivatives, write_regional_table
 from bids_jdam.bids.query import AnatInput, find_fdg_pet
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.template import TemplateImages, load_template
 from bids_jdam.diffusion.samplers import SAMPLERS
 from bids_jdam.errors import InputError, failure_line
+from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.participant_qc import image_metrics
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w
@@ -133,6 +134,8 @@ def _process_image(
     outputs = write_image_derivatives(anat, prep, result, template, provenance, staging)
 
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
+    regions = regional_suvr(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm, sd_map=result.std, real=real)
+    write_regional_table(anat, regions, provenance, staging)
     metrics = image_metrics(anat, prep, result, provenance, real, mask, measures, template, synthesizer.model,
                             dataset_identity=job.dataset_identity, timings=timings)
     return ReportEntry(
@@ -164,7 +167,8 @@ def _load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def real_pet_lookup(layout: Any, inputs: list[AnatInput], rec: str | None, filters: dict | None) -> dict[str, Path | None]:
+def real_pet_lookup(layout: Any, inputs: list[AnatInput], rec: str | None,
+                    filters: dict | None) -> dict[str, Path | None]:
     """The FDG-PET of each input's subject and session, where the dataset has one (used for scoring)."""
     return {str(anat.path): find_fdg_pet(layout, anat.subject, anat.session, rec=rec, filters=filters)
             for anat in inputs}
