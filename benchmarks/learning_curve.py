@@ -86,7 +86,8 @@ def eval_minutes(args: argparse.Namespace) -> list[float]:
 
 def samplers(args: argparse.Namespace) -> dict[str, SamplerConfig]:
     return {
-        f"pc-{args.pc_steps}": SamplerConfig(name="pc", steps=args.pc_steps, snr=0.075, corrector_steps=1, seed=args.seed),
+        f"pc-{args.pc_steps}": SamplerConfig(name="pc", steps=args.pc_steps, snr=0.075, corrector_steps=1,
+                                             seed=args.seed),
         f"heun-{args.heun_steps}": SamplerConfig(name="heun", steps=args.heun_steps, corrector_steps=0, seed=args.seed),
     }
 
@@ -138,7 +139,8 @@ def markdown(report: dict) -> str:
         f"# Learning curves on the phantom ({report['machine']['cores_available']} CPU cores)",
         "",
         f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['platform']}, torch {report['machine']['versions']['torch']} "
+        f"Machine: {report['machine']['cpu']}, {report['machine']['platform']}, "
+        f"torch {report['machine']['versions']['torch']} "
         f"({report['machine']['torch_threads']} thread(s) per method, {report['machine']['jobs']} method(s) at once), "
         f"{report['machine']['date']}  ",
         f"Data: {report['settings']['train_subjects']} training / {report['settings']['held_out_subjects']} held-out "
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             futures = {pool.submit(learning_curve, name, args, cfg, training, held_out): name for name in args.methods}
             for future in as_completed(futures):
                 report["methods"][futures[future]] = future.result()
-                write_report(report, args.out / f"learning-curve-{args.machine}", complete=len(report["methods"]) == len(futures))
+                write_report(report, args.out / f"learning-curve-{args.machine}",
+                             complete=len(report["methods"]) == len(futures))
     return 0
 
 

@@ -4,7 +4,8 @@
 
 Held-out phantom subjects (a fast-mode phantom's template-space truth T1w, no preprocessing) through the demo
 model and the app's synthesis entry point (``Synthesizer.synthesize``) with its default sampler, one plane, K = 2
-(sample indices 0 and 1 of each slice's noise key, as in a participant run). The difference of a subject's two samples is sampling noise alone
+(sample indices 0 and 1 of each slice's noise key, as in a participant run). The difference of a subject's two
+samples is sampling noise alone
 (the subject's own anatomy cancels). Two noise-key schemes: ``per-image``, bids-jdam's (the image's name is part of
 every slice's noise key), and ``shared`` (one name for every image, as versions before 2026-11-30 keyed the noise).
 Recorded per scheme: the Pearson correlation of that noise between each pair of subjects in the voxels where both

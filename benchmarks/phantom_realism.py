@@ -130,7 +130,8 @@ def markdown(report: dict) -> str:
         f"- each CN subject: Pearson r {min(per_subject):.3f} to {max(per_subject):.3f}",
         f"- published hypometabolic groups lose more than the spared ones: "
         f"{s['hypometabolic_groups_lose_more_than_spared']}",
-        f"- meta-ROI (angular, posterior cingulate, inferior temporal / pons + vermis): CN {s['meta_roi']['cn_mean']:.3f}"
+        f"- meta-ROI (angular, posterior cingulate, inferior temporal / pons + vermis): "
+        f"CN {s['meta_roi']['cn_mean']:.3f}"
         f", AD {s['meta_roi']['ad_mean']:.3f} ({s['meta_roi']['ad_minus_cn_percent']:+.1f} %), "
         f"Cohen's d {s['meta_roi']['cohens_d']:.2f}", "",
         "| group | norm | CN mean | AD mean | AD - CN (%) |", "|---|---|---|---|---|",

@@ -2,10 +2,11 @@
 
 Subjects: a 1 mm 3 T-like and a 0.7 mm 7 T-like phantom T1w with their FDG-PET (T1w and PET steps, as a participant
 run with PET takes them), a fast-mode (3 mm) one, generated here with the phantom API, and the real Colin27 T1w
-from ``../shared/data`` when present. PET co-registration is to cost no more than the T1w registration. Each subject runs in a fresh process pinned to ``--threads``
-cores, so its peak resident memory is its own. Wall seconds depend on what else the machine runs; CPU seconds (all threads) are
-recorded next to them, with the load average, so numbers from a shared machine can be read fairly. The target:
-under 45 s wall per subject on 2 cores (without the template step, which a run does once for all subjects).
+from ``../shared/data`` when present. PET co-registration is to cost no more than the T1w registration (in CPU
+seconds). Each subject runs in a fresh process pinned to ``--threads`` cores, so its peak resident memory is its
+own. Wall seconds depend on what else the machine runs; CPU seconds (all threads) are recorded next to them, with
+the load average, so numbers from a shared machine can be read fairly. The target: under 45 s wall per subject on
+2 cores (without the template step, which a run does once for all subjects).
 Writes ``preprocess-<machine>.{json,md}`` to ``--out`` (the machine's name includes the CPU family).
 
     python -m benchmarks.preprocess --threads 2

@@ -122,7 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes-per-method", type=float,
                         help=f"training budget per method: CPU minutes inside training steps on CPU, wall-clock "
-                             f"minutes on CUDA (default {CPU_MINUTES_PER_METHOD:g} on CPU, {GPU_MINUTES_PER_METHOD:g} on "
+                             f"minutes on CUDA (default {CPU_MINUTES_PER_METHOD:g} on CPU, "
+                             f"{GPU_MINUTES_PER_METHOD:g} on "
                              f"CUDA)")
     parser.add_argument("--train-subjects", type=int, default=24, help="3T-like training subjects")
     parser.add_argument("--test-subjects", type=int, default=12, help="held-out subjects (even: balanced CN/AD)")
@@ -377,7 +378,8 @@ def posterior_table(report: dict[str, Any], label: str) -> list[str]:
     lines = ["", f"Posterior scores ({label}; reference: the noise-free PET truth the models were trained on; "
              "raw = the samples as drawn, at the calibration's temperature; calibrated = those samples spread by the "
              "scale fitted on the calibration subjects):", "",
-             "| method | CRPS raw / calibrated | calibrated CRPS / U-Net MAE | spread-skill raw / calibrated | 90 % coverage raw / calibrated | "
+             "| method | CRPS raw / calibrated | calibrated CRPS / U-Net MAE | spread-skill raw / calibrated | "
+             "90 % coverage raw / calibrated | "
              "50 % coverage raw / calibrated | SD-error correlation (6 mm), lowest subject |",
              "|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
@@ -387,7 +389,7 @@ def posterior_table(report: dict[str, Any], label: str) -> list[str]:
         best = cal.get("crps", raw["crps"])
         ratio = f"{best['mean'] / unet_mae:.2f}" if unet_mae else "n/a"
 
-        def pair(metric: str) -> str:
+        def pair(metric: str, raw=raw, cal=cal) -> str:
             if metric not in raw:
                 return ""
             return f"{fmt(raw[metric], 2)} / " + (fmt(cal[metric], 2) if metric in cal else "n/a")
@@ -410,7 +412,8 @@ def calibration_and_ad_cn(report: dict[str, Any]) -> list[str]:
                          f"by temperature: {crps or 'n/a'}), spread scale {calibration['spread_scale']:.3f}, fitted "
                          f"on {calibration['subjects']} calibration subjects ({calibration['voxels']} voxels, "
                          f"{calibration['level']:.0%} level, K = {calibration['num_samples']}).")
-    lines += ["", "AD minus CN mean SUVR over the evaluated 3T slices of the held-out subjects (K-mean for posteriors):",
+    lines += ["", "AD minus CN mean SUVR over the evaluated 3T slices of the held-out subjects "
+              "(K-mean for posteriors):",
               "", "| method | region | synthetic | real |", "|---|---|---|---|"]
     for name, regions in report["ad_cn"].items():
         for region, d in (regions or {}).items():
@@ -433,7 +436,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Budget: {report['budget']['minutes_per_method']:g} min per method on {report['budget']['device']}, "
         f"{report['budget']['counted_as']}"
         + (f"; {', '.join(report['budget']['long_methods'])} then trained on to "
-           f"{report['budget']['long_factor']:g} x the budget (rows marked {LONG_MARK}{report['budget']['long_factor']:g}x, "
+           f"{report['budget']['long_factor']:g} x the budget "
+           f"(rows marked {LONG_MARK}{report['budget']['long_factor']:g}x, "
            f"compared with the U-Net at the same budget)" if report["budget"].get("long_methods") else "") + ".  ",
         f"Sampler of the diffusion methods: {s['sampler']['name']} {s['sampler']['steps']} steps "
         f"({s['sampler']['network_evaluations']} network evaluations per slice); {', '.join(s['posteriors'])} also "
@@ -544,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     regions = white_matter_regions(evaluation["3T"], wm, cfg.grid.slice_size)
     sampler = sampler_config(args)
     diagnoses = [v.diagnosis for v in volumes["3T"]]
-    context = {"labels": coarse_regions(cfg.grid.spacing_mm), "diagnoses": {v.subject: v.diagnosis for v in volumes["3T"]}}
+    context = {"labels": coarse_regions(cfg.grid.spacing_mm),
+               "diagnoses": {v.subject: v.diagnosis for v in volumes["3T"]}}
 
     report: dict[str, Any] = {
         "command": command,

@@ -19,12 +19,12 @@ import numpy as np
 from nibabel.affines import apply_affine
 from scipy import ndimage
 
+from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.phantom import phantom_truth
 from bids_jdam.data.phantom.writer import Layout, raw_names
 from bids_jdam.data.template import grid_affine, grid_shape
-from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.workflows.training_data import volumes_from_images
 
 # Fixed-point iterations that invert the phantom's smooth displacement (2-4 mm): the residual falls ~10x each.
@@ -47,16 +47,23 @@ def template_points_in_scanner(transforms: dict, displacement: nib.Nifti1Image, 
     return p
 
 
-def acquired_t1w_in_template(bids_dir: Path, subject: str, spacing_mm: float) -> np.ndarray:
-    """The subject's raw T1w resampled (trilinear) onto the model grid by the phantom's true transform."""
+def scanner_image_in_template(image: nib.Nifti1Image, bids_dir: Path, subject: str, spacing_mm: float,
+                              order: int = 1) -> np.ndarray:
+    """An image in the subject's T1w scanner space (any grid) resampled onto the model grid by the phantom's true
+    transform: an ideal registration."""
     truth = phantom_truth(bids_dir, subject)
-    raw = nib.load(Path(bids_dir) / raw_names(Layout("bids"), subject, None)["t1w"])
     shape = grid_shape(spacing_mm)
     points = apply_affine(grid_affine(spacing_mm), np.indices(shape).reshape(3, -1).T)
     scanner = template_points_in_scanner(json.loads(truth.transforms.read_text()), nib.load(truth.displacement), points)
-    ijk = apply_affine(np.linalg.inv(raw.affine), scanner).T
-    values = ndimage.map_coordinates(raw.get_fdata(dtype=np.float32), ijk, order=1, mode="constant", cval=0.0)
+    ijk = apply_affine(np.linalg.inv(image.affine), scanner).T
+    values = ndimage.map_coordinates(image.get_fdata(dtype=np.float32), ijk, order=order, mode="constant", cval=0.0)
     return values.reshape(shape).astype(np.float32)
+
+
+def acquired_t1w_in_template(bids_dir: Path, subject: str, spacing_mm: float) -> np.ndarray:
+    """The subject's raw T1w resampled (trilinear) onto the model grid by the phantom's true transform."""
+    raw = nib.load(Path(bids_dir) / raw_names(Layout("bids"), subject, None)["t1w"])
+    return scanner_image_in_template(raw, bids_dir, subject, spacing_mm)
 
 
 def load_acquired_subjects(bids_dir: Path, cfg: JDAMConfig, subjects: list[str]) -> list[SubjectVolumes]:

@@ -11,7 +11,8 @@ independent samples per slice (sample indices 0..S-1 of each slice's noise key, 
 same for every setting). The model is loaded by the app's model rule and runs through its synthesis entry point
 (``bids_jdam.synthesis.synthesizer.Synthesizer``: ``InferenceDenoiser``'s precision, memory layout and optional
 compilation, set up once): held-out slices through ``Synthesizer.predict_slices`` (with the noise keys, batches
-and metrics of ``bids_jdam.evaluate.validation``), whole brains through ``Synthesizer.synthesize``. For each setting: PSNR/SSIM against the
+and metrics of ``bids_jdam.evaluate.validation``), whole brains through ``Synthesizer.synthesize``. For each
+setting: PSNR/SSIM against the
 real PET (protocol of ``bids_jdam.evaluate.metrics``) of single samples (K = 1), averaged over the S samples; the
 network evaluations per slice; the measured seconds per slice; a sharpness ratio: the high-frequency share of the
 radially averaged power spectrum of the synthetic slices over that of the real ones (1 = as sharp as the real PET);
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({
             "sampler": name, "steps": steps,
             "network_evaluations_per_slice": network_evaluations(name, steps, sampler.corrector_steps),
-            "psnr_db": float(np.mean([s["psnr_db"] for s in scores])), "ssim": float(np.mean([s["ssim"] for s in scores])),
+            "psnr_db": float(np.mean([s["psnr_db"] for s in scores])),
+            "ssim": float(np.mean([s["ssim"] for s in scores])),
             "psnr_db_per_sample": [s["psnr_db"] for s in scores], "ssim_per_sample": [s["ssim"] for s in scores],
             "seconds_per_slice": seconds / (len(data.keys) * args.samples),
             "sharpness_ratio": float(np.mean([high_frequency_share(p * data.mask, data.mask) for p in predictions]))
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     whole_brain = [whole_brain_timing(synthesizer, volumes[0], sampler_cfg, planes)
                    for sampler_cfg in whole_brain_samplers for planes in (("axial",), ("axial", "coronal", "sagittal"))]
     report = {"command": command, "machine": machine,
-              "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model), "precision": synthesizer.precision, "compiled": args.compile,
+              "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model),
+              "precision": synthesizer.precision, "compiled": args.compile,
               "whole_brain": whole_brain,
               "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED,
               "n_slices": len(data.keys), "planes": list(cfg.train.planes), "rows": rows,
@@ -212,7 +215,8 @@ def markdown(report: dict) -> str:
                      f"{r['seconds_per_slice']:.3f} |")
     lines += ["", f"Whole brain, one subject, K = 1, network precision {report['precision']}"
               f"{', compiled' if report['compiled'] else ''}:", "",
-              "| sampler | steps | planes | slices | seconds | batch | peak memory GB |", "|---|---|---|---|---|---|---|"]
+              "| sampler | steps | planes | slices | seconds | batch | peak memory GB |",
+              "|---|---|---|---|---|---|---|"]
     for r in report["whole_brain"]:
         lines.append(f"| {r['sampler']} | {r['steps']} | {'+'.join(r['planes'])} | {r['slices']} | {r['seconds']:.1f} "
                      f"| {r['batch_size']} | {r['peak_memory_gb']:.2f} |")

@@ -13,7 +13,8 @@ brain mask, every slice with brain along each plane, one sample (K = 1), the dem
 model directory (``save_model_dir``, in a temporary folder) and synthesized with by ``Synthesizer.from_model_dir``,
 built once as a participant run builds it (its ``InferenceDenoiser`` sets precision, memory layout and
 compilation). Recorded per run: wall time of
-``Synthesizer.synthesize`` (batch-size probe, warm-up evaluation and the copy back to the host included), the batch size it chose, peak memory
+``Synthesizer.synthesize`` (batch-size probe, warm-up evaluation and the copy back to the host included), the batch
+size it chose, peak memory
 (CUDA: peak allocated; CPU: peak resident set), and the network's FLOPs over that wall time (a lower bound on the
 rate the network itself runs at), from the FLOPs of one network evaluation on one slice counted by
 ``torch.utils.flop_counter`` (convolutions, linears, attention). The first run of a process pays for cuDNN's

@@ -76,7 +76,8 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     card["weights_dtype"] = "float16"
     card["sha256"] = {WEIGHTS: atomic.sha256_file(target / WEIGHTS)}
     card["training_data"]["bids_dir"] = (f"bids-jdam-phantom --subjects {PHANTOM['subjects']} "
-                                         f"--seed {PHANTOM['seed']} --fast (raw T1w and PET through the app's preprocessing)")
+                                         f"--seed {PHANTOM['seed']} --fast "
+                                         "(raw T1w and PET through the app's preprocessing)")
     config = json.loads((model_dir / CONFIG).read_text())
     if card["method"] == "jdam":
         config["sampler"].update(JDAM_SAMPLER)

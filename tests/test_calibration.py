@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from bids_jdam.evaluate.calibration import fit_spread_scale
-from bids_jdam.synthesis.spread import inflate
 from bids_jdam.evaluate.probabilistic import coverage, spread_skill_ratio
+from bids_jdam.synthesis.spread import inflate
 
 
 def _ensemble(spread: float, seed: int, k: int = 8, shape=(40, 40)):

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from bids_jdam.evaluate.participant_metrics import (
-    BrainExtractionCheck, ParticipantMetrics, QualityMetrics, RegistrationCheck,
+    BrainExtractionCheck,
+    ParticipantMetrics,
+    QualityMetrics,
+    RegistrationCheck,
 )
 from bids_jdam.evaluate.participant_qc import quality_metrics, spread_scores
 from bids_jdam.reports.participant import spread_statement

@@ -118,7 +118,8 @@ def test_compare_outputs_reports_differences_and_fails_on_missing_files(tmp_path
         pet.mkdir(parents=True)
         nib.save(nib.Nifti1Image(data + noise, np.eye(4)), str(pet / "sub-01_desc-jdam_pet.nii.gz"))
         (pet / "sub-01_desc-jdam_pet.json").write_text('{"SynthesisWallTimeSeconds": %d}' % (noise > 0))
-    command = [sys.executable, str(ROOT / "containers" / "compare_outputs.py"), str(tmp_path / "a"), str(tmp_path / "b")]
+    command = [sys.executable, str(ROOT / "containers" / "compare_outputs.py"),
+               str(tmp_path / "a"), str(tmp_path / "b")]
     close = subprocess.run(command, capture_output=True, text=True)
     assert close.returncode == 0 and "1 differ" in close.stdout and "max |difference| 0.0001" in close.stdout
     (tmp_path / "a" / "sub-01" / "pet" / "extra.json").write_text("{}")

@@ -13,7 +13,9 @@ def test_demo_model_is_packaged_small_and_fp16():
     weights = DEMO_MODEL_DIR / "weights.safetensors"
     assert weights.stat().st_size < 25 * 1024**2
     with safe_open(str(weights), "pt") as handle:
-        assert {str(handle.get_tensor(k).dtype) for k in handle.keys() if "float" in str(handle.get_tensor(k).dtype)} == {"torch.float16"}
+        assert {
+            str(handle.get_tensor(k).dtype) for k in handle.keys() if "float" in str(handle.get_tensor(k).dtype)
+        } == {"torch.float16"}
 
 
 def test_demo_model_loads_and_says_it_is_trained_on_phantoms():

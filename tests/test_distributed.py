@@ -14,8 +14,8 @@ from bids_jdam.config import NetworkConfig, small_config
 from bids_jdam.errors import InputError
 from bids_jdam.models.model_dir import WEIGHTS, load_model_dir
 from bids_jdam.training.checkpoints import checkpoint_steps
-from bids_jdam.training.loop import Budget
 from bids_jdam.training.distributed import Ranks
+from bids_jdam.training.loop import Budget
 from bids_jdam.workflows.train import TrainingRun, train_model
 
 NETWORK = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [32],

@@ -7,6 +7,7 @@ import torch
 
 from bids_jdam.config import NetworkConfig, small_config
 from bids_jdam.errors import InputError
+from bids_jdam.models.methods import METHODS
 from bids_jdam.models.model_dir import (
     MODEL_CARD,
     PHANTOM_DATA,
@@ -16,7 +17,6 @@ from bids_jdam.models.model_dir import (
     load_model_dir,
     save_model_dir,
 )
-from bids_jdam.models.methods import METHODS
 from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint, save_checkpoint
 
 

@@ -14,8 +14,8 @@ from scipy import ndimage
 
 from bids_jdam.bids.validator import run_bids_validator
 from bids_jdam.cli.phantom import main as phantom_main
-from bids_jdam.data.phantom import generate_phantom_dataset, is_phantom_dataset, phantom_truth
 from bids_jdam.data.atlas import load_atlas
+from bids_jdam.data.phantom import generate_phantom_dataset, is_phantom_dataset, phantom_truth
 from bids_jdam.data.phantom.anatomy import build_anatomy
 from bids_jdam.data.phantom.fdg_norms import group_masks, group_of_region, phantom_regions, region_groups
 from bids_jdam.data.phantom.model import GM_WM_RATIO_RANGE, draw_subject
@@ -182,7 +182,7 @@ def test_noise_free_pet_has_the_configured_uptake(phantom_dataset):
         activity, gm, wm = _load(truth.pet_activity), _load(truth.gm_probseg), _load(truth.wm_probseg)
         clear = _away_from_spots(sidecar["PhantomParameters"]) & (labels != REGION_IDS["pons"])
 
-        def fit(voxels):
+        def fit(voxels, gm=gm, wm=wm, activity=activity):
             """Least-squares (GM uptake, WM uptake) of activity = GM fraction x a + WM fraction x b."""
             design = np.stack([gm[voxels], wm[voxels]], axis=1)
             return np.linalg.lstsq(design, activity[voxels], rcond=None)[0]

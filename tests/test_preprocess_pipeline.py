@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from bids_jdam.atomic import sha256_file as file_hash
 from bids_jdam.config import small_config
 from bids_jdam.data.phantom import phantom_truth
 from bids_jdam.data.template import load_template
-from bids_jdam.atomic import sha256_file as file_hash
 from bids_jdam.preprocess.pipeline import PreprocessedPair, preprocess_pair, preprocess_t1w, to_native
 from bids_jdam.preprocess.registration import register_rigid
 

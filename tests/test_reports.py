@@ -18,7 +18,10 @@ from bids_jdam.data.regions import coarse_regions, region_mask
 from bids_jdam.data.template import load_template
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.participant_metrics import (
-    BrainExtractionCheck, ParticipantMetrics, QualityMetrics, RegistrationCheck,
+    BrainExtractionCheck,
+    ParticipantMetrics,
+    QualityMetrics,
+    RegistrationCheck,
 )
 from bids_jdam.evaluate.regional import regional_means
 from bids_jdam.reports.group import run_group_level
@@ -182,7 +185,8 @@ def test_group_level_table_and_report(derivatives):
         assert by_diagnosis[column].mean()["AD"] < 0.9 * by_diagnosis[column].mean()["CN"]
     assert math.isnan(table.loc[table["participant_id"] == "sub-02", "psnr"].iloc[0])  # no real PET
     with_real = table[table["psnr"].notna()]
-    assert list(with_real["sd_error_correlation"]) == pytest.approx([0.1 * int(p[4:]) for p in with_real["participant_id"]])
+    assert list(with_real["sd_error_correlation"]) == pytest.approx(
+        [0.1 * int(p[4:]) for p in with_real["participant_id"]])
     report = html_path.read_text()
     assert list(with_real["view_sd_error_correlation"]) == pytest.approx(
         [-0.05 * int(p[4:]) for p in with_real["participant_id"]])
@@ -212,7 +216,8 @@ def test_group_level_reports_coverage_per_image_and_per_model(derivatives):
 
 
 def test_group_level_tolerates_partial_outputs_and_flags_outliers(derivatives, tmp_path):
-    """A corrupt JSON (sub-02), an image that failed QC (sub-05) and a bad registration (sub-01 ses-B) in one dataset."""
+    """A corrupt JSON (sub-02), an image that failed QC (sub-05) and a bad registration (sub-01 ses-B) in one
+    dataset."""
     bids_dir, out_dir = derivatives
     partial = tmp_path / "out"
     shutil.copytree(out_dir, partial)

@@ -25,7 +25,8 @@ def _keys(indices):
     return [(0, "sub-01", "axial", index, 0) for index in indices]
 
 
-@pytest.mark.parametrize(("name", "steps"), [("pc", 200), ("heun", 30), ("heun_stochastic", 60), ("ancestral", 400), ("dpmpp_2m", 30)])
+@pytest.mark.parametrize(("name", "steps"), [("pc", 200), ("heun", 30), ("heun_stochastic", 60), ("ancestral", 400),
+                                              ("dpmpp_2m", 30)])
 def test_samples_have_the_conditional_mean_and_variance(name, steps):
     cond = 2 * torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) - 1
     x = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=steps), SDE, _keys(range(4)))
@@ -66,8 +67,8 @@ def test_a_slice_is_the_same_at_batch_size_1_and_8(name, parameterization):
     assert not torch.allclose(batch[4], batch[5])
 
 
-@pytest.mark.parametrize(("name", "expected"), [("pc", 10 + 9 * 2), ("heun", 19), ("heun_stochastic", 19), ("ancestral", 10),
-                                                 ("dpmpp_2m", 10)])
+@pytest.mark.parametrize(("name", "expected"), [("pc", 10 + 9 * 2), ("heun", 19), ("heun_stochastic", 19),
+                                                 ("ancestral", 10), ("dpmpp_2m", 10)])
 def test_network_evaluations_counts_the_calls(name, expected):
     calls = []
 

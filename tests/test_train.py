@@ -13,10 +13,10 @@ from bids_jdam.config import JDAMConfig, NetworkConfig, SamplerConfig, small_con
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_splits, split_subjects
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import CALIBRATION_TEMPERATURES
-from bids_jdam.training.distributed import Ranks
 from bids_jdam.evaluate.validation import predict_slices
 from bids_jdam.models.methods import METHODS
 from bids_jdam.models.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
+from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.loop import Budget
 from bids_jdam.training.network_trainer import NetworkTrainer
 from bids_jdam.workflows.train import TrainingRun, train_model
@@ -91,7 +91,8 @@ def _run(bids_dir, out_dir, cfg, max_steps, resume=False, method="jdam", minutes
 
 def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
     straight = _run(bids_dir, tmp_path / "straight", tiny_cfg, 6)
-    halfway = load_file(_run(bids_dir, tmp_path / "resumed", tiny_cfg, 3, resume=True) / WEIGHTS)  # nothing to resume yet
+    # nothing to resume yet
+    halfway = load_file(_run(bids_dir, tmp_path / "resumed", tiny_cfg, 3, resume=True) / WEIGHTS)
     resumed = _run(bids_dir, tmp_path / "resumed", tiny_cfg, 6, resume=True)
     a, b = load_file(straight / WEIGHTS), load_file(resumed / WEIGHTS)
     assert a.keys() == b.keys()
@@ -99,7 +100,8 @@ def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
     assert not all(torch.equal(a[k], halfway[k]) for k in a)
     card = json.loads((resumed / "model_card.json").read_text())
     assert card["steps"] == 6
-    assert set(card["training_data"]["subjects"]["validation"]) == set(read_splits(resumed / "splits.json")["validation"])
+    assert set(card["training_data"]["subjects"]["validation"]) == set(
+        read_splits(resumed / "splits.json")["validation"])
     assert card["validation"]["n_subjects"] == len(card["training_data"]["subjects"]["validation"]) > 0
     assert np.isfinite(card["validation"]["psnr_db"])
     calibration = card["calibration"]  # fitted on the held-out subjects' K samples

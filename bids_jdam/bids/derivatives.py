@@ -190,7 +190,8 @@ def pet_sidecar(
     if statistic == "std":
         description += (f" The samples' spread is calibrated: drawn at sampler temperature "
                         f"{provenance.sampler.temperature:g} and scaled by {model.spread_scale:.4g}, both fitted on "
-                        "held-out subjects (the model card's calibration record)." if model.spread_scale is not None else
+                        "held-out subjects (the model card's calibration record)."
+                        if model.spread_scale is not None else
                         " The samples' spread is NOT calibrated (the model card records no calibration, or one "
                         "fitted for another sampler or plane count): it is likely smaller than the error.")
     if provenance.model.trained_on_phantoms:

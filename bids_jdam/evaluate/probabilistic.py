@@ -73,7 +73,10 @@ def coverage(
     m = np.asarray(mask, dtype=bool)
     scale = np.asarray(std, dtype=np.float64)[m] * np.sqrt(1 + 1 / num_samples)
     distance = np.abs(np.asarray(truth, dtype=np.float64)[m] - np.asarray(mean, dtype=np.float64)[m])
-    return {f"{level:.2f}": float(np.mean(distance <= student_t.ppf(0.5 + level / 2, num_samples - 1) * scale)) for level in levels}
+    return {
+        f"{level:.2f}": float(np.mean(distance <= student_t.ppf(0.5 + level / 2, num_samples - 1) * scale))
+        for level in levels
+    }
 
 
 def rank_histogram(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, seed: int = 0) -> list[int]:
@@ -104,5 +107,6 @@ def _scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[st
     if k > 1:
         std = samples.std(axis=0, ddof=1)
         scores |= {"spread_skill_ratio": spread_skill_from_sd(std, mean, truth, mask, k),
-                   "coverage": coverage(mean, std, truth, mask, k), "rank_histogram": rank_histogram(samples, truth, mask)}
+                   "coverage": coverage(mean, std, truth, mask, k),
+                   "rank_histogram": rank_histogram(samples, truth, mask)}
     return scores

@@ -73,7 +73,8 @@ def predict_slices(
     sample: int = 0,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """Sample ``sample`` of the method's prediction for each MRI slice (one deterministic output if not probabilistic)."""
+    """Sample ``sample`` of the method's prediction for each MRI slice (one deterministic output if not
+    probabilistic)."""
     outputs = []
     for start in range(0, len(mri), batch_size):
         chunk = mri[start : start + batch_size].to(device)
@@ -99,7 +100,8 @@ def evaluate_slices(prediction: torch.Tensor, data: ValidationSlices) -> dict[st
         predicted = prediction[i, 0].float().numpy() * mask
         per_subject.setdefault(subject, []).append(image_quality(predicted, data.pet[i, 0].numpy(), mask))
     subject_means = {
-        subject: {name: float(np.mean([m[name] for m in rows])) for name in rows[0]} for subject, rows in per_subject.items()
+        subject: {name: float(np.mean([m[name] for m in rows])) for name in rows[0]}
+        for subject, rows in per_subject.items()
     }
     names = next(iter(subject_means.values())).keys()
     summary = {name: float(np.mean([m[name] for m in subject_means.values()])) for name in names}

@@ -121,7 +121,8 @@ class CycleGANTrainer(Trainer):
             [*self.model.pet_discriminator.parameters(), *self.model.mri_discriminator.parameters()],
             lr=self.cyclegan.lr, betas=betas,
         )
-        self.pools = {"pet": ImagePool(self.cyclegan.pool_size, seed), "mri": ImagePool(self.cyclegan.pool_size, seed + 1)}
+        self.pools = {"pet": ImagePool(self.cyclegan.pool_size, seed),
+                      "mri": ImagePool(self.cyclegan.pool_size, seed + 1)}
         self.last_losses: dict[str, float] = {}
 
     @property

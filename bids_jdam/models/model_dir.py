@@ -60,7 +60,9 @@ def save_model_dir(
     if fp16:
         files[WEIGHTS_FP16] = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     for name, tensors in files.items():
-        atomic.write_with(path / name, lambda temp, t=tensors: save_file(t, str(temp), metadata={"method": method.name}))
+        atomic.write_with(
+            path / name, lambda temp, t=tensors: save_file(t, str(temp), metadata={"method": method.name})
+        )
     atomic.write_json(path / CONFIG, {"method": method.name, **cfg.to_dict()})
     full_card = {
         "method": method.name,

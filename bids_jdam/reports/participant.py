@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bids_jdam import atomic
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.reports import reportlets
-from bids_jdam import atomic
 from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page
 from bids_jdam.reports.reportlets import ImageLike
 from bids_jdam.synthesis.provenance import ModelInfo

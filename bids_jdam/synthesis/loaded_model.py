@@ -9,9 +9,8 @@ Hub cache), checked the same way before any image is preprocessed.
 from __future__ import annotations
 
 import dataclasses
-
-import importlib.metadata
 import functools
+import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path

@@ -21,8 +21,8 @@ from bids_jdam.diffusion.noise import SliceKey
 from bids_jdam.diffusion.sde import VESDE
 from bids_jdam.synthesis.inference import InferenceDenoiser
 from bids_jdam.synthesis.loaded_model import LoadedModel
-from bids_jdam.synthesis.spread import inflate
 from bids_jdam.synthesis.provenance import SamplerInfo, SynthesisProvenance
+from bids_jdam.synthesis.spread import inflate
 from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
 
 

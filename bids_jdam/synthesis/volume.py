@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import PLANE_AXES, slices_to_volume, volume_to_slices
 from bids_jdam.denormals import subnormals_flushed, without_subnormals
-from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.noise import SliceKey
+from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE
 from bids_jdam.synthesis.provenance import SynthesisProvenance
 
@@ -98,7 +98,9 @@ def synthesize_volume(
         _log_estimate(denoiser_fn, jobs, nfe, batch, slice_size, device, channels, sampler_cfg)
 
     cond_by_plane = {p: volume_to_slices(t1_model.astype(np.float32), p, slice_size) for p in planes}
-    out = {(p, s): np.zeros((len(cond_by_plane[p]), slice_size, slice_size), np.float32) for p in planes for s in range(k)}
+    out = {
+        (p, s): np.zeros((len(cond_by_plane[p]), slice_size, slice_size), np.float32) for p in planes for s in range(k)
+    }
     bar = tqdm(total=len(jobs), unit="slice", desc="sampling", disable=not progress)
     i = 0
     while i < len(jobs):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bids_jdam import __version__, atomic, write_gate
 from bids_jdam.bids.outputs import start_derivative_dataset
 from bids_jdam.bids.query import (
     AnatInput,
@@ -23,13 +24,11 @@ from bids_jdam.bids.query import (
     find_anatomicals,
     load_filters,
     load_layout,
-    participants_with_broken_sidecars,
     normalize_labels,
+    participants_with_broken_sidecars,
 )
-from bids_jdam import __version__, atomic
 from bids_jdam.config import SamplerConfig
 from bids_jdam.device import resolve_device
-from bids_jdam import write_gate
 from bids_jdam.errors import InputError, StepError, failure_line, one_line
 from bids_jdam.preprocess.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import LoadedModel, load_model

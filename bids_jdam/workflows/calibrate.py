@@ -55,7 +55,9 @@ def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoade
     model, cfg, card = load_model_dir(model_dir, torch_device)
     method = METHODS.named(card["method"])
     if not method.probabilistic:
-        raise InputError(f"{model_dir}: method {method.name} makes one deterministic prediction: no spread to calibrate")
+        raise InputError(
+            f"{model_dir}: method {method.name} makes one deterministic prediction: no spread to calibrate"
+        )
     subjects = subjects or list(read_diagnoses(bids_dir))
     training_data = card.get("training_data", {})
     trained = set(training_data.get("subjects", {}).get("train", {}))

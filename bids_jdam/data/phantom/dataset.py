@@ -244,7 +244,9 @@ def _make_subject(root: Path, settings: PhantomSettings, index: int) -> dict:
     fine = fine_template(settings.fine_stride)
     anatomy = build_anatomy(draw.anatomy, settings.fine_stride, settings.grid_spacing_mm)
     pet = template_pet(anatomy, draw.pet, settings.grid_spacing_mm)
-    displacement, displacement_affine = smooth_displacement(np.random.default_rng(draw.warp_seed), draw.warp_amplitude_mm)
+    displacement, displacement_affine = smooth_displacement(
+        np.random.default_rng(draw.warp_seed), draw.warp_amplitude_mm
+    )
 
     for session, acquisition in zip(layout.sessions(settings.sessions), draw.sessions):
         placement = SubjectPlacement(
@@ -257,7 +259,9 @@ def _make_subject(root: Path, settings: PhantomSettings, index: int) -> dict:
         t1w, t1w_affine = synthesize_t1w(anatomy, fine, placement, protocol, acquisition)
         save_nifti(raw["t1w"], t1w, t1w_affine, code=SCANNER_CODE)
         save_json(sidecar(raw["t1w"]), t1w_sidecar(protocol))
-        pet_native, pet_affine = synthesize_pet(pet, draw.pet, placement, settings.grid_spacing_mm, acquisition.seed + 1)
+        pet_native, pet_affine = synthesize_pet(
+            pet, draw.pet, placement, settings.grid_spacing_mm, acquisition.seed + 1
+        )
         save_nifti(raw["pet"], pet_native, pet_affine, code=SCANNER_CODE)
         save_json(sidecar(raw["pet"]), pet_sidecar(draw.pet))
         _write_truth(root, layout, subject, session, settings, draw, anatomy, pet, placement)

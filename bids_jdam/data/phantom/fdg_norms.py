@@ -1,9 +1,11 @@
 """The phantom's healthy FDG pattern and AD pattern on AAL3 region groups (fdg_norms.tsv beside this module).
 
-``uptake`` is the measured mean FDG uptake of each group of AAL3 regions relative to the cerebellar cortex in a real FDG-PET
+``uptake`` is the measured mean FDG uptake of each group of AAL3 regions relative to the cerebellar cortex in a
+real FDG-PET
 average of 28 healthy adults (Shokri-Kojori et al., Nat Commun 10:690, 2019; ``source`` = table), or a phantom
 choice (``source`` = phantom). ``activity_uptake`` is the activity the phantom puts in the group so that its
-PET measures ``uptake`` (partial_volume.py fits it). ``ad_hypometabolism`` is the fraction of uptake an AD subject of severity 1 loses,
+PET measures ``uptake`` (partial_volume.py fits it). ``ad_hypometabolism`` is the fraction of uptake an AD subject
+of severity 1 loses,
 ``age_change_per_decade`` the healthy change per decade of age, ``tissue`` whether the uptake sits in gray matter
 only or in all tissue of the region (deep nuclei, which the template's tissue maps label partly as white matter).
 docs/phantom.md cites the sources of each column.

@@ -4,7 +4,8 @@ The norms (fdg_norms.tsv, ``uptake``) are what a real PET shows in each region's
 scanner and mixed with white matter and CSF at the cortex's edge; the cerebellar cortex they are divided by is
 diluted too. Setting the activity to the norms would give a flatter, different pattern. This fits, on the template
 anatomy with the phantom's mean PSF, the activity per group whose measured pattern equals the norms (fixed-point
-iteration: scale each group by norm / measured), with a floor at white matter's level. The result is the ``activity_uptake`` column of fdg_norms.tsv:
+iteration: scale each group by norm / measured), with a floor at white matter's level. The result is the
+``activity_uptake`` column of fdg_norms.tsv:
 
     python -m bids_jdam.data.phantom.partial_volume          # prints the column; paste it into fdg_norms.tsv
 """

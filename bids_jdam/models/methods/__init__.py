@@ -4,10 +4,13 @@ Import ``METHODS`` from here (not from the registry module) so that the built-in
 """
 
 # isort: off - the import order is the registration order (the CLI lists methods in it)
-from bids_jdam.models.methods import diffusion  # noqa: F401
-from bids_jdam.models.methods import regression  # noqa: F401
-from bids_jdam.models.methods import residual  # noqa: F401
-from bids_jdam.models.methods import cyclegan  # noqa: F401
+from bids_jdam.models.methods import (
+    cyclegan,  # noqa: F401
+    diffusion,  # noqa: F401
+    regression,  # noqa: F401
+    residual,  # noqa: F401
+)
+
 # isort: on
 from bids_jdam.models.registry import METHODS, Method
 
