@@ -8,6 +8,7 @@ DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
 .PHONY: venv lint test test-all test-container demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
+	benchmark-attribution benchmark-phantom-realism benchmark-demo-real-t1w \
 	benchmark-throughput benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality benchmark-quality-default clean
 
 venv: $(VENV)/.installed
@@ -49,6 +50,15 @@ benchmark-preprocess: venv
 
 benchmark-learning-curve: venv
 	$(BIN)/python -m benchmarks.learning_curve --minutes 8 --threads 1 --jobs 2
+
+benchmark-attribution: venv
+	$(BIN)/python -m benchmarks.attribution --threads 2
+
+benchmark-phantom-realism: venv
+	$(BIN)/python -m benchmarks.phantom_realism
+
+benchmark-demo-real-t1w: venv
+	$(BIN)/python -m benchmarks.demo_on_real_t1w --threads 2
 
 benchmark-synthesis: venv
 	$(BIN)/python -m benchmarks.synthesis --threads 2

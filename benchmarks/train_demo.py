@@ -3,26 +3,22 @@
     python -m benchmarks.train_demo --work /tmp/demo_train --minutes 60    # repeat with --resume to continue
     python -m benchmarks.train_demo --work /tmp/demo_train --package-only  # package the last trained model
 
-The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.2 M parameters) trained on the
-template-space truth of a 24-subject phantom (seed 1, all three planes), through the app's training workflow
-(``train_model``: the loop, checkpoints, validation, calibration and model card of ``bids-jdam-train``), with
-``--method`` (default: the app's default method). A method's default sampler is kept, except JDAM's: packaging sets
-it to ``JDAM_SAMPLER``, the ancestral sampler with 18 steps (18 network evaluations per slice), the fewest
-evaluations that met the default-sampler rule of ``benchmarks/speed.py`` (results/speed-x86_64-amd-epyc-2cpu.md),
-and trains with it so that the calibration is fitted for it. It is trained on synthetic phantoms and is not for
-real patients: its model card says so, and so does every output it makes.
+The demo model is the small CPU configuration (4 mm grid, 64x64 slices, ~1.2 M parameters) trained on a 24-subject
+phantom (seed 1, all three planes) the way a user's model is trained: the phantom's raw T1w and PET go through the
+app's cached preprocessing (``preprocessed_pairs_loader``, the loader of ``bids-jdam-train``), and training runs in
+the app's training workflow (``train_model``: the loop, the T1w augmentation, checkpoints, validation and spread
+calibration on the held-out validation subjects as preprocessed, and the model card), with ``--method`` (default:
+the app's default method). A method's default sampler is kept, except JDAM's: packaging sets it to
+``JDAM_SAMPLER``, the ancestral sampler with 18 steps, the fewest evaluations that met the default-sampler rule of
+``benchmarks/speed.py``, and trains with it so that the calibration is fitted for it. It is trained on synthetic
+phantoms and is not for real patients: its model card says so, and so does every output it makes.
 
-The shipped weights are ``--method jdam-residual`` (Heun-18, the method's sampler), trained 2026-12-01 by
+The shipped weights are ``--method jdam-residual`` (Heun-18, the method's sampler), made by
 
-    python -m benchmarks.train_demo --work /tmp/demo_train_r --minutes 300 --max-steps 2500
+    python -m benchmarks.train_demo --work /work/demo_v2 --minutes 55 --max-steps 2500
 
-with OMP_NUM_THREADS=1, on a 2-core Intel Xeon that ran the quality benchmark beside it for the first half; the model
-card has the steps, the training seconds and the held-out validation figures. Training calibrated the spread on the
-validation subjects' template-space truth, which leaves out what preprocessing adds to the error; the card's
-calibration was then fitted again on the same four subjects as the app sees them (raw T1w and PET through the
-preprocessing, against the preprocessed real PET):
-
-    bids-jdam-calibrate bids_jdam/models/demo /tmp/demo_train_r/phantom --participant-label 05 19 20 22 --device cpu
+with OMP_NUM_THREADS=2 on a 2-core AMD EPYC that also ran other work for part of the time; the model card has the
+steps, the training seconds, the validation figures and the calibration.
 """
 
 from __future__ import annotations

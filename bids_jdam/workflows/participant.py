@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_jdam.bids.derivatives import ParticipantStaging, image_key, recover_interrupted_publish
-from bids_jdam.bids.outputs import write_image_derivatives, write_regional_table
+from bids_jdam.bids.outputs import write_image_derivatives
 from bids_jdam.bids.query import AnatInput, find_fdg_pet
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.template import TemplateImages, load_template
@@ -33,6 +33,7 @@ from bids_jdam.evaluate.participant_qc import image_metrics
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
+from bids_jdam.reports.regional_table import write_regional_table
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.participant_lock import participant_lock
 
