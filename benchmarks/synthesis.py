@@ -13,7 +13,8 @@ Two standard-deviation maps are scored where they exist: the sampling SD (across
 view SD (across the three planes' reconstructions, each the mean of its K samples): their Pearson correlation with
 the absolute error of the mean, voxel by voxel and after Gaussian smoothing inside the mask (sigma
 ``--smoothing-mm``), and their calibration (RMSE per SD quintile, spread-skill ratio), against the real
-PET and the noise-free truth. Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template space, brain mask,
+PET and the noise-free truth, and whether they say where the error is (``bids_jdam.evaluate.error_ranking``: RMSE
+and coverage per SD fifth, AUSE, the CRPS against a constant-width band's) beside the goals. Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template space, brain mask,
 fixed data range) against the preprocessed real PET, and, for reference, against the phantom's noise-free
 template-space truth. The K samples are sample indices 0..K-1 of each slice's noise key, as in a participant run.
 ``--smoke``: one subject, K = 2, two sampler steps, to check the path. Writes
@@ -39,10 +40,12 @@ from bids_jdam.data.slices import PLANE_AXES
 from bids_jdam.diffusion.samplers import network_evaluations
 from bids_jdam.evaluate.consistency import (
     PET_RESOLUTION_SIGMA_MM,
+    smooth_in_mask,
     stripe_index,
     uncertainty_calibration,
     uncertainty_error_correlation,
 )
+from bids_jdam.evaluate.error_ranking import error_ranking_scores, predictive_scale
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.evaluate.probabilistic import probabilistic_scores
 from bids_jdam.models.demo import DEMO_MODEL_DIR
@@ -78,7 +81,9 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
         "stripe_index_axial_real_pet": stripe_index(real, mask, PLANE_AXES["axial"]),
         "uncertainty_maps": {},
     }
-    for map_name, sd, members in (("sampling", result.std, samples), ("view", result.view_std, len(planes))):
+    smoothed_std = None if result.std is None else smooth_in_mask(result.std, mask, smoothing_voxels)
+    for map_name, sd, members in (("sampling", result.std, samples), ("view", result.view_std, len(planes)),
+                                  ("sampling_smoothed", smoothed_std, samples)):
         if sd is None:
             continue
         scores = {}
@@ -87,6 +92,8 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
                 "correlation_voxelwise": uncertainty_error_correlation(sd, result.mean, image, mask),
                 "correlation_smoothed": uncertainty_error_correlation(sd, result.mean, image, mask, smoothing_voxels),
                 "calibration": uncertainty_calibration(sd, result.mean, image, mask, members),
+                "ranking": error_ranking_scores(predictive_scale(sd, members), result.mean, image, mask,
+                                                smoothing_voxels),
             }
         row["uncertainty_maps"][map_name] = scores
     if samples > 1:  # the K fused samples as an ensemble (bids_jdam.evaluate.probabilistic)
@@ -182,6 +189,7 @@ def markdown(report: dict) -> str:
                     f"{truth['correlation_voxelwise']:+.2f} / {truth['correlation_smoothed']:+.2f} | {bins} | "
                     f"{real['calibration']['spread_skill_ratio']:.2f} "
                     f"({truth['calibration']['spread_skill_ratio']:.2f}) |")
+    lines += ranking_table(report)
     lines += ["", "The K samples as an ensemble (bids_jdam.evaluate.probabilistic), as the app writes them (spread by "
               "the model card's calibration where it applies: temperature and scale given, else none): fair CRPS "
               "against the MAE of their mean, unbiased spread-skill ratio (1 calibrated, below 1 overconfident), "
@@ -207,6 +215,39 @@ def markdown(report: dict) -> str:
               + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
               "", "Figures on phantoms are upper bounds for real data."]
     return "\n".join(lines) + "\n"
+
+
+# Issue 30's goals for a map that says where the error is: (score, test, goal as words)
+RANKING_GOALS = (
+    ("coverage_90", lambda v: 0.85 <= v <= 0.95, "90 % coverage in [0.85, 0.95]"),
+    ("rmse_top_over_bottom_fifth", lambda v: v >= 1.5, "RMSE top / bottom fifth >= 1.5"),
+    ("correlation_smoothed", lambda v: v >= 0.3, "smoothed SD-|error| correlation >= 0.3"),
+    ("ause_relative", lambda v: v <= 0.7, "AUSE / random <= 0.7"),
+    ("crps_over_constant_band", lambda v: v <= 0.95, "CRPS / constant band <= 0.95"),
+)
+
+
+def ranking_table(report: dict) -> list[str]:
+    """Whether each map says where the error is (bids_jdam.evaluate.error_ranking), against the goals."""
+    lines = ["", "Does the map say where the error is (bids_jdam.evaluate.error_ranking)? Each map read as the "
+             "predictive SD of the mean (SD x sqrt(1 + 1/n), n members) and a Gaussian; sampling_smoothed: the "
+             f"sampling SD smoothed (sigma {report['smoothing_mm']:g} mm inside the mask), a candidate map the app "
+             "does not write. Against the noise-free truth (real PET); a goal met against the truth is marked *. "
+             "Goals: " + "; ".join(words for _, _, words in RANKING_GOALS) + ".", "",
+             "| subject | planes | K | map | " + " | ".join(key for key, _, _ in RANKING_GOALS)
+             + " | RMSE per SD fifth (noise-free) | coverage per SD fifth (noise-free) |",
+             "|---|---|---|---|" + "---|" * (len(RANKING_GOALS) + 2)]
+    for subject in report["subjects"]:
+        for c in subject["cases"]:
+            for name, scores in c["uncertainty_maps"].items():
+                truth, real = scores["noise_free_truth"]["ranking"], scores["real_pet"]["ranking"]
+                cells = [f"{truth[key]:.2f}{'*' if meets(truth[key]) else ''} ({real[key]:.2f})"
+                         for key, meets, _ in RANKING_GOALS]
+                lines.append(f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {name} | "
+                             + " | ".join(cells) + " | "
+                             + ", ".join(f"{row['rmse']:.3f}" for row in truth["reliability"]) + " | "
+                             + ", ".join(f"{row['coverage']:.2f}" for row in truth["reliability"]) + " |")
+    return lines
 
 
 if __name__ == "__main__":

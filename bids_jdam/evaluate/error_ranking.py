@@ -1,0 +1,107 @@
+"""Whether an uncertainty map says WHERE the error is, not only how large it is on average.
+
+A constant-width band of the right width is calibrated on average and ranks nothing, so every score here is read
+against that baseline. The map is a predictive SD ``scale`` (mean +- 1.645 scale is the central 90 % interval; for
+the SD of K samples around their mean, ``predictive_scale`` makes it one), read as a Gaussian:
+
+- reliability table: the voxels split into fifths by ``scale``; per fifth the mean scale, the RMSE of the mean and
+  the 90 % coverage. A map that ranks the error has RMSE rising with the scale and coverage near 0.9 in every fifth.
+- AUSE (Ilg et al., ECCV 2018): the RMSE of the voxels left after removing the fraction with the largest scale,
+  against removing those with the largest error (the oracle); the area between the two curves over the area a
+  random ranking leaves (the overall RMSE against the oracle): 1 for no ranking, lower is better (the true SD of a
+  heteroscedastic Gaussian gives about 0.4).
+- CRPS of the map as a Gaussian against the CRPS of the constant band whose 90 % interval covers 90 % of this
+  image's voxels (a split-conformal band fitted on the image itself, the strongest constant baseline): below 1 the
+  map adds information on where the error is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+from bids_jdam.evaluate.consistency import uncertainty_error_correlation
+
+LEVEL = 0.9
+BINS = 5
+SPARSIFICATION_STEPS = 20
+
+
+def predictive_scale(std: np.ndarray, num_samples: int) -> np.ndarray:
+    """The predictive SD of a new draw around a K-sample mean whose samples have SD ``std``."""
+    return np.asarray(std, dtype=np.float64) * np.sqrt(1 + 1 / num_samples)
+
+
+def _inside(mask: np.ndarray, *images: np.ndarray) -> list[np.ndarray]:
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        raise ValueError("the mask is empty")
+    return [np.asarray(image, dtype=np.float64)[m] for image in images]
+
+
+def gaussian_crps(mean: np.ndarray, scale: np.ndarray | float, truth: np.ndarray, mask: np.ndarray) -> float:
+    """Mean CRPS inside ``mask`` of Gaussians N(mean, scale^2) (a map or one width) against ``truth``."""
+    mu, y = _inside(mask, mean, truth)
+    sigma = _inside(mask, np.broadcast_to(scale, np.shape(mask)))[0]
+    sigma = np.maximum(sigma, 1e-12)
+    z = (y - mu) / sigma
+    return float(np.mean(sigma * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))))
+
+
+def constant_band_scale(mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, level: float = LEVEL) -> float:
+    """The one width whose central ``level`` interval covers ``level`` of the voxels (conformal on the image)."""
+    mu, y = _inside(mask, mean, truth)
+    return float(np.quantile(np.abs(y - mu), level) / norm.ppf(0.5 + level / 2))
+
+
+def reliability_table(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+                      bins: int = BINS, level: float = LEVEL) -> list[dict[str, float]]:
+    """Per fifth of the voxels ranked by ``scale``: its range, mean scale, RMSE of the mean and coverage."""
+    sigma, mu, y = _inside(mask, scale, mean, truth)
+    order = np.argsort(sigma, kind="stable")
+    z = norm.ppf(0.5 + level / 2)
+    rows = []
+    for part in np.array_split(order, bins):
+        error = y[part] - mu[part]
+        rows.append({"scale_from": float(sigma[part].min()), "scale_to": float(sigma[part].max()),
+                     "mean_scale": float(sigma[part].mean()), "rmse": float(np.sqrt(np.mean(error**2))),
+                     "coverage": float(np.mean(np.abs(error) <= z * sigma[part]))})
+    return rows
+
+
+def _remaining_rmse(squared_error_in_removal_order: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """RMSE of what is left after removing each fraction from the front of the order."""
+    n = len(squared_error_in_removal_order)
+    tail_sums = np.concatenate([np.cumsum(squared_error_in_removal_order[::-1])[::-1], [0.0]])
+    removed = np.minimum((fractions * n).astype(int), n - 1)
+    return np.sqrt(tail_sums[removed] / (n - removed))
+
+
+def relative_ause(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+                  steps: int = SPARSIFICATION_STEPS) -> float:
+    """Area between the scale's and the oracle's sparsification curves over a random ranking's (1: no ranking)."""
+    sigma, mu, y = _inside(mask, scale, mean, truth)
+    squared = (y - mu) ** 2
+    fractions = np.arange(steps) / steps
+    by_scale = _remaining_rmse(squared[np.argsort(-sigma, kind="stable")], fractions)
+    oracle = _remaining_rmse(squared[np.argsort(-squared, kind="stable")], fractions)
+    random = np.sqrt(squared.mean())
+    return float(np.mean(by_scale - oracle) / max(np.mean(random - oracle), 1e-12))
+
+
+def error_ranking_scores(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+                         smoothing_voxels: float = 0.0) -> dict[str, object]:
+    """Every score of the module for one predictive-SD map, with the constant band's CRPS beside the map's."""
+    band = constant_band_scale(mean, truth, mask)
+    table = reliability_table(scale, mean, truth, mask)
+    crps, band_crps = gaussian_crps(mean, scale, truth, mask), gaussian_crps(mean, band, truth, mask)
+    sigma, mu, y = _inside(mask, scale, mean, truth)
+    return {
+        "coverage_90": float(np.mean(np.abs(y - mu) <= norm.ppf(0.5 + LEVEL / 2) * sigma)),
+        "reliability": table,
+        "rmse_top_over_bottom_fifth": table[-1]["rmse"] / max(table[0]["rmse"], 1e-12),
+        "correlation_smoothed": uncertainty_error_correlation(scale, mean, truth, mask, smoothing_voxels),
+        "ause_relative": relative_ause(scale, mean, truth, mask),
+        "crps": crps, "constant_band_scale": band, "constant_band_crps": band_crps,
+        "crps_over_constant_band": crps / band_crps,
+    }

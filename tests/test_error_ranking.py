@@ -1,0 +1,68 @@
+"""Scores that tell whether an SD map ranks the error, on cases whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bids_jdam.evaluate.error_ranking import (
+    constant_band_scale,
+    error_ranking_scores,
+    gaussian_crps,
+    predictive_scale,
+    relative_ause,
+    reliability_table,
+)
+
+
+@pytest.fixture(scope="module")
+def heteroscedastic():
+    """Errors drawn with a known SD, threefold larger in one half of a 3D volume than in the other."""
+    rng = np.random.default_rng(0)
+    shape = (40, 40, 40)
+    true_sd = np.where(np.arange(shape[0])[:, None, None] < 20, 0.1, 0.3) * np.ones(shape)
+    mean = rng.normal(1.0, 0.2, size=shape)
+    truth = mean + rng.normal(size=shape) * true_sd
+    mask = np.ones(shape, dtype=bool)
+    mask[:3] = False
+    return true_sd, mean, truth, mask
+
+
+def test_the_true_sd_ranks_the_error_and_beats_the_constant_band(heteroscedastic):
+    true_sd, mean, truth, mask = heteroscedastic
+    scores = error_ranking_scores(true_sd, mean, truth, mask)
+    assert 0.88 < scores["coverage_90"] < 0.92
+    assert all(0.87 < row["coverage"] < 0.93 for row in scores["reliability"])
+    assert scores["rmse_top_over_bottom_fifth"] > 2.0
+    assert 0.35 < scores["ause_relative"] < 0.55
+    assert 0.9 < scores["crps_over_constant_band"] < 0.96
+
+
+def test_a_constant_sd_is_calibrated_on_average_and_ranks_nothing(heteroscedastic):
+    _, mean, truth, mask = heteroscedastic
+    width = constant_band_scale(mean, truth, mask)
+    constant = np.full(mask.shape, width)
+    scores = error_ranking_scores(constant, mean, truth, mask)
+    assert scores["coverage_90"] == pytest.approx(0.9, abs=0.005)
+    assert scores["crps_over_constant_band"] == pytest.approx(1.0)
+    assert 0.8 < relative_ause(np.random.default_rng(1).random(mask.shape), mean, truth, mask) < 1.2
+    table = reliability_table(np.random.default_rng(2).random(mask.shape), mean, truth, mask)
+    rmse = [row["rmse"] for row in table]
+    assert max(rmse) / min(rmse) < 1.1
+
+
+def test_a_map_that_points_the_wrong_way_scores_worse_than_random(heteroscedastic):
+    true_sd, mean, truth, mask = heteroscedastic
+    inverted = 0.4 - true_sd
+    assert relative_ause(inverted, mean, truth, mask) > 1.3
+    assert error_ranking_scores(inverted, mean, truth, mask)["rmse_top_over_bottom_fifth"] < 0.6
+
+
+def test_gaussian_crps_matches_its_closed_form_at_zero_error():
+    mask = np.ones((2, 2), dtype=bool)
+    assert gaussian_crps(np.zeros((2, 2)), 2.0, np.zeros((2, 2)), mask) == pytest.approx(
+        2.0 * (2 / np.sqrt(2 * np.pi) - 1 / np.sqrt(np.pi)))
+
+
+def test_predictive_scale_adds_the_mean_s_own_uncertainty():
+    assert predictive_scale(np.array([1.0]), 4)[0] == pytest.approx(np.sqrt(1.25))
