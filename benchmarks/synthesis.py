@@ -9,14 +9,15 @@ of its T1w and FDG-PET, then synthesis through the app's entry point (``Synthesi
 by the app's model rule) with the model's default sampler (i) along one plane, (ii) K samples along that plane
 (where the model card's spread calibration applies: its temperature and scale), (iii) along three planes fused,
 (iv) K samples along each of the three planes with ``--samples-sampler`` (default: the model's default sampler).
-Two standard-deviation maps are scored where they exist: the sampling SD (across the K fused samples) and the
-view SD (across the three planes' reconstructions, each the mean of its K samples): their Pearson correlation with
-the absolute error of the mean, voxel by voxel and after Gaussian smoothing inside the mask (sigma
-``--smoothing-mm``), and their calibration (RMSE per SD quintile, spread-skill ratio), against the real
-PET and the noise-free truth, and whether they say where the error is (``bids_jdam.evaluate.error_ranking``: RMSE
-and coverage per SD fifth, AUSE, the CRPS against a constant-width band's) beside the goals. Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template space, brain mask,
-fixed data range) against the preprocessed real PET, and, for reference, against the phantom's noise-free
-template-space truth. The K samples are sample indices 0..K-1 of each slice's noise key, as in a participant run.
+Two standard-deviation maps are scored where they exist: the sampling SD (across the K fused samples) and the view
+SD (across the three planes' reconstructions, each the mean of its K samples): their Pearson correlation with the
+absolute error of the mean, voxel by voxel and after Gaussian smoothing inside the mask (sigma ``--smoothing-mm``),
+and their calibration (RMSE per SD quintile, spread-skill ratio), against the real PET and the noise-free truth, and
+whether they say where the error is (``bids_jdam.evaluate.error_ranking``: RMSE and coverage per SD fifth, AUSE, the
+CRPS against a constant-width band's) beside the goals. Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template
+space, brain mask, fixed data range) against the preprocessed real PET, and, for reference, against the phantom's
+noise-free template-space truth. The K samples are sample indices 0..K-1 of each slice's noise key, as in a
+participant run.
 ``--smoke``: one subject, K = 2, two sampler steps, to check the path. Writes
 ``<results>/synthesis-<machine>.{json,md}`` (default ``benchmarks/results``).
 """

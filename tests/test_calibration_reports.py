@@ -54,6 +54,16 @@ def test_coverage_of_a_well_spread_gaussian_is_nominal():
     assert scores["spread_skill"] == pytest.approx(1.0, abs=0.05)
 
 
+def test_a_map_of_constant_true_spread_ranks_nothing_and_a_varying_one_is_credited():
+    flat = spread_scores(*gaussian_case(spread=1.0))
+    assert flat["sd_ause_relative"] > 0.85 and flat["crps_over_constant_band"] > 0.98
+    rng = np.random.default_rng(1)
+    true_sd = np.where(np.arange(SHAPE[0])[:, None, None] < SHAPE[0] // 2, 0.05, 0.15) * np.ones(SHAPE)
+    draws = 1.0 + true_sd * rng.standard_normal((K + 1, *SHAPE))
+    varying = spread_scores(result_of(draws[:K]), draws[K], np.ones(SHAPE, dtype=bool))
+    assert varying["sd_ause_relative"] < 0.8 and varying["crps_over_constant_band"] < 0.97
+
+
 def test_the_calibrated_sd_map_restores_the_coverage_of_an_underdispersed_one():
     narrow, truth, mask = gaussian_case(spread=0.5)
     before = spread_scores(narrow, truth, mask)
@@ -66,6 +76,7 @@ def test_one_sample_records_no_coverage():
     result, truth, mask = gaussian_case(spread=1.0)
     quality = quality_metrics(result_of(np.stack(result.samples[:1])), truth, mask, spacing_mm=4.0)
     assert (quality.coverage_50, quality.coverage_90, quality.spread_skill) == (None, None, None)
+    assert (quality.sd_ause_relative, quality.crps_over_constant_band) == (None, None)
     assert quality_metrics(result, truth, mask, spacing_mm=4.0).coverage_90 == pytest.approx(0.9, abs=0.02)
 
 

@@ -37,6 +37,11 @@ class QualityMetrics:
     coverage_50: float | None = None
     coverage_90: float | None = None
     spread_skill: float | None = None
+    # Does the sampling SD map rank the error (:mod:`bids_jdam.evaluate.error_ranking`)? AUSE over a random
+    # ranking's (1: no ranking, lower is better) and the map's CRPS over that of the constant-width band with the
+    # same 90 % coverage (below 1: the map says where the error is); only with K > 1.
+    sd_ause_relative: float | None = None
+    crps_over_constant_band: float | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from bids_jdam.bids.query import AnatInput
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.template import TemplateImages
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
+from bids_jdam.evaluate.error_ranking import constant_band_scale, gaussian_crps, predictive_scale, relative_ause
 from bids_jdam.evaluate.metrics import image_quality, noise_index, uniform_white_matter_region
 from bids_jdam.evaluate.participant_metrics import (
     BrainExtractionCheck,
@@ -88,13 +89,19 @@ def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray,
 
 def spread_scores(result: SynthesisResult, real: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Coverage and spread-skill of the SD map the outputs carry (calibrated where the model card says so) against
-    the real PET: whether the calibration fitted on the validation subjects holds for this one. Empty with K = 1."""
+    the real PET: whether the calibration fitted on the validation subjects holds for this one, and whether the map
+    ranks the error better than a constant band. Empty with K = 1."""
     if result.std is None:
         return {}
     k = len(result.samples)
     covered = coverage(result.mean, result.std, real, mask, k)
+    scale = predictive_scale(result.std, k)
+    band = constant_band_scale(result.mean, real, mask)
     return {"coverage_50": covered["0.50"], "coverage_90": covered["0.90"],
-            "spread_skill": spread_skill_from_sd(result.std, result.mean, real, mask, k)}
+            "spread_skill": spread_skill_from_sd(result.std, result.mean, real, mask, k),
+            "sd_ause_relative": relative_ause(scale, result.mean, real, mask),
+            "crps_over_constant_band": (gaussian_crps(result.mean, scale, real, mask)
+                                        / gaussian_crps(result.mean, band, real, mask))}
 
 
 def software_versions() -> dict[str, str]:

@@ -41,7 +41,7 @@ LOGGER = logging.getLogger(__name__)
 
 # The SD-error correlations exist only for images with K > 1 samples (sampling) or several planes (views); the
 # coverage and spread-skill of the (calibrated) sampling SD only with K > 1.
-SPREAD_MEASURES = ("coverage_50", "coverage_90", "spread_skill")
+SPREAD_MEASURES = ("coverage_50", "coverage_90", "spread_skill", "sd_ause_relative", "crps_over_constant_band")
 QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "view_sd_error_correlation", "sd_error_correlation",
                     *SPREAD_MEASURES)
 CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
@@ -52,6 +52,7 @@ MEASURE_LABELS = {
     "brain_volume_ml": "brain volume (ml)", "registration_correlation": "registration: correlation",
     "brain_extraction_dice": "brain extraction: Dice", "coverage_50": "coverage, 50 % interval",
     "coverage_90": "coverage, 90 % interval", "spread_skill": "spread-skill ratio",
+    "sd_ause_relative": "SD map: AUSE / random", "crps_over_constant_band": "SD map: CRPS / constant band",
 }
 
 

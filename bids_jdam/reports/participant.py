@@ -26,6 +26,9 @@ SPREAD_SCORES = (
     ("coverage_50", "coverage of the central 50 % interval (nominal 0.50)"),
     ("coverage_90", "coverage of the central 90 % interval (nominal 0.90)"),
     ("spread_skill", "spread-skill ratio (nominal 1.0; below 1 the SD map is too small for the error)"),
+    ("sd_ause_relative", "AUSE over a random ranking's (1: the SD map does not rank the error; lower is better)"),
+    ("crps_over_constant_band", "CRPS over a constant-width band's with the same 90 % coverage (below 1: the map "
+                                "says where the error is; 1 or more: it only gives its size)"),
 )
 
 
