@@ -69,15 +69,18 @@ def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
 def test_each_image_has_an_aal3_regional_table_with_its_real_pet(app_run):
     table = app_run["out"] / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_seg-AAL3_desc-jdam_pet.tsv"
     rows = [line.split("\t") for line in table.read_text().splitlines()]
-    assert rows[0] == ["index", "label_name", "voxels", "mean_synthetic_suvr", "mean_synthetic_sd", "mean_real_suvr"]
+    assert rows[0] == ["index", "label_name", "voxels", "mean_synthetic_suvr", "ci90_lower", "ci90_upper",
+                       "mean_synthetic_sd", "mean_real_suvr"]
     by_name = {row[1]: row for row in rows[1:]}
     assert {"Precuneus_L", "Cingulate_Post_R", "Cerebellum_Crus1_L", "AD_metaROI"} <= set(by_name)
     assert by_name["AD_metaROI"][0] == "1000" and int(by_name["AD_metaROI"][2]) > int(by_name["Angular_L"][2])
     # the test model is untrained, so its synthetic values are only finite; the real PET's are uptake
-    bad = [row for row in rows[1:] if not (np.isfinite(float(row[3])) and float(row[4]) >= 0 and float(row[5]) > 0)]
+    bad = [row for row in rows[1:] if not (np.isfinite(float(row[3])) and float(row[6]) >= 0 and float(row[7]) > 0)]
     assert not bad, bad
+    assert all(row[4] == row[5] == "n/a" for row in rows[1:])  # the test model records no regional interval
     sidecar = json.loads(table.with_suffix(".json").read_text())
     assert set(rows[0]) <= set(sidecar) and "phantoms" in sidecar["Description"]
+    assert "records no regional interval" in sidecar["ci90_lower"]["Description"]
 
 
 def test_input_dataset_is_never_written(app_run, phantom_dataset):

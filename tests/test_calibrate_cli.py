@@ -20,6 +20,8 @@ def test_calibrates_on_held_out_subjects_and_refuses_training_subjects(tiny_mode
     calibration = json.loads((model / "model_card.json").read_text())["calibration"]
     assert calibration["spread_scale"] > 0 and calibration["subjects"] == len(held_out)
     assert "held-out subjects of bids" in calibration["fitted_on"]
+    regional = json.loads((model / "model_card.json").read_text())["regional_interval"]
+    assert regional["half_width_suvr"] > 0 and regional["subjects"] == len(held_out)
     assert (model / "weights.safetensors").read_bytes() == weights  # the checksum still holds
 
     assert main([str(model), str(phantom_dataset), "--phantom-truth", "--participant-label", trained[0],

@@ -165,6 +165,10 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     assert (cfg.sampler.name, cfg.sampler.steps) == ("heun", 18)  # its own sampler, not the paper's PC-1000
     calibration = card["calibration"]
     assert "spread_scale" not in calibration or (calibration["sampler"], calibration["steps"]) == ("heun", 18)
+    regional = card["regional_interval"]  # fitted on the validation subjects for a default run
+    assert (regional["sampler"], regional["steps"], regional["planes"]) == ("heun", 18, 1)
+    held_out = card["training_data"]["subjects"]["validation"]
+    assert regional["half_width_suvr"] > 0 and regional["subjects"] == len(held_out)
     assert PHANTOM_WARNING in card["intended_use"]
     assert PHANTOM_WARNING in (out / "README.md").read_text()  # the Hub model card, ready to upload
     assert (out / "checkpoints").is_dir()

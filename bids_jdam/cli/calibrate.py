@@ -13,8 +13,9 @@ from bids_jdam.errors import InputError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bids-jdam-calibrate",
-        description="Fit the posterior spread calibration of a model directory on held-out paired T1w/FDG-PET "
-                    "subjects and record it in its model card (bids-jdam-train does this on its validation subjects).",
+        description="Fit the posterior spread calibration (probabilistic methods) and the regional interval of a "
+                    "model directory on held-out paired T1w/FDG-PET subjects and record them in its model card "
+                    "(bids-jdam-train does this on its validation subjects).",
     )
     parser.add_argument("model", metavar="MODEL", help="a model directory made by bids-jdam-train, or "
                                                        "hf:ORG/NAME[@REVISION] on the Hugging Face Hub (--copy-to)")
@@ -46,12 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         loader = load_phantom_truth_subjects if args.phantom_truth else preprocessed_pairs_loader(
             args.work_dir or model_dir.parent / f"{model_dir.name}-calibration-work", args.omp_nthreads)
         subjects = [label.removeprefix("sub-") for label in args.participant_label or []] or None
-        calibration = calibrate_model(model_dir, args.bids_dir, loader, subjects, args.device)
+        calibration, interval = calibrate_model(model_dir, args.bids_dir, loader, subjects, args.device)
     except (InputError, ValueError) as error:
         print(f"bids-jdam-calibrate: error: {error}", file=sys.stderr)
         return 1
-    print(f"{model_dir}: spread scale {calibration.spread_scale:.4g} "
-          f"({calibration.subjects} subjects, {calibration.voxels} voxels)")
+    if calibration is not None:
+        print(f"{model_dir}: spread scale {calibration.spread_scale:.4g} "
+              f"({calibration.subjects} subjects, {calibration.voxels} voxels)")
+    if interval is not None:
+        print(f"{model_dir}: regional {interval.level:.0%} interval +-{interval.half_width_suvr:.4g} SUVR "
+              f"({interval.pairs} regions of {interval.subjects} subjects)")
     return 0
 
 

@@ -12,24 +12,52 @@ from bids_jdam import atomic
 from bids_jdam.bids.derivatives import TEMPLATE_SPACE, ParticipantStaging, derivative_path
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.evaluate.atlas_suvr import ATLAS, META_ROI_NAME, META_ROI_REGIONS, RegionRow
+from bids_jdam.evaluate.regional_interval import LEVEL, RegionalInterval
 from bids_jdam.synthesis.provenance import SynthesisProvenance
 
 
 def write_regional_table(anat: AnatInput, rows: list[RegionRow], provenance: SynthesisProvenance,
-                         staging: ParticipantStaging) -> Path:
+                         staging: ParticipantStaging, interval: RegionalInterval | None,
+                         no_interval_because: str | None) -> Path:
     """``..._space-<template>_seg-AAL3_desc-jdam_pet.tsv`` (one row per atlas region, Clinica's ``index`` and
-    ``label_name``) with a sidecar describing its columns; returns the staged TSV."""
+    ``label_name``, the bounds of the calibrated regional interval where ``interval`` applies, else n/a) with a
+    sidecar describing its columns; returns the staged TSV."""
     mean_rel = derivative_path(anat.entities, space=TEMPLATE_SPACE, desc="jdam", suffix="pet", extension=".tsv",
                                trc="FDG")
     rel = mean_rel.with_name(mean_rel.name.replace("_desc-jdam_", f"_seg-{ATLAS}_desc-jdam_"))
-    lines = ["index\tlabel_name\tvoxels\tmean_synthetic_suvr\tmean_synthetic_sd\tmean_real_suvr"]
+    lower, upper = _bound_columns()
+    lines = [f"index\tlabel_name\tvoxels\tmean_synthetic_suvr\t{lower}\t{upper}\tmean_synthetic_sd\tmean_real_suvr"]
+    half = interval.half_width_suvr if interval is not None else None
     for row in rows:
-        values = (row.synthetic_suvr, row.synthetic_sd, row.real_suvr)
+        bounds = (None, None) if half is None else (row.synthetic_suvr - half, row.synthetic_suvr + half)
+        values = (row.synthetic_suvr, *bounds, row.synthetic_sd, row.real_suvr)
         lines.append("\t".join([str(row.index), row.name, str(row.voxels)]
                                + ["n/a" if v is None else f"{v:.5f}" for v in values]))
     path = atomic.write_text(staging.path(rel), "\n".join(lines) + "\n")
-    atomic.write_json(staging.path(rel.with_suffix(".json")), _regional_sidecar(anat, provenance))
+    sidecar = _regional_sidecar(anat, provenance) | _interval_sidecar(interval, no_interval_because)
+    atomic.write_json(staging.path(rel.with_suffix(".json")), sidecar)
     return path
+
+
+def _bound_columns() -> tuple[str, str]:
+    percent = round(100 * LEVEL)
+    return f"ci{percent}_lower", f"ci{percent}_upper"
+
+
+def _interval_sidecar(interval: RegionalInterval | None, no_interval_because: str | None) -> dict:
+    lower, upper = _bound_columns()
+    if interval is None:
+        how = f"n/a in this table: {no_interval_because}"
+    else:
+        how = (f"split-conformal on regions (bids_jdam.evaluate.regional_interval): +-{interval.half_width_suvr:.4f} "
+               f"SUVR, the conformal quantile of |real - synthetic| regional SUVR over {interval.pairs} (subject, "
+               f"region) pairs of {interval.subjects} held-out subjects, for sampler {interval.sampler}, "
+               f"{interval.steps} steps, K = {interval.num_samples}, {interval.planes} plane(s); it covers the real "
+               "regional SUVR of a new subject's regions that often on average over regions and subjects like "
+               "those it was fitted on, not in every region of every subject")
+    bound = "bound of the central {:.0%} interval of the region's real SUVR: " + how
+    return {lower: {"Description": "lower " + bound.format(LEVEL), "Units": "SUVR"},
+            upper: {"Description": "upper " + bound.format(LEVEL), "Units": "SUVR"}}
 
 
 def _regional_sidecar(anat: AnatInput, provenance: SynthesisProvenance) -> dict:

@@ -1,8 +1,10 @@
-"""Calibrate the posterior spread of an existing model directory on held-out subjects it was not trained on.
+"""Calibrate an existing model directory on held-out subjects it was not trained on.
 
-Training fits the calibration on its validation subjects already; this serves model directories made before that
-(the packaged demo model among them) and a recalibration on other held-out data. The model card gains (or replaces)
-its ``calibration``; the weights, and so their checksum, stay as they are. A Hub model is calibrated as a copy: its
+Two calibrations: the posterior spread (the SD maps; probabilistic methods only) and the regional interval (the
+regional tables; every method, for the synthesis a default participant run makes). Training fits both on its
+validation subjects already; this serves model directories made before that (the packaged demo model among them)
+and a recalibration on other held-out data. The model card gains (or replaces) its ``calibration`` and
+``regional_interval``; the weights, and so their checksum, stay as they are. A Hub model is calibrated as a copy: its
 snapshot in the Hub cache must keep holding what its commit holds.
 """
 
@@ -12,15 +14,21 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
+
 from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.bids.query import dataset_identity
+from bids_jdam.config import JDAMConfig
+from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError, one_line
 from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_sampling, calibration_sampler
+from bids_jdam.evaluate.regional_interval import RegionalInterval
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, predict_ensemble, validation_slices
 from bids_jdam.models.hub import fetch_hub_model, is_hub_reference
-from bids_jdam.models.methods import METHODS
+from bids_jdam.models.methods import METHODS, Method
 from bids_jdam.models.model_dir import load_model_dir, update_model_card
+from bids_jdam.workflows.regional_calibration import calibrate_regions
 from bids_jdam.workflows.train import CALIBRATION_SAMPLES
 from bids_jdam.workflows.training_data import SubjectLoader
 
@@ -49,28 +57,35 @@ def model_dir_to_calibrate(model: str, copy_to: Path | None = None) -> Path:
 
 
 def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoader, subjects: list[str] | None = None,
-                    device: str = "auto") -> SpreadCalibration:
-    """Fit the spread scale of ``model_dir`` on ``subjects`` of ``bids_dir`` (default: all) and record it."""
+                    device: str = "auto") -> tuple[SpreadCalibration | None, RegionalInterval | None]:
+    """Fit the spread scale (probabilistic methods) and the regional interval of ``model_dir`` on ``subjects`` of
+    ``bids_dir`` (default: all) and record them."""
     torch_device = resolve_device(device)
     model, cfg, card = load_model_dir(model_dir, torch_device)
     method = METHODS.named(card["method"])
-    if not method.probabilistic:
-        raise InputError(
-            f"{model_dir}: method {method.name} makes one deterministic prediction: no spread to calibrate"
-        )
     subjects = subjects or list(read_diagnoses(bids_dir))
     training_data = card.get("training_data", {})
     trained = set(training_data.get("subjects", {}).get("train", {}))
     if trained & set(subjects) and training_data.get("dataset_identity") == dataset_identity(Path(bids_dir)):
         raise InputError(f"{bids_dir}: subjects {sorted(trained & set(subjects))} trained the model; calibrate on "
                          "held-out subjects only")
+    volumes = list(load_subjects(Path(bids_dir), cfg, subjects))
+    calibration = None
+    if method.probabilistic:
+        calibration = _calibrate_spread(model_dir, bids_dir, method, model, cfg, volumes, torch_device)
+    return calibration, calibrate_regions(model_dir, volumes, torch_device)
+
+
+def _calibrate_spread(model_dir: Path, bids_dir: Path, method: Method, model: torch.nn.Module, cfg: JDAMConfig,
+                      volumes: list[SubjectVolumes], torch_device: torch.device) -> SpreadCalibration:
     sampler = calibration_sampler(cfg.sampler, method.network_evaluations(cfg.sampler), VALIDATION_SAMPLER)
-    data = validation_slices(load_subjects(Path(bids_dir), cfg, subjects), cfg)
+    data = validation_slices(volumes, cfg)
     calibration = calibrate_sampling(
         lambda tempered: predict_ensemble(method, model, cfg, data, tempered, torch_device, CALIBRATION_SAMPLES),
-        data, fitted_on=f"{len(subjects)} held-out subjects of {Path(bids_dir).name} (split-conformal, brain mask, "
+        data, fitted_on=f"{len(volumes)} held-out subjects of {Path(bids_dir).name} (split-conformal, brain mask, "
                         f"{sampler.name} sampler, {sampler.steps} steps)", sampler=sampler)
     update_model_card(model_dir, {"calibration": calibration.to_dict()})
     log.info("%s: sampler temperature %g, spread scale %.3f", model_dir, calibration.temperature,
              calibration.spread_scale)
     return calibration
+

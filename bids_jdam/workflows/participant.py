@@ -30,6 +30,7 @@ from bids_jdam.diffusion.samplers import SAMPLERS
 from bids_jdam.errors import InputError, failure_line
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.participant_qc import image_metrics
+from bids_jdam.evaluate.regional_interval import applicable_interval
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
@@ -136,7 +137,9 @@ def _process_image(
 
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
     regions = regional_suvr(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm, sd_map=result.std, real=real)
-    write_regional_table(anat, regions, provenance, staging)
+    interval, no_interval_because = applicable_interval(synthesizer.model.card, synthesizer.model.name, job.sampler,
+                                                        job.planes)
+    write_regional_table(anat, regions, provenance, staging, interval, no_interval_because)
     metrics = image_metrics(anat, prep, result, provenance, real, mask, measures, template, synthesizer.model,
                             dataset_identity=job.dataset_identity, timings=timings)
     return ReportEntry(

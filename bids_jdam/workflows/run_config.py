@@ -11,6 +11,7 @@ from pathlib import Path
 
 ANALYSIS_LEVELS = ("participant", "group")
 PLANES = ("axial", "coronal", "sagittal")
+DEFAULT_PLANES = ("axial",)  # one plane: what the spread and regional calibrations are fitted for
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -35,7 +36,7 @@ class RunConfig:
     steps: int | None = None
     num_samples: int | None = None
     seed: int | None = None
-    planes: tuple[str, ...] = ("axial",)
+    planes: tuple[str, ...] = DEFAULT_PLANES
     precision: str = "auto"  # one of bids_jdam.config.PRECISIONS
     compile_network: bool = False
     # resources and work directory

@@ -33,6 +33,7 @@ from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint
 from bids_jdam.training.distributed import Ranks, parameter_digest, process_group, ranks_from_environment
 from bids_jdam.training.loop import Budget, fit
 from bids_jdam.training.trainer import Trainer
+from bids_jdam.workflows.regional_calibration import calibrate_regions
 from bids_jdam.workflows.training_data import SubjectLoader, load_phantom_truth_subjects
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
         card = _model_card(run, method, trainer, splits, diagnoses, len(training), ranks, wall_start)
         card["validation"], card["calibration"] = _validate(run, method, trainer, splits["validation"])
         model_dir = save_model_dir(Path(run.out_dir), trainer.delivered(), trainer.cfg, method, card, run.fp16_export)
+        if splits["validation"]:
+            held_out = list(run.load_subjects(Path(run.bids_dir), trainer.cfg, splits["validation"]))
+            calibrate_regions(model_dir, held_out, device)
         ranks.barrier()
         return model_dir
 
