@@ -36,9 +36,11 @@ import numpy as np
 import torch
 
 from benchmarks.machine import command_line, machine_info, markdown_head, write_results
+from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.data.phantom import generate_phantom_dataset, phantom_truth
 from bids_jdam.data.slices import PLANE_AXES
 from bids_jdam.diffusion.samplers import network_evaluations
+from bids_jdam.evaluate.atlas_suvr import META_ROI_NAME, regional_suvr
 from bids_jdam.evaluate.consistency import (
     PET_RESOLUTION_SIGMA_MM,
     smooth_in_mask,
@@ -49,6 +51,7 @@ from bids_jdam.evaluate.consistency import (
 from bids_jdam.evaluate.error_ranking import error_ranking_scores, predictive_scale
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.evaluate.probabilistic import probabilistic_scores
+from bids_jdam.evaluate.regional_interval import applicable_interval
 from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.preprocess.pipeline import preprocess_pair
 from bids_jdam.preprocess.threads import configure_threads
@@ -97,11 +100,31 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
                                                 smoothing_voxels),
             }
         row["uncertainty_maps"][map_name] = scores
+    row["regional"] = regional_scores(synthesizer, sampler, planes, result.mean, mask, real, truth)
     if samples > 1:  # the K fused samples as an ensemble (bids_jdam.evaluate.probabilistic)
         ensemble = np.stack(result.samples)
         row["probabilistic"] = {reference: probabilistic_scores(ensemble, image, mask)
                                 for reference, image in (("real_pet", real), ("noise_free_truth", truth))}
     return row
+
+
+def regional_scores(synthesizer: Synthesizer, sampler, planes, mean, mask, real, truth) -> dict:
+    """The image's AAL3 regional SUVR (and the AD meta-ROI) against the real PET's and the truth's, with the model
+    card's regional interval where it applies to this synthesis: per-pair misses, for pooled coverage."""
+    model = synthesizer.model
+    interval, _ = applicable_interval(model.card, model.name, sampler, tuple(planes))
+    half = None if interval is None else interval.half_width_suvr
+    by_reference = {}
+    for reference, image in (("real_pet", real), ("noise_free_truth", truth)):
+        rows = regional_suvr(mean, mask, model.cfg.grid.spacing_mm, real=image)
+        errors = np.array([row.real_suvr - row.synthetic_suvr for row in rows])
+        meta = next(row for row in rows if row.name == META_ROI_NAME)
+        by_reference[reference] = {
+            "regions": len(rows), "mae_suvr": float(np.mean(np.abs(errors))),
+            "covered": None if half is None else int(np.sum(np.abs(errors) <= half)),
+            "meta_roi": {"synthetic": meta.synthetic_suvr, "reference": meta.real_suvr},
+        }
+    return {"interval_half_width_suvr": half, **by_reference}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                           smoothing_voxels, steps=2 if args.smoke else None)
                  for planes, k in
                  ((("axial",), 1), (("axial",), args.samples), (THREE_PLANES, 1), (THREE_PLANES, args.samples))]
-        report["subjects"].append({"subject": subject, "preprocessing_seconds": round(prep_seconds, 1),
-                                   "cases": cases})
+        report["subjects"].append({"subject": subject, "diagnosis": read_diagnoses(bids_dir).get(subject),
+                                   "preprocessing_seconds": round(prep_seconds, 1), "cases": cases})
         print(json.dumps(report["subjects"][-1], indent=1))
     write_results(args.results, "synthesis", report, markdown(report))
     return 0
@@ -191,6 +214,7 @@ def markdown(report: dict) -> str:
                     f"{real['calibration']['spread_skill_ratio']:.2f} "
                     f"({truth['calibration']['spread_skill_ratio']:.2f}) |")
     lines += ranking_table(report)
+    lines += regional_table(report)
     lines += ["", "The K samples as an ensemble (bids_jdam.evaluate.probabilistic), as the app writes them (spread by "
               "the model card's calibration where it applies: temperature and scale given, else none): fair CRPS "
               "against the MAE of their mean, unbiased spread-skill ratio (1 calibrated, below 1 overconfident), "
@@ -216,6 +240,51 @@ def markdown(report: dict) -> str:
               + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
               "", "Figures on phantoms are upper bounds for real data."]
     return "\n".join(lines) + "\n"
+
+
+def regional_table(report: dict) -> list[str]:
+    """Per case, pooled over subjects: regional MAE, coverage of the regional interval, AD - CN meta-ROI."""
+    lines = ["", "Regional SUVR (AAL3 regions and the AD meta-ROI, bids_jdam.evaluate.atlas_suvr) pooled over the "
+             "subjects: MAE of the synthetic against the real PET's (noise-free truth's) regional SUVR, coverage of "
+             "the model card's regional 90 % interval over (subject, region) pairs where it applies to the case "
+             "(goal 0.85-0.95), and the AD - CN difference of the meta-ROI mean, synthetic against real (goal: at "
+             "least half of the real one).", "",
+             "| planes | K | regional MAE real (truth) | interval half-width | coverage real (truth) | "
+             "meta-ROI AD - CN synthetic / real (truth) |", "|---|---|---|---|---|---|"]
+    for index, first in enumerate(report["subjects"][0]["cases"]):
+        cases = [(subject, subject["cases"][index]) for subject in report["subjects"]]
+        cells = []
+        for reference in ("real_pet", "noise_free_truth"):
+            scores = [c["regional"][reference] for _, c in cases]
+            mae = np.mean([x["mae_suvr"] for x in scores])
+            covered = None if scores[0]["covered"] is None else (
+                sum(x["covered"] for x in scores) / sum(x["regions"] for x in scores))
+            cells.append((mae, covered, _group_difference(cases, reference)))
+        (mae_r, cov_r, diff_r), (mae_t, cov_t, diff_t) = cells
+        half = first["regional"]["interval_half_width_suvr"]
+        coverage_cell = "n/a (not fitted for this case)" if cov_r is None else f"{cov_r:.3f} ({cov_t:.3f})"
+        lines.append(f"| {'+'.join(first['planes'])} | {first['num_samples']} | {mae_r:.4f} ({mae_t:.4f}) | "
+                     f"{'n/a' if half is None else f'{half:.4f}'} | {coverage_cell} | {_difference_cell(diff_r)} "
+                     f"({_difference_cell(diff_t)}) |")
+    return lines
+
+
+def _group_difference(cases: list, reference: str) -> tuple[float, float] | None:
+    """(synthetic, reference) AD - CN difference of the meta-ROI means; None without both groups."""
+    groups: dict[str, list] = {}
+    for subject, case in cases:
+        groups.setdefault(subject.get("diagnosis"), []).append(case["regional"][reference]["meta_roi"])
+    if not ({"AD", "CN"} <= set(groups)):
+        return None
+    return tuple(float(np.mean([m[key] for m in groups["AD"]]) - np.mean([m[key] for m in groups["CN"]]))
+                 for key in ("synthetic", "reference"))
+
+
+def _difference_cell(difference: tuple[float, float] | None) -> str:
+    if difference is None:
+        return "n/a (one group)"
+    synthetic, real = difference
+    return f"{synthetic:+.3f} / {real:+.3f} = {synthetic / real:.0%}" if real else f"{synthetic:+.3f} / 0"
 
 
 # Issue 30's goals for a map that says where the error is: (score, test, goal as words)
