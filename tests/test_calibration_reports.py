@@ -80,6 +80,18 @@ def test_one_sample_records_no_coverage():
     assert quality_metrics(result, truth, mask, spacing_mm=4.0).coverage_90 == pytest.approx(0.9, abs=0.02)
 
 
+def test_one_sample_with_a_predictive_sd_map_is_scored_as_a_gaussian_interval():
+    rng = np.random.default_rng(3)
+    mean = 1.0 + rng.random(SHAPE)
+    true_sd = np.where(np.arange(SHAPE[0])[:, None, None] < SHAPE[0] // 2, 0.05, 0.15) * np.ones(SHAPE)
+    truth = mean + true_sd * rng.standard_normal(SHAPE)
+    one = result_of(mean[None])
+    one.predictive_sd = true_sd
+    quality = quality_metrics(one, truth, np.ones(SHAPE, dtype=bool), spacing_mm=4.0)
+    assert quality.coverage_90 == pytest.approx(0.9, abs=0.02) and quality.spread_skill == pytest.approx(1, abs=0.05)
+    assert quality.crps_over_constant_band < 0.97 and quality.sd_ause_relative < 0.8
+
+
 def metrics(model: ModelInfo, quality: QualityMetrics | None, calibration: dict | None) -> ParticipantMetrics:
     return ParticipantMetrics(
         participant_id="01", session=None, run=None, field_strength=None, model=model,

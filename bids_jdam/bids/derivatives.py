@@ -153,6 +153,11 @@ PET_STATISTICS = {
     "std": "Voxel-wise standard deviation across the posterior samples of a synthetic FDG-PET",
     "viewstd": "Voxel-wise standard deviation across the reconstructions of a synthetic FDG-PET along each sampled "
                "plane (where the 2D views disagree)",
+    "predictivesd": "Voxel-wise predictive standard deviation of a one-sample synthetic FDG-PET (mean +- 1.645 SD is "
+                    "its central 90 % interval), from the model's single-sample error model: the log squared error "
+                    "of held-out subjects regressed on the distance to the brain's edge, the local gradient and the "
+                    "uptake of the synthetic image, scaled by a split-conformal factor fitted on those subjects (the "
+                    "model card's single_sample_sd record)",
 }
 
 
@@ -175,7 +180,7 @@ def pet_sidecar(
     """Sidecar of a synthetic PET (``statistic="mean"``) or of one of its standard-deviation maps.
 
     ``"std"``: across the K posterior samples (the sampling spread); ``"viewstd"``: across the reconstructions
-    along each sampled plane (where the 2D views disagree).
+    along each sampled plane (where the 2D views disagree); ``"predictivesd"``: the one-sample predictive SD.
     """
     if statistic not in PET_STATISTICS:
         raise ValueError(f"statistic must be one of {sorted(PET_STATISTICS)}, got {statistic!r}")

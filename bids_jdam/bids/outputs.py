@@ -36,7 +36,8 @@ from bids_jdam.synthesis.volume import SynthesisResult
 # the validator does not match (hence the regional tables by their full ending).
 BIDSIGNORE = ["*_xfm.*", "*.html", "sub-*/figures", "group_metrics.tsv", ".work", "*_seg-AAL3_desc-jdam_pet.*"]
 # (desc- entity, sidecar statistic, SynthesisResult field) of each synthetic PET map
-PET_MAPS = (("jdam", "mean", "mean"), ("jdamstd", "std", "std"), ("jdamviewstd", "viewstd", "view_std"))
+PET_MAPS = (("jdam", "mean", "mean"), ("jdamstd", "std", "std"), ("jdamviewstd", "viewstd", "view_std"),
+            ("jdampredsd", "predictivesd", "predictive_sd"))
 
 
 def start_derivative_dataset(output_dir: Path, *, source_dir: Path, version: str) -> None:

@@ -54,6 +54,13 @@ def constant_band_scale(mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, l
     return float(np.quantile(np.abs(y - mu), level) / norm.ppf(0.5 + level / 2))
 
 
+def gaussian_coverage(mean: np.ndarray, scale: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+                      levels: tuple[float, ...] = (0.5, 0.9)) -> dict[str, float]:
+    """Fraction of voxels whose reference lies in the central Gaussian intervals mean +- z scale, per level."""
+    sigma, mu, y = _inside(mask, scale, mean, truth)
+    return {f"{level:.2f}": float(np.mean(np.abs(y - mu) <= norm.ppf(0.5 + level / 2) * sigma)) for level in levels}
+
+
 def reliability_table(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray,
                       bins: int = BINS, level: float = LEVEL) -> list[dict[str, float]]:
     """Per fifth of the voxels ranked by ``scale``: its range, mean scale, RMSE of the mean and coverage."""

@@ -20,7 +20,13 @@ from bids_jdam.bids.query import AnatInput
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.template import TemplateImages
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
-from bids_jdam.evaluate.error_ranking import constant_band_scale, gaussian_crps, predictive_scale, relative_ause
+from bids_jdam.evaluate.error_ranking import (
+    constant_band_scale,
+    gaussian_coverage,
+    gaussian_crps,
+    predictive_scale,
+    relative_ause,
+)
 from bids_jdam.evaluate.metrics import image_quality, noise_index, uniform_white_matter_region
 from bids_jdam.evaluate.participant_metrics import (
     BrainExtractionCheck,
@@ -81,7 +87,8 @@ def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray,
     correlations = {
         name: None if sd is None else uncertainty_error_correlation(
             sd, result.mean, real, mask, PET_RESOLUTION_SIGMA_MM / spacing_mm)
-        for name, sd in (("sd_error_correlation", result.std), ("view_sd_error_correlation", result.view_std))
+        for name, sd in (("sd_error_correlation", result.std if result.std is not None else result.predictive_sd),
+                         ("view_sd_error_correlation", result.view_std))
     }
     return QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"], nmse=scores["nmse"],
                           **correlations, **spread_scores(result, real, mask))
@@ -90,15 +97,21 @@ def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray,
 def spread_scores(result: SynthesisResult, real: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Coverage and spread-skill of the SD map the outputs carry (calibrated where the model card says so) against
     the real PET: whether the calibration fitted on the validation subjects holds for this one, and whether the map
-    ranks the error better than a constant band. Empty with K = 1."""
-    if result.std is None:
+    ranks the error better than a constant band. With K = 1, the same of the predictive SD map where the run has
+    one, else empty."""
+    if result.std is None and result.predictive_sd is None:
         return {}
-    k = len(result.samples)
-    covered = coverage(result.mean, result.std, real, mask, k)
-    scale = predictive_scale(result.std, k)
     band = constant_band_scale(result.mean, real, mask)
-    return {"coverage_50": covered["0.50"], "coverage_90": covered["0.90"],
-            "spread_skill": spread_skill_from_sd(result.std, result.mean, real, mask, k),
+    if result.std is None:  # one sample with the model's predictive SD map, read as a Gaussian
+        scale = result.predictive_sd
+        covered = gaussian_coverage(result.mean, scale, real, mask)
+        spread_skill = spread_skill_from_sd(scale / np.sqrt(2), result.mean, real, mask, 1)  # sqrt(1 + 1/K) = sqrt 2
+    else:
+        k = len(result.samples)
+        covered = coverage(result.mean, result.std, real, mask, k)
+        scale = predictive_scale(result.std, k)
+        spread_skill = spread_skill_from_sd(result.std, result.mean, real, mask, k)
+    return {"coverage_50": covered["0.50"], "coverage_90": covered["0.90"], "spread_skill": spread_skill,
             "sd_ause_relative": relative_ause(scale, result.mean, real, mask),
             "crps_over_constant_band": (gaussian_crps(result.mean, scale, real, mask)
                                         / gaussian_crps(result.mean, band, real, mask))}

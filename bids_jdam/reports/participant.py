@@ -48,6 +48,7 @@ class ReportEntry:
     real_pet: ImageLike | None
     metrics: ParticipantMetrics
     view_std_map: ImageLike | None = None  # SD across the sampled planes' reconstructions; None with one plane
+    predictive_sd_map: ImageLike | None = None  # one sample's predictive SD (bids_jdam.synthesis.error_model)
 
 
 def figures_dir(out_dir: Path, subject: str) -> Path:
@@ -126,8 +127,19 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
         )
         parts.append(embedded_image(path, f"synthetic PET {plane}", f"Synthetic PET, {plane} slices."))
 
-    if entry.std_map is not None or entry.view_std_map is not None:
+    if entry.std_map is not None or entry.view_std_map is not None or entry.predictive_sd_map is not None:
         parts.append("<h3>Uncertainty</h3>")
+    if entry.predictive_sd_map is not None:
+        path = reportlets.uncertainty_reportlet(
+            entry.predictive_sd_map, entry.t1w, entry.brain_mask, reportlet_path("predictivesd", "pet")
+        )
+        parts.append(embedded_image(
+            path, "predictive SD",
+            "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % "
+            "interval), from the model's single-sample error model fitted on held-out subjects: larger at the "
+            "brain's edge, where uptake changes fast and where it is high. How well it ranks and covers the error "
+            "on held-out phantoms is in the synthesis benchmark of the bids-jdam repository.",
+        ))
     if entry.view_std_map is not None:
         path = reportlets.uncertainty_reportlet(
             entry.view_std_map, entry.t1w, entry.brain_mask, reportlet_path("viewuncertainty", "pet")

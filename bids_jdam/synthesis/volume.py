@@ -55,7 +55,10 @@ class SynthesisResult:
     seconds: float
     batch_size: int
     subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
-    provenance: SynthesisProvenance | None = None  # set by the Synthesizer, which knows the model
+    provenance: SynthesisProvenance | None = None
+    # The predictive SD of the mean from the model's single-sample error model (bids_jdam.synthesis.error_model),
+    # where the run is the one-sample synthesis it was fitted for; None otherwise.
+    predictive_sd: np.ndarray | None = None  # set by the Synthesizer, which knows the model
 
 
 @without_subnormals

@@ -28,7 +28,7 @@ from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, predict_ensemble, 
 from bids_jdam.models.hub import fetch_hub_model, is_hub_reference
 from bids_jdam.models.methods import METHODS, Method
 from bids_jdam.models.model_dir import load_model_dir, update_model_card
-from bids_jdam.workflows.regional_calibration import calibrate_regions
+from bids_jdam.workflows.default_run_calibration import calibrate_default_run
 from bids_jdam.workflows.train import CALIBRATION_SAMPLES
 from bids_jdam.workflows.training_data import SubjectLoader
 
@@ -73,7 +73,7 @@ def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoade
     calibration = None
     if method.probabilistic:
         calibration = _calibrate_spread(model_dir, bids_dir, method, model, cfg, volumes, torch_device)
-    return calibration, calibrate_regions(model_dir, volumes, torch_device)
+    return calibration, calibrate_default_run(model_dir, volumes, torch_device)
 
 
 def _calibrate_spread(model_dir: Path, bids_dir: Path, method: Method, model: torch.nn.Module, cfg: JDAMConfig,

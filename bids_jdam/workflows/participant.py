@@ -35,6 +35,7 @@ from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
 from bids_jdam.reports.regional_table import write_regional_table
+from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, ErrorModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.participant_lock import participant_lock
 
@@ -131,20 +132,24 @@ def _process_image(
     result = synthesizer.synthesize(t1, mask, job.sampler, image=stem, planes=job.planes, batch_size=job.batch_size,
                                     progress=log.isEnabledFor(logging.INFO))
     timings["synthesis"] = result.seconds
+    interval, no_interval_because = applicable_interval(synthesizer.model.card, synthesizer.model.name, job.sampler,
+                                                        job.planes)
+    if interval is not None and result.std is None and SINGLE_SAMPLE_SD in synthesizer.model.card:
+        error_model = ErrorModel.from_dict(synthesizer.model.card[SINGLE_SAMPLE_SD])
+        result.predictive_sd = error_model.predictive_sd(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm)
     provenance = dataclasses.replace(result.provenance, wall_time_s=timings["preprocessing"] + result.seconds,
                                      qc_failures=tuple(qc_failures))
     outputs = write_image_derivatives(anat, prep, result, template, provenance, staging)
 
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
     regions = regional_suvr(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm, sd_map=result.std, real=real)
-    interval, no_interval_because = applicable_interval(synthesizer.model.card, synthesizer.model.name, job.sampler,
-                                                        job.planes)
     write_regional_table(anat, regions, provenance, staging, interval, no_interval_because)
     metrics = image_metrics(anat, prep, result, provenance, real, mask, measures, template, synthesizer.model,
                             dataset_identity=job.dataset_identity, timings=timings)
     return ReportEntry(
         stem=stem, t1w=prep.t1w_model, brain_mask=prep.brain_mask_model, template_t1=template.image(template.t1),
-        synthetic_pet=outputs["template_pet"], std_map=outputs.get("template_std"),
+        synthetic_pet=outputs["template_pet"],
+        std_map=outputs.get("template_std"), predictive_sd_map=outputs.get("template_predictivesd"),
         view_std_map=outputs.get("template_viewstd"),
         real_pet=template.image(real) if real is not None else None, metrics=metrics,
     )

@@ -33,7 +33,7 @@ from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint
 from bids_jdam.training.distributed import Ranks, parameter_digest, process_group, ranks_from_environment
 from bids_jdam.training.loop import Budget, fit
 from bids_jdam.training.trainer import Trainer
-from bids_jdam.workflows.regional_calibration import calibrate_regions
+from bids_jdam.workflows.default_run_calibration import calibrate_default_run
 from bids_jdam.workflows.training_data import SubjectLoader, load_phantom_truth_subjects
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
         model_dir = save_model_dir(Path(run.out_dir), trainer.delivered(), trainer.cfg, method, card, run.fp16_export)
         if splits["validation"]:
             held_out = list(run.load_subjects(Path(run.bids_dir), trainer.cfg, splits["validation"]))
-            calibrate_regions(model_dir, held_out, device)
+            calibrate_default_run(model_dir, held_out, device)
         ranks.barrier()
         return model_dir
 

@@ -1,0 +1,53 @@
+"""Fit what a default run's outputs need from held-out subjects: the regional interval and the single-sample SD map.
+
+Called at the end of training (its validation subjects) and by ``bids-jdam-calibrate`` (any held-out pairs); the
+interval itself is :mod:`bids_jdam.evaluate.regional_interval`, the SD map :mod:`bids_jdam.synthesis.error_model`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from bids_jdam.data.dataset import SubjectVolumes
+from bids_jdam.data.template import grid_shape
+from bids_jdam.evaluate.regional_interval import RegionalInterval, fit_regional_interval
+from bids_jdam.models.model_dir import update_model_card
+from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, fit_error_model
+from bids_jdam.synthesis.loaded_model import LoadedModel
+from bids_jdam.synthesis.synthesizer import Synthesizer
+from bids_jdam.workflows.run_config import DEFAULT_PLANES
+
+log = logging.getLogger(__name__)
+
+
+def calibrate_default_run(model_dir: Path, volumes: list[SubjectVolumes],
+                          device: torch.device | str) -> RegionalInterval | None:
+    """Fit the regional interval of ``model_dir`` as users load it, for a default participant run (the model's
+    sampler and K, the default planes), on held-out ``volumes``, and, where that run draws one sample, the single-
+    sample SD map (:mod:`bids_jdam.synthesis.error_model`) on the same syntheses; record both in the model card.
+
+    None, with a log line, for volumes not on the template grid (a cropped test grid has no atlas regions).
+    """
+    model = LoadedModel.from_dir(model_dir, device)
+    spacing = model.cfg.grid.spacing_mm
+    if any(v.t1.shape != grid_shape(spacing) for v in volumes):
+        log.info("%s: no regional interval: the held-out volumes are not on the template grid", model_dir)
+        return None
+    synthesizer = Synthesizer(model, device)
+    sampler, planes = model.cfg.sampler, DEFAULT_PLANES
+    means = {v.subject: synthesizer.synthesize(v.t1, v.brain_mask, sampler, image=f"sub-{v.subject}",
+                                               planes=planes).mean for v in volumes}
+    interval = fit_regional_interval(lambda v: means[v.subject], volumes, spacing, sampler, planes)
+    record = {"regional_interval": interval.to_dict()}
+    log.info("%s: regional %.0f %% interval +-%.4f SUVR (%d regions of %d held-out subjects)", model_dir,
+             100 * interval.level, interval.half_width_suvr, interval.pairs, interval.subjects)
+    if sampler.num_samples == 1:
+        error_model = fit_error_model([(means[v.subject], v.pet, v.brain_mask) for v in volumes], spacing)
+        record[SINGLE_SAMPLE_SD] = error_model.to_dict()
+        log.info("%s: single-sample SD map fitted on %d voxels of %d held-out subjects", model_dir,
+                 error_model.voxels, error_model.subjects)
+    update_model_card(model_dir, record)
+    return interval
