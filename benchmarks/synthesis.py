@@ -57,6 +57,7 @@ from bids_jdam.preprocess.pipeline import preprocess_pair
 from bids_jdam.preprocess.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import DEMO_MODEL, load_model
 from bids_jdam.synthesis.synthesizer import Synthesizer
+from bids_jdam.workflows.participant import attach_predictive_sd
 
 HELD_OUT_SEED = 777
 THREE_PLANES = ("axial", "coronal", "sagittal")
@@ -74,6 +75,7 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
     name = (samples_sampler or cfg.sampler.name) if samples > 1 else cfg.sampler.name
     sampler = dataclasses.replace(cfg.sampler, num_samples=samples, name=name, steps=steps or cfg.sampler.steps)
     result = synthesizer.synthesize(t1, mask, sampler, image=image, planes=planes)
+    attach_predictive_sd(result, synthesizer.model, sampler, tuple(planes), mask)  # as a participant run does
     row = {
         "planes": list(planes), "num_samples": samples, "sampler": sampler.name, "steps": sampler.steps,
         "network_evaluations_per_slice": network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps),
@@ -86,19 +88,21 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
         "uncertainty_maps": {},
     }
     smoothed_std = None if result.std is None else smooth_in_mask(result.std, mask, smoothing_voxels)
-    for map_name, sd, members in (("sampling", result.std, samples), ("view", result.view_std, len(planes)),
-                                  ("sampling_smoothed", smoothed_std, samples)):
+    maps = (("sampling", result.std, samples), ("view", result.view_std, len(planes)),
+            ("sampling_smoothed", smoothed_std, samples), ("predictive", result.predictive_sd, None))
+    for map_name, sd, members in maps:  # members None: the map is a predictive SD already
         if sd is None:
             continue
         scores = {}
         for reference, image in (("real_pet", real), ("noise_free_truth", truth)):
+            scale = sd if members is None else predictive_scale(sd, members)
             scores[reference] = {
                 "correlation_voxelwise": uncertainty_error_correlation(sd, result.mean, image, mask),
                 "correlation_smoothed": uncertainty_error_correlation(sd, result.mean, image, mask, smoothing_voxels),
-                "calibration": uncertainty_calibration(sd, result.mean, image, mask, members),
-                "ranking": error_ranking_scores(predictive_scale(sd, members), result.mean, image, mask,
-                                                smoothing_voxels),
+                "ranking": error_ranking_scores(scale, result.mean, image, mask, smoothing_voxels),
             }
+            if members is not None:
+                scores[reference]["calibration"] = uncertainty_calibration(sd, result.mean, image, mask, members)
         row["uncertainty_maps"][map_name] = scores
     row["regional"] = regional_scores(synthesizer, sampler, planes, result.mean, mask, real, truth)
     if samples > 1:  # the K fused samples as an ensemble (bids_jdam.evaluate.probabilistic)
@@ -206,6 +210,8 @@ def markdown(report: dict) -> str:
         for c in subject["cases"]:
             for name, scores in c["uncertainty_maps"].items():
                 real, truth = scores["real_pet"], scores["noise_free_truth"]
+                if "calibration" not in real:  # the predictive map: in the ranking table below
+                    continue
                 bins = "; ".join(f"{b['mean_sd']:.3f} -> {b['rmse']:.3f}" for b in real["calibration"]["bins"])
                 lines.append(
                     f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {name} | "

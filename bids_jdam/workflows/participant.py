@@ -30,13 +30,15 @@ from bids_jdam.diffusion.samplers import SAMPLERS
 from bids_jdam.errors import InputError, failure_line
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.participant_qc import image_metrics
-from bids_jdam.evaluate.regional_interval import applicable_interval
+from bids_jdam.evaluate.regional_interval import RegionalInterval, applicable_interval
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
 from bids_jdam.reports.regional_table import write_regional_table
 from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, ErrorModel
+from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
+from bids_jdam.synthesis.volume import SynthesisResult
 from bids_jdam.workflows.participant_lock import participant_lock
 
 log = logging.getLogger("bids_jdam.participant")
@@ -114,6 +116,17 @@ def _process_images(job: ParticipantJob, synthesizer: Synthesizer, template: Tem
     return entries
 
 
+def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, sampler: SamplerConfig,
+                         planes: tuple[str, ...], mask: np.ndarray) -> tuple[RegionalInterval | None, str | None]:
+    """Give a one-sample ``result`` the model's predictive SD map where the run is the synthesis it was fitted for
+    (with the regional interval, on the same held-out syntheses); returns that interval, or None and why not."""
+    interval, no_interval_because = applicable_interval(model.card, model.name, sampler, planes)
+    if interval is not None and result.std is None and SINGLE_SAMPLE_SD in model.card:
+        error_model = ErrorModel.from_dict(model.card[SINGLE_SAMPLE_SD])
+        result.predictive_sd = error_model.predictive_sd(result.mean, mask, model.cfg.grid.spacing_mm)
+    return interval, no_interval_because
+
+
 def _process_image(
     anat: AnatInput, job: ParticipantJob, synthesizer: Synthesizer, template: TemplateImages,
     staging: ParticipantStaging,
@@ -132,11 +145,7 @@ def _process_image(
     result = synthesizer.synthesize(t1, mask, job.sampler, image=stem, planes=job.planes, batch_size=job.batch_size,
                                     progress=log.isEnabledFor(logging.INFO))
     timings["synthesis"] = result.seconds
-    interval, no_interval_because = applicable_interval(synthesizer.model.card, synthesizer.model.name, job.sampler,
-                                                        job.planes)
-    if interval is not None and result.std is None and SINGLE_SAMPLE_SD in synthesizer.model.card:
-        error_model = ErrorModel.from_dict(synthesizer.model.card[SINGLE_SAMPLE_SD])
-        result.predictive_sd = error_model.predictive_sd(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm)
+    interval, no_interval_because = attach_predictive_sd(result, synthesizer.model, job.sampler, job.planes, mask)
     provenance = dataclasses.replace(result.provenance, wall_time_s=timings["preprocessing"] + result.seconds,
                                      qc_failures=tuple(qc_failures))
     outputs = write_image_derivatives(anat, prep, result, template, provenance, staging)
