@@ -13,12 +13,15 @@ the app's default method). A method's default sampler is kept, except JDAM's: pa
 ``benchmarks/speed.py``, and trains with it so that the calibration is fitted for it. It is trained on synthetic
 phantoms and is not for real patients: its model card says so, and so does every output it makes.
 
+Packaging ends with ``bids-jdam-calibrate``'s calibration of the packaged (fp16) model on the validation subjects:
+the spread scale, the regional interval and the single-sample SD map are fitted on the weights users run.
+
 The shipped weights are ``--method jdam-residual`` (Heun-18, the method's sampler), made by
 
-    python -m benchmarks.train_demo --work /work/demo_v2 --minutes 55 --max-steps 2500
+    python -m benchmarks.train_demo --work /work/demo_v2 --minutes 50 --max-steps 2500
 
-with OMP_NUM_THREADS=2 on a 2-core AMD EPYC that also ran other work for part of the time; the model card has the
-steps, the training seconds, the validation figures and the calibration.
+with OMP_NUM_THREADS=2 on a 2-core Intel Xeon that also ran tests for part of the time (2500 steps in 28.5
+minutes); the model card has the steps, the training seconds, the validation figures and the calibrations.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.models.methods import DEFAULT_METHOD, METHODS
 from bids_jdam.models.model_dir import CONFIG, MODEL_CARD, WEIGHTS
 from bids_jdam.training.loop import Budget
+from bids_jdam.workflows.calibrate import calibrate_model
 from bids_jdam.workflows.train import TrainingRun, train_model
 from bids_jdam.workflows.training_data import preprocessed_pairs_loader
 
@@ -84,6 +88,13 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     print(f"packaged {model_dir} -> {target} ({(target / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
 
 
+def calibrate_packaged(work: Path, target: Path) -> None:
+    """``bids-jdam-calibrate``'s calibrations of the packaged model on the run's validation subjects."""
+    held_out = list(json.loads((target / MODEL_CARD).read_text())["training_data"]["subjects"]["validation"])
+    calibrate_model(target, work / "phantom", preprocessed_pairs_loader(work / "preprocessing", nthreads=2), held_out,
+                    device="cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="phantom, checkpoints and the full-precision model")
@@ -97,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=Path, default=DEMO_MODEL_DIR,
                         help="where the packaged model goes (default: the app's demo model folder)")
     args = parser.parse_args(argv)
-    model_dir = (args.work / "model" if args.package_only
-                 else train(args.work, args.minutes, args.resume, args.method, args.max_steps))
-    package(model_dir, args.target)
+    if not args.package_only:
+        train(args.work, args.minutes, args.resume, args.method, args.max_steps)
+    package(args.work / "model", args.target)
+    calibrate_packaged(args.work, args.target)
     return 0
 
 
