@@ -127,41 +127,28 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
         )
         parts.append(embedded_image(path, f"synthetic PET {plane}", f"Synthetic PET, {plane} slices."))
 
-    if entry.std_map is not None or entry.view_std_map is not None or entry.predictive_sd_map is not None:
+    maps = [
+        (entry.predictive_sd_map, "predictivesd", "predictive SD",
+         "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % interval), "
+         "from the model's single-sample error model fitted on held-out subjects: larger at the brain's edge, where "
+         "uptake changes fast and where it is high. How well it ranks and covers the error on held-out phantoms is "
+         "in the synthesis benchmark of the bids-jdam repository."),
+        (entry.view_std_map, "viewuncertainty", "view disagreement",
+         "Standard deviation across the synthetic PET reconstructed along each sampled plane (SUVR): where the 2D "
+         "views of the same brain disagree. On held-out phantoms it is larger where the error is larger, though "
+         "smaller than the error itself (the synthesis benchmark in the bids-jdam repository); it cannot show errors "
+         "that all views share (preprocessing, what the model never learned)."),
+        (entry.std_map, "uncertainty", "sampling spread",
+         f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples differ, "
+         "mostly fine texture. On held-out phantoms it has not been found to point to where the error is large; "
+         f"the view disagreement (with several planes) does better. {_spread_statement(metrics)}."),
+    ]
+    if any(image is not None for image, *_ in maps):
         parts.append("<h3>Uncertainty</h3>")
-    if entry.predictive_sd_map is not None:
-        path = reportlets.uncertainty_reportlet(
-            entry.predictive_sd_map, entry.t1w, entry.brain_mask, reportlet_path("predictivesd", "pet")
-        )
-        parts.append(embedded_image(
-            path, "predictive SD",
-            "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % "
-            "interval), from the model's single-sample error model fitted on held-out subjects: larger at the "
-            "brain's edge, where uptake changes fast and where it is high. How well it ranks and covers the error "
-            "on held-out phantoms is in the synthesis benchmark of the bids-jdam repository.",
-        ))
-    if entry.view_std_map is not None:
-        path = reportlets.uncertainty_reportlet(
-            entry.view_std_map, entry.t1w, entry.brain_mask, reportlet_path("viewuncertainty", "pet")
-        )
-        parts.append(embedded_image(
-            path, "view disagreement",
-            "Standard deviation across the synthetic PET reconstructed along each sampled plane (SUVR): where the "
-            "2D views of the same brain disagree. On held-out phantoms it is larger where the error is larger, "
-            "though smaller than the error itself (the synthesis benchmark in the bids-jdam repository); it cannot "
-            "show errors that all views share (preprocessing, what the model never learned).",
-        ))
-    if entry.std_map is not None:
-        path = reportlets.uncertainty_reportlet(
-            entry.std_map, entry.t1w, entry.brain_mask, reportlet_path("uncertainty", "pet")
-        )
-        parts.append(embedded_image(
-            path, "sampling spread",
-            f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples "
-            f"differ, mostly fine texture. On held-out phantoms it has not been found to point to where the "
-            f"error is large; the view disagreement (with several planes) does better. "
-            f"{_spread_statement(metrics)}.",
-        ))
+    for image, name, title, caption in maps:
+        if image is not None:
+            path = reportlets.uncertainty_reportlet(image, entry.t1w, entry.brain_mask, reportlet_path(name, "pet"))
+            parts.append(embedded_image(path, title, caption))
 
     parts.append("<h3>Regional SUVR</h3>")
     path = reportlets.regional_suvr_reportlet(
