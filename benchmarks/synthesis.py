@@ -75,7 +75,7 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
     name = (samples_sampler or cfg.sampler.name) if samples > 1 else cfg.sampler.name
     sampler = dataclasses.replace(cfg.sampler, num_samples=samples, name=name, steps=steps or cfg.sampler.steps)
     result = synthesizer.synthesize(t1, mask, sampler, image=image, planes=planes)
-    attach_predictive_sd(result, synthesizer.model, sampler, tuple(planes), mask)  # as a participant run does
+    attach_predictive_sd(result, synthesizer.model, sampler, tuple(planes), t1, mask)  # as a participant run does
     row = {
         "planes": list(planes), "num_samples": samples, "sampler": sampler.name, "steps": sampler.steps,
         "network_evaluations_per_slice": network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps),

@@ -20,13 +20,13 @@ def case(seed: int):
     mean = np.where(mask, 1.0 + 0.1 * rng.random(mask.shape), 0.0)
     depth_mm = ndimage.distance_transform_edt(mask) * SPACING
     true_sd = np.where(depth_mm <= 8, 0.3, 0.1)
-    return mean, mean + true_sd * rng.standard_normal(mask.shape), mask
+    return mean, np.where(mask, 1.0, 0.0), mean + true_sd * rng.standard_normal(mask.shape), mask
 
 
 def test_a_map_fitted_on_held_out_cases_ranks_and_covers_a_new_case():
     model = fit_error_model([case(1), case(2)], SPACING)
-    mean, reference, mask = case(3)
-    sd = model.predictive_sd(mean, mask, SPACING)
+    mean, t1, reference, mask = case(3)
+    sd = model.predictive_sd(mean, t1, mask, SPACING)
     assert (sd[~mask] == 0).all() and (sd[mask] > 0).all()
     scores = error_ranking_scores(sd, mean, reference, mask)
     assert 0.86 < scores["coverage_90"] < 0.94

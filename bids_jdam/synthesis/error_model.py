@@ -1,11 +1,12 @@
 """A predictive SD map for a single synthesis: where the mean image is likely wrong, from what the run already has.
 
 One sample gives no spread, yet the error of the mean is not everywhere the same: it is larger at the brain's edge
-(where brain masks and registrations disagree), where the synthetic PET changes fast (cortex next to white matter
-and CSF, where partial volume and small misregistration matter) and where uptake is high. The model regresses the
-log squared error of held-out subjects' synthetic PET on those features (least squares); its exponential is a
-relative map, and one split-conformal factor on the normalized scores |error| / map makes mean +- 1.645 SD the
-central 90 % interval on those subjects. Fitted with the regional interval, on the same held-out syntheses.
+(where brain masks and registrations disagree), where the synthetic PET or the T1w change fast (cortex next to
+white matter and CSF, where partial volume and small misregistration matter), where uptake is high and towards the
+ends of the slice stack. The model regresses the log squared error of held-out subjects' synthetic PET on those
+features (least squares); its exponential is a relative map, and one split-conformal factor on the normalized
+scores |error| / map makes mean +- 1.645 SD the central 90 % interval on those subjects. Fitted with the regional
+interval, on the same held-out syntheses.
 """
 
 from __future__ import annotations
@@ -20,20 +21,35 @@ from scipy.stats import norm
 
 LEVEL = 0.9
 SINGLE_SAMPLE_SD = "single_sample_sd"  # its key in the model card
-EDGE_SCALES_MM = (2.0, 6.0)  # how fast the edge features decay inward
-GRADIENT_SIGMA_MM = 4.0
-FEATURES = ("constant", "edge_2mm", "edge_6mm", "gradient", "uptake")
+EDGE_SCALES_MM = (2.0, 6.0, 12.0)  # how fast the edge features decay inward
+LOCAL_SIGMA_MM = 4.0  # the scale of the local gradients, curvature and spread
+FEATURES = ("constant", "edge_2mm", "edge_6mm", "edge_12mm", "pet_gradient", "pet", "pet_laplacian", "pet_local_sd",
+            "t1w_gradient", "t1w", "stack_position", "stack_position_squared")
 
 
-def features(mean: np.ndarray, brain_mask: np.ndarray, spacing_mm: float) -> np.ndarray:
-    """(voxels inside the mask, len(FEATURES)) design matrix of the synthetic mean image."""
+def _smoothed(image: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
+    return ndimage.gaussian_filter(np.where(mask, image, 0).astype(np.float64), sigma_voxels)
+
+
+def _gradient_magnitude(image: np.ndarray, spacing_mm: float) -> np.ndarray:
+    return np.sqrt(sum(g**2 for g in np.gradient(image, spacing_mm)))
+
+
+def features(mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """(voxels inside the mask, len(FEATURES)) design matrix of the synthetic mean image and its T1w (model grid,
+    axial slices along the last axis)."""
     mask = np.asarray(brain_mask, dtype=bool)
+    sigma = LOCAL_SIGMA_MM / spacing_mm
     depth_mm = ndimage.distance_transform_edt(mask) * spacing_mm
-    smoothed = ndimage.gaussian_filter(np.where(mask, mean, 0).astype(np.float64), GRADIENT_SIGMA_MM / spacing_mm)
-    gradient = np.sqrt(sum(g**2 for g in np.gradient(smoothed, spacing_mm)))
+    pet, t1w = np.asarray(mean, dtype=np.float64), np.asarray(t1, dtype=np.float64)
+    pet_smooth = _smoothed(pet, mask, sigma)
+    local_sd = np.sqrt(np.maximum(_smoothed(pet**2, mask, sigma) - pet_smooth**2, 0.0))
+    laplacian = np.abs(ndimage.gaussian_laplace(np.where(mask, pet, 0.0), sigma))
+    position = np.broadcast_to(np.arange(mask.shape[-1]) / mask.shape[-1], mask.shape)[mask]
     columns = [np.ones(int(mask.sum()))]
     columns += [np.exp(-depth_mm[mask] / scale) for scale in EDGE_SCALES_MM]
-    columns += [gradient[mask], np.asarray(mean, dtype=np.float64)[mask]]
+    columns += [_gradient_magnitude(pet_smooth, spacing_mm)[mask], pet[mask], laplacian[mask], local_sd[mask],
+                _gradient_magnitude(_smoothed(t1w, mask, sigma), spacing_mm)[mask], t1w[mask], position, position**2]
     return np.stack(columns, axis=1)
 
 
@@ -47,11 +63,11 @@ class ErrorModel:
     subjects: int
     voxels: int
 
-    def predictive_sd(self, mean: np.ndarray, brain_mask: np.ndarray, spacing_mm: float) -> np.ndarray:
+    def predictive_sd(self, mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_mm: float) -> np.ndarray:
         """The predictive SD map of ``mean`` (0 outside the mask): mean +- 1.645 SD is its central 90 % interval."""
         mask = np.asarray(brain_mask, dtype=bool)
         out = np.zeros(mask.shape, dtype=np.float32)
-        out[mask] = self.conformal_factor * _relative_sd(features(mean, mask, spacing_mm), self.coefficients)
+        out[mask] = self.conformal_factor * _relative_sd(features(mean, t1, mask, spacing_mm), self.coefficients)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,13 +85,13 @@ def _relative_sd(design: np.ndarray, coefficients: Sequence[float]) -> np.ndarra
     return np.exp(0.5 * np.clip(design @ np.asarray(coefficients), -30.0, 30.0))
 
 
-def fit_error_model(cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float,
+def fit_error_model(cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float,
                     level: float = LEVEL) -> ErrorModel:
-    """Fit on held-out (synthetic mean, reference PET, brain mask) cases; conformal on the same voxels."""
+    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases; conformal on the same voxels."""
     designs, errors = [], []
-    for mean, reference, mask in cases:
+    for mean, t1, reference, mask in cases:
         mask = np.asarray(mask, dtype=bool)
-        designs.append(features(mean, mask, spacing_mm))
+        designs.append(features(mean, t1, mask, spacing_mm))
         errors.append((np.asarray(reference, dtype=np.float64) - np.asarray(mean, dtype=np.float64))[mask])
     design, error = np.concatenate(designs), np.concatenate(errors)
     floor = 1e-4 * np.mean(error**2) + 1e-12

@@ -45,7 +45,8 @@ def calibrate_default_run(model_dir: Path, volumes: list[SubjectVolumes],
     log.info("%s: regional %.0f %% interval +-%.4f SUVR (%d regions of %d held-out subjects)", model_dir,
              100 * interval.level, interval.half_width_suvr, interval.pairs, interval.subjects)
     if sampler.num_samples == 1:
-        error_model = fit_error_model([(means[v.subject], v.pet, v.brain_mask) for v in volumes], spacing)
+        error_model = fit_error_model([(means[v.subject], v.t1, v.pet, v.brain_mask) for v in volumes],
+                                      spacing)
         record[SINGLE_SAMPLE_SD] = error_model.to_dict()
         log.info("%s: single-sample SD map fitted on %d voxels of %d held-out subjects", model_dir,
                  error_model.voxels, error_model.subjects)

@@ -116,14 +116,14 @@ def _process_images(job: ParticipantJob, synthesizer: Synthesizer, template: Tem
     return entries
 
 
-def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, sampler: SamplerConfig,
-                         planes: tuple[str, ...], mask: np.ndarray) -> tuple[RegionalInterval | None, str | None]:
+def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, sampler: SamplerConfig, planes: tuple[str, ...],
+                         t1: np.ndarray, mask: np.ndarray) -> tuple[RegionalInterval | None, str | None]:
     """Give a one-sample ``result`` the model's predictive SD map where the run is the synthesis it was fitted for
     (with the regional interval, on the same held-out syntheses); returns that interval, or None and why not."""
     interval, no_interval_because = applicable_interval(model.card, model.name, sampler, planes)
     if interval is not None and result.std is None and SINGLE_SAMPLE_SD in model.card:
         error_model = ErrorModel.from_dict(model.card[SINGLE_SAMPLE_SD])
-        result.predictive_sd = error_model.predictive_sd(result.mean, mask, model.cfg.grid.spacing_mm)
+        result.predictive_sd = error_model.predictive_sd(result.mean, t1, mask, model.cfg.grid.spacing_mm)
     return interval, no_interval_because
 
 
@@ -145,7 +145,8 @@ def _process_image(
     result = synthesizer.synthesize(t1, mask, job.sampler, image=stem, planes=job.planes, batch_size=job.batch_size,
                                     progress=log.isEnabledFor(logging.INFO))
     timings["synthesis"] = result.seconds
-    interval, no_interval_because = attach_predictive_sd(result, synthesizer.model, job.sampler, job.planes, mask)
+    interval, no_interval_because = attach_predictive_sd(result, synthesizer.model, job.sampler, job.planes, t1,
+                                                             mask)
     provenance = dataclasses.replace(result.provenance, wall_time_s=timings["preprocessing"] + result.seconds,
                                      qc_failures=tuple(qc_failures))
     outputs = write_image_derivatives(anat, prep, result, template, provenance, staging)
