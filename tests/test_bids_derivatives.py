@@ -190,7 +190,8 @@ def write_participant_outputs(out: Path, source: AnatInput) -> None:
     """What the participant workflow writes for one T1w, with these functions only."""
     with ParticipantStaging(out, source.subject) as staging:
         for space in ("T1w", TEMPLATE_SPACE):
-            for desc, statistic in (("jdam", "mean"), ("jdamstd", "std"), ("jdamviewstd", "viewstd")):
+            for desc, statistic in (("jdam", "mean"), ("jdamstd", "std"), ("jdamviewstd", "viewstd"),
+                                    ("jdampredsd", "predictivesd")):
                 image = derivative_path(source.entities, space=space, desc=desc, suffix="pet",
                                         extension=".nii.gz", trc="FDG")
                 atomic.save_nifti(nifti(), staging.path(image))
