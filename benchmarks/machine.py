@@ -107,8 +107,10 @@ def write_results(results_dir: Path, name: str, report: dict, markdown: str) -> 
 
 
 def markdown_head(title: str, report: dict) -> list[str]:
-    """The lines every result table starts with: title, the command that made it, the machine it ran on."""
-    return [f"# {title}", "", f"Command: `{report['command']}`  ", describe(report["machine"])]
+    """The lines every result table starts with: title, the command that made it, the machine it ran on (and the
+    phantom version where the report records one)."""
+    phantom = [f"Phantom version {report['phantom_version']}  "] if "phantom_version" in report else []
+    return [f"# {title}", "", f"Command: `{report['command']}`  ", describe(report["machine"]), *phantom]
 
 
 def describe(machine: dict) -> str:

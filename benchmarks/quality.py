@@ -57,7 +57,7 @@ from benchmarks.quality_probabilistic import ad_cn_differences, fit_calibration,
 from benchmarks.quality_stats import paired_comparison, summarize
 from bids_jdam.config import JDAMConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset
-from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.data.phantom import PHANTOM_VERSION, generate_phantom_dataset
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.slices import cut_slice, pad_slice
 from bids_jdam.device import resolve_device
@@ -554,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": command,
         "machine": machine_info(torch_threads=args.threads, jobs=args.jobs, device=str(device)),
+        "phantom_version": PHANTOM_VERSION,
         "budget": {"minutes_per_method": args.minutes_per_method, "device": str(device),
                    "counted_as": ("process CPU seconds" if device.type == "cpu" else "wall-clock seconds")
                    + f" inside training steps, {args.jobs} method(s) at a time, each in its own process; "

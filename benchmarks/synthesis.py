@@ -37,7 +37,7 @@ import torch
 
 from benchmarks.machine import command_line, machine_info, markdown_head, write_results
 from bids_jdam.bids.participants import read_diagnoses
-from bids_jdam.data.phantom import generate_phantom_dataset, phantom_truth
+from bids_jdam.data.phantom import PHANTOM_VERSION, generate_phantom_dataset, phantom_truth
 from bids_jdam.data.slices import PLANE_AXES
 from bids_jdam.diffusion.samplers import network_evaluations
 from bids_jdam.evaluate.atlas_suvr import META_ROI_NAME, regional_suvr
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                                  grid_spacing_mm=cfg.grid.spacing_mm)
     report = {"command": command, "smoothing_mm": args.smoothing_mm, "machine": machine_info(threads=args.threads),
               "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model),
-              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED, "subjects": []}
+              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED,
+              "phantom_version": PHANTOM_VERSION, "subjects": []}
     for index in range(1, args.subjects + 1):
         subject = f"{index:02d}"
         start = time.perf_counter()
