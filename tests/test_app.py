@@ -102,6 +102,7 @@ def test_outputs_index_with_pybids_and_pass_the_validator(app_run, phantom_datas
 def test_phantom_quality_is_scored_against_the_real_pet(app_run):
     metrics = json.loads((app_run["out"] / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
     assert metrics["quality"] is not None and np.isfinite(metrics["quality"]["psnr"])
+    assert np.isfinite(metrics["quality"]["native_psnr"]) and 0 < metrics["quality"]["native_ssim"] <= 1  # T1w space
     assert -1.0 <= metrics["quality"]["sd_error_correlation"] <= 1.0  # K = 2: the sampling SD map is scored
     assert -1.0 <= metrics["quality"]["view_sd_error_correlation"] <= 1.0  # two planes: so is the view SD map
     assert metrics["model"]["trained_on_phantoms"] is True

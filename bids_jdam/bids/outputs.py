@@ -52,7 +52,7 @@ def write_image_derivatives(
 ) -> dict[str, Path]:
     """Synthetic PET (and SD maps), brain masks and transforms of one image, with their sidecars.
 
-    Returns the staged template-space maps by ``template_pet``, ``template_std`` and ``template_viewstd``.
+    Returns the staged maps by ``template_pet``, ``template_std``, ..., and ``native_pet``, ``native_std``, ....
     """
     written = _write_pet_maps(anat, prep, result, template, provenance, staging)
     _write_brain_masks(anat, prep, staging)
@@ -80,7 +80,8 @@ def _write_pet_maps(
         to_native(template_path, prep, staging.path(native_rel))
         atomic.write_json(staging.path(_sidecar(native_rel)),
                           pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic))
-        written[f"template_{'pet' if statistic == 'mean' else statistic}"] = template_path
+        key = "pet" if statistic == "mean" else statistic
+        written[f"template_{key}"], written[f"native_{key}"] = template_path, staging.path(native_rel)
     return written
 
 

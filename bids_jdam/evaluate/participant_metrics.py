@@ -42,6 +42,11 @@ class QualityMetrics:
     # same 90 % coverage (below 1: the map says where the error is); only with K > 1.
     sd_ause_relative: float | None = None
     crps_over_constant_band: float | None = None
+    # The T1w-space output against the real PET co-registered to the T1w, inside the native brain mask: what a
+    # user compares (the template-space scores above also carry the registration's resampling).
+    native_psnr: float | None = None
+    native_ssim: float | None = None
+    native_mae: float | None = None
 
 
 @dataclass

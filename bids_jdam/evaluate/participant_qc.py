@@ -50,9 +50,10 @@ IN_TRAINING_WARNING = "this participant was in the model's training set: its qua
 def image_metrics(
     anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, provenance: SynthesisProvenance,
     real: np.ndarray | None, mask: np.ndarray, measures: QualityMeasures, template: TemplateImages,
-    model: LoadedModel, *, dataset_identity: str, timings: dict[str, float],
+    model: LoadedModel, *, dataset_identity: str, timings: dict[str, float], native_scores: dict | None = None,
 ) -> ParticipantMetrics:
-    """Everything measured for one image (``real``: its real PET in SUVR on the model grid, or None)."""
+    """Everything measured for one image (``real``: its real PET in SUVR on the model grid, or None;
+    ``native_scores``: :func:`bids_jdam.evaluate.metrics.image_quality` of the T1w-space output, or None)."""
     spacing_mm = model.cfg.grid.spacing_mm
     labels, names = coarse_regions(spacing_mm)
     warnings = [PHANTOM_MODEL_WARNING] if model.trained_on_phantoms else []
@@ -66,7 +67,7 @@ def image_metrics(
     return ParticipantMetrics(
         participant_id=anat.subject, session=anat.session, run=anat.run, field_strength=anat.field_strength,
         model=provenance.model, sampler=provenance.sampler,
-        quality=None if real is None else quality_metrics(result, real, mask, spacing_mm),
+        quality=None if real is None else quality_metrics(result, real, mask, spacing_mm, native_scores),
         in_training_set=in_training,
         noise_index=noise_index(result.mean, mask, wm_region),
         regional_suvr_synthetic=regional_means(result.mean, labels, names, mask),
@@ -81,8 +82,10 @@ def image_metrics(
     )
 
 
-def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray, spacing_mm: float) -> QualityMetrics:
-    """The synthetic PET against the real one, and whether each SD map says where the error is large."""
+def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray, spacing_mm: float,
+                    native_scores: dict | None = None) -> QualityMetrics:
+    """The synthetic PET against the real one (and in T1w space where ``native_scores`` has them), and whether each
+    SD map says where the error is large."""
     scores = image_quality(result.mean, real, mask)
     correlations = {
         name: None if sd is None else uncertainty_error_correlation(
@@ -91,7 +94,13 @@ def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray,
                          ("view_sd_error_correlation", result.view_std))
     }
     return QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"], nmse=scores["nmse"],
-                          **correlations, **spread_scores(result, real, mask))
+                          **correlations, **spread_scores(result, real, mask), **_native(native_scores))
+
+
+def _native(scores: dict | None) -> dict[str, float]:
+    if scores is None:
+        return {}
+    return {"native_psnr": scores["psnr_db"], "native_ssim": scores["ssim"], "native_mae": scores["mae_suvr"]}
 
 
 def spread_scores(result: SynthesisResult, real: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -42,11 +42,13 @@ LOGGER = logging.getLogger(__name__)
 # The SD-error correlations exist only for images with K > 1 samples (sampling) or several planes (views); the
 # coverage and spread-skill of the (calibrated) sampling SD only with K > 1.
 SPREAD_MEASURES = ("coverage_50", "coverage_90", "spread_skill", "sd_ause_relative", "crps_over_constant_band")
-QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "view_sd_error_correlation", "sd_error_correlation",
+QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "native_psnr", "native_ssim", "native_mae",
+                    "view_sd_error_correlation", "sd_error_correlation",
                     *SPREAD_MEASURES)
 CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
 MEASURE_LABELS = {
-    "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE",
+    "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE", "native_psnr": "T1w space: PSNR (dB)",
+    "native_ssim": "T1w space: SSIM", "native_mae": "T1w space: MAE (SUVR)",
     "sd_error_correlation": "sampling SD-error correlation",
     "view_sd_error_correlation": "view SD-error correlation", "noise_index": "noise index",
     "brain_volume_ml": "brain volume (ml)", "registration_correlation": "registration: correlation",

@@ -162,7 +162,11 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
             quality = metrics.quality
             parts.append(key_value_table([
                 ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
-                ("NMSE", quality.nmse), ("in the training set", metrics.in_training_set),
+                ("NMSE", quality.nmse),
+                *[(f"in T1w space: {label}", value) for label, value in (
+                    ("PSNR (dB)", quality.native_psnr), ("SSIM", quality.native_ssim),
+                    ("MAE (SUVR)", quality.native_mae)) if value is not None],
+                ("in the training set", metrics.in_training_set),
                 *[(f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
                   for label, value in (("view disagreement", quality.view_sd_error_correlation),
                                        ("sampling spread", quality.sd_error_correlation)) if value is not None],

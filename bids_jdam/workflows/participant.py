@@ -29,10 +29,17 @@ from bids_jdam.data.template import TemplateImages, load_template
 from bids_jdam.diffusion.samplers import SAMPLERS
 from bids_jdam.errors import InputError, failure_line
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
+from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.evaluate.participant_qc import image_metrics
 from bids_jdam.evaluate.regional_interval import RegionalInterval, applicable_interval
 from bids_jdam.preprocess import quality_gate
-from bids_jdam.preprocess.pipeline import PreprocessedT1w, preprocess_pair, preprocess_t1w
+from bids_jdam.preprocess.pipeline import (
+    PreprocessedPair,
+    PreprocessedT1w,
+    pet_in_t1w_space,
+    preprocess_pair,
+    preprocess_t1w,
+)
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
 from bids_jdam.reports.regional_table import write_regional_table
 from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, ErrorModel
@@ -154,8 +161,9 @@ def _process_image(
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
     regions = regional_suvr(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm, sd_map=result.std, real=real)
     write_regional_table(anat, regions, provenance, staging, interval, no_interval_because)
+    native_scores = None if real is None else _native_scores(prep, outputs["native_pet"])
     metrics = image_metrics(anat, prep, result, provenance, real, mask, measures, template, synthesizer.model,
-                            dataset_identity=job.dataset_identity, timings=timings)
+                            dataset_identity=job.dataset_identity, timings=timings, native_scores=native_scores)
     return ReportEntry(
         stem=stem, t1w=prep.t1w_model, brain_mask=prep.brain_mask_model, template_t1=template.image(template.t1),
         synthetic_pet=outputs["template_pet"],
@@ -180,6 +188,12 @@ def _preprocess(anat: AnatInput, real_pet_path: Path | None, job: ParticipantJob
     timings = {"preprocessing": time.perf_counter() - start}
     timings.update({f"preprocess.{k}": v for k, v in prep.timings_s.items()})
     return prep, timings
+
+
+def _native_scores(prep: PreprocessedPair, native_pet: Path) -> dict[str, float]:
+    """The T1w-space synthetic PET against the real PET co-registered to the T1w, in the native brain mask."""
+    real = _load(pet_in_t1w_space(prep, Path(prep.pet_static).parent / "pet_suvr_t1w.nii.gz"))
+    return image_quality(_load(native_pet), real, _load(prep.brain_mask_native) > 0.5)
 
 
 def _load(path: Path) -> np.ndarray:
