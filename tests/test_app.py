@@ -77,10 +77,10 @@ def test_each_image_has_an_aal3_regional_table_with_its_real_pet(app_run):
     # the test model is untrained, so its synthetic values are only finite; the real PET's are uptake
     bad = [row for row in rows[1:] if not (np.isfinite(float(row[3])) and float(row[6]) >= 0 and float(row[7]) > 0)]
     assert not bad, bad
-    assert all(row[4] == row[5] == "n/a" for row in rows[1:])  # the test model records no regional interval
+    assert all(row[4] == row[5] == "n/a" for row in rows[1:])  # K = 2 and two planes: not what it was fitted for
     sidecar = json.loads(table.with_suffix(".json").read_text())
     assert set(rows[0]) <= set(sidecar) and "phantoms" in sidecar["Description"]
-    assert "records no regional interval" in sidecar["ci90_lower"]["Description"]
+    assert "n/a in this table: the regional interval was fitted for" in sidecar["ci90_lower"]["Description"]
 
 
 def test_input_dataset_is_never_written(app_run, phantom_dataset):
