@@ -7,13 +7,16 @@ interval itself is :mod:`bids_jdam.evaluate.regional_interval`, the SD map :mod:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from bids_jdam.config import JDAMConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.template import grid_shape
 from bids_jdam.evaluate.regional_interval import RegionalInterval, fit_regional_interval
+from bids_jdam.models.methods import Method
 from bids_jdam.models.model_dir import update_model_card
 from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, fit_error_model
 from bids_jdam.synthesis.loaded_model import LoadedModel
@@ -21,6 +24,20 @@ from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.run_config import DEFAULT_PLANES
 
 log = logging.getLogger(__name__)
+
+MAX_CALIBRATION_EVALUATIONS = 100  # per slice: heun-18 (35) and ancestral-18 (18) fit whole brains; PC-1000 does not
+
+
+def calibrate_after_training(model_dir: Path, method: Method, cfg: JDAMConfig, volumes: Iterable[SubjectVolumes],
+                             device: torch.device | str) -> None:
+    """:func:`calibrate_default_run` on the validation ``volumes``, where the model's sampler is fast enough to
+    synthesize whole brains here (a PC-1000 model is calibrated later with bids-jdam-calibrate)."""
+    volumes, evaluations = list(volumes), method.network_evaluations(cfg.sampler)
+    if not volumes or evaluations > MAX_CALIBRATION_EVALUATIONS:
+        log.info("no regional interval fitted: %s; bids-jdam-calibrate fits one", "no held-out subjects" if not volumes
+                 else f"the {cfg.sampler.name} sampler takes {evaluations} network evaluations per slice")
+        return
+    calibrate_default_run(model_dir, volumes, device)
 
 
 def calibrate_default_run(model_dir: Path, volumes: list[SubjectVolumes],

@@ -33,14 +33,13 @@ from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint
 from bids_jdam.training.distributed import Ranks, parameter_digest, process_group, ranks_from_environment
 from bids_jdam.training.loop import Budget, fit
 from bids_jdam.training.trainer import Trainer
-from bids_jdam.workflows.default_run_calibration import calibrate_default_run
+from bids_jdam.workflows.default_run_calibration import calibrate_after_training
 from bids_jdam.workflows.training_data import SubjectLoader, load_phantom_truth_subjects
 
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.json"
 CALIBRATION_SAMPLES = 4  # posterior samples per validation slice from which the spread scale is fitted
-MAX_CALIBRATION_EVALUATIONS = 100  # per slice: heun-18 (35) and ancestral-18 (18) fit whole brains; PC-1000 does not
 
 
 @dataclass(frozen=True)
@@ -103,21 +102,10 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
         card = _model_card(run, method, trainer, splits, diagnoses, len(training), ranks, wall_start)
         card["validation"], card["calibration"] = _validate(run, method, trainer, splits["validation"])
         model_dir = save_model_dir(Path(run.out_dir), trainer.delivered(), trainer.cfg, method, card, run.fp16_export)
-        _calibrate_default_run(run, method, trainer.cfg, model_dir, splits["validation"], device)
+        calibrate_after_training(model_dir, method, trainer.cfg, run.load_subjects(Path(run.bids_dir), trainer.cfg,
+                                                                            splits["validation"]), device)
         ranks.barrier()
         return model_dir
-
-
-def _calibrate_default_run(run: TrainingRun, method: Method, cfg: JDAMConfig, model_dir: Path, subjects: list[str],
-                           device: torch.device) -> None:
-    """The regional interval and single-sample SD map on the validation subjects, where the model's sampler is fast
-    enough to synthesize whole brains here (a PC-1000 model is calibrated later with bids-jdam-calibrate)."""
-    evaluations = method.network_evaluations(cfg.sampler)
-    if not subjects or evaluations > MAX_CALIBRATION_EVALUATIONS:
-        log.info("no regional interval fitted: %s; bids-jdam-calibrate fits one", "no held-out subjects" if not subjects
-                 else f"the {cfg.sampler.name} sampler takes {evaluations} network evaluations per slice")
-        return
-    calibrate_default_run(model_dir, list(run.load_subjects(Path(run.bids_dir), cfg, subjects)), device)
 
 
 def _checkpoint_to_resume(run: TrainingRun, method: Method, checkpoint_dir: Path) -> tuple | None:
