@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 
 from bids_jdam.evaluate.error_ranking import error_ranking_scores
-from bids_jdam.synthesis.error_model import ErrorModel, fit_error_model
+from bids_jdam.evaluate.single_sample_sd import fit_error_model
+from bids_jdam.synthesis.error_model import ErrorModel
 
 SPACING = 4.0
 

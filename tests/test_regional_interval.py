@@ -14,10 +14,10 @@ from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.template import grid_affine
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
+from bids_jdam.evaluate.calibration import conformal_quantile
 from bids_jdam.evaluate.regional_interval import (
     RegionalInterval,
     applicable_interval,
-    conformal_half_width,
     fit_regional_interval,
     regional_errors,
 )
@@ -28,10 +28,10 @@ SPACING = 4.0
 SAMPLER = SamplerConfig(name="heun", steps=18, num_samples=1)
 
 
-def test_conformal_half_width_is_the_finite_sample_quantile():
-    assert conformal_half_width(np.arange(1.0, 10.0), 0.9) == 9.0  # ceil(10 * 0.9) = 9th of 9
-    assert conformal_half_width(np.arange(1.0, 20.0), 0.9) == 18.0  # ceil(20 * 0.9) = 18th of 19
-    assert math.isinf(conformal_half_width(np.arange(1.0, 6.0), 0.9))  # 5 scores cannot give 90 %
+def test_conformal_quantile_is_the_finite_sample_quantile():
+    assert conformal_quantile(np.arange(1.0, 10.0), 0.9) == 9.0  # ceil(10 * 0.9) = 9th of 9
+    assert conformal_quantile(np.arange(1.0, 20.0), 0.9) == 18.0  # ceil(20 * 0.9) = 18th of 19
+    assert math.isinf(conformal_quantile(np.arange(1.0, 6.0), 0.9))  # 5 scores cannot give 90 %
 
 
 def subjects(count: int, seed: int) -> list[SubjectVolumes]:

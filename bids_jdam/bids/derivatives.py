@@ -155,8 +155,9 @@ PET_STATISTICS = {
                "plane (where the 2D views disagree)",
     "predictivesd": "Voxel-wise predictive standard deviation of a one-sample synthetic FDG-PET (mean +- 1.645 SD is "
                     "its central 90 % interval), from the model's single-sample error model: the log squared error "
-                    "of held-out subjects regressed on the distance to the brain's edge, the local gradient and the "
-                    "uptake of the synthetic image, scaled by a split-conformal factor fitted on those subjects (the "
+                    "of held-out subjects regressed on the distance to the brain's edge, local gradients, curvature "
+                    "and spread of the synthetic PET and the T1w, the uptake and the position in the slice stack, "
+                    "scaled by a split-conformal factor fitted on those subjects (the "
                     "model card's single_sample_sd record)",
 }
 

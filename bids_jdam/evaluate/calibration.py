@@ -17,6 +17,7 @@ held-out subjects (GenCast chooses its noise inflation the same way), so the tem
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -81,15 +82,22 @@ def conformity_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray,
     return np.abs(np.asarray(truth, dtype=np.float64)[m] - mean) / np.maximum(width, 1e-12)
 
 
+def conformal_quantile(scores: np.ndarray, level: float = CALIBRATION_LEVEL) -> float:
+    """The split-conformal quantile of ``scores``: the ceil((n + 1) level)-th smallest (inf when n is too small)."""
+    ordered = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    rank = math.ceil((len(ordered) + 1) * level)
+    return float(ordered[rank - 1]) if rank <= len(ordered) else math.inf
+
+
 def fit_spread_scale(cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], subjects: int,
                      level: float = CALIBRATION_LEVEL) -> SpreadCalibration:
     """The conformal scale from (samples, truth, mask) cases: the finite-sample ``level`` quantile of the scores."""
     cases = list(cases)
     scores = np.concatenate([conformity_scores(s, t, m, level) for s, t, m in cases])
-    n = len(scores)
-    quantile = min(1.0, np.ceil((n + 1) * level) / n)
-    scale = float(np.quantile(scores, quantile, method="higher"))
-    return SpreadCalibration(spread_scale=scale, level=level, num_samples=len(cases[0][0]), voxels=n,
+    scale = conformal_quantile(scores, level)
+    if not math.isfinite(scale):
+        raise ValueError(f"{len(scores)} voxels are too few for a {level:.0%} conformal scale")
+    return SpreadCalibration(spread_scale=scale, level=level, num_samples=len(cases[0][0]), voxels=len(scores),
                              subjects=subjects)
 
 

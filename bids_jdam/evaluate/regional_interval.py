@@ -25,17 +25,11 @@ from bids_jdam.config import SamplerConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.atlas_suvr import ATLAS, regional_suvr
+from bids_jdam.evaluate.calibration import conformal_quantile
 
 log = logging.getLogger("bids_jdam.regions")
 
 LEVEL = 0.9
-
-
-def conformal_half_width(scores: np.ndarray, level: float = LEVEL) -> float:
-    """The split-conformal quantile of ``scores``: the ceil((n + 1) level)-th smallest (inf when n is too small)."""
-    ordered = np.sort(np.asarray(scores, dtype=np.float64).ravel())
-    rank = math.ceil((len(ordered) + 1) * level)
-    return float(ordered[rank - 1]) if rank <= len(ordered) else math.inf
 
 
 @dataclass(frozen=True)
@@ -90,7 +84,7 @@ def fit_regional_interval(synthesize, subjects: list[SubjectVolumes], spacing_mm
                           planes: tuple[str, ...], level: float = LEVEL) -> RegionalInterval:
     """The conformal half-width over the held-out ``subjects``, for synthesis with ``sampler`` along ``planes``."""
     scores = regional_errors(synthesize, subjects, spacing_mm)
-    half_width = conformal_half_width(scores, level)
+    half_width = conformal_quantile(scores, level)
     if not math.isfinite(half_width):
         raise InputError(f"{len(scores)} (subject, region) pairs are too few for a {level:.0%} conformal interval")
     return RegionalInterval(half_width_suvr=half_width, level=level, sampler=sampler.name, steps=sampler.steps,

@@ -130,8 +130,9 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
     maps = [
         (entry.predictive_sd_map, "predictivesd", "predictive SD",
          "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % interval), "
-         "from the model's single-sample error model fitted on held-out subjects: larger at the brain's edge, where "
-         "uptake changes fast and where it is high. How well it ranks and covers the error on held-out phantoms is "
+         "from the model's single-sample error model fitted on held-out subjects (edge distance, local gradients "
+         "and spread of the synthetic PET and the T1w, uptake, slice position). How well it ranks and covers the "
+         "error on held-out phantoms is "
          "in the synthesis benchmark of the bids-jdam repository."),
         (entry.view_std_map, "viewuncertainty", "view disagreement",
          "Standard deviation across the synthetic PET reconstructed along each sampled plane (SUVR): where the 2D "

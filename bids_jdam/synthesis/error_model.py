@@ -5,8 +5,8 @@ One sample gives no spread, yet the error of the mean is not everywhere the same
 white matter and CSF, where partial volume and small misregistration matter), where uptake is high and towards the
 ends of the slice stack. The model regresses the log squared error of held-out subjects' synthetic PET on those
 features (least squares); its exponential is a relative map, and one split-conformal factor on the normalized
-scores |error| / map makes mean +- 1.645 SD the central 90 % interval on those subjects. Fitted with the regional
-interval, on the same held-out syntheses.
+scores |error| / map makes mean +- 1.645 SD the central 90 % interval on those subjects
+(:mod:`bids_jdam.evaluate.single_sample_sd` fits it, with the regional interval, on the same held-out syntheses).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import norm
 
 LEVEL = 0.9
 SINGLE_SAMPLE_SD = "single_sample_sd"  # its key in the model card
@@ -67,7 +66,7 @@ class ErrorModel:
         """The predictive SD map of ``mean`` (0 outside the mask): mean +- 1.645 SD is its central 90 % interval."""
         mask = np.asarray(brain_mask, dtype=bool)
         out = np.zeros(mask.shape, dtype=np.float32)
-        out[mask] = self.conformal_factor * _relative_sd(features(mean, t1, mask, spacing_mm), self.coefficients)
+        out[mask] = self.conformal_factor * relative_sd(features(mean, t1, mask, spacing_mm), self.coefficients)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,23 +80,5 @@ class ErrorModel:
         return cls(**{**fields, "coefficients": tuple(fields["coefficients"])})
 
 
-def _relative_sd(design: np.ndarray, coefficients: Sequence[float]) -> np.ndarray:
+def relative_sd(design: np.ndarray, coefficients: Sequence[float]) -> np.ndarray:
     return np.exp(0.5 * np.clip(design @ np.asarray(coefficients), -30.0, 30.0))
-
-
-def fit_error_model(cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float,
-                    level: float = LEVEL) -> ErrorModel:
-    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases; conformal on the same voxels."""
-    designs, errors = [], []
-    for mean, t1, reference, mask in cases:
-        mask = np.asarray(mask, dtype=bool)
-        designs.append(features(mean, t1, mask, spacing_mm))
-        errors.append((np.asarray(reference, dtype=np.float64) - np.asarray(mean, dtype=np.float64))[mask])
-    design, error = np.concatenate(designs), np.concatenate(errors)
-    floor = 1e-4 * np.mean(error**2) + 1e-12
-    coefficients, *_ = np.linalg.lstsq(design, np.log(error**2 + floor), rcond=None)
-    normalized = np.abs(error) / _relative_sd(design, coefficients)
-    rank = min(int(np.ceil((len(normalized) + 1) * level)), len(normalized)) - 1
-    factor = float(np.sort(normalized)[rank] / norm.ppf(0.5 + level / 2))
-    return ErrorModel(coefficients=tuple(float(c) for c in coefficients), conformal_factor=factor, level=level,
-                      subjects=len(cases), voxels=len(error))

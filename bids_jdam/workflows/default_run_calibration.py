@@ -15,17 +15,18 @@ import torch
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.template import grid_shape
+from bids_jdam.evaluate.calibration import MAX_CALIBRATION_EVALUATIONS
 from bids_jdam.evaluate.regional_interval import RegionalInterval, fit_regional_interval
+from bids_jdam.evaluate.single_sample_sd import fit_error_model
 from bids_jdam.models.methods import Method
 from bids_jdam.models.model_dir import update_model_card
-from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, fit_error_model
+from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.run_config import DEFAULT_PLANES
 
 log = logging.getLogger(__name__)
 
-MAX_CALIBRATION_EVALUATIONS = 100  # per slice: heun-18 (35) and ancestral-18 (18) fit whole brains; PC-1000 does not
 
 
 def calibrate_after_training(model_dir: Path, method: Method, cfg: JDAMConfig, volumes: Iterable[SubjectVolumes],

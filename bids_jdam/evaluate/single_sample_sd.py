@@ -1,0 +1,28 @@
+"""Fit the single-sample predictive SD model (:mod:`bids_jdam.synthesis.error_model`) on held-out syntheses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from bids_jdam.evaluate.calibration import conformal_quantile
+from bids_jdam.synthesis.error_model import LEVEL, ErrorModel, features, relative_sd
+
+
+def fit_error_model(cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float,
+                    level: float = LEVEL) -> ErrorModel:
+    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases; conformal on the same voxels."""
+    designs, errors = [], []
+    for mean, t1, reference, mask in cases:
+        mask = np.asarray(mask, dtype=bool)
+        designs.append(features(mean, t1, mask, spacing_mm))
+        errors.append((np.asarray(reference, dtype=np.float64) - np.asarray(mean, dtype=np.float64))[mask])
+    design, error = np.concatenate(designs), np.concatenate(errors)
+    floor = 1e-4 * np.mean(error**2) + 1e-12
+    coefficients, *_ = np.linalg.lstsq(design, np.log(error**2 + floor), rcond=None)
+    normalized = np.abs(error) / relative_sd(design, coefficients)
+    factor = conformal_quantile(normalized, level) / float(norm.ppf(0.5 + level / 2))
+    return ErrorModel(coefficients=tuple(float(c) for c in coefficients), conformal_factor=factor, level=level,
+                      subjects=len(cases), voxels=len(error))
