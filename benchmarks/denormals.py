@@ -151,7 +151,7 @@ def synthesis_comparison(threads: int, work: Path, steps: int | None = None) -> 
     cfg = synthesizer.model.cfg
     bids = generate_phantom_dataset(work / "held-out", 1, SYNTHESIS_SEED, fast=True,
                                     grid_spacing_mm=cfg.grid.spacing_mm)
-    subject = load_phantom_truth_subjects(bids, cfg, ["01"])[0]
+    subject = next(load_phantom_truth_subjects(bids, cfg, ["01"]))
     sampler = dataclasses.replace(cfg.sampler, num_samples=2, seed=0, steps=steps or cfg.sampler.steps)
     runs = {}
     for name, setting in (("flushed", nullcontext), ("default", synthesis_keeping_subnormals)):

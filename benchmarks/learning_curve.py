@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                                       cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
         # The settings JDAM takes from the training data (sigma_max), as every JDAM variant's run takes them.
         recorded = METHODS.named("jdam").prepare(cfg, training, from_data=True)
-        held_out = validation_slices(load_phantom_truth_subjects(bids_dir, cfg, splits["validation"]), cfg,
+        held_out = validation_slices(list(load_phantom_truth_subjects(bids_dir, cfg, splits["validation"])), cfg,
                                      per_plane=args.slices_per_subject)
 
         report = {

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = dataclasses.replace(cfg.sampler, num_samples=2, **({"steps": 2} if args.smoke else {}))
     bids_dir = Path(tempfile.mkdtemp(prefix="bids-jdam-noise-")) / "phantom"
     generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
-    volumes = load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)])
+    volumes = list(load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)]))
     common = np.logical_and.reduce([v.brain_mask for v in volumes])
     schemes = {}
     for scheme in SCHEMES:

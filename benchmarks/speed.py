@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = synthesizer.model.cfg
     slices = SynthesizerSlices(synthesizer)
     generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
-    volumes = load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)])
+    volumes = list(load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)]))
     data = validation_slices(volumes, cfg, per_plane=args.per_plane)
     real_share = high_frequency_share(data.pet, data.mask)
     rows = []

@@ -1,5 +1,6 @@
 """Multi-process training under torchrun: two CPU processes with gloo on the phantom, as users start it on GPUs."""
 
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bids_jdam.config import NetworkConfig, small_config
+from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
 from bids_jdam.errors import InputError
 from bids_jdam.models.model_dir import WEIGHTS, load_model_dir
 from bids_jdam.training.checkpoints import checkpoint_steps
@@ -39,33 +40,69 @@ def rank_reports(stderr):
     return {int(m[1]): (int(m[2]), float(m[3]), m[4]) for m in DIGEST_LINE.finditer(stderr)}
 
 
+# A sampler cheap enough that validating and calibrating the residual model after training take seconds.
+CHEAP_SAMPLER = {"name": "heun", "steps": 2, "corrector_steps": 0}
+
+
 def write_config(path, **train):
-    path.write_text(json.dumps({"network": NETWORK, "train": {"planes": ["axial"], **train}}))
+    path.write_text(json.dumps({"network": NETWORK, "sampler": CHEAP_SAMPLER, "train": {"planes": ["axial"], **train}}))
     return path
 
 
-def test_two_ranks_train_one_model_in_step(phantom_dataset, tmp_path):
-    out = tmp_path / "model"
-    config = write_config(tmp_path / "config.json", batch_size=4, checkpoint_every=2)
-    result = torchrun(phantom_dataset, out, config, "--max-steps", "3")
+def single_process_config(**train):
+    """The configuration ``--small --config`` gives the torchrun runs, for a single-process run to compare with."""
+    cfg = small_config()
+    cfg.network = NetworkConfig(**{**NETWORK, "channel_mult": (1, 2), "attention_resolutions": (32,)})
+    cfg.train.planes = ("axial",)
+    cfg.sampler = SamplerConfig(**CHEAP_SAMPLER)
+    for name, value in train.items():
+        setattr(cfg.train, name, value)
+    return cfg
+
+
+def weight_gap(ddp_dir, single_dir, initial_dir, prefix=""):
+    """(how far single-process training moved the weights, how far the two-rank run is from it), max abs."""
+    ddp, single, initial = (load_file(d / WEIGHTS) for d in (ddp_dir, single_dir, initial_dir))
+    keys = [k for k in single if k.startswith(prefix)]
+    moved = max(float((single[k] - initial[k]).abs().max()) for k in keys)
+    differ = max(float((ddp[k] - single[k]).abs().max()) for k in keys)
+    return moved, differ
+
+
+def test_two_ranks_train_the_default_method_as_one_process(phantom_dataset, tmp_path):
+    """The default method (an L1 U-Net and a score network used on every third step only) on 2 ranks x 2 slices
+    follows 1 process x 4 slices: the ranks share the global batch and its noise and average their gradients."""
+    train = {"batch_size": 4, "checkpoint_every": 2, "lr": 1e-3, "warmup_steps": 1}
+    out = tmp_path / "ddp"
+    result = torchrun(phantom_dataset, out, write_config(tmp_path / "config.json", **train), "--method",
+                      "jdam-residual", "--max-steps", "4")
     assert result.returncode == 0, result.stderr[-3000:]
     reports = rank_reports(result.stderr)
     assert sorted(reports) == [0, 1]
     (steps0, loss0, digest0), (steps1, loss1, digest1) = reports[0], reports[1]
-    assert steps0 == steps1 == 3
+    assert steps0 == steps1 == 4
     assert loss0 != loss1  # each rank trained on its own half of every batch...
-    assert digest0 == digest1  # ...and DDP's averaged gradients kept the weights identical
+    assert digest0 == digest1  # ...and the averaged gradients kept the weights identical
     # Rank 0 alone wrote: one model directory, one file pair per checkpoint, nothing else anywhere.
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == ["config.json", "model/README.md", "model/checkpoints/checkpoint-00000002.json",
-                       "model/checkpoints/checkpoint-00000002.safetensors",
-                       "model/checkpoints/checkpoint-00000003.json",
-                       "model/checkpoints/checkpoint-00000003.safetensors", "model/config.json",
-                       "model/model_card.json", "model/splits.json", f"model/{WEIGHTS}"]
+    assert written == ["config.json", "ddp/README.md", "ddp/checkpoints/checkpoint-00000002.json",
+                       "ddp/checkpoints/checkpoint-00000002.safetensors",
+                       "ddp/checkpoints/checkpoint-00000004.json",
+                       "ddp/checkpoints/checkpoint-00000004.safetensors", "ddp/config.json",
+                       "ddp/model_card.json", "ddp/splits.json", f"ddp/{WEIGHTS}"]
     _, cfg, card = load_model_dir(out)
-    assert card["steps"] == 3 and card["processes"] == 2 and cfg.train.batch_size == 4
-    assert "validation on 1 held-out subjects" in result.stderr
-    assert result.stderr.count("validation on") == 1  # rank 0 only
+    assert card["steps"] == 4 and card["processes"] == 2 and cfg.train.batch_size == 4
+    assert result.stderr.count("validation on 1 held-out subjects") == 1  # rank 0 only
+
+    cfg = single_process_config(**train)
+    runs = {name: train_model(TrainingRun(phantom_dataset, tmp_path / name, method="jdam-residual",
+                                          budget=Budget(max_steps=steps), device="cpu", progress=False,
+                                          validation_sampler=SamplerConfig(**CHEAP_SAMPLER)), cfg)
+            for name, steps in (("single", 4), ("initial", 0))}
+    for network in ("mean.", "score."):
+        moved, differ = weight_gap(out, runs["single"], runs["initial"], network)
+        assert moved > 1e-3, network  # training moved the weights...
+        assert differ < 1e-2 * moved, (network, moved, differ)  # ...and the two-rank run moved them the same way
 
 
 @pytest.mark.slow
@@ -81,27 +118,45 @@ def test_two_ranks_match_one_process_and_resume(phantom_dataset, tmp_path):
     assert "resumed from step 2" in resumed.stderr and checkpoint_steps(out / "checkpoints") == [2, 4]
     assert rank_reports(resumed.stderr)[0][2] == rank_reports(resumed.stderr)[1][2]
 
-    cfg = small_config()
-    cfg.network = NetworkConfig(**{**NETWORK, "channel_mult": (1, 2), "attention_resolutions": (32,)})
-    cfg.train.planes, cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps = ("axial",), 4, 1e-3, 1
-    single = train_model(TrainingRun(phantom_dataset, tmp_path / "single", method="unet-l1",
-                                     budget=Budget(max_steps=4), device="cpu", progress=False), cfg)
-    ddp_weights, single_weights = load_file(out / WEIGHTS), load_file(single / WEIGHTS)
-    initial = train_model(TrainingRun(phantom_dataset, tmp_path / "initial", method="unet-l1",
-                                      budget=Budget(max_steps=0), device="cpu", progress=False), cfg)
-    moved = max((single_weights[k] - load_file(initial / WEIGHTS)[k]).abs().max() for k in single_weights)
-    differ = max((ddp_weights[k] - single_weights[k]).abs().max() for k in single_weights)
+    cfg = single_process_config(batch_size=4, lr=1e-3, warmup_steps=1)
+    runs = {name: train_model(TrainingRun(phantom_dataset, tmp_path / name, method="unet-l1",
+                                          budget=Budget(max_steps=steps), device="cpu", progress=False), cfg)
+            for name, steps in (("single", 4), ("initial", 0))}
+    moved, differ = weight_gap(out, runs["single"], runs["initial"])
     # Measured: moved 3.6e-3, differ 9.5e-6 (Adam's first steps amplify rounding in tiny gradients); training on
     # one half-batch instead differs by 4.3e-3.
     assert moved > 1e-3  # training moved the weights...
     assert differ < 1e-2 * moved  # ...and the two-rank run moved them the same way
 
 
-def test_cyclegan_refuses_several_processes(phantom_dataset, tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(InputError, match="cyclegan trains in one process"):
-        train_model(TrainingRun(phantom_dataset, tmp_path / "model", method="cyclegan", device="cpu"), small_config())
+@pytest.mark.slow
+def test_cyclegan_trains_on_two_ranks_and_resumes(phantom_dataset, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"train": {"planes": ["axial"]},
+                                  "cyclegan": {"batch_size": 2, "generator_filters": 8, "discriminator_filters": 8,
+                                               "generator_blocks": 1}}))
+    out = tmp_path / "model"
+    first = torchrun(phantom_dataset, out, config, "--method", "cyclegan", "--max-steps", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = torchrun(phantom_dataset, out, config, "--method", "cyclegan", "--max-steps", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step 2" in resumed.stderr and "no image pools" not in resumed.stderr
+    reports = rank_reports(resumed.stderr)
+    assert reports[0][0] == reports[1][0] == 3 and reports[0][2] == reports[1][2]
+
+
+def test_an_odd_batch_refuses_two_processes(phantom_dataset, tmp_path, monkeypatch):
+    """The check comes before any training: one process asked to be rank 0 of 2 with a batch of 3."""
+    monkeypatch.setattr("bids_jdam.workflows.train.process_group", _fake_group)
+    cfg = single_process_config(batch_size=3)
+    with pytest.raises(InputError, match="3 slices per step .* not a multiple of the 2 training processes"):
+        train_model(TrainingRun(phantom_dataset, tmp_path / "model", method="unet-l1", device="cpu"), cfg)
     assert not (tmp_path / "model").exists()
+
+
+@contextlib.contextmanager
+def _fake_group(device):
+    yield Ranks(2, 0), torch.device("cpu")
 
 
 def test_ranks_split_a_batch_into_disjoint_halves():

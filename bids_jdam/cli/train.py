@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS.names(),
                         help="; ".join(f"{m.name}: {m.summary}" for m in METHODS) + f" (default {DEFAULT_METHOD})")
     parser.add_argument("-w", "--work-dir", type=Path,
-                        help="preprocessing cache for raw BIDS pairs (default: OUT_DIR/work)")
+                        help="preprocessing cache for raw BIDS pairs and the training slices (default: OUT_DIR/work)")
     parser.add_argument("--pet-rec", metavar="LABEL", help="rec- label of the FDG-PET when a session has several")
     parser.add_argument("--omp-nthreads", type=int, default=2, help="threads for ANTs/ITK, OpenMP and torch")
     parser.add_argument("--parameterization", choices=("paper", "preconditioned"),
@@ -99,16 +99,18 @@ def build_run(args: argparse.Namespace, overrides: dict[str, Any]):
     from bids_jdam.workflows.train import TrainingRun
     from bids_jdam.workflows.training_data import load_phantom_truth_subjects, preprocessed_pairs_loader
 
+    work_dir = args.work_dir or args.out_dir / "work"
     if args.phantom_truth:
         loader = load_phantom_truth_subjects
     else:
-        loader = preprocessed_pairs_loader(args.work_dir or args.out_dir / "work", args.omp_nthreads, args.pet_rec)
+        loader = preprocessed_pairs_loader(work_dir, args.omp_nthreads, args.pet_rec)
     return TrainingRun(
         bids_dir=args.bids_dir, out_dir=args.out_dir,
         method=args.method, load_subjects=loader,
         trained_on=PHANTOM_DATA if is_phantom_dataset(args.bids_dir) else f"BIDS dataset {args.bids_dir.name}",
         budget=Budget(max_steps=args.max_steps, minutes=args.minutes), resume=args.resume, device=args.device,
-        checkpoint_dir=args.checkpoint_dir, sigma_max_from_data="sigma_max" not in overrides.get("sde", {}),
+        checkpoint_dir=args.checkpoint_dir, work_dir=work_dir,
+        sigma_max_from_data="sigma_max" not in overrides.get("sde", {}),
         fp16_export=args.fp16_export, progress=not args.no_progress,
     )
 

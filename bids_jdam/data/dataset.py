@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -43,25 +44,54 @@ class SliceSample(NamedTuple):
     index: int
 
 
+@dataclass(frozen=True)
+class SubjectSlices:
+    """One subject's training slices: ``pairs[i]`` is (PET, MRI) of slice ``indices[i]`` along ``planes[i]``."""
+
+    subject: str
+    planes: tuple[str, ...]
+    indices: tuple[int, ...]
+    pairs: np.ndarray  # [n, 2, size, size] float32, in memory or memory-mapped from a slice store
+
+
+def subject_slices(volume: SubjectVolumes, planes: tuple[str, ...], slice_size: int, min_brain_voxels: int = 1,
+                   range_mm: dict[str, tuple[float, float]] | None = None) -> SubjectSlices:
+    """Every brain-containing slice of ``volume`` in ``planes``, padded to ``slice_size``."""
+    keys = [(plane, int(index)) for plane in planes
+            for index in select_slices(volume.brain_mask, volume.affine, plane, min_brain_voxels, range_mm)]
+    pairs = np.zeros((len(keys), 2, slice_size, slice_size), np.float32)
+    for row, (plane, index) in enumerate(keys):
+        for channel, image in enumerate((volume.pet, volume.t1)):
+            pairs[row, channel] = pad_slice(cut_slice(image, plane, index).astype(np.float32), plane, slice_size)
+    return SubjectSlices(volume.subject, tuple(p for p, _ in keys), tuple(i for _, i in keys), pairs)
+
+
 class PairedSliceDataset(Dataset):
-    """Every brain-containing slice of every subject in the configured planes, padded to ``slice_size``."""
+    """Every brain-containing slice of every subject in the configured planes, padded to ``slice_size``.
+
+    Built from volumes in memory, or (:func:`bids_jdam.data.slice_store.open_slice_store`) from slices memory-mapped
+    from disk, which is what training at cohort scale uses.
+    """
 
     def __init__(
         self,
-        volumes: list[SubjectVolumes],
+        volumes: Iterable[SubjectVolumes],
         planes: tuple[str, ...],
         slice_size: int,
         min_brain_voxels: int = 1,
         range_mm: dict[str, tuple[float, float]] | None = None,
     ):
-        self.volumes = volumes
-        self.slice_size = slice_size
-        self.items = [
-            (volume_index, plane, int(index))
-            for volume_index, volume in enumerate(volumes)
-            for plane in planes
-            for index in select_slices(volume.brain_mask, volume.affine, plane, min_brain_voxels, range_mm)
-        ]
+        self._index([subject_slices(v, planes, slice_size, min_brain_voxels, range_mm) for v in volumes])
+
+    @classmethod
+    def from_slices(cls, subjects: list[SubjectSlices]) -> PairedSliceDataset:
+        dataset = cls.__new__(cls)
+        dataset._index(subjects)
+        return dataset
+
+    def _index(self, subjects: list[SubjectSlices]) -> None:
+        self.subjects = subjects
+        self.items = [(s, row) for s, subject in enumerate(subjects) for row in range(len(subject.indices))]
         if not self.items:
             raise ValueError("no slice with brain in the given volumes and planes")
 
@@ -69,19 +99,16 @@ class PairedSliceDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, item: int) -> SliceSample:
-        volume_index, plane, index = self.items[item]
-        volume = self.volumes[volume_index]
-
-        def padded(image: np.ndarray) -> torch.Tensor:
-            data = pad_slice(cut_slice(image, plane, index).astype(np.float32), plane, self.slice_size)
-            return torch.from_numpy(np.ascontiguousarray(data))[None]
-
-        return SliceSample(padded(volume.pet), padded(volume.t1), plane, volume.subject, index)
+        s, row = self.items[item]
+        subject = self.subjects[s]
+        pair = torch.from_numpy(np.array(subject.pairs[row]))
+        return SliceSample(pair[0:1], pair[1:2], subject.planes[row], subject.subject, subject.indices[row])
 
     def stacked(self, items: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(PET, MRI) batches ``[len(items), 1, size, size]`` of the given dataset positions."""
-        samples = [self[int(i)] for i in items]
-        return torch.stack([s.pet for s in samples]), torch.stack([s.mri for s in samples])
+        pairs = torch.from_numpy(np.stack([self.subjects[s].pairs[row] for s, row in
+                                           (self.items[int(i)] for i in items)]))
+        return pairs[:, 0:1].contiguous(), pairs[:, 1:2].contiguous()
 
 
 def split_subjects(diagnoses: dict[str, str], val_fraction: float, seed: int) -> dict[str, list[str]]:

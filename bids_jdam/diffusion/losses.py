@@ -6,6 +6,8 @@ averaged over the batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -14,8 +16,25 @@ from bids_jdam.diffusion.parameterization import Denoiser
 from bids_jdam.diffusion.sde import VESDE
 
 
-def _draw(kind: str, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+@dataclass(frozen=True)
+class GlobalBatchNoise:
+    """The noise of one process's rows of a global batch: every process draws the whole batch's noise from one
+    seeded generator and keeps its own rows, so N training processes draw what one process would."""
+
+    generator: torch.Generator
+    shards: int = 1
+    shard: int = 0
+
+
+NoiseSource = torch.Generator | GlobalBatchNoise | None
+
+
+def _draw(kind: str, shape: tuple[int, ...], generator: NoiseSource, device: torch.device) -> Tensor:
     """Uniform or normal draws from ``generator`` (on its own device), delivered on ``device``."""
+    if isinstance(generator, GlobalBatchNoise):
+        rows = shape[0]
+        draws = _draw(kind, (rows * generator.shards, *shape[1:]), generator.generator, device)
+        return draws[generator.shard * rows : (generator.shard + 1) * rows]
     source = generator.device if generator is not None else device
     draw = torch.rand if kind == "uniform" else torch.randn
     return draw(shape, generator=generator, device=source).to(device)
@@ -26,7 +45,7 @@ def _sum_over_pixels(values: Tensor) -> Tensor:
 
 
 def paper_dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None,
+    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: NoiseSource = None,
     time_epsilon: float = LossConfig.time_epsilon,
 ) -> Tensor:
     """Algorithm 1: t ~ U(eps, 1), z ~ N(0, I), x_t = x0 + sigma(t) z, loss || sigma(t) s(x_t, y, t) + z ||^2."""
@@ -39,7 +58,7 @@ def paper_dsm_loss(
 
 
 def preconditioned_dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None,
+    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: NoiseSource = None,
     p_mean: float = LossConfig.p_mean, p_std: float = LossConfig.p_std,
 ) -> Tensor:
     """EDM: ln sigma ~ N(P_mean, P_std^2) clamped to the SDE's range, loss lambda(sigma) || D(x0 + sigma z) - x0 ||^2.
@@ -57,7 +76,7 @@ def preconditioned_dsm_loss(
 
 
 def dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: torch.Generator | None = None,
+    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: NoiseSource = None,
     settings: LossConfig | None = None,
 ) -> Tensor:
     """The training loss that matches ``denoiser.parameterization`` (a scalar), with ``settings`` (default: paper's)."""

@@ -3,7 +3,9 @@
 CycleGAN is the paper's unpaired baseline, so each step draws its MRI batch and its PET batch from two independent
 shuffles of the training subjects' slices: the pairing the data has is never used. Batches are a pure function of
 (seed, step), each image pool carries its own generator, and every tensor of the run goes into the checkpoint, so a
-resumed run on CPU continues bit for bit. The model directory keeps only the MRI->PET generator.
+resumed run on CPU continues bit for bit. The model directory keeps only the MRI->PET generator. Under torchrun each
+rank trains on its part of both global batches, the ranks average their gradients before each Adam step, and each
+keeps its own image pools.
 
 Adam runs at a constant rate: CycleGAN's linear decay over the second half of training needs a known number of
 steps, which a time budget does not give.
@@ -11,6 +13,7 @@ steps, which a time budget does not give.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -21,8 +24,11 @@ from torch import Tensor, nn
 from bids_jdam.config import CycleGANConfig, JDAMConfig
 from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.models.cyclegan import CycleGAN, ImagePool, ResnetGenerator, to_unit_range
+from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.optimizer_state import load_optimizer_tensors, optimizer_tensors
 from bids_jdam.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 def unpaired_indices(n_slices: int, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +65,7 @@ def cyclegan_update(
     mri: Tensor,
     pet: Tensor,
     cfg: CycleGANConfig,
+    ranks: Ranks = Ranks(),
 ) -> dict[str, float]:
     """One CycleGAN update (generators, then discriminators on pooled fakes) on model-unit batches."""
     mri = to_unit_range(mri, model.mri_to_pet.source_range)
@@ -78,6 +85,7 @@ def cyclegan_update(
     generator_loss = adversarial + cfg.lambda_cycle * cycle + cfg.lambda_identity * identity
     generator_optimizer.zero_grad(set_to_none=True)
     generator_loss.backward()
+    ranks.average_gradients(p for group in generator_optimizer.param_groups for p in group["params"])
     generator_optimizer.step()
 
     _set_requires_grad(discriminators, True)
@@ -91,6 +99,7 @@ def cyclegan_update(
     )
     discriminator_optimizer.zero_grad(set_to_none=True)
     (discriminator_pet + discriminator_mri).backward()
+    ranks.average_gradients(p for group in discriminator_optimizer.param_groups for p in group["params"])
     discriminator_optimizer.step()
     losses = {
         "generator": generator_loss,
@@ -107,11 +116,12 @@ class CycleGANTrainer(Trainer):
     """One CycleGAN run's state (four networks, two Adams, two image pools) and its training step."""
 
     def __init__(self, method_name: str, cfg: JDAMConfig, dataset: PairedSliceDataset,
-                 device: torch.device | str = "cpu", seed: int = 0):
+                 device: torch.device | str = "cpu", seed: int = 0, ranks: Ranks = Ranks()):
         super().__init__(method_name, cfg, torch.device(device))
-        self.cyclegan, self.dataset, self.seed = cfg.cyclegan, dataset, seed
+        self.cyclegan, self.dataset, self.seed, self.ranks = cfg.cyclegan, dataset, seed, ranks
         torch.manual_seed(seed)
         self.model = CycleGAN(self.cyclegan).to(self.device)
+        ranks.broadcast(self.model)
         betas = (self.cyclegan.beta1, self.cyclegan.beta2)
         self.generator_optimizer = torch.optim.Adam(
             [*self.model.mri_to_pet.parameters(), *self.model.pet_to_mri.parameters()], lr=self.cyclegan.lr,
@@ -121,8 +131,9 @@ class CycleGANTrainer(Trainer):
             [*self.model.pet_discriminator.parameters(), *self.model.mri_discriminator.parameters()],
             lr=self.cyclegan.lr, betas=betas,
         )
-        self.pools = {"pet": ImagePool(self.cyclegan.pool_size, seed),
-                      "mri": ImagePool(self.cyclegan.pool_size, seed + 1)}
+        pool_seed = seed + 2 * ranks.rank
+        self.pools = {"pet": ImagePool(self.cyclegan.pool_size, pool_seed),
+                      "mri": ImagePool(self.cyclegan.pool_size, pool_seed + 1)}
         self.last_losses: dict[str, float] = {}
 
     @property
@@ -139,33 +150,44 @@ class CycleGANTrainer(Trainer):
         """One update on an unpaired batch; returns the generator loss (all losses in ``last_losses``)."""
         self.model.train()
         mri_items, pet_items = unpaired_indices(len(self.dataset), self.cyclegan.batch_size, self.seed, self.step)
-        mri = self.dataset.stacked(mri_items)[1].to(self.device)
-        pet = self.dataset.stacked(pet_items)[0].to(self.device)
-        self.last_losses = cyclegan_update(
-            self.model, self.generator_optimizer, self.discriminator_optimizer, self.pools, mri, pet, self.cyclegan
-        )
+        mri = self.dataset.stacked(self.ranks.shard(torch.from_numpy(mri_items)))[1].to(self.device)
+        pet = self.dataset.stacked(self.ranks.shard(torch.from_numpy(pet_items)))[0].to(self.device)
+        self.last_losses = cyclegan_update(self.model, self.generator_optimizer, self.discriminator_optimizer,
+                                           self.pools, mri, pet, self.cyclegan, self.ranks)
         return self.last_losses["generator"]
 
     def delivered(self) -> nn.Module:
         return self.generator
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Every tensor of the run (weights, Adam moments, pooled images, pool generators) and the JSON-able rest."""
+        """Every tensor of the run (weights, Adam moments, every rank's pooled images and pool generators) and the
+        JSON-able rest (gathered: call it on every rank)."""
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        rest: dict[str, Any] = {"seed": self.seed}
+        rest: dict[str, Any] = {"seed": self.seed, "world_size": self.ranks.world_size}
         for name in ("generator_optimizer", "discriminator_optimizer"):
             adam, rest[name] = optimizer_tensors(name, getattr(self, name))
             tensors |= adam
-        for domain, pool in self.pools.items():
-            tensors |= {f"pool_{domain}.{key}": value for key, value in pool.state_tensors().items()}
+        pools = {f"{domain}.{key}": value for domain, pool in self.pools.items()
+                 for key, value in pool.state_tensors().items()}
+        for rank, rank_pools in enumerate(self.ranks.gather(pools)):
+            tensors |= {self._pool_prefix(rank) + name: value for name, value in rank_pools.items()}
         return tensors, rest
+
+    @staticmethod
+    def _pool_prefix(rank: int) -> str:
+        """Rank 0 keeps the single-process names (``pool_pet.images``), rank r uses ``rank{r}.pool_pet.images``."""
+        return "pool_" if rank == 0 else f"rank{rank}.pool_"
 
     def load_state(self, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
         self.model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
         for name in ("generator_optimizer", "discriminator_optimizer"):
             load_optimizer_tensors(name, getattr(self, name), tensors, state[name])
+        if not any(k.startswith(self._pool_prefix(self.ranks.rank)) for k in tensors):
+            log.warning("rank %d: the checkpoint has no image pools for this rank (it was written by %d processes); "
+                        "its pools start empty", self.ranks.rank, state.get("world_size", 1))
+            return
         for domain, pool in self.pools.items():
-            prefix = f"pool_{domain}."
+            prefix = f"{self._pool_prefix(self.ranks.rank)}{domain}."
             pool.load_state_tensors(
                 {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, self.device
             )

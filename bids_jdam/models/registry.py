@@ -30,7 +30,6 @@ class Method(abc.ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for the CLI's help
     probabilistic: ClassVar[bool] = False  # draws posterior samples (K > 1 gives a spread) with a sampler
-    multi_process: ClassVar[bool] = True  # can train under torchrun
     condition_channels: ClassVar[int] = 1  # what a probabilistic model's denoiser takes as cond beside x_t
 
     def configure(self, cfg: JDAMConfig) -> JDAMConfig:
@@ -44,6 +43,10 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def build_network(self, cfg: JDAMConfig) -> nn.Module:
         """The network the model directory stores, freshly initialized."""
+
+    def batch_size(self, cfg: JDAMConfig) -> int:
+        """Slices per training step, over all processes."""
+        return cfg.train.batch_size
 
     def as_model(self, net: nn.Module, cfg: JDAMConfig) -> nn.Module:
         """What predicts (and what the loss calls) around the stored network: a denoiser, or the network itself."""

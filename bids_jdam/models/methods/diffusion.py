@@ -16,7 +16,7 @@ from torch import nn
 
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset
-from bids_jdam.diffusion.losses import dsm_loss
+from bids_jdam.diffusion.losses import NoiseSource, dsm_loss
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
@@ -62,7 +62,7 @@ class JDAM(Method):
         return build_denoiser(net, cfg.sde)
 
     def loss(self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: torch.Generator, step: int) -> torch.Tensor:
+             generator: NoiseSource, step: int) -> torch.Tensor:
         cond = mri if cfg.network.conditional else None
         return dsm_loss(model, sde_of(cfg), pet, cond, generator=generator, settings=cfg.loss)
 

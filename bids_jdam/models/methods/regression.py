@@ -10,6 +10,7 @@ from torch import nn
 
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset
+from bids_jdam.diffusion.losses import NoiseSource
 from bids_jdam.models.registry import METHODS, Method, SliceKey
 from bids_jdam.models.unet import ScoreUNet
 from bids_jdam.training.distributed import Ranks
@@ -27,7 +28,7 @@ class L1UNet(Method):
         return ScoreUNet(dataclasses.replace(cfg.network, conditional=False), cfg.grid.slice_size)
 
     def loss(self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: torch.Generator, step: int) -> torch.Tensor:
+             generator: NoiseSource, step: int) -> torch.Tensor:
         return (model(mri, torch.zeros(len(mri), device=mri.device)) - pet).abs().mean()
 
     def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,

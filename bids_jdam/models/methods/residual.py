@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from bids_jdam.config import JDAMConfig, SamplerConfig, SDEConfig
 from bids_jdam.data.dataset import PairedSliceDataset
-from bids_jdam.diffusion.losses import dsm_loss
+from bids_jdam.diffusion.losses import NoiseSource, dsm_loss
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import sample
 from bids_jdam.models.methods.diffusion import JDAM, sde_of
@@ -62,8 +62,7 @@ class ResidualModel(nn.Module):
         self.denoiser = build_denoiser(_ScoreOnly(networks), cfg.sde)
 
     def mean(self, mri: Tensor) -> Tensor:
-        inner = getattr(self.networks, "module", self.networks)  # DistributedDataParallel keeps it in .module
-        return inner.mean(mri, torch.zeros(len(mri), device=mri.device))
+        return self.networks.mean(mri, torch.zeros(len(mri), device=mri.device))
 
     def forward(self, x: Tensor, sigma: Tensor, cond: Tensor | None) -> Tensor:
         return self.denoiser(x, sigma, cond)
@@ -79,8 +78,7 @@ class _ScoreOnly(nn.Module):
         self.networks = networks
 
     def forward(self, x: Tensor, noise_label: Tensor) -> Tensor:
-        inner = getattr(self.networks, "module", self.networks)
-        return inner.score(x, noise_label)
+        return self.networks.score(x, noise_label)
 
 
 class ResidualJDAM(JDAM):
@@ -88,7 +86,6 @@ class ResidualJDAM(JDAM):
 
     name = "jdam-residual"
     summary = "an L1 U-Net for the mean and score diffusion of its residual (CorrDiff-style)"
-    multi_process = False  # the two networks are called through .module, which DistributedDataParallel would not sync
     condition_channels = 2  # [y, mu(y)]
 
     def configure(self, cfg: JDAMConfig) -> JDAMConfig:
@@ -124,7 +121,7 @@ class ResidualJDAM(JDAM):
         network's step, so it trains step for step as the ``unet-l1`` method does."""
         return [list(net.mean.parameters()), list(net.score.parameters())]
 
-    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: Tensor, mri: Tensor, generator: torch.Generator,
+    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: Tensor, mri: Tensor, generator: NoiseSource,
              step: int) -> Tensor:
         """mu's L1 loss every step; the residual's score matching added on every ``residual_score_every``-th."""
         mean = model.mean(mri)
