@@ -4,6 +4,11 @@
 #           bids-jdam:latest /data /out participant     (add --gpus all for a GPU)
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
+# The release (bids_jdam.__version__; a test keeps them equal).
+LABEL org.opencontainers.image.title="bids-jdam" \
+      org.opencontainers.image.version="0.2.0" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
 # Caches and config of every library go to /tmp, so any uid (HOME=/) and a read-only root filesystem work.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -7,9 +7,9 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv lint test test-all test-container demo benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
+.PHONY: venv lint test test-all test-container demo screenshot benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
 	benchmark-attribution benchmark-phantom-realism benchmark-demo-real-t1w \
-	benchmark-throughput benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality benchmark-quality-default clean
+	benchmark-throughput benchmark-training benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality benchmark-quality-default clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test-container: venv
 demo: venv
 	$(BIN)/python -m bids_jdam.cli.demo --out $(DEMO_OUT)
 
+# The README's picture (docs/participant-report.png) redrawn from a fresh `make demo` by headless Chromium.
+screenshot: demo
+	bash docs/screenshot.sh $(DEMO_OUT) docs/participant-report.png
+
 # Subnormal floats: their cost on this CPU, and that the app's flushing changes no mask and no synthetic PET.
 benchmark-denormals: venv
 	$(BIN)/python -m benchmarks.denormals --threads 2
@@ -69,6 +73,10 @@ benchmark-speed: venv
 # The paper-size network's whole-brain time on this machine (CPU: one plane; 13 minutes on 2 cores).
 benchmark-throughput: venv
 	$(BIN)/python -m benchmarks.throughput --device cpu --threads 2 --plane-sets axial
+
+# Training at cohort scale: 1 vs 2 processes (torchrun, gloo) and peak memory for 8, 32 and 128 fast phantoms.
+benchmark-training: venv
+	$(BIN)/python -m benchmarks.training
 
 # Whether subjects share sampling noise: demo model, 4 held-out phantoms, per-image vs one shared noise key.
 benchmark-noise: venv

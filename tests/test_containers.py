@@ -41,6 +41,13 @@ def test_dockerfile_entrypoint_is_the_bids_app_and_runs_as_non_root():
         assert re.search(rf"^\s+{variable}=/tmp/", text, re.M), variable
 
 
+def test_image_label_carries_the_release():
+    from bids_jdam import __version__
+
+    label = re.search(r'org\.opencontainers\.image\.version="([^"]+)"', (ROOT / "Dockerfile").read_text())
+    assert label and label[1] == __version__
+
+
 def test_singularity_recipe_runs_the_same_entrypoint():
     text = (ROOT / "singularity.def").read_text()
     assert re.search(r"^Bootstrap: docker", text, re.M)

@@ -98,3 +98,28 @@ def test_compiled_network_gives_the_eager_result():
     eager = _synthesize(InferenceDenoiser(denoiser, CUDA, "fp32"), batch_size=8)
     compiled = _synthesize(InferenceDenoiser(denoiser, CUDA, "fp32", compile_network=True), batch_size=8)
     np.testing.assert_allclose(compiled.mean, eager.mean, atol=1e-2)
+
+
+def test_training_runs_channels_last_in_bf16_and_checkpoints(tmp_path):
+    from bids_jdam.config import small_config
+    from bids_jdam.data.dataset import PairedSliceDataset
+    from bids_jdam.models.methods import METHODS
+    from bids_jdam.training.checkpoints import load_checkpoint, save_checkpoint
+    from bids_jdam.training.distributed import Ranks
+    from tests.test_train import synthetic_subjects
+
+    cfg = small_config()
+    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+                                dropout=0.0, num_groups=4)
+    cfg.grid.slice_size, cfg.train.batch_size = 16, 4
+    method = METHODS.named("jdam-residual")
+    cfg = method.configure(cfg)
+    dataset = PairedSliceDataset(synthetic_subjects(None, cfg, ["01"]), ("axial",), 16)
+    trainer = method.trainer(cfg, dataset, CUDA, 0, Ranks())
+    conv = next(m for m in trainer.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    losses = [trainer.train_step() for _ in range(3)]
+    assert all(np.isfinite(losses))
+    save_checkpoint(tmp_path, trainer.step, *trainer.checkpoint())
+    tensors, state = load_checkpoint(tmp_path)
+    assert state["step"] == 3 and all(t.is_contiguous() for t in tensors.values())

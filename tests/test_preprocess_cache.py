@@ -26,7 +26,7 @@ def test_second_run_reuses_and_changes_rerun(tmp_path, caplog):
     calls = []
     run = lambda settings: StepRunner(tmp_path / "work", "01").run(  # noqa: E731
         "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"},
-        settings=settings,
+        settings=settings, code=(_copy_upper,),
     )
     with caplog.at_level(logging.INFO, logger="bids_jdam.preprocess"):
         first = run({"k": 1})
@@ -52,12 +52,13 @@ def test_failed_step_leaves_no_output_and_names_subject_step_and_file(tmp_path):
 
     runner = StepRunner(tmp_path / "work", "07")
     with pytest.raises(StepError) as exc:
-        runner.run("upper", crash, inputs={"text": source}, outputs={"upper": "upper.txt"})
+        runner.run("upper", crash, inputs={"text": source}, outputs={"upper": "upper.txt"}, code=(crash,))
     message = str(exc.value)
     assert "sub-07" in message and "upper" in message and str(source) in message
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == []  # no output, no record, no temporary
     calls = []
-    resumed = runner.run("upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"})
+    resumed = runner.run("upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"},
+                         code=(_copy_upper,))
     assert not resumed.reused and calls == [1]
     assert (tmp_path / "work" / "upper.txt").read_text() == "ABC"
 
@@ -73,7 +74,7 @@ def test_a_killed_steps_leftovers_are_removed_when_a_step_runs(tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("abc")
     StepRunner(work, "01").run("upper", _copy_upper(source, []), inputs={"text": source},
-                               outputs={"upper": "upper.txt"})
+                               outputs={"upper": "upper.txt"}, code=(_copy_upper,))
     assert sorted(p.name for p in work.iterdir()) == ["keep.txt", "upper.json", "upper.txt"]
 
 
@@ -85,7 +86,7 @@ def test_an_empty_or_truncated_output_fails_the_step_and_never_gets_its_final_na
     work = tmp_path / "work"
     with pytest.raises(StepError) as exc:
         StepRunner(work, "01").run("registration", lambda out: out["warp"].write_bytes(written),
-                                   inputs={"text": source}, outputs={"warp": "warp.nii.gz"})
+                                   inputs={"text": source}, outputs={"warp": "warp.nii.gz"}, code=(_copy_upper,))
     message = str(exc.value)
     assert str(work / "warp.nii.gz") in message and "disk full" in message and "\n" not in message
     assert sorted(p.name for p in work.iterdir()) == []
@@ -101,28 +102,28 @@ def test_cpu_seconds_count_child_processes(tmp_path):
         subprocess.run([sys.executable, "-c", spin], check=True)
         out["done"].write_text("ok")
 
-    result = StepRunner(tmp_path / "work", "01").run("child", busy_child, inputs={}, outputs={"done": "done.txt"})
+    result = StepRunner(tmp_path / "work", "01").run("child", busy_child, inputs={}, outputs={"done": "done.txt"},
+                                                     code=(busy_child,))
     assert result.cpu_seconds >= 0.35
 
 
-def test_changed_preprocessing_code_runs_the_step_again(tmp_path, monkeypatch):
-    """A work directory made by other preprocessing code (same package version) is not reused."""
+def _copy_lower(source, calls):
+    def action(out):
+        calls.append(1)
+        out["upper"].write_text(source.read_text().lower())
+
+    return action
+
+
+def test_a_step_runs_again_when_its_code_changes(tmp_path):
+    """A work directory made by other code for a step (same package versions) is not reused for that step."""
     source = tmp_path / "in.txt"
     source.write_text("abc")
     calls = []
-    run = lambda: StepRunner(tmp_path / "work", "01").run(  # noqa: E731
-        "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"})
-    run()
-    assert run().reused and len(calls) == 1
-    monkeypatch.setattr(cache, "preprocessing_code_digest", lambda: "other code")
-    assert not run().reused and len(calls) == 2
-
-
-def test_the_code_digest_follows_the_sources_and_covers_the_steps(tmp_path):
-    step = tmp_path / "step.py"
-    step.write_text("SCALE = 1.0\n")
-    before = cache.code_digest([step])
-    step.write_text("SCALE = 0.5\n")
-    assert cache.code_digest([step]) != before
-    covered = {p.name for pattern in cache.PREPROCESSING_SOURCES for p in cache.PACKAGE_ROOT.glob(pattern)}
-    assert {"pipeline.py", "registration.py", "intensity.py", "pet.py", "regions.py"} <= covered
+    run = lambda code: StepRunner(tmp_path / "work", "01").run(  # noqa: E731
+        "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"}, code=code)
+    run((_copy_upper,))
+    assert run((_copy_upper,)).reused and len(calls) == 1
+    assert not run((_copy_upper, _copy_lower)).reused and len(calls) == 2
+    assert cache.code_digest((_copy_upper,)) != cache.code_digest((_copy_lower,))
+    assert cache.code_digest((cache,)) == cache.code_digest((cache,))  # a module's source works too

@@ -217,6 +217,20 @@ def test_interrupted_run_resumes_at_the_missing_step(prepared, phantom_dataset, 
     assert file_hash(work / "t1w_model.nii.gz") == expected
 
 
+def test_an_upgrade_reruns_exactly_the_steps_whose_code_changed(prepared, phantom_dataset, tmp_path, monkeypatch):
+    """As if a new release changed the T1w intensity scaling (preprocess/intensity.py) and nothing else."""
+    from bids_jdam.preprocess import cache, intensity
+
+    work = tmp_path / "work"
+    shutil.copytree(prepared.t1w_model.parent, work)
+    source_digest = cache._source_digest
+    monkeypatch.setattr(cache, "_source_digest",
+                        lambda item: source_digest(item) + ("changed" if item is intensity else ""))
+    upgraded = preprocess_pair(*_raw(phantom_dataset), work, small_config(), subject_label=SUBJECT)
+    assert upgraded.steps_run == ["t1w_model", "pet_model"]  # the two steps that scale intensities
+    assert file_hash(work / "t1w_model.nii.gz") == file_hash(prepared.t1w_model)  # the same code did run
+
+
 def test_to_native_lands_on_the_original_grid(prepared, phantom_dataset, tmp_path):
     out = to_native(
         prepared.brain_mask_model, prepared, tmp_path / "mask_native.nii.gz", interpolator="nearestNeighbor"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bids_jdam.data.dataset import PairedSliceDataset
-from bids_jdam.data.slice_store import MANIFEST, open_slice_store, write_slice_store
+from bids_jdam.data.slice_store import MANIFEST, StoredPairs, open_slice_store, write_slice_store
 from tests.test_train import synthetic_subjects
 
 PLANES = ("axial", "coronal")
@@ -25,7 +25,7 @@ def test_store_gives_the_slices_of_the_volumes_memory_mapped(tmp_path):
 
     store = open_slice_store(write_slice_store(one_at_a_time(), tmp_path / "store", PLANES, 16))
     assert consumed == ["01", "02", "03"] and len(store) == len(in_memory)
-    assert all(isinstance(subject.pairs, np.memmap) for subject in store.subjects)  # on disk, not in memory
+    assert all(isinstance(subject.pairs, StoredPairs) for subject in store.subjects)  # on disk, not in memory
     items = torch.tensor([0, len(store) - 1, 7, 3])
     for from_store, from_memory in zip(store.stacked(items), in_memory.stacked(items)):
         assert from_store.shape == (4, 1, 16, 16) and torch.equal(from_store, from_memory)

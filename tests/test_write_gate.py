@@ -56,7 +56,8 @@ def test_step_cache_refuses_a_work_dir_that_leads_into_the_input(dataset, tmp_pa
     before = sha256_snapshot(dataset)
     with write_gate.protecting(dataset), pytest.raises(InputError, match="inside the input dataset"):
         StepRunner(work / "sub-01", "01").run("copy", lambda out: out["copy"].write_text("x"),
-                                              inputs={"text": source}, outputs={"copy": "copy.txt"})
+                                              inputs={"text": source}, outputs={"copy": "copy.txt"},
+                                              code=(sha256_snapshot,))
     assert sha256_snapshot(dataset) == before and not (dataset / "sub-01" / "anat" / "copy.txt").exists()
 
 

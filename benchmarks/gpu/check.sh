@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 9's GPU checks in one run: the CUDA tests, whole-brain time of the paper-size network (bf16, eager and
-# compiled) and the sampler benchmark on every middle slice of the held-out phantoms. Written and dry-run on CPU
+# The GPU checks in one run: the CUDA tests, training speed of the default, whole-brain time of the paper-size
+# network (bf16, eager and compiled) and the sampler benchmark on every middle slice of the held-out phantoms. Written and dry-run on CPU
 # (a copy of the GPU image's package set plus the carried wheels); not yet run on a GPU.
 #
 #   here, once:  bash benchmarks/gpu/wheels.sh        (packages the GPU image lacks, into .whl/)
@@ -28,10 +28,13 @@ step gpu nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --f
 step cuda-tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_synthesis.py tests/test_samplers.py
 step throughput python3 -m benchmarks.throughput --device cuda --threads 8
 step speed python3 -m benchmarks.speed --device cuda --threads 8 --per-plane 100 --batch-size 256
+# Training the default with the paper-size network: steps per second after the warm-up (a few minutes at most).
+step training timeout 240 python3 -m benchmarks.training --device cuda --speed-subjects 8 --steps 200 --batch-per-process 32
 # Last, and bounded: compiling recompiles once per batch shape (the memory probe, the full batch, the last chunk).
 step throughput-compiled timeout 300 python3 -m benchmarks.throughput --device cuda --threads 8 --compile
 if [ -n "${OUT:-}" ]; then
-    cp benchmarks/results/throughput*-nvidia-* benchmarks/results/speed-nvidia-* "$OUT"/ 2>/dev/null
+    cp benchmarks/results/throughput*-nvidia-* benchmarks/results/speed-nvidia-* benchmarks/results/training-nvidia-* \
+        "$OUT"/ 2>/dev/null
 fi
 if [ ${#failed[@]} -gt 0 ]; then
     echo "gpu check: failed steps: ${failed[*]}" | tee -a "$log"

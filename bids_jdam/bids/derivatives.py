@@ -32,7 +32,7 @@ from typing import Any
 
 from bidsschematools import schema as bids_schema
 
-from bids_jdam import atomic, write_gate
+from bids_jdam import __version__, atomic, write_gate
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.errors import InputError
 from bids_jdam.synthesis.provenance import SynthesisProvenance
@@ -170,21 +170,8 @@ def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
     return fields
 
 
-def pet_sidecar(
-    source: AnatInput,
-    provenance: SynthesisProvenance,
-    *,
-    space: str,
-    statistic: str = "mean",
-    skull_stripped: bool = True,
-) -> dict[str, Any]:
-    """Sidecar of a synthetic PET (``statistic="mean"``) or of one of its standard-deviation maps.
-
-    ``"std"``: across the K posterior samples (the sampling spread); ``"viewstd"``: across the reconstructions
-    along each sampled plane (where the 2D views disagree); ``"predictivesd"``: the one-sample predictive SD.
-    """
-    if statistic not in PET_STATISTICS:
-        raise ValueError(f"statistic must be one of {sorted(PET_STATISTICS)}, got {statistic!r}")
+def _pet_description(source: AnatInput, provenance: SynthesisProvenance, statistic: str) -> str:
+    """What the image is, from what and how, whether its spread is calibrated, and the warnings that apply."""
     what, model = PET_STATISTICS[statistic], provenance.model
     how = (f"{provenance.sampler.num_samples} sample(s), {provenance.sampler.name} sampler, "
            f"{provenance.sampler.steps} steps" if model.probabilistic else "one deterministic prediction")
@@ -204,6 +191,25 @@ def pet_sidecar(
         description += " The model was trained on phantoms, not for real patients."
     if provenance.qc_failures:
         description += f" FAILED the input quality gate ({'; '.join(provenance.qc_failures)}): do not use."
+    return description
+
+
+def pet_sidecar(
+    source: AnatInput,
+    provenance: SynthesisProvenance,
+    *,
+    space: str,
+    statistic: str = "mean",
+    skull_stripped: bool = True,
+) -> dict[str, Any]:
+    """Sidecar of a synthetic PET (``statistic="mean"``) or of one of its standard-deviation maps.
+
+    ``"std"``: across the K posterior samples (the sampling spread); ``"viewstd"``: across the reconstructions
+    along each sampled plane (where the 2D views disagree); ``"predictivesd"``: the one-sample predictive SD.
+    """
+    if statistic not in PET_STATISTICS:
+        raise ValueError(f"statistic must be one of {sorted(PET_STATISTICS)}, got {statistic!r}")
+    description = _pet_description(source, provenance, statistic)
     sidecar: dict[str, Any] = {
         "Description": description,
         "SkullStripped": skull_stripped,
@@ -211,6 +217,7 @@ def pet_sidecar(
         "TracerName": "FDG",
         "TracerRadionuclide": "F18",
         "Units": "unitless",
+        "SoftwareVersions": f"bids-jdam {__version__}",
         "ModelName": provenance.model.name,
         "ModelSHA256": provenance.model.sha256,
         "ModelTrainedOnPhantoms": provenance.model.trained_on_phantoms,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -51,7 +51,7 @@ class SubjectSlices:
     subject: str
     planes: tuple[str, ...]
     indices: tuple[int, ...]
-    pairs: np.ndarray  # [n, 2, size, size] float32, in memory or memory-mapped from a slice store
+    pairs: Sequence[np.ndarray]  # n rows of [2, size, size] float32: an array, or a slice store's file
 
 
 def subject_slices(volume: SubjectVolumes, planes: tuple[str, ...], slice_size: int, min_brain_voxels: int = 1,
@@ -69,8 +69,8 @@ def subject_slices(volume: SubjectVolumes, planes: tuple[str, ...], slice_size: 
 class PairedSliceDataset(Dataset):
     """Every brain-containing slice of every subject in the configured planes, padded to ``slice_size``.
 
-    Built from volumes in memory, or (:func:`bids_jdam.data.slice_store.open_slice_store`) from slices memory-mapped
-    from disk, which is what training at cohort scale uses.
+    Built from volumes in memory, or (:func:`bids_jdam.data.slice_store.open_slice_store`) from slices read from
+    disk on demand, which is what training at cohort scale uses.
     """
 
     def __init__(
@@ -106,9 +106,8 @@ class PairedSliceDataset(Dataset):
 
     def stacked(self, items: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(PET, MRI) batches ``[len(items), 1, size, size]`` of the given dataset positions."""
-        pairs = torch.from_numpy(np.stack([self.subjects[s].pairs[row] for s, row in
-                                           (self.items[int(i)] for i in items)]))
-        return pairs[:, 0:1].contiguous(), pairs[:, 1:2].contiguous()
+        pairs = np.stack([self.subjects[s].pairs[row] for s, row in (self.items[int(i)] for i in items)])
+        return torch.from_numpy(pairs[:, 0:1].copy()), torch.from_numpy(pairs[:, 1:2].copy())
 
 
 def split_subjects(diagnoses: dict[str, str], val_fraction: float, seed: int) -> dict[str, list[str]]:

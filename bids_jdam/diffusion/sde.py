@@ -56,13 +56,16 @@ def sigma_max_from_data(images: Tensor) -> float:
     """Score-SDE's rule for sigma_max: the largest Euclidean distance between any two training images.
 
     With sigma_max at least this large, the prior N(0, sigma_max^2 I) covers the whole data set, so the reverse
-    process can reach every training image. ``images`` is [N, ...]; exact, in chunks of rows.
+    process can reach every training image. ``images`` is [N, ...]; exact, in double precision, in chunks of rows
+    (so that memory does not grow with N).
     """
     if images.shape[0] < 2:
         raise ValueError(f"sigma_max_from_data needs at least 2 images, got {images.shape[0]}")
-    flat = images.reshape(images.shape[0], -1).double()
+    flat = images.reshape(images.shape[0], -1)
     largest = 0.0
     for start in range(0, flat.shape[0], DISTANCE_CHUNK_ROWS):
-        distances = torch.cdist(flat[start : start + DISTANCE_CHUNK_ROWS], flat)
-        largest = max(largest, float(distances.max()))
+        rows = flat[start : start + DISTANCE_CHUNK_ROWS].double()
+        for other in range(start, flat.shape[0], DISTANCE_CHUNK_ROWS):  # each pair of chunks once, in double
+            distances = torch.cdist(rows, flat[other : other + DISTANCE_CHUNK_ROWS].double())
+            largest = max(largest, float(distances.max()))
     return largest

@@ -1,9 +1,10 @@
 """Cached steps: a step runs only when its outputs are missing or its inputs, settings or versions changed.
 
 Each step writes ``<name>.json`` next to its outputs with a key (a hash of the input files' contents, the
-settings, the package versions and the source code of the preprocessing) and the outputs' hashes. The source code
-is part of the key because a package version does not change with every change to a step: a work directory made by
-other preprocessing code is computed again, never reused. The record is written last and every output goes
+settings, the package versions and the step's own source code: the functions and modules it names as its code) and
+the outputs' hashes. The source code is part of the key because a package version does not change with every
+change to a step: after an upgrade exactly the steps whose code changed run again (and those whose inputs they
+then change), never a step reused from other code. The record is written last and every output goes
 through a temporary file and ``os.replace``, so a run killed at any point leaves either a valid step or one that
 runs again; the temporary files and scratch folders a killed step left are deleted when a step next runs there.
 Every output is read back whole before it gets its final name: on a full disk ANTs can write a truncated or empty
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import json
 import logging
 import resource
@@ -33,11 +35,8 @@ from bids_jdam.errors import InputError, StepError
 
 log = logging.getLogger("bids_jdam.preprocess")
 
-# Packages whose version can change any step's output.
-BASE_PACKAGES = ("bids-jdam", "antspyx", "nibabel", "numpy", "scipy")
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# The code the steps run: this stage and the template and regions it reads.
-PREPROCESSING_SOURCES = ("preprocess/*.py", "data/template.py", "data/regions.py")
+# Packages whose version can change any step's output (bids-jdam's own code is keyed per step instead).
+BASE_PACKAGES = ("antspyx", "nibabel", "numpy", "scipy")
 
 
 @dataclass
@@ -67,27 +66,45 @@ class StepRunner:
         *,
         inputs: Mapping[str, Path],
         outputs: Mapping[str, str],
+        code: tuple[Any, ...],
         settings: Mapping[str, Any] | None = None,
         packages: tuple[str, ...] = (),
     ) -> StepResult:
         """Run ``action(temporary output paths)`` unless a valid cached result exists; return the step's result.
 
         ``outputs`` maps output names to file names inside the work directory; ``action`` writes each output to
-        the temporary path it is given and may return JSON-serializable metadata to keep in the record.
+        the temporary path it is given and may return JSON-serializable metadata to keep in the record. ``code``
+        names the functions and modules whose source decides what the step computes (the function that defines
+        ``action`` first).
         """
         atomic.make_dirs(self.work_dir)
         final = {key: self.work_dir / fname for key, fname in outputs.items()}
         record_path = self.work_dir / f"{name}.json"
-        key = step_key(name, inputs, settings or {}, BASE_PACKAGES + packages)
+        key = step_key(name, inputs, settings or {}, BASE_PACKAGES + packages, code_digest(code))
         cached = _valid_record(record_path, key, final)
         if cached is not None:
             result = StepResult(
                 name, final, cached["metadata"], cached["seconds"], cached["cpu_seconds"], reused=True
             )
             log.info("sub-%s %s: reused cached outputs (ran in %.1f s)", self.subject, name, result.seconds)
-            self.results[name] = result
-            return result
+        else:
+            where = next(iter(inputs.values()), None) or self.work_dir
+            meta, seconds, cpu_seconds = self._produce(name, action, final, where)
+            atomic.write_json(record_path, {
+                "step": name, "key": key, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+                "settings": dict(settings or {}), "versions": package_versions(BASE_PACKAGES + packages),
+                "code": code_digest(code), "inputs": {k: str(p) for k, p in inputs.items()},
+                "outputs": {k: atomic.sha256_file(p) for k, p in final.items()}, "metadata": meta,
+            })
+            log.info("sub-%s %s: ran in %.1f s -> %s", self.subject, name, seconds, ", ".join(outputs.values()))
+            result = StepResult(name, final, meta, seconds, cpu_seconds, reused=False)
+        self.results[name] = result
+        return result
 
+    def _produce(self, name: str, action: Callable[[dict[str, Path]], dict[str, Any] | None],
+                 final: dict[str, Path], where: Path) -> tuple[dict[str, Any], float, float]:
+        """Run ``action`` on temporary paths, check and move its outputs into place; (metadata, wall s, CPU s).
+        A failure removes what it wrote and names the subject, the step and ``where`` (its first input)."""
         _remove_leftovers(self.work_dir)
         temporary = {k: atomic.temporary_sibling(p) for k, p in final.items()}
         start, cpu_start = time.perf_counter(), _cpu_seconds()
@@ -100,31 +117,12 @@ class StepRunner:
             raise
         except Exception as exc:
             _remove(temporary.values())
-            first_input = next(iter(inputs.values()), None)
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StepError(
-                f"sub-{self.subject}: step {name} failed on {first_input or self.work_dir}: {reason}"
-            ) from exc
+            raise StepError(f"sub-{self.subject}: step {name} failed on {where}: {reason}") from exc
         seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu_start
         for k, tmp in temporary.items():
             atomic.move(tmp, final[k])
-        record = {
-            "step": name,
-            "key": key,
-            "seconds": round(seconds, 3),
-            "cpu_seconds": round(cpu_seconds, 3),
-            "settings": dict(settings or {}),
-            "versions": package_versions(BASE_PACKAGES + packages),
-            "code": preprocessing_code_digest(),
-            "inputs": {k: str(p) for k, p in inputs.items()},
-            "outputs": {k: atomic.sha256_file(p) for k, p in final.items()},
-            "metadata": meta,
-        }
-        atomic.write_json(record_path, record)
-        log.info("sub-%s %s: ran in %.1f s -> %s", self.subject, name, seconds, ", ".join(outputs.values()))
-        result = StepResult(name, final, meta, seconds, cpu_seconds, reused=False)
-        self.results[name] = result
-        return result
+        return meta, seconds, cpu_seconds
 
 
 def verify_output(written: Path, final: Path) -> None:
@@ -147,30 +145,31 @@ def verify_output(written: Path, final: Path) -> None:
         raise RuntimeError(f"its output {final} is truncated or unreadable ({error}; is the disk full?)") from None
 
 
-def step_key(name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any], packages: tuple[str, ...]) -> str:
-    """Hash of everything that determines a step's outputs."""
+def step_key(name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any], packages: tuple[str, ...],
+             code: str) -> str:
+    """Hash of everything that determines a step's outputs (``code``: :func:`code_digest` of the step's code)."""
     payload = {
         "step": name,
         "inputs": {k: atomic.sha256_file(Path(p)) for k, p in sorted(inputs.items())},
         "settings": settings,
         "versions": package_versions(packages),
-        "code": preprocessing_code_digest(),
+        "code": code,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@cache
-def preprocessing_code_digest() -> str:
-    """Hash of the preprocessing's source files (:data:`PREPROCESSING_SOURCES`), computed once per process."""
-    return code_digest(sorted(p for pattern in PREPROCESSING_SOURCES for p in PACKAGE_ROOT.glob(pattern)))
-
-
-def code_digest(paths: list[Path]) -> str:
-    """Hash of the names and contents of ``paths``."""
+def code_digest(code: tuple[Any, ...]) -> str:
+    """Hash of the source of each function or module in ``code``, in order."""
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for item in code:
+        digest.update(_source_digest(item).encode())
     return digest.hexdigest()
+
+
+@cache
+def _source_digest(item: Any) -> str:
+    """Hash of one function's or module's source text (read once per process)."""
+    return hashlib.sha256(inspect.getsource(item).encode()).hexdigest()
 
 
 def package_versions(packages: tuple[str, ...]) -> dict[str, str]:

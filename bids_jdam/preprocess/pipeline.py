@@ -18,10 +18,15 @@ import numpy as np
 
 from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
-from bids_jdam.preprocess import registration
+from bids_jdam.data import regions
+from bids_jdam.data import template as template_module
+from bids_jdam.data.template import load_template
+from bids_jdam.preprocess import bias, brain_extraction, intensity, registration
+from bids_jdam.preprocess import io as preprocess_io
+from bids_jdam.preprocess import pet as pet_module
 from bids_jdam.preprocess.bias import N4_FIT_VOXEL_MM, n4_correct
 from bids_jdam.preprocess.brain_extraction import extract_brain
-from bids_jdam.preprocess.cache import StepRunner
+from bids_jdam.preprocess.cache import StepResult, StepRunner
 from bids_jdam.preprocess.intensity import reference_mask, scale_t1w, suvr
 from bids_jdam.preprocess.io import load_checked, require_file, require_head_sized, sidecar_path
 from bids_jdam.preprocess.pet import static_pet
@@ -104,16 +109,35 @@ def preprocess_pair(
     t1 = _t1w_steps(Path(t1w), runner, cfg, device)
     pet = Path(pet)
     require_file(pet)
+    loaded = _pet_load_step(pet, runner)
+    coreg = _pet_coregistration_step(loaded, t1, runner)
+    model = _pet_model_step(loaded, coreg, t1, runner, cfg)
+    fields = {name: getattr(t1, name) for name in t1.__dataclass_fields__}
+    fields.update(_step_log(runner))
+    return PreprocessedPair(
+        **fields,
+        pet_suvr_model=model.outputs["pet"],
+        pet_static=loaded.outputs["pet"],
+        pet_to_t1w=coreg.outputs["transform"],
+        suvr_reference=model.metadata["suvr_reference"],
+        suvr_factor=model.metadata["suvr_factor"],
+        pet_frames=loaded.metadata["frames"],
+    )
 
+
+def _pet_load_step(pet: Path, runner: StepRunner) -> StepResult:
     def load_pet(out):
         img = load_checked(pet, allow_frames=True)
         static, frames = static_pet(img, pet)
         nib.save(static, str(out["pet"]))
         return {"frames": frames}
 
-    loaded = runner.run("pet_load", load_pet, inputs={"pet": pet}, outputs={"pet": "pet_static.nii.gz"})
+    return runner.run("pet_load", load_pet, inputs={"pet": pet}, outputs={"pet": "pet_static.nii.gz"},
+                      code=(_pet_load_step, preprocess_io, pet_module))
 
-    coreg = runner.run(
+
+def _pet_coregistration_step(loaded: StepResult, t1: PreprocessedT1w, runner: StepRunner) -> StepResult:
+    return runner.run(
         "pet_coregistration",
         lambda out: registration.register_rigid(
             loaded.outputs["pet"], t1.t1w_n4, out["transform"], seed=REGISTRATION_SEED
@@ -122,7 +146,12 @@ def preprocess_pair(
         outputs={"transform": "pet_to_t1w.mat"},
         settings={"seed": REGISTRATION_SEED, "metric": "mattes", "iterations": list(registration.RIGID_ITERATIONS),
                   "sampling": registration.RIGID_SAMPLING_RATE},
+        code=(_pet_coregistration_step, registration),
     )
+
+
+def _pet_model_step(loaded: StepResult, coreg: StepResult, t1: PreprocessedT1w, runner: StepRunner,
+                    cfg: JDAMConfig) -> StepResult:
     reference = cfg.intensity.suvr_reference
 
     def pet_to_model(out):
@@ -140,7 +169,7 @@ def preprocess_pair(
         nib.save(_on_grid_like(values, t1.template_mask), str(out["pet"]))
         return {"suvr_reference": reference, "suvr_factor": factor, "reference_voxels": int(ref.sum())}
 
-    model = runner.run(
+    return runner.run(
         "pet_model",
         pet_to_model,
         inputs={
@@ -150,17 +179,8 @@ def preprocess_pair(
         outputs={"pet": "pet_suvr_model.nii.gz"},
         settings={"suvr_reference": reference, "remove_cerebellum": cfg.intensity.remove_cerebellum,
                   "spacing_mm": cfg.grid.spacing_mm},
-    )
-    fields = {name: getattr(t1, name) for name in t1.__dataclass_fields__}
-    fields.update(_step_log(runner))
-    return PreprocessedPair(
-        **fields,
-        pet_suvr_model=model.outputs["pet"],
-        pet_static=loaded.outputs["pet"],
-        pet_to_t1w=coreg.outputs["transform"],
-        suvr_reference=model.metadata["suvr_reference"],
-        suvr_factor=model.metadata["suvr_factor"],
-        pet_frames=loaded.metadata["frames"],
+        code=(_pet_model_step, registration, intensity, regions, template_module, _regions, _cerebellum,
+              _on_grid_like),
     )
 
 
@@ -203,81 +223,12 @@ def pet_in_t1w_space(prep: PreprocessedPair, out_path: Path) -> Path:
 
 def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> PreprocessedT1w:
     require_file(path)
-    spacing = cfg.grid.spacing_mm
-
-    def load(out):
-        img = load_checked(path)  # first: it says what a file that is no NIfTI is
-        require_head_sized(path, img)
-        original = nib.load(str(path))
-        nib.save(img, str(out["t1w"]))
-        return {"orientation": list(nib.aff2axcodes(original.affine)),
-                "voxel_sizes_mm": [float(z) for z in img.header.get_zooms()[:3]], "shape": list(img.shape)}
-
-    loaded = runner.run("load", load, inputs={"t1w": path}, outputs={"t1w": "t1w_native.nii.gz"})
-
-    def write_template(out):
-        from bids_jdam.data.template import load_template
-
-        template = load_template(spacing)
-        nib.save(template.image(template.t1 * template.brain_mask), str(out["brain"]))
-        nib.save(template.image(template.brain_mask, dtype=np.uint8), str(out["mask"]))
-
-    template = runner.run(
-        "template", write_template, inputs={},
-        outputs={"brain": f"template_brain_{spacing:g}mm.nii.gz", "mask": f"template_mask_{spacing:g}mm.nii.gz"},
-        settings={"template": cfg.grid.template, "spacing_mm": spacing}, packages=("nilearn",),
-    )
-    n4 = runner.run(
-        "n4", lambda out: n4_correct(loaded.outputs["t1w"], out["t1w"]),
-        inputs={"t1w": loaded.outputs["t1w"]}, outputs={"t1w": "t1w_n4.nii.gz"},
-        settings={"fit_voxel_mm": N4_FIT_VOXEL_MM},
-    )
-    bet = runner.run(
-        "brain_extraction",
-        lambda out: extract_brain(n4.outputs["t1w"], out["mask"], out["brain"], cfg.brain_extraction, device=device),
-        inputs={"t1w": n4.outputs["t1w"]},
-        outputs={"mask": "brain_mask_native.nii.gz", "brain": "t1w_brain_native.nii.gz"},
-        settings={"mode": cfg.brain_extraction.mode, "tta": cfg.brain_extraction.tta, "postprocess": True,
-                  "flush_subnormals": True},
-        packages=TORCH_PACKAGES,
-    )
-    reg = runner.run(
-        "registration",
-        lambda out: registration.register_brain_to_template(
-            bet.outputs["brain"], template.outputs["brain"], out["affine"], out["warp"], out["inverse_warp"],
-            seed=REGISTRATION_SEED,
-        ),
-        inputs={"brain": bet.outputs["brain"], "template": template.outputs["brain"]},
-        outputs={"affine": registration.AFFINE, "warp": registration.WARP, "inverse_warp": registration.INVERSE_WARP},
-        settings={
-            "seed": REGISTRATION_SEED, "type": "SyN", "iterations": registration.SYN_ITERATIONS,
-            "finest_mm": registration.SYN_FINEST_MM,
-        },
-    )
-    transforms = Transforms(reg.outputs["affine"], reg.outputs["warp"], reg.outputs["inverse_warp"])
-
-    def to_model(out):
-        reference = template.outputs["mask"]
-        registration.resample(n4.outputs["t1w"], reference, transforms.forward, out["t1w"])
-        registration.resample(bet.outputs["mask"], reference, transforms.forward, out["mask"])
-        mask = np.asarray(nib.load(str(out["mask"])).dataobj) > 0.5
-        t1w = np.asarray(nib.load(str(out["t1w"])).dataobj, dtype=np.float32)
-        scaled, scale = scale_t1w(t1w, mask, cfg.intensity.t1_percentile)
-        if cfg.intensity.remove_cerebellum:
-            cerebellum = _cerebellum(*_regions(cfg))
-            mask &= ~cerebellum
-            scaled = np.where(cerebellum, 0.0, scaled).astype(np.float32)
-        nib.save(_on_grid_like(scaled, reference), str(out["t1w"]))
-        nib.save(_on_grid_like(mask.astype(np.uint8), reference), str(out["mask"]))
-        return {"t1w_scale": scale}
-
-    model = runner.run(
-        "t1w_model", to_model,
-        inputs={"t1w": n4.outputs["t1w"], "mask": bet.outputs["mask"], "affine": transforms.affine,
-                "warp": transforms.warp, "template_mask": template.outputs["mask"]},
-        outputs={"t1w": "t1w_model.nii.gz", "mask": "brain_mask_model.nii.gz"},
-        settings={"t1_percentile": cfg.intensity.t1_percentile, "remove_cerebellum": cfg.intensity.remove_cerebellum},
-    )
+    loaded = _load_step(path, runner)
+    template = _template_step(runner, cfg)
+    n4 = _n4_step(loaded, runner)
+    bet = _brain_extraction_step(n4, runner, cfg, device)
+    transforms = _registration_step(bet, template, runner)
+    model = _t1w_model_step(n4, bet, template, transforms, runner, cfg)
     return PreprocessedT1w(
         subject=runner.subject,
         t1w_native=loaded.outputs["t1w"],
@@ -298,6 +249,101 @@ def _t1w_steps(path: Path, runner: StepRunner, cfg: JDAMConfig, device: str) -> 
     )
 
 
+def _load_step(path: Path, runner: StepRunner) -> StepResult:
+    def load(out):
+        img = load_checked(path)  # first: it says what a file that is no NIfTI is
+        require_head_sized(path, img)
+        original = nib.load(str(path))
+        nib.save(img, str(out["t1w"]))
+        return {"orientation": list(nib.aff2axcodes(original.affine)),
+                "voxel_sizes_mm": [float(z) for z in img.header.get_zooms()[:3]], "shape": list(img.shape)}
+
+    return runner.run("load", load, inputs={"t1w": path}, outputs={"t1w": "t1w_native.nii.gz"},
+                      code=(_load_step, preprocess_io))
+
+
+def _template_step(runner: StepRunner, cfg: JDAMConfig) -> StepResult:
+    spacing = cfg.grid.spacing_mm
+
+    def write_template(out):
+        template = load_template(spacing)
+        nib.save(template.image(template.t1 * template.brain_mask), str(out["brain"]))
+        nib.save(template.image(template.brain_mask, dtype=np.uint8), str(out["mask"]))
+
+    return runner.run(
+        "template", write_template, inputs={},
+        outputs={"brain": f"template_brain_{spacing:g}mm.nii.gz", "mask": f"template_mask_{spacing:g}mm.nii.gz"},
+        settings={"template": cfg.grid.template, "spacing_mm": spacing}, packages=("nilearn",),
+        code=(_template_step, template_module),
+    )
+
+
+def _n4_step(loaded: StepResult, runner: StepRunner) -> StepResult:
+    return runner.run(
+        "n4", lambda out: n4_correct(loaded.outputs["t1w"], out["t1w"]),
+        inputs={"t1w": loaded.outputs["t1w"]}, outputs={"t1w": "t1w_n4.nii.gz"},
+        settings={"fit_voxel_mm": N4_FIT_VOXEL_MM}, code=(_n4_step, bias),
+    )
+
+
+def _brain_extraction_step(n4: StepResult, runner: StepRunner, cfg: JDAMConfig, device: str) -> StepResult:
+    return runner.run(
+        "brain_extraction",
+        lambda out: extract_brain(n4.outputs["t1w"], out["mask"], out["brain"], cfg.brain_extraction, device=device),
+        inputs={"t1w": n4.outputs["t1w"]},
+        outputs={"mask": "brain_mask_native.nii.gz", "brain": "t1w_brain_native.nii.gz"},
+        settings={"mode": cfg.brain_extraction.mode, "tta": cfg.brain_extraction.tta, "postprocess": True,
+                  "flush_subnormals": True},
+        packages=TORCH_PACKAGES, code=(_brain_extraction_step, brain_extraction),
+    )
+
+
+def _registration_step(bet: StepResult, template: StepResult, runner: StepRunner) -> Transforms:
+    reg = runner.run(
+        "registration",
+        lambda out: registration.register_brain_to_template(
+            bet.outputs["brain"], template.outputs["brain"], out["affine"], out["warp"], out["inverse_warp"],
+            seed=REGISTRATION_SEED,
+        ),
+        inputs={"brain": bet.outputs["brain"], "template": template.outputs["brain"]},
+        outputs={"affine": registration.AFFINE, "warp": registration.WARP, "inverse_warp": registration.INVERSE_WARP},
+        settings={
+            "seed": REGISTRATION_SEED, "type": "SyN", "iterations": registration.SYN_ITERATIONS,
+            "finest_mm": registration.SYN_FINEST_MM,
+        },
+        code=(_registration_step, registration),
+    )
+    return Transforms(reg.outputs["affine"], reg.outputs["warp"], reg.outputs["inverse_warp"])
+
+
+def _t1w_model_step(n4: StepResult, bet: StepResult, template: StepResult, transforms: Transforms,
+                    runner: StepRunner, cfg: JDAMConfig) -> StepResult:
+    def to_model(out):
+        reference = template.outputs["mask"]
+        registration.resample(n4.outputs["t1w"], reference, transforms.forward, out["t1w"])
+        registration.resample(bet.outputs["mask"], reference, transforms.forward, out["mask"])
+        mask = np.asarray(nib.load(str(out["mask"])).dataobj) > 0.5
+        t1w = np.asarray(nib.load(str(out["t1w"])).dataobj, dtype=np.float32)
+        scaled, scale = scale_t1w(t1w, mask, cfg.intensity.t1_percentile)
+        if cfg.intensity.remove_cerebellum:
+            cerebellum = _cerebellum(*_regions(cfg))
+            mask &= ~cerebellum
+            scaled = np.where(cerebellum, 0.0, scaled).astype(np.float32)
+        nib.save(_on_grid_like(scaled, reference), str(out["t1w"]))
+        nib.save(_on_grid_like(mask.astype(np.uint8), reference), str(out["mask"]))
+        return {"t1w_scale": scale}
+
+    return runner.run(
+        "t1w_model", to_model,
+        inputs={"t1w": n4.outputs["t1w"], "mask": bet.outputs["mask"], "affine": transforms.affine,
+                "warp": transforms.warp, "template_mask": template.outputs["mask"]},
+        outputs={"t1w": "t1w_model.nii.gz", "mask": "brain_mask_model.nii.gz"},
+        settings={"t1_percentile": cfg.intensity.t1_percentile, "remove_cerebellum": cfg.intensity.remove_cerebellum},
+        code=(_t1w_model_step, registration, intensity, regions, template_module, _regions, _cerebellum,
+              _on_grid_like),
+    )
+
+
 def _step_log(runner: StepRunner) -> dict[str, Any]:
     return {
         "timings_s": {name: r.seconds for name, r in runner.results.items()},
@@ -307,9 +353,7 @@ def _step_log(runner: StepRunner) -> dict[str, Any]:
 
 
 def _regions(cfg: JDAMConfig) -> tuple[np.ndarray, dict[int, str]]:
-    from bids_jdam.data.regions import coarse_regions
-
-    return coarse_regions(cfg.grid.spacing_mm)
+    return regions.coarse_regions(cfg.grid.spacing_mm)
 
 
 def _cerebellum(labels: np.ndarray, names: dict[int, str]) -> np.ndarray:

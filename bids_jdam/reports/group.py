@@ -210,7 +210,29 @@ def _group_html(
         return page("bids-jdam: group report", "\n".join(body))
 
     groupings = [c for c in ("diagnosis", "field_strength") if table[c].notna().any()]
-    body.append("<h2>Regional SUVR</h2>")
+    body += _regional_parts(table, groupings)
+    body.append("<h2>Spread calibration</h2>" + bullet_list(_calibration_lines(metrics)))
+    quality_present = [m for m in QUALITY_MEASURES if table[m].notna().any()]
+    body += _distribution_parts(table, quality_present, groupings)
+    body += _outlier_parts(table)
+    body.append("<h2>All images</h2>")
+    links = "".join(
+        f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>' for p in table["participant_id"].unique()
+        if (output_dir / f"{p}.html").is_file()
+    )
+    if links:
+        body.append(f"<p>Participant reports:</p><nav><ul>{links}</ul></nav>")
+    shown = ["participant_id", "session", "run", "status", "diagnosis", "field_strength", *quality_present,
+             *CHECK_MEASURES]
+    body.append(data_table(shown, all_images[shown].values.tolist(), all_images["outlier"].tolist()))
+    return page("bids-jdam: group report", "\n".join(body))
+
+
+
+
+def _regional_parts(table: pd.DataFrame, groupings: list[str]) -> list[str]:
+    """Regional SUVR figures and means, synthetic and real, by diagnosis where known."""
+    body = ["<h2>Regional SUVR</h2>"]
     by = "diagnosis" if "diagnosis" in groupings else None
     for prefix, label in (("suvr_", "synthetic PET"), ("realsuvr_", "real PET")):
         columns = [c for c in table.columns if c.startswith(prefix)]
@@ -221,8 +243,12 @@ def _group_html(
             ))
             body.append(_regional_means_table(table, columns, by))
 
-    body.append("<h2>Spread calibration</h2>" + bullet_list(_calibration_lines(metrics)))
-    quality_present = [m for m in QUALITY_MEASURES if table[m].notna().any()]
+    return body
+
+
+def _distribution_parts(table: pd.DataFrame, quality_present: list[str], groupings: list[str]) -> list[str]:
+    """One distribution figure per group of measures (quality, spread, checks)."""
+    body: list[str] = []
     sections = [("Image quality (images with a real PET)", [m for m in quality_present if m not in SPREAD_MEASURES]),
                 ("Coverage and spread-skill (images with a real PET and K > 1)",
                  [m for m in quality_present if m in SPREAD_MEASURES]),
@@ -243,6 +269,11 @@ def _group_html(
                         f"synthetic PET is wrong. View: SD across the sampled planes (images with several planes); "
                         f"sampling: SD across the K samples (images with K &gt; 1).</p>")
 
+    return body
+
+
+def _outlier_parts(table: pd.DataFrame) -> list[str]:
+    body: list[str] = []
     body.append("<h2>Outliers</h2>")
     body.append(
         f"<p class=\"note\">Modified z-score 0.6745 (x - median) / MAD per measure, flagged when |z| &gt; {OUTLIER_Z}: "
@@ -257,17 +288,7 @@ def _group_html(
         if len(flagged) else "<p>No outliers.</p>"
     )
 
-    body.append("<h2>All images</h2>")
-    links = "".join(
-        f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>' for p in table["participant_id"].unique()
-        if (output_dir / f"{p}.html").is_file()
-    )
-    if links:
-        body.append(f"<p>Participant reports:</p><nav><ul>{links}</ul></nav>")
-    shown = ["participant_id", "session", "run", "status", "diagnosis", "field_strength", *quality_present,
-             *CHECK_MEASURES]
-    body.append(data_table(shown, all_images[shown].values.tolist(), all_images["outlier"].tolist()))
-    return page("bids-jdam: group report", "\n".join(body))
+    return body
 
 
 def _calibration_lines(metrics: list[ParticipantMetrics]) -> list[str]:

@@ -7,6 +7,7 @@ entry is written first, so the group level has its numbers even if drawing a fig
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,23 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
     if metrics.warnings:
         parts.append('<h3>Warnings</h3>' + bullet_list(metrics.warnings, "warnings"))
 
+    parts += _preprocessing_parts(entry, reportlet_path)
+    parts += _synthetic_pet_parts(entry, reportlet_path)
+    if entry.real_pet is not None:
+        parts += _real_pet_parts(entry, reportlet_path)
+    parts.append("<h3>Steps run and timings</h3>")
+    parts.append(key_value_table([(step, f"{seconds:.1f} s") for step, seconds in metrics.timings.items()]))
+    parts.append("<h3>Software versions</h3>")
+    parts.append(key_value_table(sorted(metrics.versions.items())))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+ReportletPath = Callable[[str, str], Path]
+
+
+def _preprocessing_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[str]:
+    parts: list[str] = []
     parts.append("<h3>Brain extraction</h3>")
     path = reportlets.brain_mask_reportlet(entry.t1w, entry.brain_mask, reportlet_path("brainmask", "T1w"))
     parts.append(embedded_image(path, "brain mask", "Preprocessed T1w (model grid) with the brain-mask contour."))
@@ -117,17 +135,50 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
     )
     parts.append(embedded_image(path, "registration", "Edges of the registered T1w (red) over the template T1."))
 
+    return parts
+
+
+def _synthetic_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[str]:
+    """The synthetic PET's mosaics, its uncertainty maps and regional SUVR."""
+    metrics = entry.metrics
+    parts: list[str] = []
     parts.append("<h3>Synthetic PET (SUVR)</h3>")
-    vmax = reportlets.pet_colour_limit(entry.synthetic_pet, entry.brain_mask)
-    if entry.real_pet is not None:
-        vmax = max(vmax, reportlets.pet_colour_limit(entry.real_pet, entry.brain_mask))
+    vmax = _colour_limit(entry)
     for plane in reportlets.PLANES:
         path = reportlets.pet_mosaic_reportlet(
             entry.synthetic_pet, entry.brain_mask, plane, vmax, reportlet_path(f"synth{plane}", "pet")
         )
         parts.append(embedded_image(path, f"synthetic PET {plane}", f"Synthetic PET, {plane} slices."))
 
-    maps = [
+    maps = _uncertainty_maps(entry)
+    if any(image is not None for image, *_ in maps):
+        parts.append("<h3>Uncertainty</h3>")
+    for image, name, title, caption in maps:
+        if image is not None:
+            path = reportlets.uncertainty_reportlet(image, entry.t1w, entry.brain_mask, reportlet_path(name, "pet"))
+            parts.append(embedded_image(path, title, caption))
+
+    parts.append("<h3>Regional SUVR</h3>")
+    path = reportlets.regional_suvr_reportlet(
+        metrics.regional_suvr_synthetic, metrics.regional_suvr_real, reportlet_path("regionalsuvr", "pet")
+    )
+    parts.append(embedded_image(path, "regional SUVR", "Mean SUVR per coarse region."))
+
+    return parts
+
+
+def _colour_limit(entry: ReportEntry) -> float:
+    """One PET colour scale for the synthetic and the real PET."""
+    vmax = reportlets.pet_colour_limit(entry.synthetic_pet, entry.brain_mask)
+    if entry.real_pet is not None:
+        vmax = max(vmax, reportlets.pet_colour_limit(entry.real_pet, entry.brain_mask))
+    return vmax
+
+
+def _uncertainty_maps(entry: ReportEntry) -> list[tuple]:
+    """(image or None, reportlet name, title, caption) of each uncertainty map an image can have."""
+    metrics = entry.metrics
+    return [
         (entry.predictive_sd_map, "predictivesd", "predictive SD",
          "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % interval), "
          "from the model's single-sample error model fitted on held-out subjects (edge distance, local gradients "
@@ -144,51 +195,37 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
          "mostly fine texture. On held-out phantoms it has not been found to point to where the error is large; "
          f"the view disagreement (with several planes) does better. {_spread_statement(metrics)}."),
     ]
-    if any(image is not None for image, *_ in maps):
-        parts.append("<h3>Uncertainty</h3>")
-    for image, name, title, caption in maps:
-        if image is not None:
-            path = reportlets.uncertainty_reportlet(image, entry.t1w, entry.brain_mask, reportlet_path(name, "pet"))
-            parts.append(embedded_image(path, title, caption))
 
-    parts.append("<h3>Regional SUVR</h3>")
-    path = reportlets.regional_suvr_reportlet(
-        metrics.regional_suvr_synthetic, metrics.regional_suvr_real, reportlet_path("regionalsuvr", "pet")
+
+def _real_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[str]:
+    """Scores against the real PET, its mosaic and the error map."""
+    metrics, vmax = entry.metrics, _colour_limit(entry)
+    parts = ["<h3>Real PET and error</h3>"]
+    if metrics.quality is not None:
+        quality = metrics.quality
+        parts.append(key_value_table([
+            ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
+            ("NMSE", quality.nmse),
+            *[(f"in T1w space: {label}", value) for label, value in (
+                ("PSNR (dB)", quality.native_psnr), ("SSIM", quality.native_ssim),
+                ("MAE (SUVR)", quality.native_mae)) if value is not None],
+            ("in the training set", metrics.in_training_set),
+            *[(f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
+              for label, value in (("view disagreement", quality.view_sd_error_correlation),
+                                   ("sampling spread", quality.sd_error_correlation)) if value is not None],
+            *[(f"sampling spread: {label}", getattr(quality, name)) for name, label in SPREAD_SCORES
+              if getattr(quality, name) is not None],
+        ]))
+    path = reportlets.pet_mosaic_reportlet(
+        entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")
     )
-    parts.append(embedded_image(path, "regional SUVR", "Mean SUVR per coarse region."))
+    parts.append(embedded_image(path, "real PET", "Real PET (SUVR), same slices and colour scale."))
+    path = reportlets.error_reportlet(
+        entry.synthetic_pet, entry.real_pet, entry.t1w, entry.brain_mask, reportlet_path("error", "pet")
+    )
+    parts.append(embedded_image(path, "error map", "Synthetic minus real PET: red too high, blue too low."))
 
-    if entry.real_pet is not None:
-        parts.append("<h3>Real PET and error</h3>")
-        if metrics.quality is not None:
-            quality = metrics.quality
-            parts.append(key_value_table([
-                ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
-                ("NMSE", quality.nmse),
-                *[(f"in T1w space: {label}", value) for label, value in (
-                    ("PSNR (dB)", quality.native_psnr), ("SSIM", quality.native_ssim),
-                    ("MAE (SUVR)", quality.native_mae)) if value is not None],
-                ("in the training set", metrics.in_training_set),
-                *[(f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
-                  for label, value in (("view disagreement", quality.view_sd_error_correlation),
-                                       ("sampling spread", quality.sd_error_correlation)) if value is not None],
-                *[(f"sampling spread: {label}", getattr(quality, name)) for name, label in SPREAD_SCORES
-                  if getattr(quality, name) is not None],
-            ]))
-        path = reportlets.pet_mosaic_reportlet(
-            entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")
-        )
-        parts.append(embedded_image(path, "real PET", "Real PET (SUVR), same slices and colour scale."))
-        path = reportlets.error_reportlet(
-            entry.synthetic_pet, entry.real_pet, entry.t1w, entry.brain_mask, reportlet_path("error", "pet")
-        )
-        parts.append(embedded_image(path, "error map", "Synthetic minus real PET: red too high, blue too low."))
-
-    parts.append("<h3>Steps run and timings</h3>")
-    parts.append(key_value_table([(step, f"{seconds:.1f} s") for step, seconds in metrics.timings.items()]))
-    parts.append("<h3>Software versions</h3>")
-    parts.append(key_value_table(sorted(metrics.versions.items())))
-    parts.append("</section>")
-    return "\n".join(parts)
+    return parts
 
 
 def _summary_table(metrics: ParticipantMetrics) -> str:

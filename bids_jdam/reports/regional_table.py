@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bids_jdam import atomic
+from bids_jdam import __version__, atomic
 from bids_jdam.bids.derivatives import TEMPLATE_SPACE, ParticipantStaging, derivative_path
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.evaluate.atlas_suvr import ATLAS, META_ROI_NAME, META_ROI_REGIONS, RegionRow
@@ -70,6 +70,7 @@ def _regional_sidecar(anat: AnatInput, provenance: SynthesisProvenance) -> dict:
                         f"{anat.relative_path} by the bids-jdam model '{provenance.model.name}'. Synthetic values are "
                         f"not measurements.{warning}"),
         "Sources": [anat.bids_uri],
+        "SoftwareVersions": f"bids-jdam {__version__}",
         "Atlas": ATLAS,
         "index": {"Description": f"{ATLAS} label index; {META_ROI_NAME} has an index outside the atlas"},
         "label_name": {"Description": f"{ATLAS} region name as the atlas gives it; {META_ROI_NAME}: the AD meta-ROI "

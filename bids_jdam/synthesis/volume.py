@@ -11,6 +11,7 @@ same brain disagree: the map that, on held-out phantoms, points to where the err
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -101,15 +102,27 @@ def synthesize_volume(
         _log_estimate(denoiser_fn, jobs, nfe, batch, slice_size, device, channels, sampler_cfg)
 
     cond_by_plane = {p: volume_to_slices(t1_model.astype(np.float32), p, slice_size) for p in planes}
-    out = {
-        (p, s): np.zeros((len(cond_by_plane[p]), slice_size, slice_size), np.float32) for p in planes for s in range(k)
-    }
+    out, batch = _sample_jobs(predict_slices, jobs, cond_by_plane, k, batch, sampler_cfg.seed, image, device,
+                              progress)
+    result = _assemble(out, brain_mask, planes, k, t1_model.shape)
+    seconds = time.perf_counter() - start
+    log.info("sampled %d slices x %d samples in %.1f s", len(jobs) // k, k, seconds)
+    return dataclasses.replace(result, network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch)
+
+
+def _sample_jobs(predict_slices: SlicePredictor, jobs: list, cond_by_plane: dict[str, np.ndarray], k: int,
+                 batch: int, seed: int, image: str, device: torch.device,
+                 progress: bool) -> tuple[dict[tuple[str, int], np.ndarray], int]:
+    """Every job's slice in batches (halved on a CUDA out-of-memory error); (slices per (plane, sample), batch)."""
+    slice_size = next(iter(cond_by_plane.values())).shape[-1]
+    out = {(p, s): np.zeros((len(cond), slice_size, slice_size), np.float32)
+           for p, cond in cond_by_plane.items() for s in range(k)}
     bar = tqdm(total=len(jobs), unit="slice", desc="sampling", disable=not progress)
     i = 0
     while i < len(jobs):
         chunk = jobs[i : i + batch]
         try:
-            result = _sample_chunk(predict_slices, chunk, cond_by_plane, sampler_cfg.seed, image, device)
+            result = _sample_chunk(predict_slices, chunk, cond_by_plane, seed, image, device)
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -122,20 +135,22 @@ def synthesize_volume(
         i += len(chunk)
         bar.update(len(chunk))
     bar.close()
+    return out, batch
 
+
+def _assemble(out: dict[tuple[str, int], np.ndarray], brain_mask: np.ndarray, planes: tuple[str, ...], k: int,
+              shape: tuple[int, ...]) -> SynthesisResult:
+    """Volumes from the sampled slices: each sample fused over the planes, their mean and SDs (timing left 0)."""
     mask = brain_mask.astype(bool)
-    by_plane = {plane: np.stack([slices_to_volume(out[(plane, s)], plane, t1_model.shape) * mask for s in range(k)])
+    by_plane = {plane: np.stack([slices_to_volume(out[(plane, s)], plane, shape) * mask for s in range(k)])
                 for plane in planes}
     samples = [np.mean([by_plane[plane][s] for plane in planes], axis=0).astype(np.float32) for s in range(k)]
     per_plane = {plane: volumes.mean(axis=0).astype(np.float32) for plane, volumes in by_plane.items()}
-    mean = np.mean(samples, axis=0).astype(np.float32)
-    std = np.std(samples, axis=0, ddof=1).astype(np.float32) if k > 1 else None
-    view_std = np.std(list(per_plane.values()), axis=0, ddof=1).astype(np.float32) if len(planes) > 1 else None
-    seconds = time.perf_counter() - start
-    log.info("sampled %d slices x %d samples in %.1f s", len(jobs) // k, k, seconds)
     return SynthesisResult(
-        mean=mean, std=std, view_std=view_std, samples=samples, per_plane=per_plane,
-        network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch,
+        mean=np.mean(samples, axis=0).astype(np.float32),
+        std=np.std(samples, axis=0, ddof=1).astype(np.float32) if k > 1 else None,
+        view_std=np.std(list(per_plane.values()), axis=0, ddof=1).astype(np.float32) if len(planes) > 1 else None,
+        samples=samples, per_plane=per_plane, network_evaluations=0, seconds=0.0, batch_size=0,
         subnormals_flushed=subnormals_flushed(),
     )
 

@@ -48,7 +48,9 @@ class NetworkTrainer(Trainer):
         super().__init__(method.name, cfg, device)
         self.method, self.dataset, self.ranks = method, dataset, ranks
         torch.manual_seed(seed)
-        self.net = method.build_network(cfg).to(self.device)
+        # On CUDA the convolutions run in bf16 autocast on channels-last tensors (tensor cores); CPU stays as it is.
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.net = method.build_network(cfg).to(self.device, memory_format=self.memory_format)
         if ranks.rank:
             torch.manual_seed(seed + ranks.rank)  # dropout differs between ranks; the initial weights do not
         ranks.broadcast(self.net)
@@ -75,7 +77,8 @@ class NetworkTrainer(Trainer):
         items = torch.randint(len(self.dataset), (self.cfg.train.batch_size,), generator=self.batch_generator)
         augmentation = draw_mri_augmentation(len(items), self.batch_generator, self.cfg.train.mri_log_gamma_range,
                                              self.cfg.train.mri_bias_amplitude)
-        pet, mri = (t.to(self.device) for t in self.dataset.stacked(self.ranks.shard(items)))
+        pet, mri = (t.to(self.device, memory_format=self.memory_format)
+                    for t in self.dataset.stacked(self.ranks.shard(items)))
         mri = augment_mri(mri, self.ranks.shard(augmentation))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = self.method.loss(self.model, self.cfg, pet, mri, self.noise, self.step)

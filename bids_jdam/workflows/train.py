@@ -4,7 +4,7 @@ Which method trains is a registry entry (:mod:`bids_jdam.models.methods`); how l
 the checkpoints and the resume rule are the same for every method (:mod:`bids_jdam.training.loop`). Resuming is
 exact: a checkpoint holds the weights, the EMA, the optimizers' moments and every random generator's state. Under
 ``torchrun`` the ranks share the batch draws and split each batch; rank 0 alone writes files. The training slices
-are cut once into a slice store on disk that every rank memory-maps (:mod:`bids_jdam.data.slice_store`).
+are cut once into a slice store on disk that every rank reads (:mod:`bids_jdam.data.slice_store`).
 """
 
 from __future__ import annotations

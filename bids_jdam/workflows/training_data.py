@@ -87,7 +87,7 @@ def preprocessed_pairs_loader(work_dir: Path, nthreads: int = 2, pet_rec: str | 
 @contextlib.contextmanager
 def training_slices(volumes: Callable[[], Iterator[SubjectVolumes]], folder: Path, cfg: JDAMConfig,
                     ranks: Ranks) -> Iterator[PairedSliceDataset]:
-    """The training dataset, memory-mapped by every rank from a slice store that rank 0 cuts from ``volumes()``
+    """The training dataset, read by every rank from a slice store that rank 0 cuts from ``volumes()``
     into ``folder`` (:mod:`bids_jdam.data.slice_store`); the store is removed on the way out."""
     folder = Path(folder)
     with ranks.main_first():  # rank 0 writes the store (filling the preprocessing cache), the others then open it
