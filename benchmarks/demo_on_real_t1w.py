@@ -25,7 +25,7 @@ from bids_jdam.data.phantom.fdg_norms import region_groups
 from bids_jdam.data.phantom.partial_volume import gray_matter_support, measured_pattern
 from bids_jdam.data.template import load_template
 from bids_jdam.preprocess.pipeline import preprocess_t1w
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import load_model
 from bids_jdam.synthesis.synthesizer import Synthesizer
 
@@ -78,9 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pattern, model = regional_pattern(args.model, args.t1w.resolve(), Path(tmp), args.threads)
     scores = against_norms(pattern)
-    report = {"command": command_line("benchmarks.demo_on_real_t1w", argv),
-              "machine": machine_info(threads=args.threads), "model": model, "t1w": args.t1w.name,
-              "pattern": pattern, "against_norms": scores, "goal_met": scores["pearson"] >= GOAL_PEARSON}
+    report = {
+        "command": command_line("benchmarks.demo_on_real_t1w", argv),
+        "machine": machine_info(threads=args.threads),
+        "model": model,
+        "t1w": args.t1w.name,
+        "pattern": pattern,
+        "against_norms": scores,
+        "goal_met": scores["pearson"] >= GOAL_PEARSON,
+    }
     write_results(args.results, "demo-real-t1w", report, markdown(report))
     return 0
 

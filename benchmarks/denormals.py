@@ -3,8 +3,9 @@
     python -m benchmarks.denormals [--threads 2] [--repeats 3] [--results DIR] [--smoke]
 
 1. A convolution (8 -> 8 channels, 3x3x3, on 8x48x48x48) on normal inputs, on subnormal inputs as torch runs
-   them by default, and on subnormal inputs through ``bids_jdam.denormals.run_without_subnormals`` (the setting the
-   app's CPU computations run under): CPU seconds of each and the slowdown ratios against the normal input.
+   them by default, and on subnormal inputs through ``bids_jdam.runtime.denormals.run_without_subnormals``
+   (the setting the app's CPU computations run under): CPU seconds of each and the slowdown ratios against the
+   normal input.
 2. HD-BET (the app's ``extract_brain``, N4-corrected input as in the pipeline) on a fast-mode phantom T1w and on the
    real Colin27 scan (``../shared/data``, when present), with and without flushing, each in a fresh process pinned to
    ``--threads`` cores: wall and CPU seconds, mask voxels and the Dice between the two masks (target >= 0.999).
@@ -49,7 +50,7 @@ def convolution_seconds(threads: int, repeats: int) -> dict[str, float]:
     """CPU seconds of a fixed 3D convolution on normal and subnormal inputs, unflushed and under the app's setting."""
     import torch
 
-    from bids_jdam.denormals import run_without_subnormals
+    from bids_jdam.runtime.denormals import run_without_subnormals
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -65,8 +66,11 @@ def convolution_seconds(threads: int, repeats: int) -> dict[str, float]:
                 conv(x)
             return (time.process_time() - start) / repeats
 
-    seconds = {"normal": timed(normal), "subnormal_default": timed(subnormal),
-               "subnormal_flushed": run_without_subnormals(timed, subnormal)}
+    seconds = {
+        "normal": timed(normal),
+        "subnormal_default": timed(subnormal),
+        "subnormal_flushed": run_without_subnormals(timed, subnormal),
+    }
     seconds["slowdown_default"] = seconds["subnormal_default"] / seconds["normal"]
     seconds["slowdown_flushed"] = seconds["subnormal_flushed"] / seconds["normal"]
     return {k: round(v, 4) for k, v in seconds.items()}
@@ -76,7 +80,7 @@ def hd_bet_run(t1w_n4: Path, out_dir: Path, threads: int, flush: bool) -> dict[s
     """One ``extract_brain`` call in this (fresh) process, with the app's flushing or with it bypassed."""
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     from bids_jdam.preprocess import brain_extraction
-    from bids_jdam.preprocess.threads import configure_threads
+    from bids_jdam.runtime.threads import configure_threads
 
     configure_threads(threads)
     if not flush:
@@ -85,17 +89,25 @@ def hd_bet_run(t1w_n4: Path, out_dir: Path, threads: int, flush: bool) -> dict[s
     mask = out_dir / f"mask-{'flushed' if flush else 'default'}.nii.gz"
     wall, cpu = time.perf_counter(), time.process_time()
     info = brain_extraction.extract_brain(t1w_n4, mask, out_dir / "brain.nii.gz", BrainExtractionConfig())
-    return {"wall_seconds": round(time.perf_counter() - wall, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
-            "mask": str(mask), "subnormals_flushed": info["subnormals_flushed"],
-            "load_average_after": round(os.getloadavg()[0], 2)}
+    return {
+        "wall_seconds": round(time.perf_counter() - wall, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+        "mask": str(mask),
+        "subnormals_flushed": info["subnormals_flushed"],
+        "load_average_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def compare_masks(flushed: Path, default: Path) -> dict[str, float]:
     """Dice and voxel counts of two binary masks."""
     a = np.asarray(nib.load(str(flushed)).dataobj) > 0
     b = np.asarray(nib.load(str(default)).dataobj) > 0
-    return {"dice": round(float(2 * (a & b).sum() / (a.sum() + b.sum())), 6),
-            "voxels_flushed": int(a.sum()), "voxels_default": int(b.sum()), "voxels_differing": int((a ^ b).sum())}
+    return {
+        "dice": round(float(2 * (a & b).sum() / (a.sum() + b.sum())), 6),
+        "voxels_flushed": int(a.sum()),
+        "voxels_default": int(b.sum()),
+        "voxels_differing": int((a ^ b).sum()),
+    }
 
 
 def hd_bet_comparison(name: str, t1w: Path, work: Path, threads: int) -> dict[str, object]:
@@ -110,9 +122,14 @@ def hd_bet_comparison(name: str, t1w: Path, work: Path, threads: int) -> dict[st
             runs["flushed" if flush else "default"] = pool.submit(hd_bet_run, n4, work / name, threads, flush).result()
         print(name, "flushed" if flush else "default", runs["flushed" if flush else "default"], flush=True)
     comparison = compare_masks(Path(runs["flushed"]["mask"]), Path(runs["default"]["mask"]))
-    return {"input": t1w.name, "shape": list(shape), **runs, **comparison,
-            "cpu_speedup": round(runs["default"]["cpu_seconds"] / max(runs["flushed"]["cpu_seconds"], 1e-9), 1),
-            "meets_dice_target": comparison["dice"] >= DICE_TARGET}
+    return {
+        "input": t1w.name,
+        "shape": list(shape),
+        **runs,
+        **comparison,
+        "cpu_speedup": round(runs["default"]["cpu_seconds"] / max(runs["flushed"]["cpu_seconds"], 1e-9), 1),
+        "meets_dice_target": comparison["dice"] >= DICE_TARGET,
+    }
 
 
 def hd_bet_comparisons(work: Path, threads: int) -> dict[str, dict[str, object]]:
@@ -149,23 +166,32 @@ def synthesis_comparison(threads: int, work: Path, steps: int | None = None) -> 
     torch.set_num_threads(threads)
     synthesizer = Synthesizer.from_model_dir(DEMO_MODEL_DIR, "cpu", precision="fp32")
     cfg = synthesizer.model.cfg
-    bids = generate_phantom_dataset(work / "held-out", 1, SYNTHESIS_SEED, fast=True,
-                                    grid_spacing_mm=cfg.grid.spacing_mm)
+    bids = generate_phantom_dataset(
+        work / "held-out", 1, SYNTHESIS_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm
+    )
     subject = next(load_phantom_truth_subjects(bids, cfg, ["01"]))
     sampler = dataclasses.replace(cfg.sampler, num_samples=2, seed=0, steps=steps or cfg.sampler.steps)
     runs = {}
     for name, setting in (("flushed", nullcontext), ("default", synthesis_keeping_subnormals)):
         start = time.process_time()
         with setting():
-            result = synthesizer.synthesize(subject.t1, subject.brain_mask, sampler, image="sub-01",
-                                            planes=("axial",))
+            result = synthesizer.synthesize(subject.t1, subject.brain_mask, sampler, image="sub-01", planes=("axial",))
         quality = image_quality(result.mean, subject.pet, subject.brain_mask)
-        runs[name] = {"cpu_seconds": round(time.process_time() - start, 2), "psnr_db": round(quality["psnr_db"], 4),
-                      "mean": result.mean}
+        runs[name] = {
+            "cpu_seconds": round(time.process_time() - start, 2),
+            "psnr_db": round(quality["psnr_db"], 4),
+            "mean": result.mean,
+        }
     difference = np.abs(runs["flushed"].pop("mean") - runs["default"].pop("mean"))
-    return {"sampler": f"{sampler.name}-{sampler.steps}", "num_samples": 2, "planes": ["axial"], **runs,
-            "max_abs_difference_suvr": float(difference.max()),
-            "voxels_differing": int((difference > 0).sum()), "brain_voxels": int(subject.brain_mask.sum())}
+    return {
+        "sampler": f"{sampler.name}-{sampler.steps}",
+        "num_samples": 2,
+        "planes": ["axial"],
+        **runs,
+        "max_abs_difference_suvr": float(difference.max()),
+        "voxels_differing": int((difference > 0).sum()),
+        "brain_voxels": int(subject.brain_mask.sum()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,9 +232,11 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["hd_bet"].items():
-        lines.append(f"| {name} | {'x'.join(map(str, r['shape']))} | {r['flushed']['wall_seconds']} / "
-                     f"{r['flushed']['cpu_seconds']} | {r['default']['wall_seconds']} / {r['default']['cpu_seconds']} "
-                     f"| {r['cpu_speedup']}x | {r['dice']} | {r['voxels_differing']} | {r['meets_dice_target']} |")
+        lines.append(
+            f"| {name} | {'x'.join(map(str, r['shape']))} | {r['flushed']['wall_seconds']} / "
+            f"{r['flushed']['cpu_seconds']} | {r['default']['wall_seconds']} / {r['default']['cpu_seconds']} "
+            f"| {r['cpu_speedup']}x | {r['dice']} | {r['voxels_differing']} | {r['meets_dice_target']} |"
+        )
     syn = report["synthesis"]
     lines += [
         "",

@@ -4,7 +4,7 @@ Trains, under the same CPU budget each, JDAM with the paper's parameterization, 
 denoiser, and the L1 regression U-Net of the same size (``VARIANTS``: registry methods, some with a configuration
 change); evaluates each (the weights its model directory would store) on held-out subjects at several points in
 time, JDAM with the paper's PC sampler and with EDM's Heun sampler. Training is the app's: the method's trainer from
-``bids_jdam.models.methods.METHODS`` in the one training loop (``bids_jdam.training.loop.fit``), continued with a
+``bids_jdam.methods.METHODS`` in the one training loop (``bids_jdam.training.loop.fit``), continued with a
 larger ``Budget`` for each point; the held-out slices, predictions and metrics are ``bids_jdam.evaluate.validation``'s.
 Evaluation time is not counted in the training budget.
 
@@ -37,7 +37,7 @@ from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.diffusion.samplers import network_evaluations
 from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE
 from bids_jdam.evaluate.validation import evaluate_slices, predict_slices, validation_slices
-from bids_jdam.models.methods import METHODS
+from bids_jdam.methods import METHODS
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.loop import Budget, fit
 from bids_jdam.workflows.training_data import load_phantom_truth_subjects
@@ -48,16 +48,32 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "jdam-preconditioned": ("jdam", {"parameterization": "preconditioned"}),
     "jdam-paper": ("jdam", {"parameterization": "paper"}),
 }
-SMOKE = {"subjects": 5, "minutes": 0.05, "eval_at": [0.02, 0.05], "slices_per_subject": 1, "pc_steps": 2,
-         "heun_steps": 2, "batch_size": 4}
+SMOKE = {
+    "subjects": 5,
+    "minutes": 0.05,
+    "eval_at": [0.02, 0.05],
+    "slices_per_subject": 1,
+    "pc_steps": 2,
+    "heun_steps": 2,
+    "batch_size": 4,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=6.0,
-                        help="training budget per method, in CPU minutes per thread (= wall minutes on idle cores)")
-    parser.add_argument("--eval-at", type=float, nargs="+", default=[2.0, 4.0, 6.0],
-                        help="evaluation times (min) before the end of the budget, which is always evaluated")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=6.0,
+        help="training budget per method, in CPU minutes per thread (= wall minutes on idle cores)",
+    )
+    parser.add_argument(
+        "--eval-at",
+        type=float,
+        nargs="+",
+        default=[2.0, 4.0, 6.0],
+        help="evaluation times (min) before the end of the budget, which is always evaluated",
+    )
     parser.add_argument("--subjects", type=int, default=20, help="phantom subjects (20%% held out, by diagnosis)")
     parser.add_argument("--slices-per-subject", type=int, default=4, help="held-out axial slices per subject")
     parser.add_argument("--pc-steps", type=int, default=50, help="N of the PC sampler (M = 1 corrector step)")
@@ -70,8 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="where the phantom is generated (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--machine", default=machine_tag(), help="machine name used in the result file names")
-    parser.add_argument("--smoke", action="store_true",
-                        help="check the path in seconds: " + ", ".join(f"{k} {v}" for k, v in SMOKE.items()))
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the path in seconds: " + ", ".join(f"{k} {v}" for k, v in SMOKE.items()),
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         for name, value in SMOKE.items():
@@ -86,8 +105,9 @@ def eval_minutes(args: argparse.Namespace) -> list[float]:
 
 def samplers(args: argparse.Namespace) -> dict[str, SamplerConfig]:
     return {
-        f"pc-{args.pc_steps}": SamplerConfig(name="pc", steps=args.pc_steps, snr=0.075, corrector_steps=1,
-                                             seed=args.seed),
+        f"pc-{args.pc_steps}": SamplerConfig(
+            name="pc", steps=args.pc_steps, snr=0.075, corrector_steps=1, seed=args.seed
+        ),
         f"heun-{args.heun_steps}": SamplerConfig(name="heun", steps=args.heun_steps, corrector_steps=0, seed=args.seed),
     }
 
@@ -100,8 +120,9 @@ def variant_config(name: str, base_cfg: JDAMConfig) -> JDAMConfig:
     return cfg
 
 
-def learning_curve(name: str, args: argparse.Namespace, base_cfg: JDAMConfig, training: PairedSliceDataset,
-                   held_out) -> list[dict[str, object]]:
+def learning_curve(
+    name: str, args: argparse.Namespace, base_cfg: JDAMConfig, training: PairedSliceDataset, held_out
+) -> list[dict[str, object]]:
     """Train one variant with the app's trainer and loop, a growing CPU budget; evaluate at each requested time."""
     torch.set_num_threads(args.threads)
     method = METHODS.named(VARIANTS[name][0])
@@ -122,15 +143,26 @@ def learning_curve(name: str, args: argparse.Namespace, base_cfg: JDAMConfig, tr
             metrics = evaluate_slices(prediction, held_out)
             metrics["seconds"] = round(time.perf_counter() - start, 1)
             if method.probabilistic:
-                metrics["network_evaluations"] = network_evaluations(sampler_cfg.name, sampler_cfg.steps,
-                                                                     sampler_cfg.corrector_steps)
+                metrics["network_evaluations"] = network_evaluations(
+                    sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps
+                )
             results[label] = metrics
-            print(f"{name:20s} {minutes:5g} min {trainer.step:5d} steps {label:8s} "
-                  f"PSNR {metrics['psnr_db']:6.2f} dB  SSIM {metrics['ssim']:.3f}", flush=True)
+            print(
+                f"{name:20s} {minutes:5g} min {trainer.step:5d} steps {label:8s} "
+                f"PSNR {metrics['psnr_db']:6.2f} dB  SSIM {metrics['ssim']:.3f}",
+                flush=True,
+            )
         recent = losses[-50:]
-        points.append({"train_minutes": minutes, "cpu_seconds": round(trainer.cpu_seconds, 1),
-                       "wall_seconds": round(trainer.train_seconds, 1), "steps": trainer.step,
-                       "loss_last_50": sum(recent) / len(recent) if recent else None, "metrics": results})
+        points.append(
+            {
+                "train_minutes": minutes,
+                "cpu_seconds": round(trainer.cpu_seconds, 1),
+                "wall_seconds": round(trainer.train_seconds, 1),
+                "steps": trainer.step,
+                "loss_last_50": sum(recent) / len(recent) if recent else None,
+                "metrics": results,
+            }
+        )
     return points
 
 
@@ -149,15 +181,18 @@ def markdown(report: dict) -> str:
         f"(SUVR, brain mask, fixed range {report['settings']['suvr_data_range']}). sigma_max = "
         f"{report['settings']['sigma_max']:.2f} (largest distance between training slices).",
         "",
-        "| method | sampler (network evaluations) | " + " | ".join(
-            f"{m:g} min" for m in report["settings"]["eval_minutes"]) + " |",
+        "| method | sampler (network evaluations) | "
+        + " | ".join(f"{m:g} min" for m in report["settings"]["eval_minutes"])
+        + " |",
         "|---|---|" + "---|" * len(report["settings"]["eval_minutes"]),
     ]
     for name, points in report["methods"].items():
         for label in points[0]["metrics"]:
             nfe = points[0]["metrics"][label].get("network_evaluations", 1)
-            cells = [f"{p['metrics'][label]['psnr_db']:.2f} dB / {p['metrics'][label]['ssim']:.3f} ({p['steps']} steps)"
-                     for p in points]
+            cells = [
+                f"{p['metrics'][label]['psnr_db']:.2f} dB / {p['metrics'][label]['ssim']:.3f} ({p['steps']} steps)"
+                for p in points
+            ]
             lines.append(f"| {name} | {label} ({nfe}) | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -187,21 +222,33 @@ def main(argv: list[str] | None = None) -> int:
         cfg.train.seed = args.seed
         diagnoses = read_diagnoses(bids_dir)
         splits = split_subjects(diagnoses, cfg.train.val_fraction, args.seed)
-        training = PairedSliceDataset(load_phantom_truth_subjects(bids_dir, cfg, splits["train"]), cfg.train.planes,
-                                      cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
+        training = PairedSliceDataset(
+            load_phantom_truth_subjects(bids_dir, cfg, splits["train"]),
+            cfg.train.planes,
+            cfg.grid.slice_size,
+            range_mm=cfg.grid.slice_range_mm,
+        )
         # The settings JDAM takes from the training data (sigma_max), as every JDAM variant's run takes them.
         recorded = METHODS.named("jdam").prepare(cfg, training, from_data=True)
-        held_out = validation_slices(list(load_phantom_truth_subjects(bids_dir, cfg, splits["validation"])), cfg,
-                                     per_plane=args.slices_per_subject)
+        held_out = validation_slices(
+            list(load_phantom_truth_subjects(bids_dir, cfg, splits["validation"])),
+            cfg,
+            per_plane=args.slices_per_subject,
+        )
 
         report = {
             "command": command,
             "machine": machine_info(torch_threads=args.threads, jobs=args.jobs),
             "settings": {
-                "train_subjects": len(splits["train"]), "held_out_subjects": len(splits["validation"]),
-                "splits": splits, "training_slices": len(training), "held_out_slices": len(held_out.keys),
-                "eval_minutes": eval_minutes(args), "sigma_max": recorded.sde.sigma_max,
-                "suvr_data_range": SUVR_DATA_RANGE, "config": recorded.to_dict(),
+                "train_subjects": len(splits["train"]),
+                "held_out_subjects": len(splits["validation"]),
+                "splits": splits,
+                "training_slices": len(training),
+                "held_out_slices": len(held_out.keys),
+                "eval_minutes": eval_minutes(args),
+                "sigma_max": recorded.sde.sigma_max,
+                "suvr_data_range": SUVR_DATA_RANGE,
+                "config": recorded.to_dict(),
                 "samplers": {k: dataclasses.asdict(v) for k, v in samplers(args).items()},
                 "variants": {name: {"method": VARIANTS[name][0], "sde": VARIANTS[name][1]} for name in args.methods},
             },
@@ -212,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             futures = {pool.submit(learning_curve, name, args, cfg, training, held_out): name for name in args.methods}
             for future in as_completed(futures):
                 report["methods"][futures[future]] = future.result()
-                write_report(report, args.out / f"learning-curve-{args.machine}",
-                             complete=len(report["methods"]) == len(futures))
+                write_report(
+                    report, args.out / f"learning-curve-{args.machine}", complete=len(report["methods"]) == len(futures)
+                )
     return 0
 
 
@@ -225,7 +273,8 @@ def write_report(report: dict, stem: Path, complete: bool) -> None:
         baseline = report["methods"]["unet-l1"][-1]["metrics"]["direct"]["psnr_db"]
         report["gap_to_unet_l1_db"] = {
             name: max(m["psnr_db"] for m in points[-1]["metrics"].values()) - baseline
-            for name, points in report["methods"].items() if name != "unet-l1"
+            for name, points in report["methods"].items()
+            if name != "unet-l1"
         }
     write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     write_text_atomic(stem.with_suffix(".md"), markdown(report))

@@ -90,7 +90,7 @@ def command_line(module: str, argv: list[str] | None) -> str:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Through the package's atomic writer, so results get the usual permissions (mkstemp would make them 0600)."""
-    from bids_jdam.atomic import write_text
+    from bids_jdam.io.atomic import write_text
 
     write_text(Path(path), text)
 
@@ -115,5 +115,7 @@ def markdown_head(title: str, report: dict) -> list[str]:
 
 def describe(machine: dict) -> str:
     """One markdown line about the machine, for result tables."""
-    return (f"Machine: {machine['cpu']}, {machine['cores_available']} cores, {machine['torch_threads']} torch threads, "
-            f"load average at start {machine['load_average_at_start']}, GPU {machine['gpu']}, {machine['date']}  ")
+    return (
+        f"Machine: {machine['cpu']}, {machine['cores_available']} cores, {machine['torch_threads']} torch threads, "
+        f"load average at start {machine['load_average_at_start']}, GPU {machine['gpu']}, {machine['date']}  "
+    )

@@ -28,7 +28,7 @@ import numpy as np
 from benchmarks.machine import command_line, machine_info, markdown_head, write_results
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.models.demo import DEMO_MODEL_DIR
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
@@ -44,8 +44,10 @@ def noise_agreement(noise: list[np.ndarray], mask: np.ndarray) -> dict[str, floa
     single_rms = float(np.sqrt(np.mean([np.mean(v**2) for v in values])))
     mean_rms = float(np.sqrt(np.mean(np.mean(values, axis=0) ** 2)))
     return {
-        "correlation_mean": float(np.mean(correlations)), "correlation_min": min(correlations),
-        "correlation_max": max(correlations), "group_mean_over_single": mean_rms / single_rms,
+        "correlation_mean": float(np.mean(correlations)),
+        "correlation_min": min(correlations),
+        "correlation_max": max(correlations),
+        "group_mean_over_single": mean_rms / single_rms,
         "independent_expectation": 1 / np.sqrt(len(values)),
     }
 
@@ -79,10 +81,19 @@ def main(argv: list[str] | None = None) -> int:
             result = synthesizer.synthesize(volume.t1, volume.brain_mask, sampler, image=image, planes=("axial",))
             noise.append(result.samples[0] - result.samples[1])
         schemes[scheme] = noise_agreement(noise, common)
-    report = {"command": command, "machine": machine, "model": "demo",
-              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED,
-              "subjects": args.subjects, "sampler": sampler.name, "steps": sampler.steps, "planes": ["axial"],
-              "voxels": int(common.sum()), "schemes": schemes}
+    report = {
+        "command": command,
+        "machine": machine,
+        "model": "demo",
+        "model_sha256": synthesizer.model.sha256,
+        "held_out_seed": HELD_OUT_SEED,
+        "subjects": args.subjects,
+        "sampler": sampler.name,
+        "steps": sampler.steps,
+        "planes": ["axial"],
+        "voxels": int(common.sum()),
+        "schemes": schemes,
+    }
     write_results(args.results, "noise-independence", report, markdown(report))
     return 0
 
@@ -92,15 +103,18 @@ def markdown(report: dict) -> str:
         *markdown_head("Sampling noise across subjects", report),
         f"Demo model, {report['sampler']} with {report['steps']} steps, one plane, K = 2; noise = the difference of a "
         f"subject's two samples, compared in the {report['voxels']} voxels where all {report['subjects']} held-out "
-        "phantom subjects have brain.", "",
+        "phantom subjects have brain.",
+        "",
         "| noise keys | correlation between subjects (mean, min to max) | SD of the group mean / one subject's "
         "(independent: 1/sqrt(n)) |",
         "|---|---|---|",
     ]
     for scheme, s in report["schemes"].items():
-        lines.append(f"| {scheme} | {s['correlation_mean']:+.3f} ({s['correlation_min']:+.3f} to "
-                     f"{s['correlation_max']:+.3f}) | {s['group_mean_over_single']:.3f} "
-                     f"({s['independent_expectation']:.3f}) |")
+        lines.append(
+            f"| {scheme} | {s['correlation_mean']:+.3f} ({s['correlation_min']:+.3f} to "
+            f"{s['correlation_max']:+.3f}) | {s['group_mean_over_single']:.3f} "
+            f"({s['independent_expectation']:.3f}) |"
+        )
     return "\n".join(lines) + "\n"
 
 

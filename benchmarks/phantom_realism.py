@@ -58,9 +58,14 @@ def score_subject(seed: int, index: int, spacing: float, stride: int) -> dict:
     anatomy = build_anatomy(draw.anatomy, stride, spacing)
     pet = template_pet(anatomy, draw.pet, spacing)
     support = gray_matter_support(anatomy.gm, anatomy.wm, spacing)
-    return {"subject": f"{index + 1:02d}", "diagnosis": draw.diagnosis, "age": draw.age,
-            "ad_severity": draw.pet.ad_severity, "pattern": measured_pattern(pet.noise_free, support, spacing),
-            "meta_roi_suvr": meta_roi_suvr(pet.noise_free, support, spacing)}
+    return {
+        "subject": f"{index + 1:02d}",
+        "diagnosis": draw.diagnosis,
+        "age": draw.age,
+        "ad_severity": draw.pet.ad_severity,
+        "pattern": measured_pattern(pet.noise_free, support, spacing),
+        "meta_roi_suvr": meta_roi_suvr(pet.noise_free, support, spacing),
+    }
 
 
 def against_norms(pattern: dict[str, float]) -> dict[str, float]:
@@ -68,15 +73,19 @@ def against_norms(pattern: dict[str, float]) -> dict[str, float]:
     names = [n for n in region_groups() if n != REFERENCE_GROUP and region_groups()[n].source == "table"]
     norms = [region_groups()[n].uptake for n in names]
     values = [pattern[n] for n in names]
-    return {"pearson": float(stats.pearsonr(norms, values)[0]), "spearman": float(stats.spearmanr(norms, values)[0]),
-            "max_abs_difference": float(np.max(np.abs(np.subtract(values, norms))))}
+    return {
+        "pearson": float(stats.pearsonr(norms, values)[0]),
+        "spearman": float(stats.spearmanr(norms, values)[0]),
+        "max_abs_difference": float(np.max(np.abs(np.subtract(values, norms)))),
+    }
 
 
 def summarise(subjects: list[dict]) -> dict:
     """CN pattern against the norms, AD-CN per group, the direction check and the meta-ROI effect."""
     by = {dx: [s for s in subjects if s["diagnosis"] == dx] for dx in ("CN", "AD")}
-    mean = {dx: {n: float(np.mean([s["pattern"][n] for s in group])) for n in region_groups()}
-            for dx, group in by.items()}
+    mean = {
+        dx: {n: float(np.mean([s["pattern"][n] for s in group])) for n in region_groups()} for dx, group in by.items()
+    }
     ad_minus_cn = {n: 100.0 * (mean["AD"][n] / mean["CN"][n] - 1.0) for n in region_groups()}
     cn_meta, ad_meta = ([s["meta_roi_suvr"] for s in by[dx]] for dx in ("CN", "AD"))
     pooled_sd = float(np.sqrt((np.var(cn_meta, ddof=1) + np.var(ad_meta, ddof=1)) / 2))
@@ -86,10 +95,14 @@ def summarise(subjects: list[dict]) -> dict:
         "mean_pattern": mean,
         "ad_minus_cn_percent": ad_minus_cn,
         "hypometabolic_groups_lose_more_than_spared": bool(
-            max(ad_minus_cn[n] for n in HYPOMETABOLIC) < min(ad_minus_cn[n] for n in SPARED)),
-        "meta_roi": {"cn_mean": float(np.mean(cn_meta)), "ad_mean": float(np.mean(ad_meta)),
-                     "ad_minus_cn_percent": 100.0 * (np.mean(ad_meta) / np.mean(cn_meta) - 1.0),
-                     "cohens_d": float((np.mean(cn_meta) - np.mean(ad_meta)) / pooled_sd)},
+            max(ad_minus_cn[n] for n in HYPOMETABOLIC) < min(ad_minus_cn[n] for n in SPARED)
+        ),
+        "meta_roi": {
+            "cn_mean": float(np.mean(cn_meta)),
+            "ad_mean": float(np.mean(ad_meta)),
+            "ad_minus_cn_percent": 100.0 * (np.mean(ad_meta) / np.mean(cn_meta) - 1.0),
+            "cohens_d": float((np.mean(cn_meta) - np.mean(ad_meta)) / pooled_sd),
+        },
     }
 
 
@@ -123,8 +136,10 @@ def markdown(report: dict) -> str:
     cn = s["cn_mean_against_norms"]
     per_subject = [c["pearson"] for c in s["cn_subjects_against_norms"]]
     lines = markdown_head("Phantom realism: regional FDG pattern against real norms", report) + [
-        "", f"Phantom version {report['phantom_version']}, seed {report['seed']}, {report['subjects']} subjects, "
-        f"{report['grid_spacing_mm']:g} mm grid; noise-free template-space PET in the gray-matter support.", "",
+        "",
+        f"Phantom version {report['phantom_version']}, seed {report['seed']}, {report['subjects']} subjects, "
+        f"{report['grid_spacing_mm']:g} mm grid; noise-free template-space PET in the gray-matter support.",
+        "",
         f"- CN mean against the norms: Pearson r = {cn['pearson']:.3f}, Spearman {cn['spearman']:.3f}, "
         f"largest difference {cn['max_abs_difference']:.3f}",
         f"- each CN subject: Pearson r {min(per_subject):.3f} to {max(per_subject):.3f}",
@@ -133,12 +148,16 @@ def markdown(report: dict) -> str:
         f"- meta-ROI (angular, posterior cingulate, inferior temporal / pons + vermis): "
         f"CN {s['meta_roi']['cn_mean']:.3f}"
         f", AD {s['meta_roi']['ad_mean']:.3f} ({s['meta_roi']['ad_minus_cn_percent']:+.1f} %), "
-        f"Cohen's d {s['meta_roi']['cohens_d']:.2f}", "",
-        "| group | norm | CN mean | AD mean | AD - CN (%) |", "|---|---|---|---|---|",
+        f"Cohen's d {s['meta_roi']['cohens_d']:.2f}",
+        "",
+        "| group | norm | CN mean | AD mean | AD - CN (%) |",
+        "|---|---|---|---|---|",
     ]
     for name, group in region_groups().items():
-        lines.append(f"| {name} | {group.uptake:.2f} ({group.source}) | {s['mean_pattern']['CN'][name]:.3f} | "
-                     f"{s['mean_pattern']['AD'][name]:.3f} | {s['ad_minus_cn_percent'][name]:+.1f} |")
+        lines.append(
+            f"| {name} | {group.uptake:.2f} ({group.source}) | {s['mean_pattern']['CN'][name]:.3f} | "
+            f"{s['mean_pattern']['AD'][name]:.3f} | {s['ad_minus_cn_percent'][name]:+.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -152,9 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spacing, stride = (4.0, 2) if args.smoke else (2.0, 1)
     subjects = [score_subject(args.seed, i, spacing, stride) for i in range(4 if args.smoke else args.subjects)]
-    report = {"command": command_line("benchmarks.phantom_realism", argv), "machine": machine_info(),
-              "phantom_version": PHANTOM_VERSION, "seed": args.seed, "subjects": len(subjects),
-              "grid_spacing_mm": spacing, "per_subject": subjects, "summary": summarise(subjects)}
+    report = {
+        "command": command_line("benchmarks.phantom_realism", argv),
+        "machine": machine_info(),
+        "phantom_version": PHANTOM_VERSION,
+        "seed": args.seed,
+        "subjects": len(subjects),
+        "grid_spacing_mm": spacing,
+        "per_subject": subjects,
+        "summary": summarise(subjects),
+    }
     write_results(args.results, "phantom-realism", report, markdown(report))
     draw_figure(report["summary"], args.figure)
     return 0

@@ -41,8 +41,11 @@ def run_subject(t1w: Path, pet: Path | None, work_dir: Path, threads: int) -> di
     os.sched_setaffinity(0, available[:threads])
     start = time.perf_counter()
     label = t1w.name.split("_")[0]
-    prep = (preprocess_pair(t1w, pet, work_dir, JDAMConfig(), subject_label=label, nthreads=threads) if pet
-            else preprocess_t1w(t1w, work_dir, JDAMConfig(), subject_label=label, nthreads=threads))
+    prep = (
+        preprocess_pair(t1w, pet, work_dir, JDAMConfig(), subject_label=label, nthreads=threads)
+        if pet
+        else preprocess_t1w(t1w, work_dir, JDAMConfig(), subject_label=label, nthreads=threads)
+    )
     total = time.perf_counter() - start
     return {
         "input": str(t1w),
@@ -76,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.smoke:
             for field, name in ((3, "phantom-1mm-3T+PET"), (7, "phantom-0.7mm-7T+PET")):
                 phantom = generate_phantom_dataset(work / name, 1, 0, field_strength=field, grid_spacing_mm=2.0)
-                subjects[name] = (phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
-                                  next((phantom / "sub-01" / "pet").glob("*_pet.nii.gz")))
+                subjects[name] = (
+                    phantom / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
+                    next((phantom / "sub-01" / "pet").glob("*_pet.nii.gz")),
+                )
             if COLIN27.exists():
                 subjects["colin27-2mm"] = (COLIN27.resolve(), None)
         results = {}
@@ -86,16 +91,24 @@ def main(argv: list[str] | None = None) -> int:
             with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
                 results[name] = pool.submit(run_subject, t1w, pet, work / name, args.threads).result()
             results[name]["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-            results[name]["meets_target"] = (results[name]["wall_seconds_without_template"] < TARGET["seconds"]
-                                             and results[name]["peak_memory_gb"] < TARGET["peak_memory_gb"])
+            results[name]["meets_target"] = (
+                results[name]["wall_seconds_without_template"] < TARGET["seconds"]
+                and results[name]["peak_memory_gb"] < TARGET["peak_memory_gb"]
+            )
             cpu = results[name]["cpu_seconds_per_step"]  # CPU seconds: robust to what else the machine runs
             if "pet_coregistration" in cpu:
                 results[name]["pet_coregistration_within_t1w_registration"] = (
-                    cpu["pet_coregistration"] <= cpu["registration"])
+                    cpu["pet_coregistration"] <= cpu["registration"]
+                )
             print(name, json.dumps(results[name], indent=1), flush=True)
 
-    report = {"command": command, "machine": machine, "target": TARGET, "config": "JDAMConfig() (2 mm grid)",
-              "subjects": results}
+    report = {
+        "command": command,
+        "machine": machine,
+        "target": TARGET,
+        "config": "JDAMConfig() (2 mm grid)",
+        "subjects": results,
+    }
     write_results(args.out, "preprocess", report, markdown(report))
     return 0
 
@@ -113,10 +126,17 @@ def markdown(report: dict) -> str:
         "|---|---|" + "---|" * (len(steps) + 3),
     ]
     for name, r in report["subjects"].items():
-        cells = [f"{r['wall_seconds_per_step'][s]} / {r['cpu_seconds_per_step'][s]}"
-                 if s in r["wall_seconds_per_step"] else "-" for s in steps]
-        lines.append(f"| {name} | {'x'.join(map(str, r['shape']))} | " + " | ".join(cells)
-                     + f" | {r['wall_seconds_without_template']} | {r['peak_memory_gb']} | {r['meets_target']} |")
+        cells = [
+            f"{r['wall_seconds_per_step'][s]} / {r['cpu_seconds_per_step'][s]}"
+            if s in r["wall_seconds_per_step"]
+            else "-"
+            for s in steps
+        ]
+        lines.append(
+            f"| {name} | {'x'.join(map(str, r['shape']))} | "
+            + " | ".join(cells)
+            + f" | {r['wall_seconds_without_template']} | {r['peak_memory_gb']} | {r['meets_target']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

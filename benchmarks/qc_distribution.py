@@ -19,8 +19,8 @@ import numpy as np
 from benchmarks.machine import write_text_atomic
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.data.template import load_template
+from bids_jdam.methods.model_dir import load_model_dir
 from bids_jdam.models.demo import DEMO_MODEL_DIR
-from bids_jdam.models.model_dir import load_model_dir
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import preprocess_t1w
 
@@ -55,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="one phantom subject and one broken input")
     args = parser.parse_args(argv)
     cfg = load_model_dir(DEMO_MODEL_DIR)[1]
-    bids = generate_phantom_dataset(args.out / "bids", 1 if args.smoke else args.subjects, args.seed, fast=True,
-                                    grid_spacing_mm=cfg.grid.spacing_mm, field_strength="mix")
+    bids = generate_phantom_dataset(
+        args.out / "bids",
+        1 if args.smoke else args.subjects,
+        args.seed,
+        fast=True,
+        grid_spacing_mm=cfg.grid.spacing_mm,
+        field_strength="mix",
+    )
     inputs = {p.name.split("_")[0]: p for p in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz"))}
     (args.out / "broken").mkdir(parents=True, exist_ok=True)
     broken = broken_inputs(inputs["sub-01"], args.out / "broken")
@@ -73,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         measures = quality_gate.measure(
             np.asarray(nib.load(str(prep.t1w_model)).dataobj, dtype=np.float32),
-            np.asarray(nib.load(str(prep.brain_mask_model)).dataobj) > 0.5, template.t1, template.brain_mask,
+            np.asarray(nib.load(str(prep.brain_mask_model)).dataobj) > 0.5,
+            template.t1,
+            template.brain_mask,
             nib.load(str(prep.brain_mask_native)),
         )
         results[name] = {**measures.__dict__, "failures": quality_gate.failures(measures)}

@@ -60,13 +60,13 @@ from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.data.phantom import PHANTOM_VERSION, generate_phantom_dataset
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.slices import cut_slice, pad_slice
-from bids_jdam.device import resolve_device
 from bids_jdam.diffusion.samplers import network_evaluations
 from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE, noise_index, uniform_white_matter_region
 from bids_jdam.evaluate.validation import ValidationSlices, evaluate_slices, predict_ensemble, validation_slices
+from bids_jdam.methods import METHODS as REGISTRY
 from bids_jdam.models.cyclegan import CycleGAN
-from bids_jdam.models.methods import METHODS as REGISTRY
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.runtime.device import resolve_device
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.loop import Budget, fit
 
@@ -79,6 +79,8 @@ METRICS = ("psnr_db", "ssim", "mae_suvr", "nmse")
 MIN_WHITE_MATTER_VOXELS = 8  # a slice's uniform white-matter region must have this many voxels for a noise index
 INPUTS = {"3T": 3, "7T": 7}
 LONG_MARK = "@"  # result keys of the longer budget: "<method>@3x"
+
+
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -91,8 +93,10 @@ def paper_parameterization(cfg: JDAMConfig) -> JDAMConfig:
 def size_matched_cyclegan(cfg: JDAMConfig) -> JDAMConfig:
     """CycleGAN's CPU preset with the generator width (8..64) whose parameter count is closest to the U-Net's."""
     unet_parameters = parameter_count(REGISTRY.named("unet-l1").build_network(cfg))
-    widths = {w: parameter_count(CycleGAN(dataclasses.replace(cfg.cyclegan, generator_filters=w)).mri_to_pet)
-              for w in range(8, 65, 8)}
+    widths = {
+        w: parameter_count(CycleGAN(dataclasses.replace(cfg.cyclegan, generator_filters=w)).mri_to_pet)
+        for w in range(8, 65, 8)
+    }
     width = min(widths, key=lambda w: abs(widths[w] - unet_parameters))
     cfg.cyclegan = dataclasses.replace(cfg.cyclegan, generator_filters=width)
     return cfg
@@ -114,44 +118,73 @@ METHODS: dict[str, tuple[str, Any]] = {
 JDAM = "jdam-preconditioned"
 # Methods scored as K-sample posteriors (the others, deterministic or far behind, with one sample).
 POSTERIORS = ("jdam-preconditioned", "jdam-residual")
-SMOKE = {"train_subjects": 4, "test_subjects": 2, "calibration_subjects": 2, "minutes_per_method": 0.2,
-         "slices_per_plane": 1, "samples": 2, "curve_points": 2, "curve_subjects": 1}
+SMOKE = {
+    "train_subjects": 4,
+    "test_subjects": 2,
+    "calibration_subjects": 2,
+    "minutes_per_method": 0.2,
+    "slices_per_plane": 1,
+    "samples": 2,
+    "curve_points": 2,
+    "curve_subjects": 1,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes-per-method", type=float,
-                        help=f"training budget per method: CPU minutes inside training steps on CPU, wall-clock "
-                             f"minutes on CUDA (default {CPU_MINUTES_PER_METHOD:g} on CPU, "
-                             f"{GPU_MINUTES_PER_METHOD:g} on "
-                             f"CUDA)")
+    parser.add_argument(
+        "--minutes-per-method",
+        type=float,
+        help=f"training budget per method: CPU minutes inside training steps on CPU, wall-clock "
+        f"minutes on CUDA (default {CPU_MINUTES_PER_METHOD:g} on CPU, "
+        f"{GPU_MINUTES_PER_METHOD:g} on "
+        f"CUDA)",
+    )
     parser.add_argument("--train-subjects", type=int, default=24, help="3T-like training subjects")
     parser.add_argument("--test-subjects", type=int, default=12, help="held-out subjects (even: balanced CN/AD)")
-    parser.add_argument("--calibration-subjects", type=int, default=4,
-                        help="subjects (another seed, 3T-like) on which the posteriors' spread scale is fitted")
+    parser.add_argument(
+        "--calibration-subjects",
+        type=int,
+        default=4,
+        help="subjects (another seed, 3T-like) on which the posteriors' spread scale is fitted",
+    )
     parser.add_argument("--slices-per-plane", type=int, default=4, help="evaluated slices per plane and subject")
-    parser.add_argument("--samples", type=int, default=8,
-                        help=f"K: {', '.join(POSTERIORS)} are scored as K-sample posteriors (and their K-mean)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=8,
+        help=f"K: {', '.join(POSTERIORS)} are scored as K-sample posteriors (and their K-mean)",
+    )
     parser.add_argument("--sampler", default="heun", help="sampler of every diffusion method (e.g. heun, pc)")
     parser.add_argument("--sampler-steps", type=int, default=18, help="its steps (PC: N, one corrector step each)")
     parser.add_argument("--curve-points", type=int, default=4, help="learning-curve points per method")
-    parser.add_argument("--long-methods", nargs="*", choices=list(METHODS), default=[],
-                        help="methods then trained on to --long-factor times the budget and scored again "
-                             "(result keys <method>@<factor>x; their gap is to unet-l1 at the same budget)")
+    parser.add_argument(
+        "--long-methods",
+        nargs="*",
+        choices=list(METHODS),
+        default=[],
+        help="methods then trained on to --long-factor times the budget and scored again "
+        "(result keys <method>@<factor>x; their gap is to unet-l1 at the same budget)",
+    )
     parser.add_argument("--long-factor", type=float, default=3.0, help="the longer budget, in budgets")
     parser.add_argument("--curve-subjects", type=int, default=4, help="held-out 3T subjects of the learning curve")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads per method")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="methods trained and evaluated at once on CPU (threads x jobs <= cores)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="methods trained and evaluated at once on CPU (threads x jobs <= cores)"
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--work", type=Path, help="where the phantoms go (default: a temporary folder)")
     parser.add_argument("--out", type=Path, help=f"results folder (default {RESULTS}; the work folder with --smoke)")
-    parser.add_argument("--label", help="results file quality-LABEL-<machine> (a run of some methods, kept beside "
-                                         "the run of them all)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a few-minute end-to-end check: " + ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
+    parser.add_argument(
+        "--label", help="results file quality-LABEL-<machine> (a run of some methods, kept beside the run of them all)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few-minute end-to-end check: " + ", ".join(f"{k}={v}" for k, v in SMOKE.items()),
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         for key, value in SMOKE.items():
@@ -166,8 +199,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def sampler_config(args: argparse.Namespace) -> SamplerConfig:
-    return SamplerConfig(name=args.sampler, steps=args.sampler_steps, corrector_steps=1 if args.sampler == "pc" else 0,
-                         num_samples=1, seed=args.seed)
+    return SamplerConfig(
+        name=args.sampler,
+        steps=args.sampler_steps,
+        corrector_steps=1 if args.sampler == "pc" else 0,
+        num_samples=1,
+        seed=args.seed,
+    )
 
 
 def method_config(cfg: JDAMConfig, name: str, training: PairedSliceDataset) -> JDAMConfig:
@@ -183,14 +221,21 @@ def delivered_model(name: str, trainer, cfg: JDAMConfig) -> torch.nn.Module:
     return REGISTRY.named(METHODS[name][0]).as_model(trainer.delivered(), cfg).eval()
 
 
-def predict(name: str, model, cfg: JDAMConfig, data: ValidationSlices, sampler: SamplerConfig, device,
-            samples: int) -> torch.Tensor:
+def predict(
+    name: str, model, cfg: JDAMConfig, data: ValidationSlices, sampler: SamplerConfig, device, samples: int
+) -> torch.Tensor:
     """``[K, n, 1, H, W]``: sample k keyed by sample index k, as the app does; deterministic methods give one."""
     return predict_ensemble(REGISTRY.named(METHODS[name][0]), model, cfg, data, sampler, device, samples)
 
 
-def train_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_data: ValidationSlices,
-                 args: argparse.Namespace, device: torch.device) -> tuple[Any, JDAMConfig, dict[str, Any]]:
+def train_method(
+    name: str,
+    cfg: JDAMConfig,
+    training: PairedSliceDataset,
+    curve_data: ValidationSlices,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> tuple[Any, JDAMConfig, dict[str, Any]]:
     """Train with the app's loop for the budget, scoring the learning curve at evenly spaced points."""
     mcfg = method_config(cfg, name, training)
     trainer = REGISTRY.named(METHODS[name][0]).trainer(mcfg, training, device, args.seed, Ranks())
@@ -198,8 +243,16 @@ def train_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve
     return trainer, mcfg, train_to(name, trainer, mcfg, budgets, curve_data, args, device, {"learning_curve": []})
 
 
-def train_to(name: str, trainer, mcfg: JDAMConfig, budgets: list[float], curve_data: ValidationSlices,
-             args: argparse.Namespace, device: torch.device, record: dict[str, Any]) -> dict[str, Any]:
+def train_to(
+    name: str,
+    trainer,
+    mcfg: JDAMConfig,
+    budgets: list[float],
+    curve_data: ValidationSlices,
+    args: argparse.Namespace,
+    device: torch.device,
+    record: dict[str, Any],
+) -> dict[str, Any]:
     """Train on to each total budget (minutes) in turn, scoring a learning-curve point at each; the updated record."""
     sampler, curve, losses = sampler_config(args), list(record["learning_curve"]), []
     for minutes in budgets:
@@ -211,17 +264,30 @@ def train_to(name: str, trainer, mcfg: JDAMConfig, budgets: list[float], curve_d
         start = time.perf_counter()
         prediction = predict(name, delivered_model(name, trainer, mcfg), mcfg, curve_data, sampler, device, 1)[0]
         metrics = evaluate_slices(prediction, curve_data)
-        curve.append({"train_seconds": round(trainer.train_seconds, 1), "steps": trainer.step,
-                      "psnr_db": metrics["psnr_db"], "ssim": metrics["ssim"],
-                      "eval_seconds": round(time.perf_counter() - start, 1)})
-        print(f"{name:20s} {trainer.step:6d} steps {trainer.train_seconds:7.1f} s  PSNR {metrics['psnr_db']:6.2f} dB "
-              f"SSIM {metrics['ssim']:.3f}", flush=True)
+        curve.append(
+            {
+                "train_seconds": round(trainer.train_seconds, 1),
+                "steps": trainer.step,
+                "psnr_db": metrics["psnr_db"],
+                "ssim": metrics["ssim"],
+                "eval_seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+        print(
+            f"{name:20s} {trainer.step:6d} steps {trainer.train_seconds:7.1f} s  PSNR {metrics['psnr_db']:6.2f} dB "
+            f"SSIM {metrics['ssim']:.3f}",
+            flush=True,
+        )
     record = {
-        "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1),
-        "cpu_seconds": round(trainer.cpu_seconds, 1), "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
-        "minutes": budgets[-1], "parameters": parameter_count(trainer.delivered()),
+        "steps": trainer.step,
+        "train_seconds": round(trainer.train_seconds, 1),
+        "cpu_seconds": round(trainer.cpu_seconds, 1),
+        "seconds_per_step": trainer.train_seconds / max(trainer.step, 1),
+        "minutes": budgets[-1],
+        "parameters": parameter_count(trainer.delivered()),
         "loss_last_50": float(np.mean(losses[-50:])) if losses else None,
-        "batch_size": trainer.batch_size, "learning_curve": curve,
+        "batch_size": trainer.batch_size,
+        "learning_curve": curve,
     }
     if METHODS[name][1] is size_matched_cyclegan:
         record["cyclegan"] = dataclasses.asdict(mcfg.cyclegan)
@@ -250,7 +316,8 @@ def noise_indices(prediction: torch.Tensor, data: ValidationSlices, regions: lis
         if regions[i] is not None:
             mask = data.mask[i, 0].numpy()
             per_subject.setdefault(subject, []).append(
-                noise_index(prediction[i, 0].float().numpy() * mask, mask, regions[i]))
+                noise_index(prediction[i, 0].float().numpy() * mask, mask, regions[i])
+            )
     return {subject: float(np.mean(values)) for subject, values in per_subject.items()}
 
 
@@ -261,10 +328,18 @@ def score(prediction: torch.Tensor, data: ValidationSlices, regions: list) -> di
     return scores
 
 
-def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, ValidationSlices],
-                    calibration_data: ValidationSlices, regions: list, context: dict[str, Any],
-                    args: argparse.Namespace, device,
-                    key: str | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def evaluate_method(
+    name: str,
+    trainer,
+    mcfg: JDAMConfig,
+    evaluation: dict[str, ValidationSlices],
+    calibration_data: ValidationSlices,
+    regions: list,
+    context: dict[str, Any],
+    args: argparse.Namespace,
+    device,
+    key: str | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Scores of one trained method on each input (``<input>`` -> ``<result key>`` -> summaries) and its extras:
     the spread calibration (fitted on the calibration subjects) and the AD-vs-CN regional differences (3T).
     ``key`` names the rows (default: the method's name)."""
@@ -276,11 +351,16 @@ def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, 
     if samples > 1:
         calibration = fit_calibration(
             lambda tempered: predict(name, model, mcfg, calibration_data, tempered, device, samples),
-            calibration_data, sampler)
+            calibration_data,
+            sampler,
+        )
         sampler = dataclasses.replace(sampler, temperature=calibration.temperature)
-        print(f"{name:20s} temperature {calibration.temperature:g}, spread scale {calibration.spread_scale:.3f} "
-              f"(fitted on {calibration.subjects} calibration subjects, {calibration.voxels} voxels; CRPS by "
-              f"temperature {calibration.crps_by_temperature})", flush=True)
+        print(
+            f"{name:20s} temperature {calibration.temperature:g}, spread scale {calibration.spread_scale:.3f} "
+            f"(fitted on {calibration.subjects} calibration subjects, {calibration.voxels} voxels; CRPS by "
+            f"temperature {calibration.crps_by_temperature})",
+            flush=True,
+        )
     out: dict[str, dict[str, Any]] = {}
     extras: dict[str, Any] = {"calibration": calibration.to_dict() if calibration else None}
     reused = None
@@ -294,30 +374,55 @@ def evaluate_method(name: str, trainer, mcfg: JDAMConfig, evaluation: dict[str, 
             predictions = predict(name, model, mcfg, data, sampler, device, samples)
             seconds = time.perf_counter() - start
             reused = (predictions, seconds)
-        timing = {"seconds": round(seconds, 1), "slices": len(data.keys), "samples": len(predictions),
-                  "seconds_per_slice_per_sample": seconds / (len(data.keys) * len(predictions)), **timing_note}
+        timing = {
+            "seconds": round(seconds, 1),
+            "slices": len(data.keys),
+            "samples": len(predictions),
+            "seconds_per_slice_per_sample": seconds / (len(data.keys) * len(predictions)),
+            **timing_note,
+        }
         if method.probabilistic:
-            timing["sampler"] = {"name": sampler.name, "steps": sampler.steps, "temperature": sampler.temperature,
-                                 "network_evaluations": network_evaluations(sampler.name, sampler.steps,
-                                                                            sampler.corrector_steps)}
+            timing["sampler"] = {
+                "name": sampler.name,
+                "steps": sampler.steps,
+                "temperature": sampler.temperature,
+                "network_evaluations": network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps),
+            }
         spacing = mcfg.grid.spacing_mm
         first = {"posterior": probabilistic_rows(predictions[:1], data, None, spacing)}
         rows = {f"{key}-1" if method.probabilistic else key: score(predictions[0], data, regions) | timing | first}
         if len(predictions) > 1:
-            rows[f"{key}-k{len(predictions)}"] = (score(predictions.mean(0), data, regions) | timing | {
-                "posterior": probabilistic_rows(predictions, data, calibration, spacing)})
+            rows[f"{key}-k{len(predictions)}"] = (
+                score(predictions.mean(0), data, regions)
+                | timing
+                | {"posterior": probabilistic_rows(predictions, data, calibration, spacing)}
+            )
         out[label] = rows
         if label == "3T":
-            extras["ad_cn"] = ad_cn_differences(predictions.mean(0), data, *context["labels"], context["diagnoses"],
-                                                mcfg.grid.slice_size)
-        print(f"{key:20s} {label}: " + ", ".join(f"{k} PSNR {v['psnr_db']['mean']:.2f} dB SSIM {v['ssim']['mean']:.3f}"
-                                                   for k, v in rows.items()) + f" ({seconds:.0f} s)", flush=True)
+            extras["ad_cn"] = ad_cn_differences(
+                predictions.mean(0), data, *context["labels"], context["diagnoses"], mcfg.grid.slice_size
+            )
+        print(
+            f"{key:20s} {label}: "
+            + ", ".join(f"{k} PSNR {v['psnr_db']['mean']:.2f} dB SSIM {v['ssim']['mean']:.3f}" for k, v in rows.items())
+            + f" ({seconds:.0f} s)",
+            flush=True,
+        )
     return out, extras
 
 
-def run_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_data: ValidationSlices,
-               evaluation: dict[str, ValidationSlices], calibration_data: ValidationSlices, regions: list,
-               context: dict[str, Any], args: argparse.Namespace, device: torch.device):
+def run_method(
+    name: str,
+    cfg: JDAMConfig,
+    training: PairedSliceDataset,
+    curve_data: ValidationSlices,
+    evaluation: dict[str, ValidationSlices],
+    calibration_data: ValidationSlices,
+    regions: list,
+    context: dict[str, Any],
+    args: argparse.Namespace,
+    device: torch.device,
+):
     """Train one method and score it on every input (runs in a worker process with ``--jobs`` > 1); a
     ``--long-methods`` one is then trained on to ``--long-factor`` times the budget and scored again.
     Returns [(result key, (training record, rows, extras))]."""
@@ -331,8 +436,17 @@ def run_method(name: str, cfg: JDAMConfig, training: PairedSliceDataset, curve_d
             budgets.append(args.minutes_per_method * args.long_factor)
         record = train_to(name, trainer, mcfg, budgets, curve_data, args, device, record)
         key = long_key(name, args.long_factor)
-        results.append((key, (record, *evaluate_method(name, trainer, mcfg, evaluation, calibration_data, regions,
-                                                       context, args, device, key=key))))
+        results.append(
+            (
+                key,
+                (
+                    record,
+                    *evaluate_method(
+                        name, trainer, mcfg, evaluation, calibration_data, regions, context, args, device, key=key
+                    ),
+                ),
+            )
+        )
     return results
 
 
@@ -343,15 +457,20 @@ def statistics(report: dict[str, Any], samples: int) -> None:
         rows = report[label]
         references = [key for key in (f"{JDAM}-k{samples}", f"{JDAM}-1") if key in rows]
         report["comparisons"][label] = {
-            ref: {other: {m: paired_comparison(rows[ref][m]["per_subject"], rows[other][m]["per_subject"])
-                          for m in METRICS}
-                  for other in rows if not other.startswith(JDAM) and LONG_MARK not in other}
+            ref: {
+                other: {
+                    m: paired_comparison(rows[ref][m]["per_subject"], rows[other][m]["per_subject"]) for m in METRICS
+                }
+                for other in rows
+                if not other.startswith(JDAM) and LONG_MARK not in other
+            }
             for ref in references
         }
         gaps = {key: unet_reference(key) for key in rows if not key.startswith("unet-l1")}
         report["gap_to_unet_l1"][label] = {
             key: {m: paired_comparison(rows[key][m]["per_subject"], rows[unet][m]["per_subject"]) for m in METRICS}
-            for key, unet in gaps.items() if unet in rows
+            for key, unet in gaps.items()
+            if unet in rows
         }
 
 
@@ -375,13 +494,17 @@ def posterior_table(report: dict[str, Any], label: str) -> list[str]:
     """CRPS (against the U-Net's MAE), spread-skill, coverage and SD-error correlation, raw and calibrated."""
     rows = report[label]
 
-    lines = ["", f"Posterior scores ({label}; reference: the noise-free PET truth the models were trained on; "
-             "raw = the samples as drawn, at the calibration's temperature; calibrated = those samples spread by the "
-             "scale fitted on the calibration subjects):", "",
-             "| method | CRPS raw / calibrated | calibrated CRPS / U-Net MAE | spread-skill raw / calibrated | "
-             "90 % coverage raw / calibrated | "
-             "50 % coverage raw / calibrated | SD-error correlation (6 mm), lowest subject |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Posterior scores ({label}; reference: the noise-free PET truth the models were trained on; "
+        "raw = the samples as drawn, at the calibration's temperature; calibrated = those samples spread by the "
+        "scale fitted on the calibration subjects):",
+        "",
+        "| method | CRPS raw / calibrated | calibrated CRPS / U-Net MAE | spread-skill raw / calibrated | "
+        "90 % coverage raw / calibrated | "
+        "50 % coverage raw / calibrated | SD-error correlation (6 mm), lowest subject |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, row in rows.items():
         raw = row["posterior"]["raw"]
         cal = row["posterior"].get("calibrated", {})
@@ -397,8 +520,10 @@ def posterior_table(report: dict[str, Any], label: str) -> list[str]:
         correlation = raw.get("sd_error_correlation")
         lowest = f"{fmt(correlation, 2)}, {min(correlation['per_subject'].values()):+.2f}" if correlation else ""
         crps = fmt(raw["crps"], 3) + (f" / {fmt(cal['crps'], 3)}" if "crps" in cal else "")
-        lines.append(f"| {key} | {crps} | {ratio} | {pair('spread_skill_ratio')} | "
-                     f"{pair('coverage_90')} | {pair('coverage_50')} | {lowest} |")
+        lines.append(
+            f"| {key} | {crps} | {ratio} | {pair('spread_skill_ratio')} | "
+            f"{pair('coverage_90')} | {pair('coverage_50')} | {lowest} |"
+        )
     return lines
 
 
@@ -408,13 +533,19 @@ def calibration_and_ad_cn(report: dict[str, Any]) -> list[str]:
     for name, calibration in report["calibration"].items():
         if calibration:
             crps = "; ".join(f"{t}: {c:.4f}" for t, c in (calibration.get("crps_by_temperature") or {}).items())
-            lines.append(f"- {name}: sampler temperature {calibration.get('temperature', 1.0):g} (calibrated fair CRPS "
-                         f"by temperature: {crps or 'n/a'}), spread scale {calibration['spread_scale']:.3f}, fitted "
-                         f"on {calibration['subjects']} calibration subjects ({calibration['voxels']} voxels, "
-                         f"{calibration['level']:.0%} level, K = {calibration['num_samples']}).")
-    lines += ["", "AD minus CN mean SUVR over the evaluated 3T slices of the held-out subjects "
-              "(K-mean for posteriors):",
-              "", "| method | region | synthetic | real |", "|---|---|---|---|"]
+            lines.append(
+                f"- {name}: sampler temperature {calibration.get('temperature', 1.0):g} (calibrated fair CRPS "
+                f"by temperature: {crps or 'n/a'}), spread scale {calibration['spread_scale']:.3f}, fitted "
+                f"on {calibration['subjects']} calibration subjects ({calibration['voxels']} voxels, "
+                f"{calibration['level']:.0%} level, K = {calibration['num_samples']})."
+            )
+    lines += [
+        "",
+        "AD minus CN mean SUVR over the evaluated 3T slices of the held-out subjects (K-mean for posteriors):",
+        "",
+        "| method | region | synthetic | real |",
+        "|---|---|---|---|",
+    ]
     for name, regions in report["ad_cn"].items():
         for region, d in (regions or {}).items():
             synthetic = "n/a" if d["ad_minus_cn_synthetic"] is None else f"{d['ad_minus_cn_synthetic']:+.3f}"
@@ -426,8 +557,9 @@ def calibration_and_ad_cn(report: dict[str, Any]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     s, samples = report["settings"], report["settings"]["samples"]
     lines = [
-        *markdown_head("Quality benchmark: JDAM against CycleGAN, the unconditional SDE and the L1 U-Net (phantom)",
-                       report),
+        *markdown_head(
+            "Quality benchmark: JDAM against CycleGAN, the unconditional SDE and the L1 U-Net (phantom)", report
+        ),
         f"Data: {report['data']['note']}  ",
         f"Training: {s['train_subjects']} subjects (3T-like), {report['data']['training_slices']} slices "
         f"(axial, coronal, sagittal); held out: {s['test_subjects']} subjects (seed {report['data']['test_seed']}, "
@@ -435,52 +567,85 @@ def markdown(report: dict[str, Any]) -> str:
         f"({s['slices_per_plane']} per plane and subject, evenly spaced in the middle 60% of the brain).  ",
         f"Budget: {report['budget']['minutes_per_method']:g} min per method on {report['budget']['device']}, "
         f"{report['budget']['counted_as']}"
-        + (f"; {', '.join(report['budget']['long_methods'])} then trained on to "
-           f"{report['budget']['long_factor']:g} x the budget "
-           f"(rows marked {LONG_MARK}{report['budget']['long_factor']:g}x, "
-           f"compared with the U-Net at the same budget)" if report["budget"].get("long_methods") else "") + ".  ",
+        + (
+            f"; {', '.join(report['budget']['long_methods'])} then trained on to "
+            f"{report['budget']['long_factor']:g} x the budget "
+            f"(rows marked {LONG_MARK}{report['budget']['long_factor']:g}x, "
+            f"compared with the U-Net at the same budget)"
+            if report["budget"].get("long_methods")
+            else ""
+        )
+        + ".  ",
         f"Sampler of the diffusion methods: {s['sampler']['name']} {s['sampler']['steps']} steps "
         f"({s['sampler']['network_evaluations']} network evaluations per slice); {', '.join(s['posteriors'])} also "
         f"as the mean of K = {samples} samples, all their samples (the -1 rows too) drawn at the sampler temperature "
         f"their calibration chose (below). Metrics: bids_jdam.evaluate.metrics (SUVR, brain mask, PSNR range "
         f"{s['suvr_data_range']} SUVR), per subject = mean over its slices; [95% Student-t interval over subjects].",
-        "", "## Training", "",
+        "",
+        "## Training",
+        "",
         "| method | parameters | batch | steps | s/step | learning curve: steps, PSNR dB / SSIM (held-out 3T slices) |",
         "|---|---|---|---|---|---|",
     ]
     for name, t in report["training"].items():
         curve = "; ".join(f"{p['steps']}: {p['psnr_db']:.2f} / {p['ssim']:.3f}" for p in t["learning_curve"])
-        lines.append(f"| {name} | {t['parameters']:,} | {t['batch_size']} | {t['steps']} | "
-                     f"{t['seconds_per_step']:.2f} | {curve} |")
+        lines.append(
+            f"| {name} | {t['parameters']:,} | {t['batch_size']} | {t['steps']} | "
+            f"{t['seconds_per_step']:.2f} | {curve} |"
+        )
     for label in INPUTS:
-        lines += ["", f"## {label}-like input", "",
-                  "| method | PSNR dB | SSIM | MAE SUVR | NMSE | noise index | s/slice/sample |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {label}-like input",
+            "",
+            "| method | PSNR dB | SSIM | MAE SUVR | NMSE | noise index | s/slice/sample |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for key, row in report[label].items():
-            lines.append(f"| {key} | {fmt(row['psnr_db'], 2)} | {fmt(row['ssim'], 3)} | {fmt(row['mae_suvr'], 3)} | "
-                         f"{fmt(row['nmse'], 4)} | {fmt(row['noise_index'], 2)} | "
-                         f"{row['seconds_per_slice_per_sample']:.3f} |")
+            lines.append(
+                f"| {key} | {fmt(row['psnr_db'], 2)} | {fmt(row['ssim'], 3)} | {fmt(row['mae_suvr'], 3)} | "
+                f"{fmt(row['nmse'], 4)} | {fmt(row['noise_index'], 2)} | "
+                f"{row['seconds_per_slice_per_sample']:.3f} |"
+            )
         lines.append(f"| (noise-free true PET) | | | | | {fmt(report['truth_noise_index'], 2)} | |")
         for ref, others in report["comparisons"].get(label, {}).items():
-            lines += ["", f"{ref} minus each method, paired over subjects (two-sided Wilcoxon signed-rank):", "",
-                      "| other method | PSNR dB | SSIM | ahead on PSNR and SSIM (p < 0.05) |", "|---|---|---|---|"]
+            lines += [
+                "",
+                f"{ref} minus each method, paired over subjects (two-sided Wilcoxon signed-rank):",
+                "",
+                "| other method | PSNR dB | SSIM | ahead on PSNR and SSIM (p < 0.05) |",
+                "|---|---|---|---|",
+            ]
             for other, c in others.items():
-                ahead = all(c[m]["mean_difference"] > 0 and c[m]["p_value"] is not None and c[m]["p_value"] < 0.05
-                            for m in ("psnr_db", "ssim"))
+                ahead = all(
+                    c[m]["mean_difference"] > 0 and c[m]["p_value"] is not None and c[m]["p_value"] < 0.05
+                    for m in ("psnr_db", "ssim")
+                )
                 lines.append(f"| {other} | {p_text(c['psnr_db'])} | {p_text(c['ssim'])} | {'yes' if ahead else 'no'} |")
         lines += posterior_table(report, label)
         gaps = report["gap_to_unet_l1"].get(label, {})
         if gaps:
-            lines += ["", "Gap to the L1 U-Net (method minus U-Net, PSNR dB [95% t-interval of the paired "
-                      "difference]): " + "; ".join(
-                          f"{key} {g['psnr_db']['mean_difference']:+.2f}"
-                          + (" [{:+.2f}, {:+.2f}]".format(*g["psnr_db"]["ci95_difference"])
-                             if g["psnr_db"]["ci95_difference"] else "")
-                          for key, g in gaps.items())]
+            lines += [
+                "",
+                "Gap to the L1 U-Net (method minus U-Net, PSNR dB [95% t-interval of the paired "
+                "difference]): "
+                + "; ".join(
+                    f"{key} {g['psnr_db']['mean_difference']:+.2f}"
+                    + (
+                        " [{:+.2f}, {:+.2f}]".format(*g["psnr_db"]["ci95_difference"])
+                        if g["psnr_db"]["ci95_difference"]
+                        else ""
+                    )
+                    for key, g in gaps.items()
+                ),
+            ]
     lines += calibration_and_ad_cn(report)
-    lines += ["", "The unconditional SDE has no MRI input: its 7T-like scores are its 3T-like samples scored again. "
-              "The noise index (mean brain SUVR / SD in uniform white matter) describes smoothness, not quality.",
-              "Figures on phantoms are upper bounds for real data."]
+    lines += [
+        "",
+        "The unconditional SDE has no MRI input: its 7T-like scores are its 3T-like samples scored again. "
+        "The noise index (mean brain SUVR / SD in uniform white matter) describes smoothness, not quality.",
+        "Figures on phantoms are upper bounds for real data.",
+    ]
     if not report["complete"]:
         lines.append(f"PARTIAL: only {', '.join(report['training'])} finished.")
     if report.get("note"):
@@ -518,23 +683,51 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (work if args.smoke else RESULTS)
     test_seed = args.seed + HELD_OUT_SEED_OFFSET
     calibration_seed = args.seed + CALIBRATION_SEED_OFFSET
-    dirs = {"train": work / "train-3T", "calibration": work / "calibration-3T",
-            **{label: work / f"test-{label}" for label in INPUTS}}
+    dirs = {
+        "train": work / "train-3T",
+        "calibration": work / "calibration-3T",
+        **{label: work / f"test-{label}" for label in INPUTS},
+    }
     start = time.perf_counter()
-    generate_phantom_dataset(dirs["train"], args.train_subjects, args.seed, field_strength=3, fast=True,
-                             grid_spacing_mm=4.0, jobs=args.threads)
-    generate_phantom_dataset(dirs["calibration"], args.calibration_subjects, calibration_seed, field_strength=3,
-                             fast=True, grid_spacing_mm=4.0, jobs=args.threads)
+    generate_phantom_dataset(
+        dirs["train"],
+        args.train_subjects,
+        args.seed,
+        field_strength=3,
+        fast=True,
+        grid_spacing_mm=4.0,
+        jobs=args.threads,
+    )
+    generate_phantom_dataset(
+        dirs["calibration"],
+        args.calibration_subjects,
+        calibration_seed,
+        field_strength=3,
+        fast=True,
+        grid_spacing_mm=4.0,
+        jobs=args.threads,
+    )
     for label, strength in INPUTS.items():
-        generate_phantom_dataset(dirs[label], args.test_subjects, test_seed, field_strength=strength, fast=True,
-                                 grid_spacing_mm=4.0, jobs=args.threads)
+        generate_phantom_dataset(
+            dirs[label],
+            args.test_subjects,
+            test_seed,
+            field_strength=strength,
+            fast=True,
+            grid_spacing_mm=4.0,
+            jobs=args.threads,
+        )
     phantom_seconds = time.perf_counter() - start
 
     cfg = small_config()
     cfg.train.seed = args.seed
     cfg.sampler = sampler_config(args)
-    training = PairedSliceDataset(load_acquired_subjects(dirs["train"], cfg, subjects_of(dirs["train"])),
-                                  cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm)
+    training = PairedSliceDataset(
+        load_acquired_subjects(dirs["train"], cfg, subjects_of(dirs["train"])),
+        cfg.train.planes,
+        cfg.grid.slice_size,
+        range_mm=cfg.grid.slice_range_mm,
+    )
     test_subjects = subjects_of(dirs["3T"])
     volumes = {label: load_acquired_subjects(dirs[label], cfg, test_subjects) for label in INPUTS}
     evaluation = {label: validation_slices(v, cfg, per_plane=args.slices_per_plane) for label, v in volumes.items()}
@@ -542,46 +735,72 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError("the 3T and 7T renderings of the held-out subjects differ in anatomy or PET")
     curve_data = validation_slices(volumes["3T"][: args.curve_subjects], cfg, per_plane=1)
     calibration_data = validation_slices(
-        load_acquired_subjects(dirs["calibration"], cfg, subjects_of(dirs["calibration"])), cfg,
-        per_plane=args.slices_per_plane)
+        load_acquired_subjects(dirs["calibration"], cfg, subjects_of(dirs["calibration"])),
+        cfg,
+        per_plane=args.slices_per_plane,
+    )
     wm = {s: white_matter_probability(dirs["3T"], s) for s in test_subjects}
     regions = white_matter_regions(evaluation["3T"], wm, cfg.grid.slice_size)
     sampler = sampler_config(args)
     diagnoses = [v.diagnosis for v in volumes["3T"]]
-    context = {"labels": coarse_regions(cfg.grid.spacing_mm),
-               "diagnoses": {v.subject: v.diagnosis for v in volumes["3T"]}}
+    context = {
+        "labels": coarse_regions(cfg.grid.spacing_mm),
+        "diagnoses": {v.subject: v.diagnosis for v in volumes["3T"]},
+    }
 
     report: dict[str, Any] = {
         "command": command,
         "machine": machine_info(torch_threads=args.threads, jobs=args.jobs, device=str(device)),
         "phantom_version": PHANTOM_VERSION,
-        "budget": {"minutes_per_method": args.minutes_per_method, "device": str(device),
-                   "counted_as": ("process CPU seconds" if device.type == "cpu" else "wall-clock seconds")
-                   + f" inside training steps, {args.jobs} method(s) at a time, each in its own process; "
-                     "learning-curve evaluations are not counted",
-                   "long_methods": list(args.long_methods), "long_factor": args.long_factor},
+        "budget": {
+            "minutes_per_method": args.minutes_per_method,
+            "device": str(device),
+            "counted_as": ("process CPU seconds" if device.type == "cpu" else "wall-clock seconds")
+            + f" inside training steps, {args.jobs} method(s) at a time, each in its own process; "
+            "learning-curve evaluations are not counted",
+            "long_methods": list(args.long_methods),
+            "long_factor": args.long_factor,
+        },
         "settings": {
-            "train_subjects": args.train_subjects, "test_subjects": args.test_subjects,
-            "calibration_subjects": args.calibration_subjects, "calibration_seed": calibration_seed,
+            "train_subjects": args.train_subjects,
+            "test_subjects": args.test_subjects,
+            "calibration_subjects": args.calibration_subjects,
+            "calibration_seed": calibration_seed,
             "posteriors": list(POSTERIORS),
-            "slices_per_plane": args.slices_per_plane, "samples": args.samples, "seed": args.seed,
-            "sampler": {"name": sampler.name, "steps": sampler.steps, "corrector_steps": sampler.corrector_steps,
-                        "network_evaluations": network_evaluations(sampler.name, sampler.steps,
-                                                                   sampler.corrector_steps)},
-            "curve_points": args.curve_points, "curve_slices": len(curve_data.keys), "threads": args.threads,
-            "suvr_data_range": SUVR_DATA_RANGE, "confidence_interval": "95% Student-t over subjects",
-            "test": "scipy.stats.wilcoxon, paired per subject, two-sided", "config": cfg.to_dict(),
+            "slices_per_plane": args.slices_per_plane,
+            "samples": args.samples,
+            "seed": args.seed,
+            "sampler": {
+                "name": sampler.name,
+                "steps": sampler.steps,
+                "corrector_steps": sampler.corrector_steps,
+                "network_evaluations": network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps),
+            },
+            "curve_points": args.curve_points,
+            "curve_slices": len(curve_data.keys),
+            "threads": args.threads,
+            "suvr_data_range": SUVR_DATA_RANGE,
+            "confidence_interval": "95% Student-t over subjects",
+            "test": "scipy.stats.wilcoxon, paired per subject, two-sided",
+            "config": cfg.to_dict(),
         },
         "data": {
             "note": "phantom (fast mode, 4 mm grid, 64x64 slices); T1w = the field strength's acquisition resampled "
-                    "onto the model grid by the phantom's true transform and brain mask (no ANTs, HD-BET or N4 "
-                    "preprocessing); PET target = noise-free template-space SUVR truth",
-            "train_seed": args.seed, "test_seed": test_seed, "training_slices": len(training),
+            "onto the model grid by the phantom's true transform and brain mask (no ANTs, HD-BET or N4 "
+            "preprocessing); PET target = noise-free template-space SUVR truth",
+            "train_seed": args.seed,
+            "test_seed": test_seed,
+            "training_slices": len(training),
             "test_diagnoses": {d: diagnoses.count(d) for d in sorted(set(diagnoses))},
-            "evaluated_slices": len(evaluation["3T"].keys), "phantom_seconds": round(phantom_seconds, 1),
+            "evaluated_slices": len(evaluation["3T"].keys),
+            "phantom_seconds": round(phantom_seconds, 1),
         },
         "truth_noise_index": summarize(noise_indices(evaluation["3T"].pet, evaluation["3T"], regions)),
-        "training": {}, **{label: {} for label in INPUTS}, "calibration": {}, "ad_cn": {}, "complete": False,
+        "training": {},
+        **{label: {} for label in INPUTS},
+        "calibration": {},
+        "ad_cn": {},
+        "complete": False,
     }
     name = results_name(args)
     finished: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]] = {}

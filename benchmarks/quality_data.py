@@ -47,8 +47,9 @@ def template_points_in_scanner(transforms: dict, displacement: nib.Nifti1Image, 
     return p
 
 
-def scanner_image_in_template(image: nib.Nifti1Image, bids_dir: Path, subject: str, spacing_mm: float,
-                              order: int = 1) -> np.ndarray:
+def scanner_image_in_template(
+    image: nib.Nifti1Image, bids_dir: Path, subject: str, spacing_mm: float, order: int = 1
+) -> np.ndarray:
     """An image in the subject's T1w scanner space (any grid) resampled onto the model grid by the phantom's true
     transform: an ideal registration."""
     truth = phantom_truth(bids_dir, subject)

@@ -26,12 +26,14 @@ PROBABILISTIC_METRICS = ("crps", "spread_skill_ratio", "coverage_50", "coverage_
 AD_CN_REGIONS = ("parietal", "temporal")
 
 
-def fit_calibration(predict: Callable[[SamplerConfig], torch.Tensor], data: ValidationSlices,
-                    sampler: SamplerConfig) -> SpreadCalibration:
+def fit_calibration(
+    predict: Callable[[SamplerConfig], torch.Tensor], data: ValidationSlices, sampler: SamplerConfig
+) -> SpreadCalibration:
     """The sampler temperature and spread scale of a K-sample posterior, fitted on the calibration subjects' slices
     (``predict`` draws their K samples with a given sampler), as the app's training does on its validation subjects."""
-    return calibrate_sampling(predict, data, fitted_on="calibration phantom subjects (split-conformal, brain mask)",
-                              sampler=sampler)
+    return calibrate_sampling(
+        predict, data, fitted_on="calibration phantom subjects (split-conformal, brain mask)", sampler=sampler
+    )
 
 
 def _subject_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, spacing_mm: float) -> dict[str, Any]:
@@ -39,32 +41,48 @@ def _subject_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, sp
     row = {"crps": scores["crps"]}
     if len(samples) > 1:
         sigma = PET_RESOLUTION_SIGMA_MM / spacing_mm
-        row |= {"spread_skill_ratio": scores["spread_skill_ratio"], "coverage_50": scores["coverage"]["0.50"],
-                "coverage_90": scores["coverage"]["0.90"], "rank_histogram": scores["rank_histogram"],
-                "sd_error_correlation": uncertainty_error_correlation(
-                    samples.std(axis=0, ddof=1), samples.mean(axis=0), truth, mask, (0, sigma, sigma))}
+        row |= {
+            "spread_skill_ratio": scores["spread_skill_ratio"],
+            "coverage_50": scores["coverage"]["0.50"],
+            "coverage_90": scores["coverage"]["0.90"],
+            "rank_histogram": scores["rank_histogram"],
+            "sd_error_correlation": uncertainty_error_correlation(
+                samples.std(axis=0, ddof=1), samples.mean(axis=0), truth, mask, (0, sigma, sigma)
+            ),
+        }
     return row
 
 
-def probabilistic_rows(predictions: torch.Tensor, data: ValidationSlices, calibration: SpreadCalibration | None,
-                       spacing_mm: float) -> dict[str, Any]:
+def probabilistic_rows(
+    predictions: torch.Tensor, data: ValidationSlices, calibration: SpreadCalibration | None, spacing_mm: float
+) -> dict[str, Any]:
     """Scores over subjects of the raw samples and (with ``calibration``) of the calibrated ones."""
     variants = {"raw": 1.0} | ({"calibrated": calibration.spread_scale} if calibration else {})
     out: dict[str, Any] = {}
     for variant, scale in variants.items():
-        per_subject = {s: _subject_scores(inflate(samples, scale), truth, mask, spacing_mm)
-                       for s, (samples, truth, mask) in subject_cases(predictions, data).items()}
+        per_subject = {
+            s: _subject_scores(inflate(samples, scale), truth, mask, spacing_mm)
+            for s, (samples, truth, mask) in subject_cases(predictions, data).items()
+        }
         first = next(iter(per_subject.values()))
-        out[variant] = {m: summarize({s: row[m] for s, row in per_subject.items()})
-                        for m in PROBABILISTIC_METRICS if m in first}
+        out[variant] = {
+            m: summarize({s: row[m] for s, row in per_subject.items()}) for m in PROBABILISTIC_METRICS if m in first
+        }
         if "rank_histogram" in first:
-            out[variant]["rank_histogram"] = np.sum([row["rank_histogram"] for row in per_subject.values()],
-                                                    axis=0).tolist()
+            out[variant]["rank_histogram"] = np.sum(
+                [row["rank_histogram"] for row in per_subject.values()], axis=0
+            ).tolist()
     return out
 
 
-def ad_cn_differences(prediction: torch.Tensor, data: ValidationSlices, labels: np.ndarray, names: dict[int, str],
-                      diagnoses: dict[str, str], size: int) -> dict[str, Any]:
+def ad_cn_differences(
+    prediction: torch.Tensor,
+    data: ValidationSlices,
+    labels: np.ndarray,
+    names: dict[int, str],
+    diagnoses: dict[str, str],
+    size: int,
+) -> dict[str, Any]:
     """Mean SUVR of AD minus CN subjects in each region, synthetic vs real (the paper's Figure 7, measurable)."""
     region_ids = {name: label for label, name in names.items() if name in AD_CN_REGIONS}
     values: dict[str, dict[str, dict[str, list[float]]]] = {}
@@ -78,10 +96,17 @@ def ad_cn_differences(prediction: torch.Tensor, data: ValidationSlices, labels: 
                 entry["real"].append(float(data.pet[i, 0].numpy()[inside].mean()))
     out = {}
     for region, subjects in values.items():
-        groups = {kind: {dx: [np.mean(v[kind]) for s, v in subjects.items() if diagnoses.get(s) == dx]
-                         for dx in ("AD", "CN")} for kind in ("synthetic", "real")}
-        difference = {kind: float(np.mean(g["AD"]) - np.mean(g["CN"])) if g["AD"] and g["CN"] else None
-                      for kind, g in groups.items()}
-        out[region] = {"ad_minus_cn_synthetic": difference["synthetic"], "ad_minus_cn_real": difference["real"],
-                       "subjects": {dx: len(groups["real"][dx]) for dx in ("AD", "CN")}}
+        groups = {
+            kind: {dx: [np.mean(v[kind]) for s, v in subjects.items() if diagnoses.get(s) == dx] for dx in ("AD", "CN")}
+            for kind in ("synthetic", "real")
+        }
+        difference = {
+            kind: float(np.mean(g["AD"]) - np.mean(g["CN"])) if g["AD"] and g["CN"] else None
+            for kind, g in groups.items()
+        }
+        out[region] = {
+            "ad_minus_cn_synthetic": difference["synthetic"],
+            "ad_minus_cn_real": difference["real"],
+            "subjects": {dx: len(groups["real"][dx]) for dx in ("AD", "CN")},
+        }
     return out

@@ -43,19 +43,30 @@ import torch
 from benchmarks.machine import command_line, machine_info, markdown_head, peak_memory_gb, write_results
 from bids_jdam.config import PRECISIONS, SamplerConfig
 from bids_jdam.data.phantom import generate_phantom_dataset
-from bids_jdam.device import resolve_device
 from bids_jdam.diffusion.samplers import network_evaluations
 from bids_jdam.evaluate.validation import evaluate_slices, predict_slices, validation_slices
 from bids_jdam.models.demo import DEMO_MODEL_DIR
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.runtime.device import resolve_device
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import DEMO_MODEL, load_model
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
 HELD_OUT_SEED = 778
-SETTINGS = [("pc", 1000), ("pc", 100), ("heun", 10), ("heun", 18), ("heun_stochastic", 18), ("heun_stochastic", 25),
-            ("dpmpp_2m", 20), ("ancestral", 10), ("ancestral", 18), ("ancestral", 25), ("ancestral", 35),
-            ("ancestral", 50)]
+SETTINGS = [
+    ("pc", 1000),
+    ("pc", 100),
+    ("heun", 10),
+    ("heun", 18),
+    ("heun_stochastic", 18),
+    ("heun_stochastic", 25),
+    ("dpmpp_2m", 20),
+    ("ancestral", 10),
+    ("ancestral", 18),
+    ("ancestral", 25),
+    ("ancestral", 35),
+    ("ancestral", 50),
+]
 SMOKE_SETTINGS = [("pc", 2), ("heun", 2)]
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,8 +79,9 @@ class SynthesizerSlices:
     def __init__(self, synthesizer: Synthesizer):
         self.synthesizer = synthesizer
 
-    def predict(self, model, cfg, mri: torch.Tensor, keys: list, sampler: SamplerConfig,
-                device: torch.device) -> torch.Tensor:
+    def predict(
+        self, model, cfg, mri: torch.Tensor, keys: list, sampler: SamplerConfig, device: torch.device
+    ) -> torch.Tensor:
         return self.synthesizer.predict_slices(mri.to(device), keys, sampler)
 
 
@@ -95,21 +107,26 @@ def sample_spread(predictions: list[torch.Tensor], masks: torch.Tensor) -> float
     return float(std[masks].pow(2).mean().sqrt())
 
 
-def whole_brain_timing(synthesizer: Synthesizer, subject, sampler_cfg: SamplerConfig,
-                       planes: tuple[str, ...]) -> dict:
+def whole_brain_timing(synthesizer: Synthesizer, subject, sampler_cfg: SamplerConfig, planes: tuple[str, ...]) -> dict:
     """One subject's whole brain through the synthesis entry point: seconds, batch size, peak memory."""
     device = synthesizer.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = synthesizer.synthesize(subject.t1, subject.brain_mask, sampler_cfg, image=f"sub-{subject.subject}",
-                                    planes=planes)
+    result = synthesizer.synthesize(
+        subject.t1, subject.brain_mask, sampler_cfg, image=f"sub-{subject.subject}", planes=planes
+    )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    row = {"sampler": sampler_cfg.name, "steps": sampler_cfg.steps, "planes": list(planes),
-           "slices": result.network_evaluations // network_evaluations(sampler_cfg.name, sampler_cfg.steps,
-                                                                       sampler_cfg.corrector_steps),
-           "seconds": round(result.seconds, 2), "batch_size": result.batch_size,
-           "peak_memory_gb": round(peak_memory_gb(device), 2)}
+    row = {
+        "sampler": sampler_cfg.name,
+        "steps": sampler_cfg.steps,
+        "planes": list(planes),
+        "slices": result.network_evaluations
+        // network_evaluations(sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps),
+        "seconds": round(result.seconds, 2),
+        "batch_size": result.batch_size,
+        "peak_memory_gb": round(peak_memory_gb(device), 2),
+    }
     print(json.dumps(row))
     return row
 
@@ -119,19 +136,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--per-plane", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=2,
-                        help="independent samples per slice (sample indices 0..S-1); scores are single-sample means "
-                             "(K = 1)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=2,
+        help="independent samples per slice (sample indices 0..S-1); scores are single-sample means (K = 1)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--batch-size", type=int, default=32, help="slices per sampler call")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--settings", nargs="+", metavar="NAME:STEPS",
-                        help="sampler settings to measure (default: all; the first is the reference)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="check the path in seconds: pc:2 and heun:2, one subject, one slice per plane")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        metavar="NAME:STEPS",
+        help="sampler settings to measure (default: all; the first is the reference)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the path in seconds: pc:2 and heun:2, one subject, one slice per plane",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.subjects, args.per_plane, args.settings = 1, 1, [f"{n}:{k}" for n, k in SMOKE_SETTINGS]
@@ -154,46 +181,70 @@ def main(argv: list[str] | None = None) -> int:
         sampler = SamplerConfig(name=name, steps=steps, corrector_steps=1 if name == "pc" else 0, seed=0)
         for sample in range(args.samples):
             start = time.perf_counter()
-            predictions.append(predict_slices(slices, None, cfg, data.mri, data.keys, sampler, device, sample=sample,
-                                              batch_size=args.batch_size))
+            predictions.append(
+                predict_slices(
+                    slices, None, cfg, data.mri, data.keys, sampler, device, sample=sample, batch_size=args.batch_size
+                )
+            )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds += time.perf_counter() - start
             scores.append(evaluate_slices(predictions[-1], data))
-        rows.append({
-            "sampler": name, "steps": steps,
-            "network_evaluations_per_slice": network_evaluations(name, steps, sampler.corrector_steps),
-            "psnr_db": float(np.mean([s["psnr_db"] for s in scores])),
-            "ssim": float(np.mean([s["ssim"] for s in scores])),
-            "psnr_db_per_sample": [s["psnr_db"] for s in scores], "ssim_per_sample": [s["ssim"] for s in scores],
-            "seconds_per_slice": seconds / (len(data.keys) * args.samples),
-            "sharpness_ratio": float(np.mean([high_frequency_share(p * data.mask, data.mask) for p in predictions]))
-            / real_share,
-            "sample_spread": sample_spread(predictions, data.mask) if args.samples > 1 else None,
-        })
+        rows.append(
+            {
+                "sampler": name,
+                "steps": steps,
+                "network_evaluations_per_slice": network_evaluations(name, steps, sampler.corrector_steps),
+                "psnr_db": float(np.mean([s["psnr_db"] for s in scores])),
+                "ssim": float(np.mean([s["ssim"] for s in scores])),
+                "psnr_db_per_sample": [s["psnr_db"] for s in scores],
+                "ssim_per_sample": [s["ssim"] for s in scores],
+                "seconds_per_slice": seconds / (len(data.keys) * args.samples),
+                "sharpness_ratio": float(np.mean([high_frequency_share(p * data.mask, data.mask) for p in predictions]))
+                / real_share,
+                "sample_spread": sample_spread(predictions, data.mask) if args.samples > 1 else None,
+            }
+        )
         print(json.dumps(rows[-1]))
     reference = rows[0]
-    eligible = [r for r in rows[1:] if r["psnr_db"] >= reference["psnr_db"] - 0.3
-                and r["ssim"] >= reference["ssim"] - 0.005
-                and r["sharpness_ratio"] >= 0.9 * reference["sharpness_ratio"]
-                and (r["sample_spread"] is None or r["sample_spread"] >= 0.9 * reference["sample_spread"])]
+    eligible = [
+        r
+        for r in rows[1:]
+        if r["psnr_db"] >= reference["psnr_db"] - 0.3
+        and r["ssim"] >= reference["ssim"] - 0.005
+        and r["sharpness_ratio"] >= 0.9 * reference["sharpness_ratio"]
+        and (r["sample_spread"] is None or r["sample_spread"] >= 0.9 * reference["sample_spread"])
+    ]
     chosen = min(eligible, key=lambda r: r["network_evaluations_per_slice"]) if eligible else None
     whole_brain_samplers = [replace(cfg.sampler, num_samples=1, seed=0, **({"steps": 2} if args.smoke else {}))]
     if chosen and (chosen["sampler"], chosen["steps"]) != (cfg.sampler.name, cfg.sampler.steps) and not args.smoke:
-        whole_brain_samplers.append(SamplerConfig(name=chosen["sampler"], steps=chosen["steps"],
-                                                  corrector_steps=1 if chosen["sampler"] == "pc" else 0))
-    whole_brain = [whole_brain_timing(synthesizer, volumes[0], sampler_cfg, planes)
-                   for sampler_cfg in whole_brain_samplers for planes in (("axial",), ("axial", "coronal", "sagittal"))]
-    report = {"command": command, "machine": machine,
-              "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model),
-              "precision": synthesizer.precision, "compiled": args.compile,
-              "whole_brain": whole_brain,
-              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED,
-              "n_slices": len(data.keys), "planes": list(cfg.train.planes), "rows": rows,
-              "samples": args.samples,
-              "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000 (means of single samples), "
-                              "sharpness and sample spread >= 90% of pc-1000's",
-              "chosen": chosen}
+        whole_brain_samplers.append(
+            SamplerConfig(
+                name=chosen["sampler"], steps=chosen["steps"], corrector_steps=1 if chosen["sampler"] == "pc" else 0
+            )
+        )
+    whole_brain = [
+        whole_brain_timing(synthesizer, volumes[0], sampler_cfg, planes)
+        for sampler_cfg in whole_brain_samplers
+        for planes in (("axial",), ("axial", "coronal", "sagittal"))
+    ]
+    report = {
+        "command": command,
+        "machine": machine,
+        "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model),
+        "precision": synthesizer.precision,
+        "compiled": args.compile,
+        "whole_brain": whole_brain,
+        "model_sha256": synthesizer.model.sha256,
+        "held_out_seed": HELD_OUT_SEED,
+        "n_slices": len(data.keys),
+        "planes": list(cfg.train.planes),
+        "rows": rows,
+        "samples": args.samples,
+        "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000 (means of single samples), "
+        "sharpness and sample spread >= 90% of pc-1000's",
+        "chosen": chosen,
+    }
     write_results(args.results, "speed", report, markdown(report))
     return 0
 
@@ -203,27 +254,40 @@ def markdown(report: dict) -> str:
         *markdown_head("Samplers against PC-1000 on held-out phantom slices", report),
         f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}); {report['n_slices']} slices "
         f"({', '.join(report['planes'])}), phantom seed {report['held_out_seed']}; K = 1: PSNR and SSIM are means over "
-        f"{report['samples']} independent samples per slice (per sample in brackets)", "",
+        f"{report['samples']} independent samples per slice (per sample in brackets)",
+        "",
         "| sampler | steps | NFE/slice | PSNR dB | SSIM | sharpness (1 = real PET) | sample spread (SUVR) | s/slice |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         psnrs = ", ".join(f"{v:.2f}" for v in r["psnr_db_per_sample"])
         spread = "" if r["sample_spread"] is None else f"{r['sample_spread']:.4f}"
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['network_evaluations_per_slice']} | {r['psnr_db']:.2f} "
-                     f"({psnrs}) | {r['ssim']:.4f} | {r['sharpness_ratio']:.2f} | {spread} | "
-                     f"{r['seconds_per_slice']:.3f} |")
-    lines += ["", f"Whole brain, one subject, K = 1, network precision {report['precision']}"
-              f"{', compiled' if report['compiled'] else ''}:", "",
-              "| sampler | steps | planes | slices | seconds | batch | peak memory GB |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['sampler']} | {r['steps']} | {r['network_evaluations_per_slice']} | {r['psnr_db']:.2f} "
+            f"({psnrs}) | {r['ssim']:.4f} | {r['sharpness_ratio']:.2f} | {spread} | "
+            f"{r['seconds_per_slice']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Whole brain, one subject, K = 1, network precision {report['precision']}"
+        f"{', compiled' if report['compiled'] else ''}:",
+        "",
+        "| sampler | steps | planes | slices | seconds | batch | peak memory GB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["whole_brain"]:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {'+'.join(r['planes'])} | {r['slices']} | {r['seconds']:.1f} "
-                     f"| {r['batch_size']} | {r['peak_memory_gb']:.2f} |")
+        lines.append(
+            f"| {r['sampler']} | {r['steps']} | {'+'.join(r['planes'])} | {r['slices']} | {r['seconds']:.1f} "
+            f"| {r['batch_size']} | {r['peak_memory_gb']:.2f} |"
+        )
     chosen = report["chosen"]
-    lines += ["", f"Rule: {report['default_rule']}.",
-              f"Chosen: {chosen['sampler']} {chosen['steps']} ({chosen['network_evaluations_per_slice']} NFE)."
-              if chosen else "Chosen: none of the faster settings met the rule on this run."]
+    lines += [
+        "",
+        f"Rule: {report['default_rule']}.",
+        f"Chosen: {chosen['sampler']} {chosen['steps']} ({chosen['network_evaluations_per_slice']} NFE)."
+        if chosen
+        else "Chosen: none of the faster settings met the rule on this run.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -54,7 +54,7 @@ from bids_jdam.evaluate.probabilistic import probabilistic_scores
 from bids_jdam.evaluate.regional_interval import applicable_interval
 from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.preprocess.pipeline import preprocess_pair
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import DEMO_MODEL, load_model
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.participant import attach_predictive_sd
@@ -68,8 +68,19 @@ def load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, samples, samples_sampler: str | None,
-             smoothing_voxels: float, steps: int | None = None) -> dict:
+def run_case(
+    synthesizer: Synthesizer,
+    image,
+    t1,
+    mask,
+    real,
+    truth,
+    planes,
+    samples,
+    samples_sampler: str | None,
+    smoothing_voxels: float,
+    steps: int | None = None,
+) -> dict:
     """One synthesis of the subject through the app's entry point, scored against the real PET and the truth."""
     cfg = synthesizer.model.cfg
     name = (samples_sampler or cfg.sampler.name) if samples > 1 else cfg.sampler.name
@@ -77,9 +88,13 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
     result = synthesizer.synthesize(t1, mask, sampler, image=image, planes=planes)
     attach_predictive_sd(result, synthesizer.model, sampler, tuple(planes), t1, mask)  # as a participant run does
     row = {
-        "planes": list(planes), "num_samples": samples, "sampler": sampler.name, "steps": sampler.steps,
+        "planes": list(planes),
+        "num_samples": samples,
+        "sampler": sampler.name,
+        "steps": sampler.steps,
         "network_evaluations_per_slice": network_evaluations(sampler.name, sampler.steps, sampler.corrector_steps),
-        "seconds": round(result.seconds, 2), "temperature": result.provenance.sampler.temperature,
+        "seconds": round(result.seconds, 2),
+        "temperature": result.provenance.sampler.temperature,
         "spread_scale": result.provenance.model.spread_scale,
         "vs_real_pet": image_quality(result.mean, real, mask),
         "vs_noise_free_truth": image_quality(result.mean, truth, mask),
@@ -88,8 +103,12 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
         "uncertainty_maps": {},
     }
     smoothed_std = None if result.std is None else smooth_in_mask(result.std, mask, smoothing_voxels)
-    maps = (("sampling", result.std, samples), ("view", result.view_std, len(planes)),
-            ("sampling_smoothed", smoothed_std, samples), ("predictive", result.predictive_sd, None))
+    maps = (
+        ("sampling", result.std, samples),
+        ("view", result.view_std, len(planes)),
+        ("sampling_smoothed", smoothed_std, samples),
+        ("predictive", result.predictive_sd, None),
+    )
     for map_name, sd, members in maps:  # members None: the map is a predictive SD already
         if sd is None:
             continue
@@ -107,8 +126,10 @@ def run_case(synthesizer: Synthesizer, image, t1, mask, real, truth, planes, sam
     row["regional"] = regional_scores(synthesizer, sampler, planes, result.mean, mask, real, truth)
     if samples > 1:  # the K fused samples as an ensemble (bids_jdam.evaluate.probabilistic)
         ensemble = np.stack(result.samples)
-        row["probabilistic"] = {reference: probabilistic_scores(ensemble, image, mask)
-                                for reference, image in (("real_pet", real), ("noise_free_truth", truth))}
+        row["probabilistic"] = {
+            reference: probabilistic_scores(ensemble, image, mask)
+            for reference, image in (("real_pet", real), ("noise_free_truth", truth))
+        }
     return row
 
 
@@ -124,7 +145,8 @@ def regional_scores(synthesizer: Synthesizer, sampler, planes, mean, mask, real,
         errors = np.array([row.real_suvr - row.synthetic_suvr for row in rows])
         meta = next(row for row in rows if row.name == META_ROI_NAME)
         by_reference[reference] = {
-            "regions": len(rows), "mae_suvr": float(np.mean(np.abs(errors))),
+            "regions": len(rows),
+            "mae_suvr": float(np.mean(np.abs(errors))),
             "covered": None if half is None else int(np.sum(np.abs(errors) <= half)),
             "meta_roi": {"synthetic": meta.synthetic_suvr, "reference": meta.real_suvr},
         }
@@ -137,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--samples", type=int, default=4, help="K for the uncertainty case")
     parser.add_argument("--samples-sampler", help="sampler of the K-sample case (default: the model's default)")
-    parser.add_argument("--smoothing-mm", type=float, default=PET_RESOLUTION_SIGMA_MM,
-                        help="Gaussian sigma of the smoothed SD-error correlation")
+    parser.add_argument(
+        "--smoothing-mm",
+        type=float,
+        default=PET_RESOLUTION_SIGMA_MM,
+        help="Gaussian sigma of the smoothed SD-error correlation",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -154,28 +180,61 @@ def main(argv: list[str] | None = None) -> int:
     synthesizer = Synthesizer(load_model(args.model, bids_dir, "cpu"), "cpu")
     cfg = synthesizer.model.cfg
     if not bids_dir.exists():
-        generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True,
-                                 grid_spacing_mm=cfg.grid.spacing_mm)
-    report = {"command": command, "smoothing_mm": args.smoothing_mm, "machine": machine_info(threads=args.threads),
-              "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model),
-              "model_sha256": synthesizer.model.sha256, "held_out_seed": HELD_OUT_SEED,
-              "phantom_version": PHANTOM_VERSION, "subjects": []}
+        generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
+    report = {
+        "command": command,
+        "smoothing_mm": args.smoothing_mm,
+        "machine": machine_info(threads=args.threads),
+        "model": str(DEMO_MODEL_DIR if args.model == DEMO_MODEL else args.model),
+        "model_sha256": synthesizer.model.sha256,
+        "held_out_seed": HELD_OUT_SEED,
+        "phantom_version": PHANTOM_VERSION,
+        "subjects": [],
+    }
     for index in range(1, args.subjects + 1):
         subject = f"{index:02d}"
         start = time.perf_counter()
-        prep = preprocess_pair(bids_dir / f"sub-{subject}/anat/sub-{subject}_T1w.nii.gz",
-                               bids_dir / f"sub-{subject}/pet/sub-{subject}_trc-FDG_pet.nii.gz",
-                               work / "prep" / f"sub-{subject}", cfg, subject_label=subject, nthreads=args.threads)
+        prep = preprocess_pair(
+            bids_dir / f"sub-{subject}/anat/sub-{subject}_T1w.nii.gz",
+            bids_dir / f"sub-{subject}/pet/sub-{subject}_trc-FDG_pet.nii.gz",
+            work / "prep" / f"sub-{subject}",
+            cfg,
+            subject_label=subject,
+            nthreads=args.threads,
+        )
         prep_seconds = time.perf_counter() - start
         t1, mask, real = load(prep.t1w_model), load(prep.brain_mask_model) > 0.5, load(prep.pet_suvr_model)
         truth = load(phantom_truth(bids_dir, subject).pet_suvr)
         smoothing_voxels = args.smoothing_mm / cfg.grid.spacing_mm
-        cases = [run_case(synthesizer, f"sub-{subject}", t1, mask, real, truth, planes, k, args.samples_sampler,
-                          smoothing_voxels, steps=2 if args.smoke else None)
-                 for planes, k in
-                 ((("axial",), 1), (("axial",), args.samples), (THREE_PLANES, 1), (THREE_PLANES, args.samples))]
-        report["subjects"].append({"subject": subject, "diagnosis": read_diagnoses(bids_dir).get(subject),
-                                   "preprocessing_seconds": round(prep_seconds, 1), "cases": cases})
+        cases = [
+            run_case(
+                synthesizer,
+                f"sub-{subject}",
+                t1,
+                mask,
+                real,
+                truth,
+                planes,
+                k,
+                args.samples_sampler,
+                smoothing_voxels,
+                steps=2 if args.smoke else None,
+            )
+            for planes, k in (
+                (("axial",), 1),
+                (("axial",), args.samples),
+                (THREE_PLANES, 1),
+                (THREE_PLANES, args.samples),
+            )
+        ]
+        report["subjects"].append(
+            {
+                "subject": subject,
+                "diagnosis": read_diagnoses(bids_dir).get(subject),
+                "preprocessing_seconds": round(prep_seconds, 1),
+                "cases": cases,
+            }
+        )
         print(json.dumps(report["subjects"][-1], indent=1))
     write_results(args.results, "synthesis", report, markdown(report))
     return 0
@@ -184,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(report: dict) -> str:
     lines = [
         *markdown_head("Whole-brain synthesis on held-out phantom subjects", report),
-        f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}), phantom seed {report['held_out_seed']}", "",
+        f"Model: {report['model']} (sha256 {report['model_sha256'][:12]}), phantom seed {report['held_out_seed']}",
+        "",
         "| subject | planes | K | sampler (NFE/slice) | seconds | PSNR dB (real PET) | SSIM (real PET) | PSNR dB "
         "(noise-free) | stripe index (axial) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -196,17 +256,22 @@ def markdown(report: dict) -> str:
                 f"{c['steps']} ({c['network_evaluations_per_slice']}) | {c['seconds']:.1f} | "
                 f"{c['vs_real_pet']['psnr_db']:.2f} | {c['vs_real_pet']['ssim']:.3f} | "
                 f"{c['vs_noise_free_truth']['psnr_db']:.2f} | {c['stripe_index_axial']:.2f} "
-                f"(real {c['stripe_index_axial_real_pet']:.2f}) |")
-    lines += ["", "Uncertainty maps. Sampling SD: across the K fused samples; view SD: across the three planes' "
-              "reconstructions (each the mean of its K samples). Correlation: Pearson, inside the brain mask, of the "
-              "SD map with the absolute error of the mean, voxelwise / after Gaussian smoothing (sigma "
-              f"{report['smoothing_mm']:g} mm inside the mask). Calibration: RMSE of the mean (against the real PET) "
-              "per SD quintile, and the spread-skill ratio sqrt((1 + 1/n) mean SD^2) / RMSE with n the number of "
-              "members (K samples or 3 planes): 1 for a calibrated map, below 1 overconfident (the convention of "
-              "bids_jdam.evaluate.probabilistic; results before 2026-12-01 report its inverse).", "",
-              "| subject | planes | K | map | corr. vs real PET | corr. vs noise-free truth | SD quintiles: mean SD -> "
-              "RMSE (real PET) | spread-skill real (noise-free) |",
-              "|---|---|---|---|---|---|---|---|"]
+                f"(real {c['stripe_index_axial_real_pet']:.2f}) |"
+            )
+    lines += [
+        "",
+        "Uncertainty maps. Sampling SD: across the K fused samples; view SD: across the three planes' "
+        "reconstructions (each the mean of its K samples). Correlation: Pearson, inside the brain mask, of the "
+        "SD map with the absolute error of the mean, voxelwise / after Gaussian smoothing (sigma "
+        f"{report['smoothing_mm']:g} mm inside the mask). Calibration: RMSE of the mean (against the real PET) "
+        "per SD quintile, and the spread-skill ratio sqrt((1 + 1/n) mean SD^2) / RMSE with n the number of "
+        "members (K samples or 3 planes): 1 for a calibrated map, below 1 overconfident (the convention of "
+        "bids_jdam.evaluate.probabilistic; results before 2026-12-01 report its inverse).",
+        "",
+        "| subject | planes | K | map | corr. vs real PET | corr. vs noise-free truth | SD quintiles: mean SD -> "
+        "RMSE (real PET) | spread-skill real (noise-free) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for subject in report["subjects"]:
         for c in subject["cases"]:
             for name, scores in c["uncertainty_maps"].items():
@@ -219,17 +284,22 @@ def markdown(report: dict) -> str:
                     f"{real['correlation_voxelwise']:+.2f} / {real['correlation_smoothed']:+.2f} | "
                     f"{truth['correlation_voxelwise']:+.2f} / {truth['correlation_smoothed']:+.2f} | {bins} | "
                     f"{real['calibration']['spread_skill_ratio']:.2f} "
-                    f"({truth['calibration']['spread_skill_ratio']:.2f}) |")
+                    f"({truth['calibration']['spread_skill_ratio']:.2f}) |"
+                )
     lines += ranking_table(report)
     lines += regional_table(report)
-    lines += ["", "The K samples as an ensemble (bids_jdam.evaluate.probabilistic), as the app writes them (spread by "
-              "the model card's calibration where it applies: temperature and scale given, else none): fair CRPS "
-              "against the MAE of their mean, unbiased spread-skill ratio (1 calibrated, below 1 overconfident), "
-              "coverage of the central 50 % / 90 % intervals (calibrated: 0.50 / 0.90); against the noise-free truth "
-              "(real PET).", "",
-              "| subject | planes | K | calibration | CRPS | MAE of the mean | spread-skill | coverage 50 % | "
-              "coverage 90 % |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "The K samples as an ensemble (bids_jdam.evaluate.probabilistic), as the app writes them (spread by "
+        "the model card's calibration where it applies: temperature and scale given, else none): fair CRPS "
+        "against the MAE of their mean, unbiased spread-skill ratio (1 calibrated, below 1 overconfident), "
+        "coverage of the central 50 % / 90 % intervals (calibrated: 0.50 / 0.90); against the noise-free truth "
+        "(real PET).",
+        "",
+        "| subject | planes | K | calibration | CRPS | MAE of the mean | spread-skill | coverage 50 % | "
+        "coverage 90 % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for subject in report["subjects"]:
         for c in subject["cases"]:
             if "probabilistic" not in c:
@@ -242,37 +312,52 @@ def markdown(report: dict) -> str:
                 f"{truth['crps']:.4f} ({real['crps']:.4f}) | "
                 f"{truth['mae_of_mean']:.4f} ({real['mae_of_mean']:.4f}) | {truth['spread_skill_ratio']:.2f} "
                 f"({real['spread_skill_ratio']:.2f}) | {truth['coverage']['0.50']:.2f} ({real['coverage']['0.50']:.2f})"
-                f" | {truth['coverage']['0.90']:.2f} ({real['coverage']['0.90']:.2f}) |")
-    lines += ["", "Preprocessing per subject in this run (s; near zero where `--work` already held the cached steps): "
-              + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
-              "", "Figures on phantoms are upper bounds for real data."]
+                f" | {truth['coverage']['0.90']:.2f} ({real['coverage']['0.90']:.2f}) |"
+            )
+    lines += [
+        "",
+        "Preprocessing per subject in this run (s; near zero where `--work` already held the cached steps): "
+        + ", ".join(f"{s['subject']}: {s['preprocessing_seconds']}" for s in report["subjects"]),
+        "",
+        "Figures on phantoms are upper bounds for real data.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def regional_table(report: dict) -> list[str]:
     """Per case, pooled over subjects: regional MAE, coverage of the regional interval, AD - CN meta-ROI."""
-    lines = ["", "Regional SUVR (AAL3 regions and the AD meta-ROI, bids_jdam.evaluate.atlas_suvr) pooled over the "
-             "subjects: MAE of the synthetic against the real PET's (noise-free truth's) regional SUVR, coverage of "
-             "the model card's regional 90 % interval over (subject, region) pairs where it applies to the case "
-             "(goal 0.85-0.95), and the AD - CN difference of the meta-ROI mean, synthetic against real (goal: at "
-             "least half of the real one).", "",
-             "| planes | K | regional MAE real (truth) | interval half-width | coverage real (truth) | "
-             "meta-ROI AD - CN synthetic / real (truth) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "Regional SUVR (AAL3 regions and the AD meta-ROI, bids_jdam.evaluate.atlas_suvr) pooled over the "
+        "subjects: MAE of the synthetic against the real PET's (noise-free truth's) regional SUVR, coverage of "
+        "the model card's regional 90 % interval over (subject, region) pairs where it applies to the case "
+        "(goal 0.85-0.95), and the AD - CN difference of the meta-ROI mean, synthetic against real (goal: at "
+        "least half of the real one).",
+        "",
+        "| planes | K | regional MAE real (truth) | interval half-width | coverage real (truth) | "
+        "meta-ROI AD - CN synthetic / real (truth) |",
+        "|---|---|---|---|---|---|",
+    ]
     for index, first in enumerate(report["subjects"][0]["cases"]):
         cases = [(subject, subject["cases"][index]) for subject in report["subjects"]]
         cells = []
         for reference in ("real_pet", "noise_free_truth"):
             scores = [c["regional"][reference] for _, c in cases]
             mae = np.mean([x["mae_suvr"] for x in scores])
-            covered = None if scores[0]["covered"] is None else (
-                sum(x["covered"] for x in scores) / sum(x["regions"] for x in scores))
+            covered = (
+                None
+                if scores[0]["covered"] is None
+                else (sum(x["covered"] for x in scores) / sum(x["regions"] for x in scores))
+            )
             cells.append((mae, covered, _group_difference(cases, reference)))
         (mae_r, cov_r, diff_r), (mae_t, cov_t, diff_t) = cells
         half = first["regional"]["interval_half_width_suvr"]
         coverage_cell = "n/a (not fitted for this case)" if cov_r is None else f"{cov_r:.3f} ({cov_t:.3f})"
-        lines.append(f"| {'+'.join(first['planes'])} | {first['num_samples']} | {mae_r:.4f} ({mae_t:.4f}) | "
-                     f"{'n/a' if half is None else f'{half:.4f}'} | {coverage_cell} | {_difference_cell(diff_r)} "
-                     f"({_difference_cell(diff_t)}) |")
+        lines.append(
+            f"| {'+'.join(first['planes'])} | {first['num_samples']} | {mae_r:.4f} ({mae_t:.4f}) | "
+            f"{'n/a' if half is None else f'{half:.4f}'} | {coverage_cell} | {_difference_cell(diff_r)} "
+            f"({_difference_cell(diff_t)}) |"
+        )
     return lines
 
 
@@ -283,8 +368,10 @@ def _group_difference(cases: list, reference: str) -> tuple[float, float] | None
         groups.setdefault(subject.get("diagnosis"), []).append(case["regional"][reference]["meta_roi"])
     if not ({"AD", "CN"} <= set(groups)):
         return None
-    return tuple(float(np.mean([m[key] for m in groups["AD"]]) - np.mean([m[key] for m in groups["CN"]]))
-                 for key in ("synthetic", "reference"))
+    return tuple(
+        float(np.mean([m[key] for m in groups["AD"]]) - np.mean([m[key] for m in groups["CN"]]))
+        for key in ("synthetic", "reference")
+    )
 
 
 def _difference_cell(difference: tuple[float, float] | None) -> str:
@@ -306,24 +393,36 @@ RANKING_GOALS = (
 
 def ranking_table(report: dict) -> list[str]:
     """Whether each map says where the error is (bids_jdam.evaluate.error_ranking), against the goals."""
-    lines = ["", "Does the map say where the error is (bids_jdam.evaluate.error_ranking)? Each map read as the "
-             "predictive SD of the mean (SD x sqrt(1 + 1/n), n members) and a Gaussian; sampling_smoothed: the "
-             f"sampling SD smoothed (sigma {report['smoothing_mm']:g} mm inside the mask), a candidate map the app "
-             "does not write. Against the noise-free truth (real PET); a goal met against the truth is marked *. "
-             "Goals: " + "; ".join(words for _, _, words in RANKING_GOALS) + ".", "",
-             "| subject | planes | K | map | " + " | ".join(key for key, _, _ in RANKING_GOALS)
-             + " | RMSE per SD fifth (noise-free) | coverage per SD fifth (noise-free) |",
-             "|---|---|---|---|" + "---|" * (len(RANKING_GOALS) + 2)]
+    lines = [
+        "",
+        "Does the map say where the error is (bids_jdam.evaluate.error_ranking)? Each map read as the "
+        "predictive SD of the mean (SD x sqrt(1 + 1/n), n members) and a Gaussian; sampling_smoothed: the "
+        f"sampling SD smoothed (sigma {report['smoothing_mm']:g} mm inside the mask), a candidate map the app "
+        "does not write. Against the noise-free truth (real PET); a goal met against the truth is marked *. "
+        "Goals: " + "; ".join(words for _, _, words in RANKING_GOALS) + ".",
+        "",
+        "| subject | planes | K | map | "
+        + " | ".join(key for key, _, _ in RANKING_GOALS)
+        + " | RMSE per SD fifth (noise-free) | coverage per SD fifth (noise-free) |",
+        "|---|---|---|---|" + "---|" * (len(RANKING_GOALS) + 2),
+    ]
     for subject in report["subjects"]:
         for c in subject["cases"]:
             for name, scores in c["uncertainty_maps"].items():
                 truth, real = scores["noise_free_truth"]["ranking"], scores["real_pet"]["ranking"]
-                cells = [f"{truth[key]:.2f}{'*' if meets(truth[key]) else ''} ({real[key]:.2f})"
-                         for key, meets, _ in RANKING_GOALS]
-                lines.append(f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {name} | "
-                             + " | ".join(cells) + " | "
-                             + ", ".join(f"{row['rmse']:.3f}" for row in truth["reliability"]) + " | "
-                             + ", ".join(f"{row['coverage']:.2f}" for row in truth["reliability"]) + " |")
+                cells = [
+                    f"{truth[key]:.2f}{'*' if meets(truth[key]) else ''} ({real[key]:.2f})"
+                    for key, meets, _ in RANKING_GOALS
+                ]
+                lines.append(
+                    f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {name} | "
+                    + " | ".join(cells)
+                    + " | "
+                    + ", ".join(f"{row['rmse']:.3f}" for row in truth["reliability"])
+                    + " | "
+                    + ", ".join(f"{row['coverage']:.2f}" for row in truth["reliability"])
+                    + " |"
+                )
     return lines
 
 

@@ -38,11 +38,11 @@ from benchmarks.machine import command_line, machine_info, markdown_head, peak_m
 from bids_jdam.config import PRECISIONS, JDAMConfig, SamplerConfig, small_config
 from bids_jdam.data.slices import PLANE_AXES
 from bids_jdam.data.template import load_template
-from bids_jdam.device import resolve_device
 from bids_jdam.diffusion.samplers import network_evaluations
-from bids_jdam.models.methods import METHODS
-from bids_jdam.models.model_dir import save_model_dir
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.methods import METHODS
+from bids_jdam.methods.model_dir import save_model_dir
+from bids_jdam.runtime.device import resolve_device
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.synthesizer import Synthesizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -79,24 +79,35 @@ def random_weights_model_dir(cfg: JDAMConfig, path: Path) -> tuple[Path, int, in
     return path, sum(p.numel() for p in network.parameters()), flops
 
 
-def timed_run(synthesizer: Synthesizer, sampler_cfg: SamplerConfig, planes: tuple[str, ...],
-              batch_size: int | None, flops_per_evaluation: int) -> dict:
+def timed_run(
+    synthesizer: Synthesizer,
+    sampler_cfg: SamplerConfig,
+    planes: tuple[str, ...],
+    batch_size: int | None,
+    flops_per_evaluation: int,
+) -> dict:
     """One whole-brain synthesis of the template T1w: seconds, slices, batch size, peak memory, FLOP rate."""
     device = synthesizer.device
     template = load_template(synthesizer.model.cfg.grid.spacing_mm)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = synthesizer.synthesize(template.t1, template.brain_mask, sampler_cfg, image="template", planes=planes,
-                                    batch_size=batch_size)
+    result = synthesizer.synthesize(
+        template.t1, template.brain_mask, sampler_cfg, image="template", planes=planes, batch_size=batch_size
+    )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     per_slice = network_evaluations(sampler_cfg.name, sampler_cfg.steps, sampler_cfg.corrector_steps)
-    row = {"planes": list(planes), "slices": result.network_evaluations // per_slice,
-           "network_evaluations": result.network_evaluations,
-           "seconds": round(result.seconds, 2), "batch_size": result.batch_size,
-           "peak_memory_gb": round(peak_memory_gb(device), 2),
-           "network_tflops_per_second": round(result.network_evaluations * flops_per_evaluation
-                                              / result.seconds / 1e12, 3)}
+    row = {
+        "planes": list(planes),
+        "slices": result.network_evaluations // per_slice,
+        "network_evaluations": result.network_evaluations,
+        "seconds": round(result.seconds, 2),
+        "batch_size": result.batch_size,
+        "peak_memory_gb": round(peak_memory_gb(device), 2),
+        "network_tflops_per_second": round(
+            result.network_evaluations * flops_per_evaluation / result.seconds / 1e12, 3
+        ),
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -108,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--sampler", default="ancestral")
     parser.add_argument("--steps", type=int, default=18)
-    parser.add_argument("--plane-sets", nargs="+", type=plane_set, default=[("axial",), THREE_PLANES],
-                        metavar="PLANE[+PLANE...]", help="planes sampled and fused in one run (default: axial, "
-                        "and axial+coronal+sagittal)")
+    parser.add_argument(
+        "--plane-sets",
+        nargs="+",
+        type=plane_set,
+        default=[("axial",), THREE_PLANES],
+        metavar="PLANE[+PLANE...]",
+        help="planes sampled and fused in one run (default: axial, and axial+coronal+sagittal)",
+    )
     parser.add_argument("--repeats", type=int, help="runs of each plane set (default: 2 on CUDA, 1 on CPU)")
     parser.add_argument("--batch-size", type=int, help="slices per network call (default: bids-jdam's choice)")
     parser.add_argument("--threads", type=int, default=2)
@@ -129,16 +145,27 @@ def main(argv: list[str] | None = None) -> int:
         model_dir, parameters, flops = random_weights_model_dir(cfg, Path(folder) / "model")
         synthesizer = Synthesizer.from_model_dir(model_dir, device, args.precision, args.compile)
     repeats = args.repeats or (2 if device.type == "cuda" else 1)
-    runs = [timed_run(synthesizer, sampler_cfg, planes, args.batch_size, flops)
-            for planes in args.plane_sets for _ in range(repeats)]
+    runs = [
+        timed_run(synthesizer, sampler_cfg, planes, args.batch_size, flops)
+        for planes in args.plane_sets
+        for _ in range(repeats)
+    ]
     report = {
-        "command": command, "machine": machine, "target": TARGET,
+        "command": command,
+        "machine": machine,
+        "target": TARGET,
         "network": "smoke (small_config)" if args.smoke else "paper-size (NetworkConfig defaults), random weights",
-        "network_config": cfg.to_dict()["network"], "parameters": parameters, "slice_size": cfg.grid.slice_size,
-        "grid_spacing_mm": cfg.grid.spacing_mm, "gflop_per_slice_evaluation": round(flops / 1e9, 3),
-        "sampler": args.sampler, "steps": steps,
+        "network_config": cfg.to_dict()["network"],
+        "parameters": parameters,
+        "slice_size": cfg.grid.slice_size,
+        "grid_spacing_mm": cfg.grid.spacing_mm,
+        "gflop_per_slice_evaluation": round(flops / 1e9, 3),
+        "sampler": args.sampler,
+        "steps": steps,
         "network_evaluations_per_slice": network_evaluations(args.sampler, steps, sampler_cfg.corrector_steps),
-        "precision": synthesizer.precision, "compiled": args.compile, "runs": runs,
+        "precision": synthesizer.precision,
+        "compiled": args.compile,
+        "runs": runs,
     }
     write_results(args.results, "throughput-compiled" if args.compile else "throughput", report, markdown(report))
     return 0
@@ -153,13 +180,16 @@ def markdown(report: dict) -> str:
         f"Sampler: {report['sampler']}, {report['steps']} steps ({report['network_evaluations_per_slice']} network "
         f"evaluations per slice), one sample; input nilearn's MNI152NLin2009aSym T1w on the "
         f"{report['grid_spacing_mm']:g} mm grid.  ",
-        f"Target ({report['target']}).", "",
+        f"Target ({report['target']}).",
+        "",
         "| run | planes | slices | seconds | batch | peak memory GB | network TFLOP over the run's seconds |",
         "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(report["runs"], 1):
-        lines.append(f"| {i} | {'+'.join(r['planes'])} | {r['slices']} | {r['seconds']:.1f} | {r['batch_size']} | "
-                     f"{r['peak_memory_gb']:.2f} | {r['network_tflops_per_second']:.3f} |")
+        lines.append(
+            f"| {i} | {'+'.join(r['planes'])} | {r['slices']} | {r['seconds']:.1f} | {r['batch_size']} | "
+            f"{r['peak_memory_gb']:.2f} | {r['network_tflops_per_second']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -33,12 +33,12 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from bids_jdam import atomic
 from bids_jdam.config import small_config
 from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.io import atomic
+from bids_jdam.methods import DEFAULT_METHOD, METHODS
+from bids_jdam.methods.model_dir import CONFIG, MODEL_CARD, WEIGHTS
 from bids_jdam.models.demo import DEMO_MODEL_DIR
-from bids_jdam.models.methods import DEFAULT_METHOD, METHODS
-from bids_jdam.models.model_dir import CONFIG, MODEL_CARD, WEIGHTS
 from bids_jdam.training.loop import Budget
 from bids_jdam.workflows.calibrate import calibrate_model
 from bids_jdam.workflows.train import TrainingRun, train_model
@@ -46,8 +46,10 @@ from bids_jdam.workflows.training_data import preprocessed_pairs_loader
 
 PHANTOM = {"subjects": 24, "seed": 1}
 JDAM_SAMPLER = {"name": "ancestral", "steps": 18, "corrector_steps": 0}
-SAMPLER_CHOSEN_BY = {"jdam": "benchmarks/speed.py, results/speed-x86_64-amd-epyc-2cpu.md",
-                     "jdam-residual": "the method's sampler, the one benchmarks/quality.py measures"}
+SAMPLER_CHOSEN_BY = {
+    "jdam": "benchmarks/speed.py, results/speed-x86_64-amd-epyc-2cpu.md",
+    "jdam-residual": "the method's sampler, the one benchmarks/quality.py measures",
+}
 
 
 def train(work: Path, minutes: float, resume: bool, method: str, max_steps: int | None = None) -> Path:
@@ -59,25 +61,35 @@ def train(work: Path, minutes: float, resume: bool, method: str, max_steps: int 
     cfg.train.checkpoint_every = 100
     if method == "jdam":  # training calibrates the spread for the sampler the model is packaged with
         cfg.sampler = replace(cfg.sampler, **JDAM_SAMPLER)
-    run = TrainingRun(bids_dir=bids_dir, out_dir=work / "model", method=method,
-                      load_subjects=preprocessed_pairs_loader(work / "preprocessing", nthreads=2),
-                      budget=Budget(max_steps=max_steps, minutes=minutes), resume=resume, device="cpu")
+    run = TrainingRun(
+        bids_dir=bids_dir,
+        out_dir=work / "model",
+        method=method,
+        load_subjects=preprocessed_pairs_loader(work / "preprocessing", nthreads=2),
+        budget=Budget(max_steps=max_steps, minutes=minutes),
+        resume=resume,
+        device="cpu",
+    )
     return train_model(run, cfg)
 
 
 def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     """Copy config (with the default sampler) and card, store the weights as fp16, record checksum and provenance."""
     target.mkdir(parents=True, exist_ok=True)
-    weights = {name: tensor.half() if tensor.is_floating_point() else tensor
-               for name, tensor in load_file(model_dir / WEIGHTS).items()}
+    weights = {
+        name: tensor.half() if tensor.is_floating_point() else tensor
+        for name, tensor in load_file(model_dir / WEIGHTS).items()
+    }
     atomic.write_with(target / WEIGHTS, lambda temp: save_file(weights, str(temp), metadata={"dtype": "float16"}))
     card = json.loads((model_dir / MODEL_CARD).read_text())
     card["name"] = "bids-jdam-demo"
     card["weights_dtype"] = "float16"
     card["sha256"] = {WEIGHTS: atomic.sha256_file(target / WEIGHTS)}
-    card["training_data"]["bids_dir"] = (f"bids-jdam-phantom --subjects {PHANTOM['subjects']} "
-                                         f"--seed {PHANTOM['seed']} --fast "
-                                         "(raw T1w and PET through the app's preprocessing)")
+    card["training_data"]["bids_dir"] = (
+        f"bids-jdam-phantom --subjects {PHANTOM['subjects']} "
+        f"--seed {PHANTOM['seed']} --fast "
+        "(raw T1w and PET through the app's preprocessing)"
+    )
     config = json.loads((model_dir / CONFIG).read_text())
     if card["method"] == "jdam":
         config["sampler"].update(JDAM_SAMPLER)
@@ -91,8 +103,9 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
 def calibrate_packaged(work: Path, target: Path) -> None:
     """``bids-jdam-calibrate``'s calibrations of the packaged model on the run's validation subjects."""
     held_out = list(json.loads((target / MODEL_CARD).read_text())["training_data"]["subjects"]["validation"])
-    calibrate_model(target, work / "phantom", preprocessed_pairs_loader(work / "preprocessing", nthreads=2), held_out,
-                    device="cpu")
+    calibrate_model(
+        target, work / "phantom", preprocessed_pairs_loader(work / "preprocessing", nthreads=2), held_out, device="cpu"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,12 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="training time of this call")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--max-steps", type=int, help="stop at this many steps in all (default: the configuration's)")
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=[m for m in METHODS.names()
-                                                                       if METHODS.named(m).probabilistic],
-                        help=f"the demo's method (default {DEFAULT_METHOD}, as are the shipped weights)")
+    parser.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=[m for m in METHODS.names() if METHODS.named(m).probabilistic],
+        help=f"the demo's method (default {DEFAULT_METHOD}, as are the shipped weights)",
+    )
     parser.add_argument("--package-only", action="store_true", help="only package WORK/model")
-    parser.add_argument("--target", type=Path, default=DEMO_MODEL_DIR,
-                        help="where the packaged model goes (default: the app's demo model folder)")
+    parser.add_argument(
+        "--target",
+        type=Path,
+        default=DEMO_MODEL_DIR,
+        help="where the packaged model goes (default: the app's demo model folder)",
+    )
     args = parser.parse_args(argv)
     if not args.package_only:
         train(args.work, args.minutes, args.resume, args.method, args.max_steps)

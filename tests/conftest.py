@@ -42,11 +42,13 @@ def tiny_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFacto
     from bids_jdam.workflows.train import TrainingRun, train_model
 
     cfg = small_config()
-    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(32,),
-                                dropout=0.0, num_groups=4)
+    cfg.network = NetworkConfig(
+        channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(32,), dropout=0.0, num_groups=4
+    )
     cfg.train.batch_size = 4
     cfg.train.planes = ("axial",)
     cfg.sampler.name, cfg.sampler.steps = "heun", 2
     out = tmp_path_factory.mktemp("tiny_model") / "model"
-    return train_model(TrainingRun(phantom_dataset, out, method="jdam", budget=Budget(max_steps=2), device="cpu",
-                                   progress=False), cfg)
+    return train_model(
+        TrainingRun(phantom_dataset, out, method="jdam", budget=Budget(max_steps=2), device="cpu", progress=False), cfg
+    )

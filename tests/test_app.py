@@ -14,8 +14,8 @@ from bids import BIDSLayout
 
 from bids_jdam.bids.validator import find_validator, run_bids_validator
 from bids_jdam.cli.run import build_parser, main, run_config
-from bids_jdam.denormals import flush_supported
-from bids_jdam.models.registry import Method
+from bids_jdam.methods.registry import Method
+from bids_jdam.runtime.denormals import flush_supported
 from bids_jdam.workflows.run_config import RunConfig
 
 FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
@@ -32,9 +32,24 @@ def app_run(phantom_dataset, tiny_model_dir, tmp_path_factory):
     before = snapshot(phantom_dataset)
     out = tmp_path_factory.mktemp("app") / "out"
     work = out.parent / "work"
-    args = [str(phantom_dataset), str(out), "participant", "--participant-label", "01", "sub-02",
-            "--model", str(tiny_model_dir), "--num-samples", "2", "--planes", "axial", "coronal", "-w", str(work),
-            *FAST]
+    args = [
+        str(phantom_dataset),
+        str(out),
+        "participant",
+        "--participant-label",
+        "01",
+        "sub-02",
+        "--model",
+        str(tiny_model_dir),
+        "--num-samples",
+        "2",
+        "--planes",
+        "axial",
+        "coronal",
+        "-w",
+        str(work),
+        *FAST,
+    ]
     rc = main(args)
     return {"rc": rc, "out": out, "work": work, "args": args, "before": before}
 
@@ -69,8 +84,16 @@ def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
 def test_each_image_has_an_aal3_regional_table_with_its_real_pet(app_run):
     table = app_run["out"] / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_seg-AAL3_desc-jdam_pet.tsv"
     rows = [line.split("\t") for line in table.read_text().splitlines()]
-    assert rows[0] == ["index", "label_name", "voxels", "mean_synthetic_suvr", "ci90_lower", "ci90_upper",
-                       "mean_synthetic_sd", "mean_real_suvr"]
+    assert rows[0] == [
+        "index",
+        "label_name",
+        "voxels",
+        "mean_synthetic_suvr",
+        "ci90_lower",
+        "ci90_upper",
+        "mean_synthetic_sd",
+        "mean_real_suvr",
+    ]
     by_name = {row[1]: row for row in rows[1:]}
     assert {"Precuneus_L", "Cingulate_Post_R", "Cerebellum_Crus1_L", "AD_metaROI"} <= set(by_name)
     assert by_name["AD_metaROI"][0] == "1000" and int(by_name["AD_metaROI"][2]) > int(by_name["Angular_L"][2])
@@ -124,8 +147,20 @@ def test_options_not_given_keep_the_model_s_sampler_settings(app_run, phantom_da
     config["sampler"].update(num_samples=2, seed=5)
     (model / "config.json").write_text(json.dumps(config))
     out = tmp_path / "out"
-    rc = main([str(phantom_dataset), str(out), "participant", "--participant-label", "01", "--model", str(model),
-               "-w", str(app_run["work"]), "--skip-bids-validation"])
+    rc = main(
+        [
+            str(phantom_dataset),
+            str(out),
+            "participant",
+            "--participant-label",
+            "01",
+            "--model",
+            str(model),
+            "-w",
+            str(app_run["work"]),
+            "--skip-bids-validation",
+        ]
+    )
     assert rc == 0
     sidecar = json.loads((out / "sub-01" / "pet" / "sub-01_trc-FDG_space-T1w_desc-jdam_pet.json").read_text())
     assert (sidecar["Sampler"], sidecar["SamplerSteps"]) == (config["sampler"]["name"], config["sampler"]["steps"])
@@ -136,8 +171,13 @@ def test_options_not_given_keep_the_model_s_sampler_settings(app_run, phantom_da
     assert sidecar["SamplerTemperature"] == temperature
     assert (out / "sub-01" / "pet" / "sub-01_trc-FDG_space-T1w_desc-jdamstd_pet.nii.gz").is_file()  # K = 2
     metrics = json.loads((out / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
-    assert metrics["sampler"] == {"name": config["sampler"]["name"], "steps": config["sampler"]["steps"],
-                                  "num_samples": 2, "seed": 5, "temperature": temperature}
+    assert metrics["sampler"] == {
+        "name": config["sampler"]["name"],
+        "steps": config["sampler"]["steps"],
+        "num_samples": 2,
+        "seed": 5,
+        "temperature": temperature,
+    }
 
 
 def test_the_cli_builds_one_run_configuration_from_the_options_given(tmp_path):
@@ -145,9 +185,27 @@ def test_the_cli_builds_one_run_configuration_from_the_options_given(tmp_path):
     assert plain == RunConfig(tmp_path, tmp_path / "out", "participant")
     assert (plain.sampler, plain.steps, plain.num_samples, plain.seed) == (None, None, None, None)
     assert plain.work_directory == tmp_path / "out" / ".work"
-    given = run_config(build_parser().parse_args([
-        str(tmp_path), str(tmp_path / "out"), "participant", "--participant-label", "01", "sub-02", "--seed", "0",
-        "--planes", "axial", "coronal", "--compile", "-w", str(tmp_path / "w"), "-vv"]))
+    given = run_config(
+        build_parser().parse_args(
+            [
+                str(tmp_path),
+                str(tmp_path / "out"),
+                "participant",
+                "--participant-label",
+                "01",
+                "sub-02",
+                "--seed",
+                "0",
+                "--planes",
+                "axial",
+                "coronal",
+                "--compile",
+                "-w",
+                str(tmp_path / "w"),
+                "-vv",
+            ]
+        )
+    )
     assert given.participant_labels == ("01", "sub-02") and given.seed == 0 and given.compile_network
     assert given.planes == ("axial", "coronal") and given.work_directory == tmp_path / "w" and given.verbose == 2
 
@@ -165,8 +223,21 @@ def test_corrupt_t1w_fails_only_that_participant(app_run, phantom_dataset, tiny_
     shutil.copytree(phantom_dataset, bids, ignore=shutil.ignore_patterns("derivatives"))
     (bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz").write_bytes(b"not a nifti at all")
     out = tmp_path / "out"
-    rc = main([str(bids), str(out), "participant", "--participant-label", "01", "02",
-               "--model", str(tiny_model_dir), "-w", str(app_run["work"]), *FAST])
+    rc = main(
+        [
+            str(bids),
+            str(out),
+            "participant",
+            "--participant-label",
+            "01",
+            "02",
+            "--model",
+            str(tiny_model_dir),
+            "-w",
+            str(app_run["work"]),
+            *FAST,
+        ]
+    )
     assert rc == 1
     assert (out / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz").is_file()
     assert not (out / "sub-02").exists()
@@ -175,8 +246,18 @@ def test_corrupt_t1w_fails_only_that_participant(app_run, phantom_dataset, tiny_
 
 @pytest.mark.parametrize("labels", [["99"], ["sub-99"]])
 def test_unknown_participant_is_an_error(phantom_dataset, tiny_model_dir, tmp_path, capsys, labels):
-    rc = main([str(phantom_dataset), str(tmp_path / "out"), "participant", "--participant-label", *labels,
-               "--model", str(tiny_model_dir), *FAST])
+    rc = main(
+        [
+            str(phantom_dataset),
+            str(tmp_path / "out"),
+            "participant",
+            "--participant-label",
+            *labels,
+            "--model",
+            str(tiny_model_dir),
+            *FAST,
+        ]
+    )
     assert rc == 1 and "99" in capsys.readouterr().err
 
 
@@ -205,8 +286,18 @@ def test_cuda_requested_without_gpu(phantom_dataset, tiny_model_dir, tmp_path, c
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    rc = main([str(phantom_dataset), str(tmp_path / "out"), "participant", "--device", "cuda",
-               "--model", str(tiny_model_dir), *FAST])
+    rc = main(
+        [
+            str(phantom_dataset),
+            str(tmp_path / "out"),
+            "participant",
+            "--device",
+            "cuda",
+            "--model",
+            str(tiny_model_dir),
+            *FAST,
+        ]
+    )
     assert rc == 1 and "--device auto" in capsys.readouterr().err
 
 
@@ -255,7 +346,7 @@ class ToyLinear(Method):
 
 @pytest.fixture
 def toy_method():
-    from bids_jdam.models.methods import METHODS
+    from bids_jdam.methods import METHODS
 
     METHODS.register(ToyLinear())
     yield ToyLinear.name
@@ -263,18 +354,50 @@ def toy_method():
 
 
 def test_a_method_registered_elsewhere_trains_saves_loads_and_predicts_through_the_cli(
-        toy_method, app_run, phantom_dataset, tmp_path):
+    toy_method, app_run, phantom_dataset, tmp_path
+):
     """Adding a method is one registry entry: no other file knows about it, yet both commands run it."""
     from bids_jdam.cli.train import main as train_main
 
     model_dir = tmp_path / "toy"
-    assert train_main([str(phantom_dataset), str(model_dir), "--phantom-truth", "--small", "--method", toy_method,
-                       "--max-steps", "3", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        train_main(
+            [
+                str(phantom_dataset),
+                str(model_dir),
+                "--phantom-truth",
+                "--small",
+                "--method",
+                toy_method,
+                "--max-steps",
+                "3",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     card = json.loads((model_dir / "model_card.json").read_text())
     assert card["method"] == toy_method and card["toy"] is True and card["steps"] == 3
     out = tmp_path / "out"
-    assert main([str(phantom_dataset), str(out), "participant", "--participant-label", "01", "--model",
-                 str(model_dir), "-w", str(app_run["work"]), "--skip-bids-validation"]) == 0
+    assert (
+        main(
+            [
+                str(phantom_dataset),
+                str(out),
+                "participant",
+                "--participant-label",
+                "01",
+                "--model",
+                str(model_dir),
+                "-w",
+                str(app_run["work"]),
+                "--skip-bids-validation",
+            ]
+        )
+        == 0
+    )
     pet = out / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz"
     sidecar = json.loads(pet.with_name(pet.name.replace(".nii.gz", ".json")).read_text())
     assert sidecar["ModelMethod"] == toy_method and "one deterministic prediction" in sidecar["Description"]

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from bids import BIDSLayout
 
-from bids_jdam import atomic
 from bids_jdam.bids.derivatives import (
     TEMPLATE_SPACE,
     ParticipantStaging,
@@ -25,10 +24,19 @@ from bids_jdam.bids.derivatives import (
 from bids_jdam.bids.query import AnatInput, find_anatomicals, load_layout
 from bids_jdam.bids.validator import run_bids_validator
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic
 from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo, SynthesisProvenance
 
-RAW_PET_ACQUISITION_FIELDS = ("InjectedRadioactivity", "TimeZero", "ScanStart", "InjectionStart",
-                              "FrameTimesStart", "FrameDuration", "ReconMethodName", "AttenuationCorrection")
+RAW_PET_ACQUISITION_FIELDS = (
+    "InjectedRadioactivity",
+    "TimeZero",
+    "ScanStart",
+    "InjectionStart",
+    "FrameTimesStart",
+    "FrameDuration",
+    "ReconMethodName",
+    "AttenuationCorrection",
+)
 
 
 def nifti(dtype=np.float32) -> nib.Nifti1Image:
@@ -38,34 +46,61 @@ def nifti(dtype=np.float32) -> nib.Nifti1Image:
 
 
 def provenance(phantom_trained: bool = True) -> SynthesisProvenance:
-    return SynthesisProvenance(model=ModelInfo(name="demo", sha256="0" * 64, trained_on_phantoms=phantom_trained),
-                               sampler=SamplerInfo(name="heun", steps=18, num_samples=4, seed=0), noise_key="sub-01",
-                               reference_region="cerebellum and pons", wall_time_s=12.5)
+    return SynthesisProvenance(
+        model=ModelInfo(name="demo", sha256="0" * 64, trained_on_phantoms=phantom_trained),
+        sampler=SamplerInfo(name="heun", steps=18, num_samples=4, seed=0),
+        noise_key="sub-01",
+        reference_region="cerebellum and pons",
+        wall_time_s=12.5,
+    )
 
 
 def anat_input(**entities: str) -> AnatInput:
     entities = {"sub": "01", **entities}
     name = "_".join(f"{k}-{v}" for k, v in entities.items()) + "_T1w.nii.gz"
     folder = f"sub-{entities['sub']}" + (f"/ses-{entities['ses']}" if "ses" in entities else "") + "/anat"
-    return AnatInput(path=Path("/data") / folder / name, relative_path=f"{folder}/{name}",
-                     subject=entities["sub"], session=entities.get("ses"), run=entities.get("run"),
-                     acquisition=entities.get("acq"), suffix="T1w", entities=entities,
-                     metadata={"MagneticFieldStrength": 3}, field_strength=3.0)
+    return AnatInput(
+        path=Path("/data") / folder / name,
+        relative_path=f"{folder}/{name}",
+        subject=entities["sub"],
+        session=entities.get("ses"),
+        run=entities.get("run"),
+        acquisition=entities.get("acq"),
+        suffix="T1w",
+        entities=entities,
+        metadata={"MagneticFieldStrength": 3},
+        field_strength=3.0,
+    )
 
 
 @pytest.mark.parametrize(
     ("entities", "kwargs", "expected"),
     [
-        ({"sub": "01", "ses": "A", "run": "1"}, dict(space="T1w", desc="jdam", suffix="pet"),
-         "sub-01_ses-A_trc-FDG_run-1_space-T1w_desc-jdam_pet.nii.gz"),
-        ({"sub": "01"}, dict(space=TEMPLATE_SPACE, desc="jdam", suffix="pet"),
-         "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz"),
-        ({"sub": "01", "ses": "A"}, dict(space=TEMPLATE_SPACE, desc="jdamstd", suffix="pet", res="2"),
-         "sub-01_ses-A_trc-FDG_space-MNI152NLin2009aSym_res-2_desc-jdamstd_pet.nii.gz"),
-        ({"sub": "01", "acq": "mprage", "rec": "norm", "run": "2"}, dict(space="T1w", desc="jdam", suffix="pet"),
-         "sub-01_trc-FDG_run-2_space-T1w_desc-jdam_pet.nii.gz"),
-        ({"sub": "01", "acq": "mprage", "run": "2"}, dict(space="T1w", desc="brain", suffix="mask"),
-         "sub-01_acq-mprage_run-2_space-T1w_desc-brain_mask.nii.gz"),
+        (
+            {"sub": "01", "ses": "A", "run": "1"},
+            dict(space="T1w", desc="jdam", suffix="pet"),
+            "sub-01_ses-A_trc-FDG_run-1_space-T1w_desc-jdam_pet.nii.gz",
+        ),
+        (
+            {"sub": "01"},
+            dict(space=TEMPLATE_SPACE, desc="jdam", suffix="pet"),
+            "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz",
+        ),
+        (
+            {"sub": "01", "ses": "A"},
+            dict(space=TEMPLATE_SPACE, desc="jdamstd", suffix="pet", res="2"),
+            "sub-01_ses-A_trc-FDG_space-MNI152NLin2009aSym_res-2_desc-jdamstd_pet.nii.gz",
+        ),
+        (
+            {"sub": "01", "acq": "mprage", "rec": "norm", "run": "2"},
+            dict(space="T1w", desc="jdam", suffix="pet"),
+            "sub-01_trc-FDG_run-2_space-T1w_desc-jdam_pet.nii.gz",
+        ),
+        (
+            {"sub": "01", "acq": "mprage", "run": "2"},
+            dict(space="T1w", desc="brain", suffix="mask"),
+            "sub-01_acq-mprage_run-2_space-T1w_desc-brain_mask.nii.gz",
+        ),
     ],
 )
 def test_derivative_names_follow_the_schema_entity_order(entities, kwargs, expected):
@@ -111,10 +146,14 @@ def test_dataset_description_records_the_container_and_the_raw_link(tmp_path: Pa
     write_dataset_description(out, source_dir=tmp_path / "bids", version="0.1.0")
     written = json.loads((out / "dataset_description.json").read_text())
     assert written["DatasetType"] == "derivative"
-    assert written["GeneratedBy"] == [{
-        "Name": "bids-jdam", "Version": "0.1.0", "Description": written["GeneratedBy"][0]["Description"],
-        "Container": {"Type": "docker", "Tag": "bids-jdam:0.1.0"},
-    }]
+    assert written["GeneratedBy"] == [
+        {
+            "Name": "bids-jdam",
+            "Version": "0.1.0",
+            "Description": written["GeneratedBy"][0]["Description"],
+            "Container": {"Type": "docker", "Tag": "bids-jdam:0.1.0"},
+        }
+    ]
     assert written["SourceDatasets"] == [{"URL": "bids:raw:"}]
     assert written["DatasetLinks"] == {"raw": (tmp_path / "bids").as_uri()}
 
@@ -122,15 +161,21 @@ def test_dataset_description_records_the_container_and_the_raw_link(tmp_path: Pa
 def test_dataset_description_merges_with_a_previous_run(tmp_path: Path):
     out = tmp_path / "out"
     out.mkdir()
-    previous = {"Name": "my study", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-                "GeneratedBy": [{"Name": "manual QC"}, {"Name": "bids-jdam", "Version": "0.0.1"}]}
+    previous = {
+        "Name": "my study",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "manual QC"}, {"Name": "bids-jdam", "Version": "0.0.1"}],
+    }
     (out / "dataset_description.json").write_text(json.dumps(previous))
     write_dataset_description(out, source_dir=tmp_path / "bids", version="0.1.0")
     write_dataset_description(out, source_dir=tmp_path / "bids", version="0.1.0")
     written = json.loads((out / "dataset_description.json").read_text())
     assert written["Name"] == "my study"
     assert [(g["Name"], g.get("Version")) for g in written["GeneratedBy"]] == [
-        ("manual QC", None), ("bids-jdam", "0.1.0")]
+        ("manual QC", None),
+        ("bids-jdam", "0.1.0"),
+    ]
     assert written["SourceDatasets"] == [{"URL": "bids:raw:"}]
     assert [p.name for p in out.iterdir()] == ["dataset_description.json"]
 
@@ -138,8 +183,10 @@ def test_dataset_description_merges_with_a_previous_run(tmp_path: Path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (json.dumps({"Name": "f", "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]}),
-         "belongs to another dataset \\(fMRIPrep\\)"),
+        (
+            json.dumps({"Name": "f", "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep"}]}),
+            "belongs to another dataset \\(fMRIPrep\\)",
+        ),
         (json.dumps({"Name": "raw", "BIDSVersion": "1.10.0"}), "not a bids-jdam derivative dataset"),
         ("{broken", "cannot read the existing dataset_description.json"),
     ],
@@ -190,17 +237,25 @@ def write_participant_outputs(out: Path, source: AnatInput) -> None:
     """What the participant workflow writes for one T1w, with these functions only."""
     with ParticipantStaging(out, source.subject) as staging:
         for space in ("T1w", TEMPLATE_SPACE):
-            for desc, statistic in (("jdam", "mean"), ("jdamstd", "std"), ("jdamviewstd", "viewstd"),
-                                    ("jdampredsd", "predictivesd")):
-                image = derivative_path(source.entities, space=space, desc=desc, suffix="pet",
-                                        extension=".nii.gz", trc="FDG")
+            for desc, statistic in (
+                ("jdam", "mean"),
+                ("jdamstd", "std"),
+                ("jdamviewstd", "viewstd"),
+                ("jdampredsd", "predictivesd"),
+            ):
+                image = derivative_path(
+                    source.entities, space=space, desc=desc, suffix="pet", extension=".nii.gz", trc="FDG"
+                )
                 atomic.save_nifti(nifti(), staging.path(image))
-                atomic.write_json(staging.path(image.with_name(image.name.replace(".nii.gz", ".json"))),
-                                  pet_sidecar(source, provenance(), space=space, statistic=statistic))
+                atomic.write_json(
+                    staging.path(image.with_name(image.name.replace(".nii.gz", ".json"))),
+                    pet_sidecar(source, provenance(), space=space, statistic=statistic),
+                )
             mask = derivative_path(source.entities, space=space, desc="brain", suffix="mask", extension=".nii.gz")
             atomic.save_nifti(nifti(np.uint8), staging.path(mask))
-            atomic.write_json(staging.path(mask.with_name(mask.name.replace(".nii.gz", ".json"))),
-                              mask_sidecar(source, space=space))
+            atomic.write_json(
+                staging.path(mask.with_name(mask.name.replace(".nii.gz", ".json"))), mask_sidecar(source, space=space)
+            )
         for extension in (".h5", ".mat"):
             xfm = transform_path(source.entities, from_space="T1w", to_space=TEMPLATE_SPACE, extension=extension)
             staging.path(xfm).write_bytes(b"transform")
@@ -224,7 +279,9 @@ def test_a_written_derivative_dataset_indexes_and_validates(tmp_path: Path):
     synthetic = layout.get(scope="derivatives", desc="jdam", suffix="pet", extension=".nii.gz")
     assert sorted(f.filename for f in synthetic) == [
         f"sub-01_ses-A_trc-FDG_run-{run}_space-{space}_desc-jdam_pet.nii.gz"
-        for run in ("1", "2") for space in (TEMPLATE_SPACE, "T1w")]
+        for run in ("1", "2")
+        for space in (TEMPLATE_SPACE, "T1w")
+    ]
     assert synthetic[0].get_metadata()["TracerName"] == "FDG"
     transforms = layout.get(scope="derivatives", suffix="xfm", extension=".h5")
     assert {(f.entities["from"], f.entities["to"]) for f in transforms} == {("T1w", TEMPLATE_SPACE)}

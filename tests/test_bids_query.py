@@ -205,8 +205,9 @@ def test_unit1_suffix_selects_mp2rage_images(dataset: Path):
 
 
 def test_images_that_would_share_outputs_are_refused_with_a_hint(tmp_path: Path):
-    root = make_dataset(tmp_path / "bids", ["sub-01/anat/sub-01_acq-fast_T1w.nii.gz",
-                                           "sub-01/anat/sub-01_acq-slow_T1w.nii.gz"])
+    root = make_dataset(
+        tmp_path / "bids", ["sub-01/anat/sub-01_acq-fast_T1w.nii.gz", "sub-01/anat/sub-01_acq-slow_T1w.nii.gz"]
+    )
     layout = load_layout(root, validate=False)
     with pytest.raises(InputError, match="--bids-filter-file"):
         find_anatomicals(layout, participants=None, sessions=None)
@@ -226,10 +227,10 @@ def test_load_filters_reads_fmriprep_style_files(tmp_path: Path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{\"t1w\": ", "not valid JSON"),
+        ('{"t1w": ', "not valid JSON"),
         ("[1, 2]", "must hold a JSON object"),
         (json.dumps({"bold": {"task": "rest"}}), "unknown query name\\(s\\) bold"),
-        (json.dumps({"t1w": ["run", 1]}), "\"t1w\" must map entity names to values"),
+        (json.dumps({"t1w": ["run", 1]}), '"t1w" must map entity names to values'),
         (json.dumps({"t1w": {"run": {"a": 1}}}), "unusable value"),
     ],
 )
@@ -263,11 +264,14 @@ def test_fdg_pet_lookup_ignores_other_tracers(dataset: Path):
 
 def test_clinica_adni_names(tmp_path: Path):
     session = "sub-ADNI002S0295/ses-M000"
-    root = make_dataset(tmp_path / "adni", [
-        f"{session}/anat/sub-ADNI002S0295_ses-M000_T1w.nii.gz",
-        f"{session}/pet/sub-ADNI002S0295_ses-M000_trc-18FFDG_rec-uniform_pet.nii.gz",
-        f"{session}/pet/sub-ADNI002S0295_ses-M000_trc-18FFDG_rec-coregavg_pet.nii.gz",
-    ])
+    root = make_dataset(
+        tmp_path / "adni",
+        [
+            f"{session}/anat/sub-ADNI002S0295_ses-M000_T1w.nii.gz",
+            f"{session}/pet/sub-ADNI002S0295_ses-M000_trc-18FFDG_rec-uniform_pet.nii.gz",
+            f"{session}/pet/sub-ADNI002S0295_ses-M000_trc-18FFDG_rec-coregavg_pet.nii.gz",
+        ],
+    )
     layout = load_layout(root, validate=False)
     anat = find_anatomicals(layout, participants=["sub-ADNI002S0295"], sessions=["M000"]).inputs
     assert [(a.subject, a.session) for a in anat] == [("ADNI002S0295", "M000")]

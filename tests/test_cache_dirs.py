@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bids_jdam.cache_dirs import DEFAULTS, ensure_writable_cache_dirs
+from bids_jdam.runtime.cache_dirs import DEFAULTS, ensure_writable_cache_dirs
 
 
 def _unwritable_home(tmp_path: Path) -> Path:
@@ -50,9 +50,25 @@ def test_participant_runs_with_an_unwritable_home(phantom_dataset, tiny_model_di
     env = {key: value for key, value in os.environ.items() if key not in DEFAULTS}
     env.update(HOME=str(_unwritable_home(tmp_path)), TMPDIR=str(tmp_path), OMP_NUM_THREADS="2")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "bids_jdam", str(phantom_dataset), str(out), "participant",
-               "--participant-label", "01", "--model", str(tiny_model_dir), "--sampler", "heun", "--steps", "2",
-               "--skip-bids-validation", "--omp-nthreads", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "bids_jdam",
+        str(phantom_dataset),
+        str(out),
+        "participant",
+        "--participant-label",
+        "01",
+        "--model",
+        str(tiny_model_dir),
+        "--sampler",
+        "heun",
+        "--steps",
+        "2",
+        "--skip-bids-validation",
+        "--omp-nthreads",
+        "2",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz").is_file()

@@ -12,8 +12,17 @@ from bids_jdam.config import SamplerConfig
 from bids_jdam.errors import InputError
 from bids_jdam.synthesis.loaded_model import LoadedModel, _warn_uncalibrated
 
-CALIBRATION = {"spread_scale": 2.5, "level": 0.9, "num_samples": 4, "voxels": 100, "subjects": 2,
-               "sampler": "heun", "steps": 18, "planes": 1, "temperature": 0.5}
+CALIBRATION = {
+    "spread_scale": 2.5,
+    "level": 0.9,
+    "num_samples": 4,
+    "voxels": 100,
+    "subjects": 2,
+    "sampler": "heun",
+    "steps": 18,
+    "planes": 1,
+    "temperature": 0.5,
+}
 
 
 def _model(tiny_model_dir, tmp_path, calibration):
@@ -33,8 +42,10 @@ def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir,
         sampler, scale = model.calibrated_sampling(SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
     assert (sampler.temperature, scale, sampler.num_samples) == (0.5, 2.5, 4)
     assert "not calibrated" not in caplog.text
-    for other, planes in ((SamplerConfig(name="heun", steps=30), ("axial",)),
-                          (SamplerConfig(name="heun", steps=18), ("axial", "coronal"))):
+    for other, planes in (
+        (SamplerConfig(name="heun", steps=30), ("axial",)),
+        (SamplerConfig(name="heun", steps=18), ("axial", "coronal")),
+    ):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="bids_jdam.synthesis"):
             assert model.calibrated_sampling(other, planes) == (other, None)  # fitted for another sampler or planes
@@ -44,7 +55,8 @@ def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir,
 def test_a_card_without_a_temperature_keeps_the_plain_sampler(tiny_model_dir, tmp_path):
     older = {k: v for k, v in CALIBRATION.items() if k != "temperature"}
     sampler, scale = _model(tiny_model_dir, tmp_path, older).calibrated_sampling(
-        SamplerConfig(name="heun", steps=18), ("axial",))
+        SamplerConfig(name="heun", steps=18), ("axial",)
+    )
     assert (sampler.temperature, scale) == (1.0, 2.5)
 
 

@@ -42,8 +42,14 @@ def gaussian_case(spread: float) -> tuple[SynthesisResult, np.ndarray, np.ndarra
 def result_of(samples: np.ndarray) -> SynthesisResult:
     """A synthesis result of ``samples`` (K, *shape) as synthesize_volume makes it (SD with ddof = 1)."""
     return SynthesisResult(
-        mean=samples.mean(axis=0), std=samples.std(axis=0, ddof=1) if len(samples) > 1 else None, view_std=None,
-        samples=list(samples), per_plane={}, network_evaluations=0, seconds=0.0, batch_size=1,
+        mean=samples.mean(axis=0),
+        std=samples.std(axis=0, ddof=1) if len(samples) > 1 else None,
+        view_std=None,
+        samples=list(samples),
+        per_plane={},
+        network_evaluations=0,
+        seconds=0.0,
+        batch_size=1,
     )
 
 
@@ -94,17 +100,33 @@ def test_one_sample_with_a_predictive_sd_map_is_scored_as_a_gaussian_interval():
 
 def metrics(model: ModelInfo, quality: QualityMetrics | None, calibration: dict | None) -> ParticipantMetrics:
     return ParticipantMetrics(
-        participant_id="01", session=None, run=None, field_strength=None, model=model,
-        sampler=SamplerInfo("pc", 10, K, 0), quality=quality, in_training_set=False, noise_index=1.0,
-        regional_suvr_synthetic={}, regional_suvr_real=None, brain_volume_ml=1500.0,
-        registration=RegistrationCheck(0.8), brain_extraction=BrainExtractionCheck(0.95),
+        participant_id="01",
+        session=None,
+        run=None,
+        field_strength=None,
+        model=model,
+        sampler=SamplerInfo("pc", 10, K, 0),
+        quality=quality,
+        in_training_set=False,
+        noise_index=1.0,
+        regional_suvr_synthetic={},
+        regional_suvr_real=None,
+        brain_volume_ml=1500.0,
+        registration=RegistrationCheck(0.8),
+        brain_extraction=BrainExtractionCheck(0.95),
         model_calibration=calibration,
     )
 
 
 CALIBRATED = ModelInfo("m", "0" * 64, False, spread_scale=1.25)
-CALIBRATION = {"spread_scale": 1.25, "level": 0.9, "num_samples": 4, "voxels": 900, "subjects": 2,
-               "fitted_on": "2 held-out validation subjects (split-conformal, brain mask, pc sampler)"}
+CALIBRATION = {
+    "spread_scale": 1.25,
+    "level": 0.9,
+    "num_samples": 4,
+    "voxels": 900,
+    "subjects": 2,
+    "fitted_on": "2 held-out validation subjects (split-conformal, brain mask, pc sampler)",
+}
 
 
 def test_metrics_json_round_trip_keeps_the_spread_scores_and_the_calibration(tmp_path):
@@ -124,23 +146,30 @@ def test_metrics_json_of_an_older_writer_loads_without_the_new_fields(tmp_path):
     read = ParticipantMetrics.from_json(path)
     assert read.quality == QualityMetrics(30.0, 0.9, 0.05, 0.01) and read.model_calibration is None
     assert spread_statement(read.model, read.model_calibration, K) == (
-        "spread NOT calibrated: the SD map is likely too small")
+        "spread NOT calibrated: the SD map is likely too small"
+    )
 
 
 def test_the_statement_says_what_the_model_card_records():
     assert spread_statement(CALIBRATED, CALIBRATION, K) == (
-        "spread calibrated: scale 1.25 fitted on 2 held-out subjects (level 90 %, K = 4 samples)")
+        "spread calibrated: scale 1.25 fitted on 2 held-out subjects (level 90 %, K = 4 samples)"
+    )
     assert spread_statement(CALIBRATED, {**CALIBRATION, "subjects": 1}, K).startswith(
-        "spread calibrated: scale 1.25 fitted on 1 held-out subject (")
+        "spread calibrated: scale 1.25 fitted on 1 held-out subject ("
+    )
     assert spread_statement(CALIBRATED, CALIBRATION, 2).endswith(
-        "(level 90 %, K = 4 samples); here K = 2, so the coverage may differ")
+        "(level 90 %, K = 4 samples); here K = 2, so the coverage may differ"
+    )
     uncalibrated = ModelInfo("m", "0" * 64, False)
     assert spread_statement(uncalibrated, {"note": "not calibrated: no held-out subjects"}, K) == (
-        "spread NOT calibrated: the SD map is likely too small (not calibrated: no held-out subjects)")
+        "spread NOT calibrated: the SD map is likely too small (not calibrated: no held-out subjects)"
+    )
     assert spread_statement(uncalibrated, CALIBRATION, K) == (  # the card's scale was not applied to this image
         "spread NOT calibrated: the SD map is likely too small (the model card's scale was fitted for another "
-        "sampler or plane count)")
+        "sampler or plane count)"
+    )
     assert spread_statement(CALIBRATED, CALIBRATION, 1) == "one sample (K = 1): no sampling SD map"
     deterministic = ModelInfo("m", "0" * 64, False, method="unet-l1", probabilistic=False)
     assert spread_statement(deterministic, {"note": "deterministic method: no spread to calibrate"}, 1) == (
-        "deterministic method (unet-l1): one prediction, no spread")
+        "deterministic method (unet-l1): one prediction, no spread"
+    )

@@ -60,8 +60,9 @@ def test_entrypoint_runs_as_a_plain_process(tmp_path):
     command = [entrypoint] if entrypoint else [sys.executable, "-m", "bids_jdam"]
     version = subprocess.run([*command, "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and __version__ in version.stdout
-    missing = subprocess.run([*command, str(tmp_path / "nope"), str(tmp_path / "out"), "participant"],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [*command, str(tmp_path / "nope"), str(tmp_path / "out"), "participant"], capture_output=True, text=True
+    )
     assert missing.returncode == 1
     assert missing.stderr.strip().count("\n") == 0 and "nope" in missing.stderr  # one line, names the path
     assert "Traceback" not in missing.stderr
@@ -80,8 +81,9 @@ def test_singularity_environment_and_runscript_run_the_app(tmp_path):
     script = tmp_path / "runscript.sh"
     bindir = Path(sys.executable).parent
     script.write_text(f"export PATH={bindir}:$PATH\n{sections['environment']}\n{sections['runscript']}")
-    result = subprocess.run(["bash", str(script), "--version"], capture_output=True, text=True,
-                            env={"HOME": str(tmp_path)})
+    result = subprocess.run(
+        ["bash", str(script), "--version"], capture_output=True, text=True, env={"HOME": str(tmp_path)}
+    )
     assert result.returncode == 0 and __version__ in result.stdout, result.stderr
     assert "XDG_DATA_HOME=/tmp/" in sections["environment"]  # HD-BET's data folder off a read-only $HOME
 
@@ -125,8 +127,12 @@ def test_compare_outputs_reports_differences_and_fails_on_missing_files(tmp_path
         pet.mkdir(parents=True)
         nib.save(nib.Nifti1Image(data + noise, np.eye(4)), str(pet / "sub-01_desc-jdam_pet.nii.gz"))
         (pet / "sub-01_desc-jdam_pet.json").write_text('{"SynthesisWallTimeSeconds": %d}' % (noise > 0))
-    command = [sys.executable, str(ROOT / "containers" / "compare_outputs.py"),
-               str(tmp_path / "a"), str(tmp_path / "b")]
+    command = [
+        sys.executable,
+        str(ROOT / "containers" / "compare_outputs.py"),
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+    ]
     close = subprocess.run(command, capture_output=True, text=True)
     assert close.returncode == 0 and "1 differ" in close.stdout and "max |difference| 0.0001" in close.stdout
     (tmp_path / "a" / "sub-01" / "pet" / "extra.json").write_text("{}")

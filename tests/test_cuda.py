@@ -24,8 +24,9 @@ SLICE = 32
 
 
 def _denoiser() -> torch.nn.Module:
-    cfg = NetworkConfig(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,),
-                        dropout=0.0, num_groups=4)
+    cfg = NetworkConfig(
+        channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0, num_groups=4
+    )
     torch.manual_seed(0)
     net = ScoreUNet(cfg, SLICE)
     torch.nn.init.normal_(net.output_conv.weight, std=0.1)
@@ -43,8 +44,19 @@ def _volume() -> tuple[np.ndarray, np.ndarray]:
 def _synthesize(model, batch_size=None, planes=("axial",)):
     t1, mask = _volume()
     sampler = SamplerConfig(name="ancestral", steps=6, seed=1)
-    return synthesize_volume(model, t1, mask, VESDE(0.01, 20.0), sampler, image="sub-01", slice_size=SLICE,
-                             planes=planes, device=CUDA, batch_size=batch_size, progress=False)
+    return synthesize_volume(
+        model,
+        t1,
+        mask,
+        VESDE(0.01, 20.0),
+        sampler,
+        image="sub-01",
+        slice_size=SLICE,
+        planes=planes,
+        device=CUDA,
+        batch_size=batch_size,
+        progress=False,
+    )
 
 
 def test_slice_noise_is_drawn_on_the_gpu_and_does_not_depend_on_the_batch():
@@ -103,14 +115,15 @@ def test_compiled_network_gives_the_eager_result():
 def test_training_runs_channels_last_in_bf16_and_checkpoints(tmp_path):
     from bids_jdam.config import small_config
     from bids_jdam.data.dataset import PairedSliceDataset
-    from bids_jdam.models.methods import METHODS
-    from bids_jdam.training.checkpoints import load_checkpoint, save_checkpoint
+    from bids_jdam.io.checkpoints import load_checkpoint, save_checkpoint
+    from bids_jdam.methods import METHODS
     from bids_jdam.training.distributed import Ranks
     from tests.test_train import synthetic_subjects
 
     cfg = small_config()
-    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-                                dropout=0.0, num_groups=4)
+    cfg.network = NetworkConfig(
+        channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0, num_groups=4
+    )
     cfg.grid.slice_size, cfg.train.batch_size = 16, 4
     method = METHODS.named("jdam-residual")
     cfg = method.configure(cfg)

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from bids_jdam.atomic import sha256_file as sha256
 from bids_jdam.config import CycleGANConfig, small_config, small_cyclegan_config
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes
+from bids_jdam.io.atomic import sha256_file as sha256
+from bids_jdam.methods.model_dir import load_model_dir
 from bids_jdam.models.cyclegan import (
     CycleGAN,
     ImagePool,
@@ -23,8 +24,7 @@ from bids_jdam.models.cyclegan import (
     cyclegan_translate,
     to_unit_range,
 )
-from bids_jdam.models.cyclegan_training import cyclegan_update, identity_loss, unpaired_indices
-from bids_jdam.models.model_dir import load_model_dir
+from bids_jdam.training.cyclegan import cyclegan_update, identity_loss, unpaired_indices
 from bids_jdam.training.loop import Budget
 from bids_jdam.workflows.train import TrainingRun, train_model
 
@@ -44,7 +44,7 @@ def tiny_volumes(n: int) -> list[SubjectVolumes]:
     volumes = []
     for i in range(n):
         rng = np.random.default_rng(i)
-        t1 = (0.6 + 0.3 * np.sin(3 * grid[0] + i) * np.cos(2 * grid[1]) + 0.05 * rng.standard_normal(mask.shape))
+        t1 = 0.6 + 0.3 * np.sin(3 * grid[0] + i) * np.cos(2 * grid[1]) + 0.05 * rng.standard_normal(mask.shape)
         t1 = (t1 * mask).astype(np.float32)
         pet = (2.5 * t1 * mask).astype(np.float32)
         volumes.append(SubjectVolumes(f"{i:02d}", "CN", t1, pet, mask, np.diag([4.0, 4.0, 4.0, 1.0])))
@@ -164,9 +164,20 @@ def test_resumed_training_continues_bit_for_bit_and_writes_a_loadable_model_dir(
 
     def run(folder: str, steps: int, resume: bool = False):
         loader = lambda _bids, _cfg, subjects: [volumes[s] for s in subjects]  # noqa: E731
-        return train_model(TrainingRun(bids, tmp_path / folder, method="cyclegan", load_subjects=loader,
-                                       trained_on="test ellipsoids", budget=Budget(max_steps=steps), resume=resume,
-                                       device="cpu", progress=False), cfg)
+        return train_model(
+            TrainingRun(
+                bids,
+                tmp_path / folder,
+                method="cyclegan",
+                load_subjects=loader,
+                trained_on="test ellipsoids",
+                budget=Budget(max_steps=steps),
+                resume=resume,
+                device="cpu",
+                progress=False,
+            ),
+            cfg,
+        )
 
     straight = run("straight", 4)
     run("resumed", 2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from safetensors import safe_open
 
+from bids_jdam.methods.model_dir import PHANTOM_WARNING, load_model_dir
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available, demo_model_config
-from bids_jdam.models.model_dir import PHANTOM_WARNING, load_model_dir
 
 
 def test_demo_model_is_packaged_small_and_fp16():
@@ -34,8 +34,10 @@ def test_demo_model_card_calibrates_the_spread_for_its_own_sampler():
     sampler, scale = loaded.calibrated_sampling(loaded.cfg.sampler, ("axial",))
     calibration = loaded.calibration
     assert scale == calibration["spread_scale"] > 1 and sampler.temperature == calibration["temperature"]
-    assert min(calibration["crps_by_temperature"].values()) == calibration["crps_by_temperature"][
-        f"{calibration['temperature']:g}"]
+    assert (
+        min(calibration["crps_by_temperature"].values())
+        == calibration["crps_by_temperature"][f"{calibration['temperature']:g}"]
+    )
 
 
 def test_packaging_keeps_fp16_weights_and_names_the_sampler_it_sets(tiny_model_dir, tmp_path):

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from bids_jdam.config import BrainExtractionConfig, SamplerConfig
-from bids_jdam.denormals import (
+from bids_jdam.diffusion.sde import VESDE
+from bids_jdam.runtime.denormals import (
     SMALLEST_NORMAL_FLOAT32,
     flush_supported,
     run_without_subnormals,
     subnormals_flushed,
     without_subnormals,
 )
-from bids_jdam.diffusion.sde import VESDE
 
 pytestmark = pytest.mark.skipif(not flush_supported(), reason="this CPU cannot flush subnormal floats")
 
@@ -112,8 +112,16 @@ def test_synthesis_runs_the_network_flushed():
 
     mask = np.zeros((8, 8, 8), bool)
     mask[2:6, 2:6, 2:6] = True
-    result = synthesize_volume(denoiser, np.ones((8, 8, 8), np.float32), mask, VESDE(0.01, 1.0),
-                               SamplerConfig(name="ancestral", steps=2), image="sub-01", slice_size=8, progress=False)
+    result = synthesize_volume(
+        denoiser,
+        np.ones((8, 8, 8), np.float32),
+        mask,
+        VESDE(0.01, 1.0),
+        SamplerConfig(name="ancestral", steps=2),
+        image="sub-01",
+        slice_size=8,
+        progress=False,
+    )
     assert seen == {True}
     assert result.subnormals_flushed
     assert not subnormals_flushed()

@@ -13,24 +13,52 @@ from safetensors.torch import load_file
 
 from bids_jdam.config import NetworkConfig, SamplerConfig, small_config
 from bids_jdam.errors import InputError
-from bids_jdam.models.model_dir import WEIGHTS, load_model_dir
-from bids_jdam.training.checkpoints import checkpoint_steps
+from bids_jdam.io.checkpoints import checkpoint_steps
+from bids_jdam.methods.model_dir import WEIGHTS, load_model_dir
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.loop import Budget
 from bids_jdam.workflows.train import TrainingRun, train_model
 
-NETWORK = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [32],
-           "num_groups": 4, "dropout": 0.0}
-DIGEST_LINE = re.compile(r"\[rank (\d)\] .*rank \d of 2: (\d+) steps, mean loss of this rank's slices (\S+), "
-                         r"parameters sha256 ([0-9a-f]{64})")
+NETWORK = {
+    "channels": 8,
+    "channel_mult": [1, 2],
+    "num_res_blocks": 1,
+    "attention_resolutions": [32],
+    "num_groups": 4,
+    "dropout": 0.0,
+}
+DIGEST_LINE = re.compile(
+    r"\[rank (\d)\] .*rank \d of 2: (\d+) steps, mean loss of this rank's slices (\S+), "
+    r"parameters sha256 ([0-9a-f]{64})"
+)
 
 
 def torchrun(bids_dir, out_dir, config, *options):
     """``torchrun --nproc_per_node 2 -m bids_jdam.cli.train`` on CPU; returns the completed process."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-               "-m", "bids_jdam.cli.train", str(bids_dir), str(out_dir), "--phantom-truth", "--small",
-               "--config", str(config), "--device", "cpu", "--no-progress", "--omp-nthreads", "1", "--method", "jdam",
-               *options]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "bids_jdam.cli.train",
+        str(bids_dir),
+        str(out_dir),
+        "--phantom-truth",
+        "--small",
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--omp-nthreads",
+        "1",
+        "--method",
+        "jdam",
+        *options,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
@@ -61,12 +89,17 @@ def single_process_config(**train):
 
 
 def weight_gap(ddp_dir, single_dir, initial_dir, prefix=""):
-    """(how far single-process training moved the weights, how far the two-rank run is from it), max abs."""
+    """(how far single-process training moved the weights, how far the two-rank run is from it), as Euclidean norms
+    over the parameters whose names start with ``prefix``. Norms, not the largest element: Adam's first steps move
+    an element with a near-zero gradient by about the learning rate whatever its sign, so rounding in one tiny
+    gradient can flip one element and dominate a maximum."""
     ddp, single, initial = (load_file(d / WEIGHTS) for d in (ddp_dir, single_dir, initial_dir))
     keys = [k for k in single if k.startswith(prefix)]
-    moved = max(float((single[k] - initial[k]).abs().max()) for k in keys)
-    differ = max(float((ddp[k] - single[k]).abs().max()) for k in keys)
-    return moved, differ
+
+    def norm(a, b):
+        return float(sum(((a[k] - b[k]).double() ** 2).sum() for k in keys) ** 0.5)
+
+    return norm(single, initial), norm(ddp, single)
 
 
 def test_two_ranks_train_the_default_method_as_one_process(phantom_dataset, tmp_path):
@@ -74,8 +107,15 @@ def test_two_ranks_train_the_default_method_as_one_process(phantom_dataset, tmp_
     follows 1 process x 4 slices: the ranks share the global batch and its noise and average their gradients."""
     train = {"batch_size": 4, "checkpoint_every": 2, "lr": 1e-3, "warmup_steps": 1}
     out = tmp_path / "ddp"
-    result = torchrun(phantom_dataset, out, write_config(tmp_path / "config.json", **train), "--method",
-                      "jdam-residual", "--max-steps", "4")
+    result = torchrun(
+        phantom_dataset,
+        out,
+        write_config(tmp_path / "config.json", **train),
+        "--method",
+        "jdam-residual",
+        "--max-steps",
+        "4",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     reports = rank_reports(result.stderr)
     assert sorted(reports) == [0, 1]
@@ -85,24 +125,42 @@ def test_two_ranks_train_the_default_method_as_one_process(phantom_dataset, tmp_
     assert digest0 == digest1  # ...and the averaged gradients kept the weights identical
     # Rank 0 alone wrote: one model directory, one file pair per checkpoint, nothing else anywhere.
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == ["config.json", "ddp/README.md", "ddp/checkpoints/checkpoint-00000002.json",
-                       "ddp/checkpoints/checkpoint-00000002.safetensors",
-                       "ddp/checkpoints/checkpoint-00000004.json",
-                       "ddp/checkpoints/checkpoint-00000004.safetensors", "ddp/config.json",
-                       "ddp/model_card.json", "ddp/splits.json", f"ddp/{WEIGHTS}"]
+    assert written == [
+        "config.json",
+        "ddp/README.md",
+        "ddp/checkpoints/checkpoint-00000002.json",
+        "ddp/checkpoints/checkpoint-00000002.safetensors",
+        "ddp/checkpoints/checkpoint-00000004.json",
+        "ddp/checkpoints/checkpoint-00000004.safetensors",
+        "ddp/config.json",
+        "ddp/model_card.json",
+        "ddp/splits.json",
+        f"ddp/{WEIGHTS}",
+    ]
     _, cfg, card = load_model_dir(out)
     assert card["steps"] == 4 and card["processes"] == 2 and cfg.train.batch_size == 4
     assert result.stderr.count("validation on 1 held-out subjects") == 1  # rank 0 only
 
     cfg = single_process_config(**train)
-    runs = {name: train_model(TrainingRun(phantom_dataset, tmp_path / name, method="jdam-residual",
-                                          budget=Budget(max_steps=steps), device="cpu", progress=False,
-                                          validation_sampler=SamplerConfig(**CHEAP_SAMPLER)), cfg)
-            for name, steps in (("single", 4), ("initial", 0))}
+    runs = {
+        name: train_model(
+            TrainingRun(
+                phantom_dataset,
+                tmp_path / name,
+                method="jdam-residual",
+                budget=Budget(max_steps=steps),
+                device="cpu",
+                progress=False,
+                validation_sampler=SamplerConfig(**CHEAP_SAMPLER),
+            ),
+            cfg,
+        )
+        for name, steps in (("single", 4), ("initial", 0))
+    }
     for network in ("mean.", "score."):
         moved, differ = weight_gap(out, runs["single"], runs["initial"], network)
-        assert moved > 1e-3, network  # training moved the weights...
-        assert differ < 1e-2 * moved, (network, moved, differ)  # ...and the two-rank run moved them the same way
+        assert moved > 1e-2, network  # training moved the weights...
+        assert differ < 2e-2 * moved, (network, moved, differ)  # ...and the two-rank run moved them the same way
 
 
 @pytest.mark.slow
@@ -119,22 +177,41 @@ def test_two_ranks_match_one_process_and_resume(phantom_dataset, tmp_path):
     assert rank_reports(resumed.stderr)[0][2] == rank_reports(resumed.stderr)[1][2]
 
     cfg = single_process_config(batch_size=4, lr=1e-3, warmup_steps=1)
-    runs = {name: train_model(TrainingRun(phantom_dataset, tmp_path / name, method="unet-l1",
-                                          budget=Budget(max_steps=steps), device="cpu", progress=False), cfg)
-            for name, steps in (("single", 4), ("initial", 0))}
+    runs = {
+        name: train_model(
+            TrainingRun(
+                phantom_dataset,
+                tmp_path / name,
+                method="unet-l1",
+                budget=Budget(max_steps=steps),
+                device="cpu",
+                progress=False,
+            ),
+            cfg,
+        )
+        for name, steps in (("single", 4), ("initial", 0))
+    }
     moved, differ = weight_gap(out, runs["single"], runs["initial"])
-    # Measured: moved 3.6e-3, differ 9.5e-6 (Adam's first steps amplify rounding in tiny gradients); training on
-    # one half-batch instead differs by 4.3e-3.
-    assert moved > 1e-3  # training moved the weights...
-    assert differ < 1e-2 * moved  # ...and the two-rank run moved them the same way
+    assert moved > 1e-2  # training moved the weights...
+    assert differ < 2e-2 * moved  # ...and the two-rank run moved them the same way
 
 
 @pytest.mark.slow
 def test_cyclegan_trains_on_two_ranks_and_resumes(phantom_dataset, tmp_path):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"train": {"planes": ["axial"]},
-                                  "cyclegan": {"batch_size": 2, "generator_filters": 8, "discriminator_filters": 8,
-                                               "generator_blocks": 1}}))
+    config.write_text(
+        json.dumps(
+            {
+                "train": {"planes": ["axial"]},
+                "cyclegan": {
+                    "batch_size": 2,
+                    "generator_filters": 8,
+                    "discriminator_filters": 8,
+                    "generator_blocks": 1,
+                },
+            }
+        )
+    )
     out = tmp_path / "model"
     first = torchrun(phantom_dataset, out, config, "--method", "cyclegan", "--max-steps", "2")
     assert first.returncode == 0, first.stderr[-3000:]

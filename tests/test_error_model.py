@@ -51,14 +51,23 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
     from bids_jdam.workflows.participant import attach_predictive_sd
 
     mean, t1, _, mask = case(4)
-    interval = RegionalInterval(half_width_suvr=0.1, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1,
-                                subjects=2, pairs=300)
+    interval = RegionalInterval(
+        half_width_suvr=0.1, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1, subjects=2, pairs=300
+    )
     card = {"regional_interval": interval.to_dict(), SINGLE_SAMPLE_SD: fit_error_model([case(1)], SPACING).to_dict()}
     model = SimpleNamespace(card=card, name="m", cfg=SimpleNamespace(grid=SimpleNamespace(spacing_mm=SPACING)))
 
     def result() -> SynthesisResult:
-        return SynthesisResult(mean=mean, std=None, view_std=None, samples=[mean], per_plane={},
-                               network_evaluations=0, seconds=0.0, batch_size=1)
+        return SynthesisResult(
+            mean=mean,
+            std=None,
+            view_std=None,
+            samples=[mean],
+            per_plane={},
+            network_evaluations=0,
+            seconds=0.0,
+            batch_size=1,
+        )
 
     default = result()
     assert attach_predictive_sd(default, model, SamplerConfig(name="heun", steps=18), ("axial",), t1, mask)[0]

@@ -61,7 +61,8 @@ def test_a_map_that_points_the_wrong_way_scores_worse_than_random(heteroscedasti
 def test_gaussian_crps_matches_its_closed_form_at_zero_error():
     mask = np.ones((2, 2), dtype=bool)
     assert gaussian_crps(np.zeros((2, 2)), 2.0, np.zeros((2, 2)), mask) == pytest.approx(
-        2.0 * (2 / np.sqrt(2 * np.pi) - 1 / np.sqrt(np.pi)))
+        2.0 * (2 / np.sqrt(2 * np.pi) - 1 / np.sqrt(np.pi))
+    )
 
 
 def test_predictive_scale_adds_the_mean_s_own_uncertainty():

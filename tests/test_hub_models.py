@@ -12,9 +12,9 @@ import pytest
 
 from bids_jdam.cli.calibrate import main as calibrate_main
 from bids_jdam.errors import InputError
+from bids_jdam.methods.hub import HubReference, fetch_hub_model
+from bids_jdam.methods.model_dir import MODEL_CARD, WEIGHTS
 from bids_jdam.models.demo import DEMO_MODEL_DIR
-from bids_jdam.models.hub import HubReference, fetch_hub_model
-from bids_jdam.models.model_dir import MODEL_CARD, WEIGHTS
 from bids_jdam.synthesis.loaded_model import load_model
 from bids_jdam.workflows.calibrate import model_dir_to_calibrate
 

@@ -7,8 +7,9 @@ import torch
 
 from bids_jdam.config import NetworkConfig, small_config
 from bids_jdam.errors import InputError
-from bids_jdam.models.methods import METHODS
-from bids_jdam.models.model_dir import (
+from bids_jdam.io.checkpoints import checkpoint_steps, load_checkpoint, save_checkpoint
+from bids_jdam.methods import METHODS
+from bids_jdam.methods.model_dir import (
     MODEL_CARD,
     PHANTOM_DATA,
     PHANTOM_WARNING,
@@ -17,15 +18,15 @@ from bids_jdam.models.model_dir import (
     load_model_dir,
     save_model_dir,
 )
-from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
 def tiny_cfg():
     cfg = small_config()
     cfg.grid.slice_size = 16
-    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-                                dropout=0.0, num_groups=4)
+    cfg.network = NetworkConfig(
+        channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0, num_groups=4
+    )
     return cfg
 
 
@@ -98,7 +99,7 @@ def test_weights_are_readable_by_others_under_the_usual_umask(tmp_path, tiny_cfg
     import os
     import stat
 
-    from bids_jdam import atomic
+    from bids_jdam.io import atomic
 
     _, path = _saved(tmp_path, tiny_cfg)
     plain = tmp_path / "plain"

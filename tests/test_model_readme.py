@@ -5,24 +5,37 @@ import torch
 from huggingface_hub import ModelCard
 
 from bids_jdam.config import NetworkConfig, small_config
-from bids_jdam.models.methods import METHODS
-from bids_jdam.models.model_dir import PHANTOM_DATA, PHANTOM_WARNING, load_model_dir, save_model_dir
-from bids_jdam.models.readme import README
+from bids_jdam.methods import METHODS
+from bids_jdam.methods.model_dir import PHANTOM_DATA, PHANTOM_WARNING, load_model_dir, save_model_dir
+from bids_jdam.methods.readme import README
 
-VALIDATION = {"psnr_db": 27.5, "ssim": 0.91, "mae_suvr": 0.08, "nmse": 0.012, "n_subjects": 2, "n_slices": 24,
-              "per_subject": {"05": {"psnr_db": 27.0, "ssim": 0.9, "mae_suvr": 0.09, "nmse": 0.013}}}
+VALIDATION = {
+    "psnr_db": 27.5,
+    "ssim": 0.91,
+    "mae_suvr": 0.08,
+    "nmse": 0.012,
+    "n_subjects": 2,
+    "n_slices": 24,
+    "per_subject": {"05": {"psnr_db": 27.0, "ssim": 0.9, "mae_suvr": 0.09, "nmse": 0.013}},
+}
 
 
 def _model_dir(tmp_path, trained_on, method="jdam", validation=VALIDATION):
     cfg = small_config()
     cfg.grid.slice_size = 16
-    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-                                dropout=0.0, num_groups=4)
+    cfg.network = NetworkConfig(
+        channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0, num_groups=4
+    )
     torch.manual_seed(0)
-    card = {"trained_on": trained_on, "steps": 3, "validation": validation,
-            "training_data": {"subjects": {"train": {"01": "CN", "02": "AD"}, "validation": {"05": "AD"}}}}
-    return save_model_dir(tmp_path / "model", METHODS.named(method).build_network(cfg), cfg, METHODS.named(method),
-                          card)
+    card = {
+        "trained_on": trained_on,
+        "steps": 3,
+        "validation": validation,
+        "training_data": {"subjects": {"train": {"01": "CN", "02": "AD"}, "validation": {"05": "AD"}}},
+    }
+    return save_model_dir(
+        tmp_path / "model", METHODS.named(method).build_network(cfg), cfg, METHODS.named(method), card
+    )
 
 
 def test_readme_is_a_hub_model_card_with_the_validation_figures(tmp_path):

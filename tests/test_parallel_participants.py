@@ -12,16 +12,42 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-OPTIONS = ["--participant-label", "01", "02", "--sampler", "heun", "--steps", "2", "--skip-bids-validation",
-           "--omp-nthreads", "1", "--device", "cpu"]
+OPTIONS = [
+    "--participant-label",
+    "01",
+    "02",
+    "--sampler",
+    "heun",
+    "--steps",
+    "2",
+    "--skip-bids-validation",
+    "--omp-nthreads",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def run_app(bids_dir: Path, root: Path, model: Path, nprocs: int) -> Path:
     out = root / "out"
-    command = [sys.executable, "-m", "bids_jdam", str(bids_dir), str(out), "participant", "--model", str(model),
-               "-w", str(root / "work"), "--nprocs", str(nprocs), *OPTIONS]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            timeout=900)
+    command = [
+        sys.executable,
+        "-m",
+        "bids_jdam",
+        str(bids_dir),
+        str(out),
+        "participant",
+        "--model",
+        str(model),
+        "-w",
+        str(root / "work"),
+        "--nprocs",
+        str(nprocs),
+        *OPTIONS,
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 of 2 participants succeeded" in result.stdout
     return out
@@ -46,5 +72,6 @@ def test_two_workers_give_the_sequential_result(phantom_dataset, tiny_model_dir,
         assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)), name
     for name in (f for f in files if f.endswith("_pet.json")):
         a, b = (json.loads((root / name).read_text()) for root in (parallel, sequential))
-        assert {k: v for k, v in a.items() if k != "SynthesisWallTimeSeconds"} == \
-               {k: v for k, v in b.items() if k != "SynthesisWallTimeSeconds"}, name
+        assert {k: v for k, v in a.items() if k != "SynthesisWallTimeSeconds"} == {
+            k: v for k, v in b.items() if k != "SynthesisWallTimeSeconds"
+        }, name

@@ -36,7 +36,8 @@ def _participants(bids_dir: Path) -> list[dict[str, str]]:
 def _digests(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*")) if path.is_file()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
     }
 
 
@@ -116,8 +117,17 @@ def test_pet_sidecar_has_what_bids_pet_requires(phantom_dataset):
     sidecar = json.loads((phantom_dataset / "sub-01" / "pet" / "sub-01_trc-FDG_pet.json").read_text())
     assert sidecar["TracerName"] == "FDG" and sidecar["TracerRadionuclide"] == "F18"
     assert sidecar["Units"] == "Bq/mL" and sidecar["InjectedRadioactivityUnits"] == "MBq"
-    for key in ("InjectedRadioactivity", "ModeOfAdministration", "TimeZero", "ScanStart", "InjectionStart",
-                "FrameTimesStart", "FrameDuration", "AttenuationCorrection", "ReconMethodName"):
+    for key in (
+        "InjectedRadioactivity",
+        "ModeOfAdministration",
+        "TimeZero",
+        "ScanStart",
+        "InjectionStart",
+        "FrameTimesStart",
+        "FrameDuration",
+        "AttenuationCorrection",
+        "ReconMethodName",
+    ):
         assert key in sidecar
     pet = _load(phantom_dataset / "sub-01" / "pet" / "sub-01_trc-FDG_pet.nii.gz")
     assert 3000 < np.percentile(pet, 99.5) < 60000  # Bq/mL of a brain FDG scan, not SUV or counts
@@ -162,13 +172,20 @@ def test_truth_is_on_the_model_grid(phantom_dataset):
     labels, _ = coarse_regions(SPACING)
     truth = phantom_truth(phantom_dataset, "01")
     assert truth.grid_spacing_mm == SPACING
-    for path in (truth.t1w, truth.brain_mask, truth.dseg, truth.gm_probseg, truth.pet_activity, truth.pet_bqml,
-                 truth.pet_suvr):
+    for path in (
+        truth.t1w,
+        truth.brain_mask,
+        truth.dseg,
+        truth.gm_probseg,
+        truth.pet_activity,
+        truth.pet_bqml,
+        truth.pet_suvr,
+    ):
         image = nib.load(path)
         assert image.shape == template.shape and np.allclose(image.affine, template.affine), path.name
     assert np.array_equal(_load(truth.dseg), labels)
     assert np.array_equal(_load(truth.brain_mask) > 0, template.brain_mask)
-    names = (truth.dseg_tsv.read_text().splitlines())
+    names = truth.dseg_tsv.read_text().splitlines()
     assert names[0] == "index\tname" and "10\tpons" in names
 
 
@@ -208,8 +225,11 @@ def test_noise_free_pet_has_the_configured_uptake(phantom_dataset):
         pons_uptake = np.median(activity[pons] / (gm[pons] + wm[pons]))
         assert pons_uptake == pytest.approx(sidecar["GrayMatterUptakeBqml"]["pons"], rel=0.01)
         # The subject's cortical GM level over WM: within the configured range.
-        assert GM_WM_RATIO_RANGE[0] <= sidecar["PhantomParameters"]["pet"]["gm_uptake_bqml"] / wm_uptake <= \
-            GM_WM_RATIO_RANGE[1]
+        assert (
+            GM_WM_RATIO_RANGE[0]
+            <= sidecar["PhantomParameters"]["pet"]["gm_uptake_bqml"] / wm_uptake
+            <= GM_WM_RATIO_RANGE[1]
+        )
 
         suvr = _load(truth.pet_suvr)
         reference = np.isin(labels, [REGION_IDS["cerebellum"], REGION_IDS["pons"]])

@@ -25,8 +25,12 @@ def test_second_run_reuses_and_changes_rerun(tmp_path, caplog):
     source.write_text("abc")
     calls = []
     run = lambda settings: StepRunner(tmp_path / "work", "01").run(  # noqa: E731
-        "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"},
-        settings=settings, code=(_copy_upper,),
+        "upper",
+        _copy_upper(source, calls),
+        inputs={"text": source},
+        outputs={"upper": "upper.txt"},
+        settings=settings,
+        code=(_copy_upper,),
     )
     with caplog.at_level(logging.INFO, logger="bids_jdam.preprocess"):
         first = run({"k": 1})
@@ -57,8 +61,13 @@ def test_failed_step_leaves_no_output_and_names_subject_step_and_file(tmp_path):
     assert "sub-07" in message and "upper" in message and str(source) in message
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == []  # no output, no record, no temporary
     calls = []
-    resumed = runner.run("upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"},
-                         code=(_copy_upper,))
+    resumed = runner.run(
+        "upper",
+        _copy_upper(source, calls),
+        inputs={"text": source},
+        outputs={"upper": "upper.txt"},
+        code=(_copy_upper,),
+    )
     assert not resumed.reused and calls == [1]
     assert (tmp_path / "work" / "upper.txt").read_text() == "ABC"
 
@@ -73,8 +82,9 @@ def test_a_killed_steps_leftovers_are_removed_when_a_step_runs(tmp_path):
     (work / "keep.txt").write_text("not ours to delete")
     source = tmp_path / "in.txt"
     source.write_text("abc")
-    StepRunner(work, "01").run("upper", _copy_upper(source, []), inputs={"text": source},
-                               outputs={"upper": "upper.txt"}, code=(_copy_upper,))
+    StepRunner(work, "01").run(
+        "upper", _copy_upper(source, []), inputs={"text": source}, outputs={"upper": "upper.txt"}, code=(_copy_upper,)
+    )
     assert sorted(p.name for p in work.iterdir()) == ["keep.txt", "upper.json", "upper.txt"]
 
 
@@ -85,8 +95,13 @@ def test_an_empty_or_truncated_output_fails_the_step_and_never_gets_its_final_na
     source.write_text("abc")
     work = tmp_path / "work"
     with pytest.raises(StepError) as exc:
-        StepRunner(work, "01").run("registration", lambda out: out["warp"].write_bytes(written),
-                                   inputs={"text": source}, outputs={"warp": "warp.nii.gz"}, code=(_copy_upper,))
+        StepRunner(work, "01").run(
+            "registration",
+            lambda out: out["warp"].write_bytes(written),
+            inputs={"text": source},
+            outputs={"warp": "warp.nii.gz"},
+            code=(_copy_upper,),
+        )
     message = str(exc.value)
     assert str(work / "warp.nii.gz") in message and "disk full" in message and "\n" not in message
     assert sorted(p.name for p in work.iterdir()) == []
@@ -102,8 +117,9 @@ def test_cpu_seconds_count_child_processes(tmp_path):
         subprocess.run([sys.executable, "-c", spin], check=True)
         out["done"].write_text("ok")
 
-    result = StepRunner(tmp_path / "work", "01").run("child", busy_child, inputs={}, outputs={"done": "done.txt"},
-                                                     code=(busy_child,))
+    result = StepRunner(tmp_path / "work", "01").run(
+        "child", busy_child, inputs={}, outputs={"done": "done.txt"}, code=(busy_child,)
+    )
     assert result.cpu_seconds >= 0.35
 
 
@@ -121,7 +137,8 @@ def test_a_step_runs_again_when_its_code_changes(tmp_path):
     source.write_text("abc")
     calls = []
     run = lambda code: StepRunner(tmp_path / "work", "01").run(  # noqa: E731
-        "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"}, code=code)
+        "upper", _copy_upper(source, calls), inputs={"text": source}, outputs={"upper": "upper.txt"}, code=code
+    )
     run((_copy_upper,))
     assert run((_copy_upper,)).reused and len(calls) == 1
     assert not run((_copy_upper, _copy_lower)).reused and len(calls) == 2

@@ -21,9 +21,9 @@ def test_t1w_scaling_is_independent_of_scanner_gain():
     assert (scaled[brain] >= 0.99).mean() == pytest.approx(0.01, abs=0.01)
 
 
-@pytest.mark.parametrize("reference, names", [
-    ("cerebellum+pons", {"cerebellum", "pons"}), ("pons", {"pons"}), ("wholebrain", None),
-])
+@pytest.mark.parametrize(
+    "reference, names", [("cerebellum+pons", {"cerebellum", "pons"}), ("pons", {"pons"}), ("wholebrain", None)]
+)
 def test_suvr_divides_by_the_reference_mean(reference, names):
     labels, label_names = coarse_regions(4.0)
     brain = load_template(4.0).brain_mask

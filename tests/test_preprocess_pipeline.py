@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bids_jdam.atomic import sha256_file as file_hash
 from bids_jdam.config import small_config
 from bids_jdam.data.phantom import phantom_truth
 from bids_jdam.data.template import load_template
+from bids_jdam.io.atomic import sha256_file as file_hash
 from bids_jdam.preprocess.pipeline import PreprocessedPair, preprocess_pair, preprocess_t1w, to_native
 from bids_jdam.preprocess.registration import register_rigid
 
@@ -143,8 +143,10 @@ def test_registration_matches_truth(prepared, truth):
     grid = nib.load(str(prepared.template_mask))
     q = nib.affines.apply_affine(grid.affine, np.indices(grid.shape).reshape(3, -1).T).reshape(*grid.shape, 3)
     error = np.linalg.norm(_true_template_coordinates(prepared, truth) - q, axis=-1)[brain]
-    print(f"\nT1w vs true template-space T1w: correlation {correlation:.3f}; registration error "
-          f"mean {error.mean():.2f} mm, 95th percentile {np.percentile(error, 95):.2f} mm")
+    print(
+        f"\nT1w vs true template-space T1w: correlation {correlation:.3f}; registration error "
+        f"mean {error.mean():.2f} mm, 95th percentile {np.percentile(error, 95):.2f} mm"
+    )
     assert correlation >= 0.6
     assert error.mean() < 3.0 and np.percentile(error, 95) < 6.0
 
@@ -162,8 +164,9 @@ def test_pet_matches_truth(prepared, truth):
 def test_pet_coregistration_recovers_the_phantom_offset(prepared, truth):
     pet_to_t1w = np.array(json.loads(Path(truth.transforms).read_text())["PETToT1wAffine"])
     points = _brain_points(prepared)
-    error = np.linalg.norm(_ants_map(prepared.pet_to_t1w, points) - nib.affines.apply_affine(
-        np.linalg.inv(pet_to_t1w), points), axis=1)
+    error = np.linalg.norm(
+        _ants_map(prepared.pet_to_t1w, points) - nib.affines.apply_affine(np.linalg.inv(pet_to_t1w), points), axis=1
+    )
     print(f"\nPET-to-T1w co-registration vs phantom truth: max error {error.max():.2f} mm")
     assert error.max() < 2.0
 
@@ -224,8 +227,9 @@ def test_an_upgrade_reruns_exactly_the_steps_whose_code_changed(prepared, phanto
     work = tmp_path / "work"
     shutil.copytree(prepared.t1w_model.parent, work)
     source_digest = cache._source_digest
-    monkeypatch.setattr(cache, "_source_digest",
-                        lambda item: source_digest(item) + ("changed" if item is intensity else ""))
+    monkeypatch.setattr(
+        cache, "_source_digest", lambda item: source_digest(item) + ("changed" if item is intensity else "")
+    )
     upgraded = preprocess_pair(*_raw(phantom_dataset), work, small_config(), subject_label=SUBJECT)
     assert upgraded.steps_run == ["t1w_model", "pet_model"]  # the two steps that scale intensities
     assert file_hash(work / "t1w_model.nii.gz") == file_hash(prepared.t1w_model)  # the same code did run
@@ -269,8 +273,11 @@ def test_colin27_brain_mask_matches_mni_mask(tmp_path):
     cfg.grid.spacing_mm = 2.0
     prep = preprocess_t1w(COLIN27, tmp_path / "colin", cfg, subject_label="colin27", nthreads=2)
     mni_mask = image.resample_to_img(
-        datasets.load_mni152_brain_mask(resolution=2), str(prep.brain_mask_model), interpolation="nearest",
-        force_resample=True, copy_header=True,
+        datasets.load_mni152_brain_mask(resolution=2),
+        str(prep.brain_mask_model),
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
     )
     dice = _dice(_data(prep.brain_mask_model) > 0, np.asarray(mni_mask.dataobj) > 0.5)
     print(f"\nColin27 HD-BET mask after registration vs nilearn's MNI brain mask: Dice {dice:.3f}")
@@ -283,8 +290,9 @@ def test_higher_field_strengths_give_the_same_quality(field_strength, tmp_path):
     """5 T and 7 T (MP2RAGE, noisy background, stronger bias) must pass the 3 T acceptance thresholds."""
     from bids_jdam.data.phantom import generate_phantom_dataset
 
-    bids = generate_phantom_dataset(tmp_path / "bids", 1, 0, fast=True, grid_spacing_mm=4.0,
-                                    field_strength=field_strength, jobs=1)
+    bids = generate_phantom_dataset(
+        tmp_path / "bids", 1, 0, fast=True, grid_spacing_mm=4.0, field_strength=field_strength, jobs=1
+    )
     prep = preprocess_pair(*_raw(bids), tmp_path / "work", small_config(), subject_label=SUBJECT, nthreads=2)
     truth = phantom_truth(bids, SUBJECT)
     brain = _data(truth.brain_mask) > 0

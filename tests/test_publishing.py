@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bids_jdam import atomic
 from bids_jdam.bids import derivatives
 from bids_jdam.bids.derivatives import ParticipantStaging, image_key, recover_interrupted_publish
+from bids_jdam.io import atomic
 
 OLD_RUN = {
     "sub-01/pet/sub-01_ses-A_trc-FDG_space-T1w_desc-jdam_pet.json": "old A",

@@ -66,13 +66,23 @@ def test_smoke_run_with_two_jobs_scores_every_method(tmp_path):
     assert main(["--smoke", "--threads", "1", "--jobs", "2", "--work", str(tmp_path)]) == 0
     results = json.loads(next(tmp_path.glob("quality-smoke-*.json")).read_text())
     assert results["complete"] and list(results["training"]) == list(METHODS)
-    expected = {"jdam-preconditioned-1", "jdam-preconditioned-k2", "jdam-paper-1", "sde-unconditional-1", "cyclegan",
-                "unet-l1", "jdam-residual-1", "jdam-residual-k2"}
+    expected = {
+        "jdam-preconditioned-1",
+        "jdam-preconditioned-k2",
+        "jdam-paper-1",
+        "sde-unconditional-1",
+        "cyclegan",
+        "unet-l1",
+        "jdam-residual-1",
+        "jdam-residual-k2",
+    }
     for label in ("3T", "7T"):
         assert set(results[label]) == expected
         assert all(row["psnr_db"]["n_subjects"] == 2 for row in results[label].values())
         assert set(results["comparisons"][label]["jdam-preconditioned-k2"]) == expected - {
-            "jdam-preconditioned-1", "jdam-preconditioned-k2"}
+            "jdam-preconditioned-1",
+            "jdam-preconditioned-k2",
+        }
 
 
 def test_a_labelled_run_writes_beside_the_run_of_every_method():

@@ -40,9 +40,18 @@ def test_measure_uses_the_affine_for_the_brain_volume():
 
 
 def test_failed_qc_is_written_in_sidecars_and_metrics(tmp_path: Path):
-    anat = AnatInput(path=Path("x"), relative_path="sub-01/anat/sub-01_T1w.nii.gz", subject="01", session=None,
-                     run=None, acquisition=None, suffix="T1w", entities={"sub": "01"}, metadata={},
-                     field_strength=None)
+    anat = AnatInput(
+        path=Path("x"),
+        relative_path="sub-01/anat/sub-01_T1w.nii.gz",
+        subject="01",
+        session=None,
+        run=None,
+        acquisition=None,
+        suffix="T1w",
+        entities={"sub": "01"},
+        metadata={},
+        field_strength=None,
+    )
     reasons = ("registration correlation with the template 0.13 < 0.5",)
     model, sampler = ModelInfo("m", "0" * 64, True), SamplerInfo("heun", 2, 1, 0)
     provenance = SynthesisProvenance(model, sampler, "sub-01", "pons", 1.0, qc_failures=reasons)
@@ -52,10 +61,21 @@ def test_failed_qc_is_written_in_sidecars_and_metrics(tmp_path: Path):
     ok = pet_sidecar(anat, SynthesisProvenance(model, sampler, "sub-01", "pons", 1.0), space="T1w")
     assert ok["QCStatus"] == "ok" and "QCFailures" not in ok
     written = ParticipantMetrics(
-        participant_id="01", session=None, run=None, field_strength=None, model=model,
-        sampler=sampler, quality=None, in_training_set=None, noise_index=1.0,
-        regional_suvr_synthetic={}, regional_suvr_real=None, brain_volume_ml=1500.0,
-        registration=RegistrationCheck(0.13), brain_extraction=BrainExtractionCheck(0.95), status="failed-qc",
+        participant_id="01",
+        session=None,
+        run=None,
+        field_strength=None,
+        model=model,
+        sampler=sampler,
+        quality=None,
+        in_training_set=None,
+        noise_index=1.0,
+        regional_suvr_synthetic={},
+        regional_suvr_real=None,
+        brain_volume_ml=1500.0,
+        registration=RegistrationCheck(0.13),
+        brain_extraction=BrainExtractionCheck(0.95),
+        status="failed-qc",
         qc_failures=list(reasons),
     )
     read = ParticipantMetrics.from_json(written.to_json(tmp_path / "m.json"))

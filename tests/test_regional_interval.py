@@ -41,8 +41,16 @@ def subjects(count: int, seed: int) -> list[SubjectVolumes]:
     made = []
     for index in range(count):
         pet = (1.0 + 0.2 * rng.random(labels.max() + 1))[labels].astype(np.float32)
-        made.append(SubjectVolumes(subject=f"{seed}{index:02d}", diagnosis="CN", t1=pet.copy(), pet=pet,
-                                   brain_mask=labels > 0, affine=grid_affine(SPACING)))
+        made.append(
+            SubjectVolumes(
+                subject=f"{seed}{index:02d}",
+                diagnosis="CN",
+                t1=pet.copy(),
+                pet=pet,
+                brain_mask=labels > 0,
+                affine=grid_affine(SPACING),
+            )
+        )
     return made
 
 
@@ -52,6 +60,7 @@ def synthesis(seed: int):
 
     def synthesize(subject: SubjectVolumes) -> np.ndarray:
         return subject.pet + rng.normal(0.0, 0.1, labels.max() + 1)[labels]
+
     return synthesize
 
 
@@ -64,8 +73,9 @@ def test_the_interval_fitted_on_held_out_subjects_covers_new_subjects_regions_as
 
 
 def test_the_interval_applies_only_to_the_synthesis_it_was_fitted_for():
-    interval = RegionalInterval(half_width_suvr=0.1, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1,
-                                subjects=4, pairs=600)
+    interval = RegionalInterval(
+        half_width_suvr=0.1, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1, subjects=4, pairs=600
+    )
     card = {"regional_interval": interval.to_dict()}
     assert applicable_interval(card, "m", SAMPLER, ("axial",)) == (interval, None)
     applied, reason = applicable_interval(card, "m", SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
@@ -79,8 +89,9 @@ def test_the_table_gives_each_region_its_hand_computed_mean_and_bounds(tmp_path)
     labels = np.asarray(atlas_on_grid("AAL3", SPACING))
     synthetic = np.where(labels > 0, 1.0 + labels / 1000.0, 0.0)
     rows = regional_suvr(synthetic, labels > 0, SPACING)
-    interval = RegionalInterval(half_width_suvr=0.25, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1,
-                                subjects=4, pairs=600)
+    interval = RegionalInterval(
+        half_width_suvr=0.25, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1, subjects=4, pairs=600
+    )
     with ParticipantStaging(tmp_path, "01") as staging:
         table = write_regional_table(anat_input(sub="01"), rows, provenance(), staging, interval, None)
         lines = [line.split("\t") for line in table.read_text().splitlines()]

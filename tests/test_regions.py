@@ -15,8 +15,15 @@ def test_every_region_is_non_empty_and_inside_the_brain(spacing):
     template = load_template(spacing)
     assert labels.shape == template.shape and labels.dtype == np.int16
     assert set(names.values()) >= {
-        "frontal", "parietal", "temporal", "occipital", "precuneus_posterior_cingulate", "striatum", "thalamus",
-        "cerebellum", "pons",
+        "frontal",
+        "parietal",
+        "temporal",
+        "occipital",
+        "precuneus_posterior_cingulate",
+        "striatum",
+        "thalamus",
+        "cerebellum",
+        "pons",
     }
     for label, name in names.items():
         voxels = labels == label

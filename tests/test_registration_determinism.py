@@ -26,8 +26,13 @@ def test_registration_runs_in_a_one_thread_itk_process(tmp_path, monkeypatch):
 
 
 def test_a_failing_registration_process_raises_its_last_error_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(registration.subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(
-        command, 1, stdout="", stderr="Traceback ...\nRuntimeError: ANTs wrote no *.mat transform in /w/.tmp-x\n"))
+    monkeypatch.setattr(
+        registration.subprocess,
+        "run",
+        lambda command, **kwargs: subprocess.CompletedProcess(
+            command, 1, stdout="", stderr="Traceback ...\nRuntimeError: ANTs wrote no *.mat transform in /w/.tmp-x\n"
+        ),
+    )
     with pytest.raises(RuntimeError, match="ANTs wrote no \\*.mat transform"):
         registration.register_rigid(tmp_path / "a", tmp_path / "b", tmp_path / "c.mat", seed=1)
 
@@ -46,8 +51,9 @@ def test_two_thread_runs_give_identical_transforms(phantom_dataset, tmp_path, mo
     for name in ("a", "b"):
         out = tmp_path / name
         out.mkdir()
-        metadata = registration.register_brain_to_template(moving, fixed, out / "affine.mat", out / "warp.nii.gz",
-                                                           out / "inverse_warp.nii.gz", seed=1)
+        metadata = registration.register_brain_to_template(
+            moving, fixed, out / "affine.mat", out / "warp.nii.gz", out / "inverse_warp.nii.gz", seed=1
+        )
         warps = [np.asarray(nib.load(out / f).dataobj) for f in ("warp.nii.gz", "inverse_warp.nii.gz")]
         runs.append((metadata, (out / "affine.mat").read_bytes(), warps))
     assert runs[0][:2] == runs[1][:2]

@@ -31,12 +31,23 @@ from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
 SPACING = 4.0
 # (subject, session, diagnosis); sub-05 is in participants.tsv but has no outputs.
 IMAGES = [
-    ("01", "A", "CN"), ("01", "B", "CN"), ("02", None, "CN"), ("03", None, "AD"), ("04", "A", "AD"), ("04", "B", "AD"),
+    ("01", "A", "CN"),
+    ("01", "B", "CN"),
+    ("02", None, "CN"),
+    ("03", None, "AD"),
+    ("04", "A", "AD"),
+    ("04", "B", "AD"),
 ]
 DIAGNOSES = {"01": "CN", "02": "CN", "03": "AD", "04": "AD", "05": "CN"}
 # sub-03's model has a fitted spread calibration; the others' card says why not (with characters HTML must escape).
-CALIBRATION = {"spread_scale": 1.7, "level": 0.9, "num_samples": 4, "voxels": 5000, "subjects": 3,
-               "fitted_on": "3 held-out validation subjects (split-conformal, brain mask, pc sampler)"}
+CALIBRATION = {
+    "spread_scale": 1.7,
+    "level": 0.9,
+    "num_samples": 4,
+    "voxels": 5000,
+    "subjects": 3,
+    "fitted_on": "3 held-out validation subjects (split-conformal, brain mask, pc sampler)",
+}
 NOT_CALIBRATED = {"note": "not calibrated: <no held-out subjects>"}
 
 
@@ -58,26 +69,46 @@ def fake_pet(diagnosis: str, seed: int) -> np.ndarray:
     return (pet + noise).astype(np.float32)
 
 
-def fake_metrics(subject: str, session: str | None, synthetic: np.ndarray, real: np.ndarray | None,
-                 phantom_model: bool) -> ParticipantMetrics:
+def fake_metrics(
+    subject: str, session: str | None, synthetic: np.ndarray, real: np.ndarray | None, phantom_model: bool
+) -> ParticipantMetrics:
     labels, names = coarse_regions(SPACING)
     calibrated = subject == "03"
     return ParticipantMetrics(
-        participant_id=subject, session=session, run=None, field_strength=3.0 if subject != "04" else 1.5,
-        model=ModelInfo(name="demo", sha256="ab" * 32, trained_on_phantoms=phantom_model,
-                        spread_scale=CALIBRATION["spread_scale"] if calibrated else None),
+        participant_id=subject,
+        session=session,
+        run=None,
+        field_strength=3.0 if subject != "04" else 1.5,
+        model=ModelInfo(
+            name="demo",
+            sha256="ab" * 32,
+            trained_on_phantoms=phantom_model,
+            spread_scale=CALIBRATION["spread_scale"] if calibrated else None,
+        ),
         sampler=SamplerInfo(name="pc", steps=10, num_samples=2, seed=0),
-        quality=None if real is None else QualityMetrics(psnr=30.0, ssim=0.9, mae=0.05, nmse=0.01,
-                                                             sd_error_correlation=0.1 * int(subject),
-                                                             view_sd_error_correlation=-0.05 * int(subject),
-                                                             **spread_scores(subject, session)),
+        quality=None
+        if real is None
+        else QualityMetrics(
+            psnr=30.0,
+            ssim=0.9,
+            mae=0.05,
+            nmse=0.01,
+            sd_error_correlation=0.1 * int(subject),
+            view_sd_error_correlation=-0.05 * int(subject),
+            **spread_scores(subject, session),
+        ),
         in_training_set=False if real is not None else None,
-        noise_index=12.0 + int(subject), regional_suvr_synthetic=regional_means(synthetic, labels, names),
+        noise_index=12.0 + int(subject),
+        regional_suvr_synthetic=regional_means(synthetic, labels, names),
         regional_suvr_real=None if real is None else regional_means(real, labels, names),
-        brain_volume_ml=1200.0 + int(subject), registration=RegistrationCheck(0.9),
-        brain_extraction=BrainExtractionCheck(0.95), timings={"preprocess": 12.5, "synthesis": 40.0},
+        brain_volume_ml=1200.0 + int(subject),
+        registration=RegistrationCheck(0.9),
+        brain_extraction=BrainExtractionCheck(0.95),
+        timings={"preprocess": 12.5, "synthesis": 40.0},
         warnings=["PET frames were averaged"] if subject == "01" else [],
-        versions={"bids-jdam": "0.1", "torch": "2.x"}, input_voxel_size_mm=[1.0, 1.0, 1.2], grid_spacing_mm=SPACING,
+        versions={"bids-jdam": "0.1", "torch": "2.x"},
+        input_voxel_size_mm=[1.0, 1.0, 1.2],
+        grid_spacing_mm=SPACING,
         model_calibration=CALIBRATION if calibrated else NOT_CALIBRATED,
     )
 
@@ -99,13 +130,19 @@ def derivatives(tmp_path_factory) -> tuple[Path, Path]:
         has_real = subject in ("01", "03", "04")
         metrics = fake_metrics(subject, session, synthetic, real if has_real else None, phantom_model=subject == "01")
         stem = f"sub-{subject}" + (f"_ses-{session}" if session else "")
-        entries.setdefault(subject, []).append(ReportEntry(
-            stem=stem, t1w=template.image(template.t1), brain_mask=mask_img, template_t1=template.image(template.t1),
-            synthetic_pet=template.image(synthetic),
-            std_map=template.image(np.abs(synthetic - real)) if session != "B" else None,
-            real_pet=template.image(real) if has_real else None, metrics=metrics,
-            view_std_map=template.image(np.abs(synthetic - real)) if session == "A" else None,
-        ))
+        entries.setdefault(subject, []).append(
+            ReportEntry(
+                stem=stem,
+                t1w=template.image(template.t1),
+                brain_mask=mask_img,
+                template_t1=template.image(template.t1),
+                synthetic_pet=template.image(synthetic),
+                std_map=template.image(np.abs(synthetic - real)) if session != "B" else None,
+                real_pet=template.image(real) if has_real else None,
+                metrics=metrics,
+                view_std_map=template.image(np.abs(synthetic - real)) if session == "A" else None,
+            )
+        )
     for subject in ("01", "03"):  # full reports for two subjects; metrics JSON only for the rest (group input)
         write_participant_report(out_dir, subject, entries[subject])
     for subject in ("02", "04"):
@@ -142,14 +179,18 @@ def test_participant_report_without_phantom_model_has_no_banner(derivatives):
 def test_participant_report_states_the_spread_calibration_and_its_coverage(derivatives):
     _, out_dir = derivatives
     calibrated = html.unescape((out_dir / "sub-03.html").read_text())
-    assert ("spread calibrated: scale 1.7 fitted on 3 held-out subjects (level 90 %, K = 4 samples); "
-            "here K = 2, so the coverage may differ") in calibrated
+    assert (
+        "spread calibrated: scale 1.7 fitted on 3 held-out subjects (level 90 %, K = 4 samples); "
+        "here K = 2, so the coverage may differ"
+    ) in calibrated
     assert "NOT calibrated" not in calibrated
     rows = dict(re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", (out_dir / "sub-03.html").read_text()))
     assert rows["sampling spread: coverage of the central 50 % interval (nominal 0.50)"] == "0.5"
     assert rows["sampling spread: coverage of the central 90 % interval (nominal 0.90)"] == "0.86"
-    assert rows["sampling spread: spread-skill ratio (nominal 1.0; below 1 the SD map is too small for the error)"] \
+    assert (
+        rows["sampling spread: spread-skill ratio (nominal 1.0; below 1 the SD map is too small for the error)"]
         == "0.9"
+    )
     raw = (out_dir / "sub-01.html").read_text()
     assert "spread NOT calibrated: the SD map is likely too small (not calibrated: &lt;no held-out subjects&gt;)" in raw
     assert "<no held-out subjects>" not in raw
@@ -186,10 +227,12 @@ def test_group_level_table_and_report(derivatives):
     assert math.isnan(table.loc[table["participant_id"] == "sub-02", "psnr"].iloc[0])  # no real PET
     with_real = table[table["psnr"].notna()]
     assert list(with_real["sd_error_correlation"]) == pytest.approx(
-        [0.1 * int(p[4:]) for p in with_real["participant_id"]])
+        [0.1 * int(p[4:]) for p in with_real["participant_id"]]
+    )
     report = html_path.read_text()
     assert list(with_real["view_sd_error_correlation"]) == pytest.approx(
-        [-0.05 * int(p[4:]) for p in with_real["participant_id"]])
+        [-0.05 * int(p[4:]) for p in with_real["participant_id"]]
+    )
     assert "SD-error correlations" in report and "SD across the sampled planes" in report
     missing = report.split("Participants without outputs", 1)[1].split("<h2>", 1)[0]
     assert "sub-05" in missing and "sub-01" not in missing
@@ -208,10 +251,14 @@ def test_group_level_reports_coverage_per_image_and_per_model(derivatives):
     lines = [html.unescape(line) for line in re.findall(r"<li>([^<]*)</li>", calibration.split("<h2>", 1)[0])]
     assert len(lines) == 3  # the phantom, the uncalibrated and the calibrated model
     calibrated = next(line for line in lines if "spread calibrated" in line)
-    assert ("scale 1.7 fitted on 3 held-out subjects (level 90 %, K = 4 samples); here K = 2, so the "
-            "coverage may differ; mean") in calibrated
-    assert "mean over the 1 image(s) with a real PET and K > 1: coverage 0.50 of the 50 % interval and 0.86 of " \
-           "the 90 % interval (nominal 0.50 and 0.90), spread-skill ratio 0.90 (nominal 1.0)" in calibrated
+    assert (
+        "scale 1.7 fitted on 3 held-out subjects (level 90 %, K = 4 samples); here K = 2, so the "
+        "coverage may differ; mean"
+    ) in calibrated
+    assert (
+        "mean over the 1 image(s) with a real PET and K > 1: coverage 0.50 of the 50 % interval and 0.86 of "
+        "the 90 % interval (nominal 0.50 and 0.90), spread-skill ratio 0.90 (nominal 1.0)" in calibrated
+    )
     assert sum("spread NOT calibrated: the SD map is likely too small" in line for line in lines) == 2
 
 
@@ -260,8 +307,14 @@ def test_group_level_without_any_output_lists_everyone(tmp_path):
 def test_participant_report_refuses_another_subjects_image(derivatives, tmp_path):
     _, out_dir = derivatives
     entry = ReportEntry(
-        stem="sub-02", t1w=out_dir, brain_mask=out_dir, template_t1=out_dir, synthetic_pet=out_dir, std_map=None,
-        real_pet=None, metrics=ParticipantMetrics.from_json(out_dir / "sub-02/figures/sub-02_desc-jdam_metrics.json"),
+        stem="sub-02",
+        t1w=out_dir,
+        brain_mask=out_dir,
+        template_t1=out_dir,
+        synthetic_pet=out_dir,
+        std_map=None,
+        real_pet=None,
+        metrics=ParticipantMetrics.from_json(out_dir / "sub-02/figures/sub-02_desc-jdam_metrics.json"),
     )
     with pytest.raises(InputError, match="sub-02: this image does not belong to sub-01"):
         write_participant_report(tmp_path, "01", [entry])
@@ -278,8 +331,15 @@ def test_regional_means_respects_mask():
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 ]
 # Appended to a copy of a report: after load, count <img> elements that did not decode (naturalWidth 0).
 IMAGE_CHECK_SCRIPT = """<script>
@@ -298,9 +358,18 @@ def chromium_image_check(page: Path, tmp_path: Path) -> tuple[int, int]:
     checked = tmp_path / f"checked-{page.name}"
     checked.write_text(page.read_text().replace("</body>", IMAGE_CHECK_SCRIPT + "</body>"))
     result = subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom",
-         "--virtual-time-budget=10000", checked.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--dump-dom",
+            "--virtual-time-budget=10000",
+            checked.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     found = re.search(r"images=(\d+) broken=(\d+)", result.stdout)
     assert found, f"the image check did not run: {result.stderr[-500:]}"
@@ -322,9 +391,17 @@ def test_reports_render_in_headless_chromium(derivatives, tmp_path):
 
     screenshot = tmp_path / "sub-01.png"
     subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
-         f"--screenshot={screenshot}", "--window-size=1280,2400", (out_dir / "sub-01.html").as_uri()],
-        capture_output=True, timeout=120, check=True,
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            f"--screenshot={screenshot}",
+            "--window-size=1280,2400",
+            (out_dir / "sub-01.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     pixels = matplotlib.image.imread(screenshot)[..., :3]
     dark = pixels.mean(axis=-1) < 0.2  # brain slices on black backgrounds; a blank page is all white

@@ -18,8 +18,19 @@ import numpy as np
 import pytest
 
 # Two threads, as users run it: registration runs in its own one-thread ITK process, so it is deterministic anyway.
-OPTIONS = ["--participant-label", "01", "--sampler", "heun", "--steps", "2", "--skip-bids-validation",
-           "--omp-nthreads", "2", "--device", "cpu"]
+OPTIONS = [
+    "--participant-label",
+    "01",
+    "--sampler",
+    "heun",
+    "--steps",
+    "2",
+    "--skip-bids-validation",
+    "--omp-nthreads",
+    "2",
+    "--device",
+    "cpu",
+]
 TIMEOUT_S = 600
 # Fields that honestly differ between two runs of the same participant.
 RUN_SPECIFIC = {"SynthesisWallTimeSeconds"}
@@ -29,11 +40,23 @@ class AppProcess:
     """``python -m bids_jdam`` as a subprocess in its own session, its output lines collected by a thread."""
 
     def __init__(self, bids_dir: Path, out: Path, work: Path, model: Path):
-        command = [sys.executable, "-m", "bids_jdam", str(bids_dir), str(out), "participant", "--model", str(model),
-                   "-w", str(work), *OPTIONS]
+        command = [
+            sys.executable,
+            "-m",
+            "bids_jdam",
+            str(bids_dir),
+            str(out),
+            "participant",
+            "--model",
+            str(model),
+            "-w",
+            str(work),
+            *OPTIONS,
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -64,8 +87,11 @@ class AppProcess:
 
 def published_files(out: Path) -> list[str]:
     """Output files outside the staging folders and lock files, relative to ``out``."""
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                  if p.is_file() and not p.relative_to(out).parts[0].startswith((".staging-", ".lock-")))
+    return sorted(
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if p.is_file() and not p.relative_to(out).parts[0].startswith((".staging-", ".lock-"))
+    )
 
 
 def assert_no_partial_participant(out: Path) -> None:

@@ -14,8 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_jdam import atomic
 from bids_jdam.cli.run import main
+from bids_jdam.io import atomic
 
 FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
 
@@ -73,7 +73,9 @@ BAD_T1W = {
     "absurd-voxels": (lambda p: _write(p, np.ones((20, 20, 20), np.float32), zooms=(40.0, 40.0, 40.0)), "outside"),
     "pixdim-zero": (lambda p: _write(p, _noise_head(), pixdim=(0.0, 0.0, 0.0)), "pixdim"),
     "huge-sform-behind-3mm-pixdim": (
-        lambda p: _write(p, _noise_head(), zooms=(1e6, 1e6, 1e6), pixdim=(3.0, 3.0, 3.0)), "from the affine"),
+        lambda p: _write(p, _noise_head(), zooms=(1e6, 1e6, 1e6), pixdim=(3.0, 3.0, 3.0)),
+        "from the affine",
+    ),
     "constant": (lambda p: _write(p, _head_sized(7.0)), "constant"),
     "all-negative": (lambda p: _write(p, -_noise_head() - 1), "no positive intensity"),
     "tiny": (lambda p: _write(p, np.random.default_rng(0).uniform(1, 2, (8, 8, 8))), "too small to hold a brain"),
@@ -110,8 +112,18 @@ def test_symlink_loop_is_reported(phantom_dataset, tiny_model_dir, tmp_path, cap
 def test_malformed_filter_file(phantom_dataset, tiny_model_dir, tmp_path, capsys):
     filters = tmp_path / "filters.json"
     filters.write_text("{not json")
-    rc = main([str(phantom_dataset), str(tmp_path / "out"), "participant", "--bids-filter-file", str(filters),
-               "--model", str(tiny_model_dir), *FAST])
+    rc = main(
+        [
+            str(phantom_dataset),
+            str(tmp_path / "out"),
+            "participant",
+            "--bids-filter-file",
+            str(filters),
+            "--model",
+            str(tiny_model_dir),
+            *FAST,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "filters.json" in err and err.strip().count("\n") == 0
 
@@ -153,9 +165,9 @@ def test_invalid_json_sidecar_without_validation_names_the_file(phantom_dataset,
     assert rc == 1 and _one_line(err) and str(sidecar) in err and "not valid JSON" in err
 
 
-def test_read_only_output_is_one_line_before_any_work(phantom_dataset, tiny_model_dir, tmp_path, capsys,
-                                                      monkeypatch):
+def test_read_only_output_is_one_line_before_any_work(phantom_dataset, tiny_model_dir, tmp_path, capsys, monkeypatch):
     """Root ignores permission bits, so the read-only filesystem is simulated where the app writes its probe."""
+
     def read_only(path, write):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
@@ -166,8 +178,17 @@ def test_read_only_output_is_one_line_before_any_work(phantom_dataset, tiny_mode
     assert rc == 1 and _one_line(err) and "not writable (Read-only file system)" in err and str(out) in err
 
 
-@pytest.mark.parametrize("option, value", [("--num-samples", "0"), ("--omp-nthreads", "0"), ("--steps", "1"),
-                                           ("--nprocs", "0"), ("--mem-gb", "0"), ("--num-samples", "two")])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--num-samples", "0"),
+        ("--omp-nthreads", "0"),
+        ("--steps", "1"),
+        ("--nprocs", "0"),
+        ("--mem-gb", "0"),
+        ("--num-samples", "two"),
+    ],
+)
 def test_bad_numeric_options_are_usage_errors(option, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path), str(tmp_path / "out"), "participant", option, value])
@@ -177,8 +198,19 @@ def test_bad_numeric_options_are_usage_errors(option, value, tmp_path, capsys):
 
 def _run_until_model(bids: Path, model: Path, tmp_path: Path, *options: str) -> tuple[int, Path]:
     work = tmp_path / "work"
-    rc = main([str(bids), str(tmp_path / "out"), "participant", "--model", str(model), "-w", str(work),
-               "--skip-bids-validation", *options])
+    rc = main(
+        [
+            str(bids),
+            str(tmp_path / "out"),
+            "participant",
+            "--model",
+            str(model),
+            "-w",
+            str(work),
+            "--skip-bids-validation",
+            *options,
+        ]
+    )
     return rc, work
 
 
@@ -199,6 +231,7 @@ def _edit_json(name: str, edit):
     def apply(model: Path) -> None:
         path = model / name
         path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
     return apply
 
 
@@ -206,6 +239,7 @@ def _set(section: str, key: str, value):
     def edit(config: dict) -> dict:
         config[section][key] = value
         return config
+
     return edit
 
 
@@ -216,25 +250,31 @@ def _pickled_weights(model: Path) -> None:
 
 BAD_MODELS = {
     "card-is-a-list": (_edit_json("model_card.json", lambda card: []), "model_card.json: must hold a JSON object"),
-    "sha256-not-hex": (_edit_json("model_card.json", lambda card: {**card, "sha256": {"weights.safetensors": "abc"}}),
-                       "must be 64 hex digits"),
+    "sha256-not-hex": (
+        _edit_json("model_card.json", lambda card: {**card, "sha256": {"weights.safetensors": "abc"}}),
+        "must be 64 hex digits",
+    ),
     "sha256-a-string": (_edit_json("model_card.json", lambda card: {**card, "sha256": "abc"}), "no sha256"),
     "config-is-a-list": (_edit_json("config.json", lambda config: [1, 2]), "config.json: must hold a JSON object"),
     "absurd-channels": (_edit_json("config.json", _set("network", "channels", 100000)), "weights do not fit"),
-    "slice-size-a-string": (_edit_json("config.json", _set("grid", "slice_size", "64")),
-                            "GridConfig.slice_size must be int"),
+    "slice-size-a-string": (
+        _edit_json("config.json", _set("grid", "slice_size", "64")),
+        "GridConfig.slice_size must be int",
+    ),
     "absurd-slice-size": (_edit_json("config.json", _set("grid", "slice_size", 100000)), "slice_size 100000"),
     "unknown-method": (_edit_json("config.json", lambda config: {**config, "method": "gan"}), "unknown method"),
     "pickle": (_pickled_weights, "pickle"),
     "training-subjects-wrong-type": (
         _edit_json("model_card.json", lambda card: {**card, "training_data": {"subjects": {"train": 3}}}),
-        "training_data.subjects.train"),
+        "training_data.subjects.train",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_MODELS))
-def test_malformed_model_directory_is_one_line_before_preprocessing(case, phantom_dataset, tiny_model_dir,
-                                                                    tmp_path, capsys):
+def test_malformed_model_directory_is_one_line_before_preprocessing(
+    case, phantom_dataset, tiny_model_dir, tmp_path, capsys
+):
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     break_it, says = BAD_MODELS[case]

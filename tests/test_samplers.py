@@ -25,8 +25,9 @@ def _keys(indices):
     return [(0, "sub-01", "axial", index, 0) for index in indices]
 
 
-@pytest.mark.parametrize(("name", "steps"), [("pc", 200), ("heun", 30), ("heun_stochastic", 60), ("ancestral", 400),
-                                              ("dpmpp_2m", 30)])
+@pytest.mark.parametrize(
+    ("name", "steps"), [("pc", 200), ("heun", 30), ("heun_stochastic", 60), ("ancestral", 400), ("dpmpp_2m", 30)]
+)
 def test_samples_have_the_conditional_mean_and_variance(name, steps):
     cond = 2 * torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) - 1
     x = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=steps), SDE, _keys(range(4)))
@@ -42,8 +43,9 @@ def test_few_ancestral_steps_under_disperse_the_samples():
     cond = 2 * torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) - 1
     variances = []
     for steps in (10, 400):
-        x = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name="ancestral", steps=steps), SDE,
-                   _keys(range(4)))
+        x = sample(
+            exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name="ancestral", steps=steps), SDE, _keys(range(4))
+        )
         variances.append(float(((x - SLOPE * cond) / SPREAD).var()))
     assert variances[0] < 0.6 < 0.9 < variances[1]
 
@@ -67,8 +69,10 @@ def test_a_slice_is_the_same_at_batch_size_1_and_8(name, parameterization):
     assert not torch.allclose(batch[4], batch[5])
 
 
-@pytest.mark.parametrize(("name", "expected"), [("pc", 10 + 9 * 2), ("heun", 19), ("heun_stochastic", 19),
-                                                 ("ancestral", 10), ("dpmpp_2m", 10)])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("pc", 10 + 9 * 2), ("heun", 19), ("heun_stochastic", 19), ("ancestral", 10), ("dpmpp_2m", 10)],
+)
 def test_network_evaluations_counts_the_calls(name, expected):
     calls = []
 
@@ -135,8 +139,9 @@ def test_temperature_scales_every_noise_of_every_sampler(name):
     # with a zero mean the exact denoiser is linear in x, so a sampler linear in its noises gives exactly tau x
     cond, keys = torch.zeros(2, 1, 16, 16), _keys(range(2))
     plain = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=6), SDE, keys)
-    cooled = sample(exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=6, temperature=0.5),
-                    SDE, keys)
+    cooled = sample(
+        exact_denoiser, cond, tuple(cond.shape), SamplerConfig(name=name, steps=6, temperature=0.5), SDE, keys
+    )
     assert float(plain.abs().mean()) > 0
     torch.testing.assert_close(cooled, 0.5 * plain, rtol=1e-4, atol=1e-6)
 

@@ -39,8 +39,17 @@ def _noisy_denoiser(x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | N
 
 def _synthesize(fn, t1, mask, **kwargs):
     sampler = SamplerConfig(name=kwargs.pop("name", "heun"), steps=4, num_samples=kwargs.pop("k", 1), seed=3)
-    return synthesize_volume(fn, t1, mask, VESDE(0.01, 5.0), sampler, image=kwargs.pop("image", "sub-01"),
-                             slice_size=SLICE, progress=False, **kwargs)
+    return synthesize_volume(
+        fn,
+        t1,
+        mask,
+        VESDE(0.01, 5.0),
+        sampler,
+        image=kwargs.pop("image", "sub-01"),
+        slice_size=SLICE,
+        progress=False,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("planes", [("axial",), ("axial", "coronal", "sagittal")])

@@ -14,8 +14,8 @@ from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_spli
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import CALIBRATION_TEMPERATURES
 from bids_jdam.evaluate.validation import predict_slices
-from bids_jdam.models.methods import METHODS
-from bids_jdam.models.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
+from bids_jdam.methods import METHODS
+from bids_jdam.methods.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.loop import Budget
 from bids_jdam.training.network_trainer import NetworkTrainer
@@ -42,8 +42,9 @@ def synthetic_subjects(bids_dir, cfg, subjects):
 def tiny_cfg():
     cfg = small_config()
     cfg.grid.slice_size = 16
-    cfg.network = NetworkConfig(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-                                dropout=0.0, num_groups=4)
+    cfg.network = NetworkConfig(
+        channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.0, num_groups=4
+    )
     cfg.train.batch_size = 4
     cfg.train.warmup_steps = 3
     cfg.train.checkpoint_every = 3
@@ -83,9 +84,17 @@ def test_dataset_holds_only_brain_slices(tiny_cfg):
 
 
 def _run(bids_dir, out_dir, cfg, max_steps, resume=False, method="jdam", minutes=None):
-    run = TrainingRun(bids_dir, out_dir, method=method, load_subjects=synthetic_subjects,
-                      budget=Budget(max_steps=max_steps, minutes=minutes), resume=resume, device="cpu",
-                      progress=False, validation_sampler=SamplerConfig(name="heun", steps=3, corrector_steps=0))
+    run = TrainingRun(
+        bids_dir,
+        out_dir,
+        method=method,
+        load_subjects=synthetic_subjects,
+        budget=Budget(max_steps=max_steps, minutes=minutes),
+        resume=resume,
+        device="cpu",
+        progress=False,
+        validation_sampler=SamplerConfig(name="heun", steps=3, corrector_steps=0),
+    )
     return train_model(run, cfg)
 
 
@@ -101,14 +110,16 @@ def test_resume_is_bit_exact(bids_dir, tmp_path, tiny_cfg):
     card = json.loads((resumed / "model_card.json").read_text())
     assert card["steps"] == 6
     assert set(card["training_data"]["subjects"]["validation"]) == set(
-        read_splits(resumed / "splits.json")["validation"])
+        read_splits(resumed / "splits.json")["validation"]
+    )
     assert card["validation"]["n_subjects"] == len(card["training_data"]["subjects"]["validation"]) > 0
     assert np.isfinite(card["validation"]["psnr_db"])
     calibration = card["calibration"]  # fitted on the held-out subjects' K samples
     assert calibration["spread_scale"] > 0 and calibration["num_samples"] == 4 and calibration["voxels"] > 0
     assert set(calibration["crps_by_temperature"]) == {f"{t:g}" for t in CALIBRATION_TEMPERATURES}
     assert calibration["crps_by_temperature"][f"{calibration['temperature']:g}"] == min(
-        calibration["crps_by_temperature"].values())  # the temperature chosen scores the lowest calibrated CRPS
+        calibration["crps_by_temperature"].values()
+    )  # the temperature chosen scores the lowest calibrated CRPS
     config = json.loads((resumed / "config.json").read_text())
     assert config["sde"]["sigma_max"] != tiny_cfg.sde.sigma_max  # chosen from the training slices
     with pytest.raises(InputError, match="not unet-l1"):
@@ -135,8 +146,13 @@ def test_unconditional_trainer_never_sees_the_mri(tiny_cfg):
 def test_held_out_subjects_do_not_share_sampling_noise(tiny_cfg):
     """Identical slices of two subjects get different samples, so their errors are independent across subjects."""
     jdam = METHODS.named("jdam")
-    net = NetworkTrainer(jdam, tiny_cfg, PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16),
-                         torch.device("cpu"), seed=0).ema_model()
+    net = NetworkTrainer(
+        jdam,
+        tiny_cfg,
+        PairedSliceDataset(synthetic_subjects(None, tiny_cfg, ["01"]), ("axial",), 16),
+        torch.device("cpu"),
+        seed=0,
+    ).ema_model()
     mri = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)).repeat(3, 1, 1, 1)
     keys = [("01", "axial", 5), ("02", "axial", 5), ("01", "axial", 5)]
     sampler = SamplerConfig(name="ancestral", steps=4, seed=0)
@@ -154,10 +170,27 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
 def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     out = tmp_path / "model"
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"network": {"channels": 8, "channel_mult": [1, 2], "num_groups": 4},
-                                  "train": {"planes": ["axial"], "batch_size": 2}}))
-    args = [str(phantom_dataset), str(out), "--phantom-truth", "--small", "--config", str(config),
-            "--max-steps", "2", "--device", "cpu", "--no-progress"]
+    config.write_text(
+        json.dumps(
+            {
+                "network": {"channels": 8, "channel_mult": [1, 2], "num_groups": 4},
+                "train": {"planes": ["axial"], "batch_size": 2},
+            }
+        )
+    )
+    args = [
+        str(phantom_dataset),
+        str(out),
+        "--phantom-truth",
+        "--small",
+        "--config",
+        str(config),
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert train_main(args) == 0
     _, cfg, card = load_model_dir(out)
     assert card["steps"] == 2 and cfg.network.channels == 8
@@ -179,10 +212,30 @@ def test_cli_trains_on_raw_bids_pairs_through_preprocessing(phantom_dataset, tmp
     """Without --phantom-truth the pairs come from pybids and the real preprocessing, cached per image."""
     out, work = tmp_path / "model", tmp_path / "work"
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"network": {"channels": 8, "channel_mult": [1, 2], "num_groups": 4},
-                                  "train": {"planes": ["axial"], "batch_size": 2}}))
-    args = [str(phantom_dataset), str(out), "--small", "--config", str(config), "-w", str(work), "--max-steps", "2",
-            "--device", "cpu", "--no-progress", "--omp-nthreads", "1"]
+    config.write_text(
+        json.dumps(
+            {
+                "network": {"channels": 8, "channel_mult": [1, 2], "num_groups": 4},
+                "train": {"planes": ["axial"], "batch_size": 2},
+            }
+        )
+    )
+    args = [
+        str(phantom_dataset),
+        str(out),
+        "--small",
+        "--config",
+        str(config),
+        "-w",
+        str(work),
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--omp-nthreads",
+        "1",
+    ]
     assert train_main(args) == 0
     _, _, card = load_model_dir(out)
     assert card["steps"] == 2
@@ -194,8 +247,8 @@ def test_cli_trains_on_raw_bids_pairs_through_preprocessing(phantom_dataset, tmp
 
 @pytest.mark.parametrize("method", ["jdam", "cyclegan"])
 def test_training_and_validation_run_with_subnormals_flushed(bids_dir, tmp_path, tiny_cfg, monkeypatch, method):
-    """Training steps and held-out prediction run under bids_jdam.denormals (Intel CPUs are slow on subnormals)."""
-    from bids_jdam.denormals import flush_supported, subnormals_flushed
+    """Training steps and held-out prediction run with subnormals flushed (Intel CPUs are slow on subnormals)."""
+    from bids_jdam.runtime.denormals import flush_supported, subnormals_flushed
     from bids_jdam.training.trainer import Trainer
 
     if not flush_supported():
@@ -245,8 +298,9 @@ def test_residual_jdam_samples_around_its_mean_network(tiny_cfg):
     sampler = SamplerConfig(name="heun", steps=3, corrector_steps=0)
     keys = [(0, "sub-01", "axial", i, 0) for i in range(2)]
     first = method.predict(model, cfg, mri, keys, sampler, torch.device("cpu"))
-    other = method.predict(model, cfg, mri, [(0, "sub-02", "axial", i, 0) for i in range(2)], sampler,
-                           torch.device("cpu"))
+    other = method.predict(
+        model, cfg, mri, [(0, "sub-02", "axial", i, 0) for i in range(2)], sampler, torch.device("cpu")
+    )
     with torch.no_grad():
         mean = model.mean(mri)
     assert first.shape == mean.shape == mri.shape and torch.isfinite(first).all()

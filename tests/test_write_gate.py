@@ -9,18 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from bids_jdam import atomic, write_gate
 from bids_jdam.bids.derivatives import ParticipantStaging
 from bids_jdam.cli.run import main
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic, write_gate
+from bids_jdam.io.locks import participant_lock
 from bids_jdam.preprocess.cache import StepRunner
-from bids_jdam.workflows.participant_lock import participant_lock
 
 
 def sha256_snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` (symlinks not followed) with the sha256 of its contents."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 @pytest.fixture
@@ -55,9 +58,13 @@ def test_step_cache_refuses_a_work_dir_that_leads_into_the_input(dataset, tmp_pa
     source.write_text("abc")
     before = sha256_snapshot(dataset)
     with write_gate.protecting(dataset), pytest.raises(InputError, match="inside the input dataset"):
-        StepRunner(work / "sub-01", "01").run("copy", lambda out: out["copy"].write_text("x"),
-                                              inputs={"text": source}, outputs={"copy": "copy.txt"},
-                                              code=(sha256_snapshot,))
+        StepRunner(work / "sub-01", "01").run(
+            "copy",
+            lambda out: out["copy"].write_text("x"),
+            inputs={"text": source},
+            outputs={"copy": "copy.txt"},
+            code=(sha256_snapshot,),
+        )
     assert sha256_snapshot(dataset) == before and not (dataset / "sub-01" / "anat" / "copy.txt").exists()
 
 
@@ -111,8 +118,7 @@ def test_app_refuses_a_default_work_dir_symlinked_into_the_input(phantom_dataset
     assert sha256_snapshot(bids) == before
 
 
-def test_app_refuses_a_participant_folder_symlinked_into_the_input(phantom_dataset, tiny_model_dir, tmp_path,
-                                                                   capsys):
+def test_app_refuses_a_participant_folder_symlinked_into_the_input(phantom_dataset, tiny_model_dir, tmp_path, capsys):
     """Refused before preprocessing: the participant fails with one line, the input is unchanged."""
     bids = tmp_path / "bids"
     shutil.copytree(phantom_dataset, bids, ignore=shutil.ignore_patterns("derivatives", "sub-02", "sub-03", "sub-04"))
@@ -120,8 +126,9 @@ def test_app_refuses_a_participant_folder_symlinked_into_the_input(phantom_datas
     out, work = tmp_path / "out", tmp_path / "work"
     out.mkdir()
     (out / "sub-01").symlink_to(bids / "sub-01")
-    rc = main([str(bids), str(out), "participant", "--model", str(tiny_model_dir), "--skip-bids-validation",
-               "-w", str(work)])
+    rc = main(
+        [str(bids), str(out), "participant", "--model", str(tiny_model_dir), "--skip-bids-validation", "-w", str(work)]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "sub-01 failed" in err and "participant folder" in err and "Traceback" not in err
     assert sha256_snapshot(bids) == before

@@ -32,9 +32,10 @@ from typing import Any
 
 from bidsschematools import schema as bids_schema
 
-from bids_jdam import __version__, atomic, write_gate
+from bids_jdam import __version__
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic, write_gate
 from bids_jdam.synthesis.provenance import SynthesisProvenance
 
 LOGGER = logging.getLogger(__name__)
@@ -104,8 +105,11 @@ def derivative_name(
     datatype = _datatype_for(suffix)
     allowed = _allowed_entities(suffix, datatype)
     carried = PET_SOURCE_ENTITIES if datatype == "pet" else allowed
-    entities = {key: value for key, value in source_entities.items()
-                if key in allowed and key in carried and key not in DERIVED_ENTITIES}
+    entities = {
+        key: value
+        for key, value in source_entities.items()
+        if key in allowed and key in carried and key not in DERIVED_ENTITIES
+    }
     derived = {"trc": trc, "space": space, "res": res, "desc": desc}
     entities.update({key: value for key, value in derived.items() if value is not None and key in allowed})
     return f"{_join_entities(entities)}_{suffix}{extension}"
@@ -129,8 +133,9 @@ def derivative_path(
     res: str | None = None,
 ) -> Path:
     """The output path relative to the derivative dataset: ``sub-01/[ses-A/]pet/<derivative_name>``."""
-    name = derivative_name(source_entities, space=space, desc=desc, suffix=suffix, extension=extension,
-                           trc=trc, res=res)
+    name = derivative_name(
+        source_entities, space=space, desc=desc, suffix=suffix, extension=extension, trc=trc, res=res
+    )
     return _subject_folder(source_entities, _datatype_for(suffix)) / name
 
 
@@ -139,8 +144,7 @@ def transform_path(
 ) -> Path:
     """``sub-01/anat/sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5`` (fMRIPrep's convention)."""
     allowed = _allowed_entities("mask", "anat")
-    entities = {key: value for key, value in source_entities.items()
-                if key in allowed and key not in DERIVED_ENTITIES}
+    entities = {key: value for key, value in source_entities.items() if key in allowed and key not in DERIVED_ENTITIES}
     for label in (from_space, to_space, mode):
         if not label.isalnum():
             raise ValueError(f"BIDS label {label!r} must be letters and digits only")
@@ -152,13 +156,13 @@ PET_STATISTICS = {
     "mean": "Synthetic FDG-PET",
     "std": "Voxel-wise standard deviation across the posterior samples of a synthetic FDG-PET",
     "viewstd": "Voxel-wise standard deviation across the reconstructions of a synthetic FDG-PET along each sampled "
-               "plane (where the 2D views disagree)",
+    "plane (where the 2D views disagree)",
     "predictivesd": "Voxel-wise predictive standard deviation of a one-sample synthetic FDG-PET (mean +- 1.645 SD is "
-                    "its central 90 % interval), from the model's single-sample error model: the log squared error "
-                    "of held-out subjects regressed on the distance to the brain's edge, local gradients, curvature "
-                    "and spread of the synthetic PET and the T1w, the uptake and the position in the slice stack, "
-                    "scaled by a split-conformal factor fitted on those subjects (the "
-                    "model card's single_sample_sd record)",
+    "its central 90 % interval), from the model's single-sample error model: the log squared error "
+    "of held-out subjects regressed on the distance to the brain's edge, local gradients, curvature "
+    "and spread of the synthetic PET and the T1w, the uptake and the position in the slice stack, "
+    "scaled by a split-conformal factor fitted on those subjects (the "
+    "model card's single_sample_sd record)",
 }
 
 
@@ -173,20 +177,26 @@ def _spatial_fields(source: AnatInput, space: str) -> dict[str, Any]:
 def _pet_description(source: AnatInput, provenance: SynthesisProvenance, statistic: str) -> str:
     """What the image is, from what and how, whether its spread is calibrated, and the warnings that apply."""
     what, model = PET_STATISTICS[statistic], provenance.model
-    how = (f"{provenance.sampler.num_samples} sample(s), {provenance.sampler.name} sampler, "
-           f"{provenance.sampler.steps} steps" if model.probabilistic else "one deterministic prediction")
+    how = (
+        f"{provenance.sampler.num_samples} sample(s), {provenance.sampler.name} sampler, "
+        f"{provenance.sampler.steps} steps"
+        if model.probabilistic
+        else "one deterministic prediction"
+    )
     description = (
         f"{what} (SUVR, reference region: {provenance.reference_region}) computed from "
         f"{source.relative_path} by the bids-jdam model '{model.name}' (method {model.method}, {how}). "
         "Not a measurement: no tracer was injected and no scan was acquired."
     )
     if statistic == "std":
-        description += (f" The samples' spread is calibrated: drawn at sampler temperature "
-                        f"{provenance.sampler.temperature:g} and scaled by {model.spread_scale:.4g}, both fitted on "
-                        "held-out subjects (the model card's calibration record)."
-                        if model.spread_scale is not None else
-                        " The samples' spread is NOT calibrated (the model card records no calibration, or one "
-                        "fitted for another sampler or plane count): it is likely smaller than the error.")
+        description += (
+            f" The samples' spread is calibrated: drawn at sampler temperature "
+            f"{provenance.sampler.temperature:g} and scaled by {model.spread_scale:.4g}, both fitted on "
+            "held-out subjects (the model card's calibration record)."
+            if model.spread_scale is not None
+            else " The samples' spread is NOT calibrated (the model card records no calibration, or one "
+            "fitted for another sampler or plane count): it is likely smaller than the error."
+        )
     if provenance.model.trained_on_phantoms:
         description += " The model was trained on phantoms, not for real patients."
     if provenance.qc_failures:
@@ -284,19 +294,24 @@ def write_dataset_description(
     path = out_dir / "dataset_description.json"
     existing = _read_existing_description(path)
     container = container or _container_from_environment()
-    generated = {"Name": PIPELINE_NAME, "Version": version,
-                 "Description": "Synthetic FDG-PET from T1-weighted MRI (JDAM score-based diffusion model)"}
+    generated = {
+        "Name": PIPELINE_NAME,
+        "Version": version,
+        "Description": "Synthetic FDG-PET from T1-weighted MRI (JDAM score-based diffusion model)",
+    }
     if container:
         generated["Container"] = container
     raw_link = Path(source_dir).absolute().as_uri()
     description: dict[str, Any] = dict(existing or {})
-    description.update({
-        "Name": description.get("Name", "bids-jdam: synthetic FDG-PET"),
-        "BIDSVersion": BIDS_VERSION,
-        "DatasetType": "derivative",
-        "GeneratedBy": [entry for entry in description.get("GeneratedBy", [])
-                        if entry.get("Name") != PIPELINE_NAME] + [generated],
-    })
+    description.update(
+        {
+            "Name": description.get("Name", "bids-jdam: synthetic FDG-PET"),
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [entry for entry in description.get("GeneratedBy", []) if entry.get("Name") != PIPELINE_NAME]
+            + [generated],
+        }
+    )
     sources = [entry for entry in description.get("SourceDatasets", []) if entry.get("URL") != "bids:raw:"]
     description["SourceDatasets"] = sources + [{"URL": "bids:raw:"}]
     links = dict(description.get("DatasetLinks", {}))
@@ -376,10 +391,7 @@ class ParticipantStaging:
         self.abandoned = True
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         try:
             if exc_type is None and not self.abandoned:

@@ -14,7 +14,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_jdam import atomic
 from bids_jdam.bids.derivatives import (
     NATIVE_SPACE,
     TEMPLATE_SPACE,
@@ -28,6 +27,7 @@ from bids_jdam.bids.derivatives import (
 )
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.data.template import TemplateImages
+from bids_jdam.io import atomic
 from bids_jdam.preprocess.pipeline import PreprocessedT1w, to_native
 from bids_jdam.synthesis.provenance import SynthesisProvenance
 from bids_jdam.synthesis.volume import SynthesisResult
@@ -36,8 +36,12 @@ from bids_jdam.synthesis.volume import SynthesisResult
 # the validator does not match (hence the regional tables by their full ending).
 BIDSIGNORE = ["*_xfm.*", "*.html", "sub-*/figures", "group_metrics.tsv", ".work", "*_seg-AAL3_desc-jdam_pet.*"]
 # (desc- entity, sidecar statistic, SynthesisResult field) of each synthetic PET map
-PET_MAPS = (("jdam", "mean", "mean"), ("jdamstd", "std", "std"), ("jdamviewstd", "viewstd", "view_std"),
-            ("jdampredsd", "predictivesd", "predictive_sd"))
+PET_MAPS = (
+    ("jdam", "mean", "mean"),
+    ("jdamstd", "std", "std"),
+    ("jdamviewstd", "viewstd", "view_std"),
+    ("jdampredsd", "predictivesd", "predictive_sd"),
+)
 
 
 def start_derivative_dataset(output_dir: Path, *, source_dir: Path, version: str) -> None:
@@ -47,8 +51,12 @@ def start_derivative_dataset(output_dir: Path, *, source_dir: Path, version: str
 
 
 def write_image_derivatives(
-    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, template: TemplateImages,
-    provenance: SynthesisProvenance, staging: ParticipantStaging,
+    anat: AnatInput,
+    prep: PreprocessedT1w,
+    result: SynthesisResult,
+    template: TemplateImages,
+    provenance: SynthesisProvenance,
+    staging: ParticipantStaging,
 ) -> dict[str, Path]:
     """Synthetic PET (and SD maps), brain masks and transforms of one image, with their sidecars.
 
@@ -61,25 +69,34 @@ def write_image_derivatives(
 
 
 def _write_pet_maps(
-    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, template: TemplateImages,
-    provenance: SynthesisProvenance, staging: ParticipantStaging,
+    anat: AnatInput,
+    prep: PreprocessedT1w,
+    result: SynthesisResult,
+    template: TemplateImages,
+    provenance: SynthesisProvenance,
+    staging: ParticipantStaging,
 ) -> dict[str, Path]:
     written: dict[str, Path] = {}
     for desc, statistic, field in PET_MAPS:
         data = getattr(result, field)
         if data is None:
             continue
-        template_rel = derivative_path(anat.entities, space=TEMPLATE_SPACE, desc=desc, suffix="pet",
-                                       extension=".nii.gz", trc="FDG")
+        template_rel = derivative_path(
+            anat.entities, space=TEMPLATE_SPACE, desc=desc, suffix="pet", extension=".nii.gz", trc="FDG"
+        )
         template_path = staging.path(template_rel)
         atomic.save_nifti(template.image(data), template_path)
-        atomic.write_json(staging.path(_sidecar(template_rel)),
-                          pet_sidecar(anat, provenance, space=TEMPLATE_SPACE, statistic=statistic))
-        native_rel = derivative_path(anat.entities, space=NATIVE_SPACE, desc=desc, suffix="pet",
-                                     extension=".nii.gz", trc="FDG")
+        atomic.write_json(
+            staging.path(_sidecar(template_rel)),
+            pet_sidecar(anat, provenance, space=TEMPLATE_SPACE, statistic=statistic),
+        )
+        native_rel = derivative_path(
+            anat.entities, space=NATIVE_SPACE, desc=desc, suffix="pet", extension=".nii.gz", trc="FDG"
+        )
         to_native(template_path, prep, staging.path(native_rel))
-        atomic.write_json(staging.path(_sidecar(native_rel)),
-                          pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic))
+        atomic.write_json(
+            staging.path(_sidecar(native_rel)), pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic)
+        )
         key = "pet" if statistic == "mean" else statistic
         written[f"template_{key}"], written[f"native_{key}"] = template_path, staging.path(native_rel)
     return written
@@ -89,8 +106,9 @@ def _write_brain_masks(anat: AnatInput, prep: PreprocessedT1w, staging: Particip
     for space, source in ((TEMPLATE_SPACE, prep.brain_mask_model), (NATIVE_SPACE, prep.brain_mask_native)):
         rel = derivative_path(anat.entities, space=space, desc="brain", suffix="mask", extension=".nii.gz")
         img = nib.load(str(source))
-        atomic.save_nifti(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine, img.header),
-                          staging.path(rel))
+        atomic.save_nifti(
+            nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8), img.affine, img.header), staging.path(rel)
+        )
         atomic.write_json(staging.path(_sidecar(rel)), mask_sidecar(anat, space=space))
 
 

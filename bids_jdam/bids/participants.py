@@ -44,8 +44,10 @@ def read_participants(bids_dir: Path) -> dict[str, ParticipantRow]:
     rows: dict[str, ParticipantRow] = {}
     for number, cells in enumerate(lines, start=2):
         if len(cells) > len(header):
-            raise InputError(f"{path}: cannot parse the participants table (line {number} has {len(cells)} cells, "
-                             f"the header {len(header)})")
+            raise InputError(
+                f"{path}: cannot parse the participants table (line {number} has {len(cells)} cells, "
+                f"the header {len(header)})"
+            )
         row = {column: _cell(value) for column, value in itertools.zip_longest(header, cells, fillvalue="")}
         label = row.get("participant_id")
         if label is not None:

@@ -38,7 +38,7 @@ def normalize_labels(labels: Sequence[str] | None, prefix: str = "sub") -> list[
     for label in labels:
         bare = label.strip()
         if bare.startswith(f"{prefix}-"):
-            bare = bare[len(prefix) + 1:]
+            bare = bare[len(prefix) + 1 :]
         if not bare or not bare.isalnum():
             raise InputError(f"invalid {prefix} label {label!r}: BIDS labels are letters and digits only")
         if bare not in normalized:
@@ -84,7 +84,8 @@ def load_layout(bids_dir: Path, *, validate: bool) -> BIDSLayout:
     if shared:
         raise InputError(f"{shared[0]}: not valid JSON ({broken[shared[0]]}); it applies to every participant")
     ignore = list(DEFAULT_LOCATIONS_TO_IGNORE) + [
-        re.compile("^/" + re.escape(path.relative_to(bids_dir).as_posix()) + "$") for path in broken]
+        re.compile("^/" + re.escape(path.relative_to(bids_dir).as_posix()) + "$") for path in broken
+    ]
     try:
         return BIDSLayout(bids_dir, validate=False, database_path=None, indexer=BIDSLayoutIndexer(ignore=ignore))
     except Exception as error:  # noqa: BLE001 - pybids raises OSError, ValueError, ... with multi-line messages
@@ -96,8 +97,9 @@ def unreadable_sidecars(bids_dir: Path) -> dict[Path, str]:
     """The raw dataset's JSON files that do not parse, with the reason (derivatives, sourcedata, hidden skipped)."""
     broken = {}
     for path in sorted(Path(bids_dir).rglob("*.json")):
-        if any(part.startswith(".") or part in ("derivatives", "sourcedata")
-               for part in path.relative_to(bids_dir).parts):
+        if any(
+            part.startswith(".") or part in ("derivatives", "sourcedata") for part in path.relative_to(bids_dir).parts
+        ):
             continue
         try:
             json.loads(path.read_text(encoding="utf-8"))
@@ -136,26 +138,26 @@ def load_filters(path: Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     filters = _read_json(path, "BIDS filter file")
     if not isinstance(filters, dict):
-        raise InputError(f"{path}: a BIDS filter file must hold a JSON object such as {{\"t1w\": {{...}}}}")
+        raise InputError(f'{path}: a BIDS filter file must hold a JSON object such as {{"t1w": {{...}}}}')
     unknown = sorted(set(filters) - set(FILTER_QUERIES))
     if unknown:
         raise InputError(f"{path}: unknown query name(s) {', '.join(unknown)}; known: {', '.join(FILTER_QUERIES)}")
     for query_name, entities in filters.items():
         if not isinstance(entities, dict):
-            raise InputError(f"{path}: \"{query_name}\" must map entity names to values, got {entities!r}")
+            raise InputError(f'{path}: "{query_name}" must map entity names to values, got {entities!r}')
         for entity, value in entities.items():
             if isinstance(value, (dict, float)) or (isinstance(value, list) and not value):
-                raise InputError(f"{path}: \"{query_name}\".\"{entity}\" has an unusable value {value!r}")
-    return {name: {key: _as_pybids_value(value) for key, value in entities.items()}
-            for name, entities in filters.items()}
+                raise InputError(f'{path}: "{query_name}"."{entity}" has an unusable value {value!r}')
+    return {
+        name: {key: _as_pybids_value(value) for key, value in entities.items()} for name, entities in filters.items()
+    }
 
 
 def _check_filter_entities(layout: BIDSLayout, filters: dict[str, Any], query_name: str) -> None:
     unknown = sorted(set(filters) - set(layout.get_entities()))
     if unknown:
         raise InputError(
-            f"{layout.root}: the \"{query_name}\" filter uses entities this dataset does not have: "
-            f"{', '.join(unknown)}"
+            f'{layout.root}: the "{query_name}" filter uses entities this dataset does not have: {", ".join(unknown)}'
         )
 
 
@@ -227,9 +229,7 @@ def _select_subjects(layout: BIDSLayout, participants: list[str] | None) -> list
         return available
     unknown = [label for label in wanted if label not in available]
     if unknown:
-        raise InputError(
-            f"{layout.root}: participant(s) not in the dataset: {', '.join('sub-' + s for s in unknown)}"
-        )
+        raise InputError(f"{layout.root}: participant(s) not in the dataset: {', '.join('sub-' + s for s in unknown)}")
     return wanted
 
 
@@ -256,7 +256,7 @@ def _refuse_colliding_outputs(inputs: list[AnatInput]) -> None:
             names = ", ".join(anat.path.name for anat in group)
             raise InputError(
                 f"{group[0].path.parent}: {names} differ only in entities that derivative names cannot carry; "
-                "select one with --bids-filter-file, e.g. {\"t1w\": {\"acquisition\": \"<label>\"}}"
+                'select one with --bids-filter-file, e.g. {"t1w": {"acquisition": "<label>"}}'
             )
 
 
@@ -288,8 +288,13 @@ def find_anatomicals(
             missing.append(subject)
             continue
         if len(found) > 1:
-            LOGGER.info("sub-%s: %d %s images, each gets its own outputs: %s", subject, len(found), suffix,
-                        ", ".join(anat.path.name for anat in found))
+            LOGGER.info(
+                "sub-%s: %d %s images, each gets its own outputs: %s",
+                subject,
+                len(found),
+                suffix,
+                ", ".join(anat.path.name for anat in found),
+            )
         inputs.extend(found)
     if not inputs:
         raise InputError(
@@ -325,7 +330,8 @@ def find_fdg_pet(
         "extension": NIFTI_EXTENSIONS,
     }
     candidates = [
-        Path(f.path) for f in layout.get(**query)
+        Path(f.path)
+        for f in layout.get(**query)
         if is_fdg_tracer(f.entities.get("tracer"))
         and (rec is None or str(f.entities.get("reconstruction", "")).lower() == rec.lower())
     ]
@@ -359,8 +365,11 @@ def find_training_pairs(
     for anat in selection.inputs:
         pet = find_fdg_pet(layout, anat.subject, anat.session, rec=rec, filters=filters.get("pet"))
         if pet is None:
-            LOGGER.info("sub-%s%s: no FDG-PET, not a training pair", anat.subject,
-                        f" ses-{anat.session}" if anat.session else "")
+            LOGGER.info(
+                "sub-%s%s: no FDG-PET, not a training pair",
+                anat.subject,
+                f" ses-{anat.session}" if anat.session else "",
+            )
             continue
         pairs.append(TrainingPair(subject=anat.subject, session=anat.session, t1w=anat, pet=pet))
     if not pairs:
@@ -380,5 +389,6 @@ def dataset_identity(bids_dir: Path) -> str:
         return str(Path(bids_dir).resolve())
     generated = description.get("GeneratedBy") or [{}]
     first = generated[0] if isinstance(generated, list) and generated and isinstance(generated[0], dict) else {}
-    return "|".join(str(x) for x in (description.get("Name", ""), description.get("DatasetDOI", ""),
-                                     first.get("Description", "")))
+    return "|".join(
+        str(x) for x in (description.get("Name", ""), description.get("DatasetDOI", ""), first.get("Description", ""))
+    )

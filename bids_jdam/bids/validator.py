@@ -54,8 +54,10 @@ def _crash_reason(completed: subprocess.CompletedProcess) -> str:
     lines = [line.strip() for line in (completed.stderr or completed.stdout).splitlines() if line.strip()]
     readable = [line for line in lines if sum(ch.isalpha() for ch in line) > len(line) / 2]
     reason = readable[-1][:200] if readable else f"exit code {completed.returncode}"
-    return (f"{VALIDATOR_EXECUTABLE} crashed without a report ({reason}); it needs a few GB of virtual memory "
-            "(check `ulimit -v`); pass --skip-bids-validation to go on without it")
+    return (
+        f"{VALIDATOR_EXECUTABLE} crashed without a report ({reason}); it needs a few GB of virtual memory "
+        "(check `ulimit -v`); pass --skip-bids-validation to go on without it"
+    )
 
 
 def run_bids_validator(path: Path, *, ignore_warnings: bool = True) -> ValidationResult:
@@ -67,8 +69,10 @@ def run_bids_validator(path: Path, *, ignore_warnings: bool = True) -> Validatio
     try:
         completed = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as error:
-        raise InputError(f"{path}: cannot start {VALIDATOR_EXECUTABLE} ({error.strerror}); "
-                         "pass --skip-bids-validation to go on without it") from None
+        raise InputError(
+            f"{path}: cannot start {VALIDATOR_EXECUTABLE} ({error.strerror}); "
+            "pass --skip-bids-validation to go on without it"
+        ) from None
     try:
         report = json.loads(completed.stdout)
         issues = report["issues"]["issues"]

@@ -20,17 +20,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_dir", type=Path, help="output folder (must be empty, new, or an earlier phantom)")
     parser.add_argument("--subjects", type=int, default=4, help="number of subjects, half CN and half AD (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default 0)")
-    parser.add_argument("--field-strength", choices=["3", "5", "7", "mix"], default="3",
-                        help="T1w scanner: 3 T (1 mm), 5 T (0.8 mm), 7 T (0.7 mm MP2RAGE UNIT1), or mix (3/5/7 "
-                             "by subject) (default 3)")
-    parser.add_argument("--layout", choices=["bids", "clinica"], default="bids",
-                        help="file names: plain BIDS, or Clinica adni-to-bids (sub-ADNI002S0001/ses-M000, "
-                             "trc-18FFDG_rec-uniform) (default bids)")
+    parser.add_argument(
+        "--field-strength",
+        choices=["3", "5", "7", "mix"],
+        default="3",
+        help="T1w scanner: 3 T (1 mm), 5 T (0.8 mm), 7 T (0.7 mm MP2RAGE UNIT1), or mix (3/5/7 by subject) (default 3)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["bids", "clinica"],
+        default="bids",
+        help="file names: plain BIDS, or Clinica adni-to-bids (sub-ADNI002S0001/ses-M000, "
+        "trc-18FFDG_rec-uniform) (default bids)",
+    )
     parser.add_argument("--sessions", type=int, default=1, help="sessions per subject (default 1)")
-    parser.add_argument("--grid-spacing", type=float, choices=[2.0, 4.0], default=None,
-                        help="model grid of the ground truth in mm (default 2, or 4 with --fast)")
-    parser.add_argument("--fast", action="store_true",
-                        help="small phantoms for tests: 3 mm T1w, 4 mm PET, 4 mm grid")
+    parser.add_argument(
+        "--grid-spacing",
+        type=float,
+        choices=[2.0, 4.0],
+        default=None,
+        help="model grid of the ground truth in mm (default 2, or 4 with --fast)",
+    )
+    parser.add_argument("--fast", action="store_true", help="small phantoms for tests: 3 mm T1w, 4 mm PET, 4 mm grid")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: available cores)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -44,15 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     try:
         out = generate_phantom_dataset(
-            args.out_dir, args.subjects, args.seed,
+            args.out_dir,
+            args.subjects,
+            args.seed,
             field_strength=args.field_strength if args.field_strength == "mix" else int(args.field_strength),
-            layout=args.layout, sessions=args.sessions, grid_spacing_mm=grid, fast=args.fast, jobs=args.jobs,
+            layout=args.layout,
+            sessions=args.sessions,
+            grid_spacing_mm=grid,
+            fast=args.fast,
+            jobs=args.jobs,
         )
     except InputError as error:
         print(f"bids-jdam-phantom: error: {error}", file=sys.stderr)
         return 1
-    print(f"phantom dataset: {out} ({args.subjects} subjects, {time.monotonic() - start:.1f} s); "
-          f"ground truth: {out / 'derivatives' / 'phantom'}")
+    print(
+        f"phantom dataset: {out} ({args.subjects} subjects, {time.monotonic() - start:.1f} s); "
+        f"ground truth: {out / 'derivatives' / 'phantom'}"
+    )
     return 0
 
 

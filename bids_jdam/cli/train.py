@@ -23,7 +23,7 @@ def non_negative_minutes(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bids_jdam.models.methods import DEFAULT_METHOD, METHODS
+    from bids_jdam.methods import DEFAULT_METHOD, METHODS
 
     parser = argparse.ArgumentParser(
         prog="bids-jdam-train",
@@ -31,26 +31,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("bids_dir", type=Path, help="the BIDS dataset with T1w and FDG-PET (never written to)")
     parser.add_argument("out_dir", type=Path, help="the model directory to write (weights, config, model card)")
-    parser.add_argument("--config", type=Path, metavar="JSON",
-                        help="configuration overrides by section, e.g. {\"train\": {\"lr\": 1e-4}}")
+    parser.add_argument(
+        "--config", type=Path, metavar="JSON", help='configuration overrides by section, e.g. {"train": {"lr": 1e-4}}'
+    )
     parser.add_argument("--small", action="store_true", help="start from the CPU-sized configuration (4 mm, 64x64)")
-    parser.add_argument("--phantom-truth", action="store_true",
-                        help="train on the phantom's template-space truth under derivatives/phantom")
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS.names(),
-                        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS) + f" (default {DEFAULT_METHOD})")
-    parser.add_argument("-w", "--work-dir", type=Path,
-                        help="preprocessing cache for raw BIDS pairs and the training slices (default: OUT_DIR/work)")
+    parser.add_argument(
+        "--phantom-truth",
+        action="store_true",
+        help="train on the phantom's template-space truth under derivatives/phantom",
+    )
+    parser.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=METHODS.names(),
+        help="; ".join(f"{m.name}: {m.summary}" for m in METHODS) + f" (default {DEFAULT_METHOD})",
+    )
+    parser.add_argument(
+        "-w",
+        "--work-dir",
+        type=Path,
+        help="preprocessing cache for raw BIDS pairs and the training slices (default: OUT_DIR/work)",
+    )
     parser.add_argument("--pet-rec", metavar="LABEL", help="rec- label of the FDG-PET when a session has several")
     parser.add_argument("--omp-nthreads", type=int, default=2, help="threads for ANTs/ITK, OpenMP and torch")
-    parser.add_argument("--parameterization", choices=("paper", "preconditioned"),
-                        help="how the network output becomes the score (default: the configuration's)")
-    parser.add_argument("--unconditional", dest="method", action="store_const", const="sde-unconditional",
-                        help="the same as --method sde-unconditional")
-    parser.add_argument("--max-steps", type=int, help="stop at this total number of steps (default: the "
-                                                      "configuration's train.max_steps)")
-    parser.add_argument("--minutes", type=non_negative_minutes,
-                        help="stop after this many minutes of training in this run, for every method (0: no step; "
-                             "the model directory is written from the newest checkpoint with --resume)")
+    parser.add_argument(
+        "--parameterization",
+        choices=("paper", "preconditioned"),
+        help="how the network output becomes the score (default: the configuration's)",
+    )
+    parser.add_argument(
+        "--unconditional",
+        dest="method",
+        action="store_const",
+        const="sde-unconditional",
+        help="the same as --method sde-unconditional",
+    )
+    _budget_options(parser)
+    return parser
+
+
+def _budget_options(parser: argparse.ArgumentParser) -> None:
+    """How long to train, where checkpoints go, and what the run prints."""
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop at this total number of steps (default: the configuration's train.max_steps)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=non_negative_minutes,
+        help="stop after this many minutes of training in this run, for every method (0: no step; "
+        "the model directory is written from the newest checkpoint with --resume)",
+    )
     parser.add_argument("--batch-size", type=int, help="slices per step")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -59,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16-export", action="store_true", help="also write weights-fp16.safetensors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def _read_overrides(path: Path | None) -> dict[str, Any]:
@@ -94,7 +125,7 @@ def build_config(args: argparse.Namespace, overrides: dict[str, Any]) -> JDAMCon
 def build_run(args: argparse.Namespace, overrides: dict[str, Any]):
     """The typed training run of the command line (everything but the model's configuration)."""
     from bids_jdam.data.phantom import is_phantom_dataset
-    from bids_jdam.models.model_dir import PHANTOM_DATA
+    from bids_jdam.methods.model_dir import PHANTOM_DATA
     from bids_jdam.training.loop import Budget
     from bids_jdam.workflows.train import TrainingRun
     from bids_jdam.workflows.training_data import load_phantom_truth_subjects, preprocessed_pairs_loader
@@ -105,25 +136,34 @@ def build_run(args: argparse.Namespace, overrides: dict[str, Any]):
     else:
         loader = preprocessed_pairs_loader(work_dir, args.omp_nthreads, args.pet_rec)
     return TrainingRun(
-        bids_dir=args.bids_dir, out_dir=args.out_dir,
-        method=args.method, load_subjects=loader,
+        bids_dir=args.bids_dir,
+        out_dir=args.out_dir,
+        method=args.method,
+        load_subjects=loader,
         trained_on=PHANTOM_DATA if is_phantom_dataset(args.bids_dir) else f"BIDS dataset {args.bids_dir.name}",
-        budget=Budget(max_steps=args.max_steps, minutes=args.minutes), resume=args.resume, device=args.device,
-        checkpoint_dir=args.checkpoint_dir, work_dir=work_dir,
+        budget=Budget(max_steps=args.max_steps, minutes=args.minutes),
+        resume=args.resume,
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
+        work_dir=work_dir,
         sigma_max_from_data="sigma_max" not in overrides.get("sde", {}),
-        fp16_export=args.fp16_export, progress=not args.no_progress,
+        fp16_export=args.fp16_export,
+        progress=not args.no_progress,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank = f"[rank {os.environ.get('RANK')}] " if os.environ.get("WORLD_SIZE", "1") != "1" else ""  # under torchrun
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose + 1, 2), stream=sys.stderr,
-                        format=f"%(asctime)s {rank}%(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        stream=sys.stderr,
+        format=f"%(asctime)s {rank}%(name)s %(levelname)s: %(message)s",
+    )
     try:
         overrides = _read_overrides(args.config)
         cfg = build_config(args, overrides)
-        from bids_jdam.preprocess.threads import configure_threads
+        from bids_jdam.runtime.threads import configure_threads
         from bids_jdam.workflows.train import train_model
 
         configure_threads(args.omp_nthreads)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 
 
-def draw_mri_augmentation(batch: int, generator: torch.Generator, log_gamma_range: float,
-                          bias_amplitude: float) -> torch.Tensor:
+def draw_mri_augmentation(
+    batch: int, generator: torch.Generator, log_gamma_range: float, bias_amplitude: float
+) -> torch.Tensor:
     """``[batch, 3]``: log gamma uniform in +-``log_gamma_range``, then two bias slopes in +-``bias_amplitude``."""
     uniform = torch.rand((batch, 3), generator=generator) * 2 - 1
     return uniform * torch.tensor([log_gamma_range, bias_amplitude, bias_amplitude])

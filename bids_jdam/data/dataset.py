@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bids_jdam import atomic
 from bids_jdam.data.slices import cut_slice, pad_slice, select_slices
+from bids_jdam.io import atomic
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,19 @@ class SubjectSlices:
     pairs: Sequence[np.ndarray]  # n rows of [2, size, size] float32: an array, or a slice store's file
 
 
-def subject_slices(volume: SubjectVolumes, planes: tuple[str, ...], slice_size: int, min_brain_voxels: int = 1,
-                   range_mm: dict[str, tuple[float, float]] | None = None) -> SubjectSlices:
+def subject_slices(
+    volume: SubjectVolumes,
+    planes: tuple[str, ...],
+    slice_size: int,
+    min_brain_voxels: int = 1,
+    range_mm: dict[str, tuple[float, float]] | None = None,
+) -> SubjectSlices:
     """Every brain-containing slice of ``volume`` in ``planes``, padded to ``slice_size``."""
-    keys = [(plane, int(index)) for plane in planes
-            for index in select_slices(volume.brain_mask, volume.affine, plane, min_brain_voxels, range_mm)]
+    keys = [
+        (plane, int(index))
+        for plane in planes
+        for index in select_slices(volume.brain_mask, volume.affine, plane, min_brain_voxels, range_mm)
+    ]
     pairs = np.zeros((len(keys), 2, slice_size, slice_size), np.float32)
     for row, (plane, index) in enumerate(keys):
         for channel, image in enumerate((volume.pet, volume.t1)):

@@ -20,15 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_jdam import atomic
 from bids_jdam.data.dataset import PairedSliceDataset, SubjectSlices, SubjectVolumes, subject_slices
+from bids_jdam.io import atomic
 
 MANIFEST = "slices.json"
 STORE_FORMAT = 1
 
 
-def write_slice_store(volumes: Iterable[SubjectVolumes], folder: Path, planes: tuple[str, ...], slice_size: int,
-                      range_mm: dict[str, tuple[float, float]] | None = None) -> Path:
+def write_slice_store(
+    volumes: Iterable[SubjectVolumes],
+    folder: Path,
+    planes: tuple[str, ...],
+    slice_size: int,
+    range_mm: dict[str, tuple[float, float]] | None = None,
+) -> Path:
     """Cut each subject of ``volumes`` (consumed one at a time) into ``folder``; the manifest is written last, so a
     store without one is incomplete."""
     folder = atomic.make_dirs(Path(folder))
@@ -37,8 +42,9 @@ def write_slice_store(volumes: Iterable[SubjectVolumes], folder: Path, planes: t
         slices = subject_slices(volume, planes, slice_size, range_mm=range_mm)
         name = f"subject-{number:05d}.npy"
         atomic.write_with(folder / name, functools.partial(_save, array=slices.pairs))
-        entries.append({"file": name, "subject": slices.subject, "planes": list(slices.planes),
-                        "indices": list(slices.indices)})
+        entries.append(
+            {"file": name, "subject": slices.subject, "planes": list(slices.planes), "indices": list(slices.indices)}
+        )
     atomic.write_json(folder / MANIFEST, {"format": STORE_FORMAT, "slice_size": slice_size, "subjects": entries})
     return folder
 
@@ -48,11 +54,18 @@ def open_slice_store(folder: Path) -> PairedSliceDataset:
     manifest = json.loads((Path(folder) / MANIFEST).read_text())
     if manifest.get("format") != STORE_FORMAT:
         raise ValueError(f"{folder}: slice store format {manifest.get('format')}, this version reads {STORE_FORMAT}")
-    return PairedSliceDataset.from_slices([
-        SubjectSlices(entry["subject"], tuple(entry["planes"]), tuple(entry["indices"]),
-                      StoredPairs(Path(folder) / entry["file"]))
-        for entry in manifest["subjects"] if entry["indices"]
-    ])
+    return PairedSliceDataset.from_slices(
+        [
+            SubjectSlices(
+                entry["subject"],
+                tuple(entry["planes"]),
+                tuple(entry["indices"]),
+                StoredPairs(Path(folder) / entry["file"]),
+            )
+            for entry in manifest["subjects"]
+            if entry["indices"]
+        ]
+    )
 
 
 class StoredPairs:
@@ -62,8 +75,9 @@ class StoredPairs:
     def __init__(self, path: Path):
         self.path = Path(path)
         with open(self.path, "rb") as stream:
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(stream)]
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[
+                np.lib.format.read_magic(stream)
+            ]
             shape, fortran_order, self.dtype = read_header(stream)
             self.offset = stream.tell()
         if fortran_order:

@@ -66,8 +66,12 @@ def load_template(spacing_mm: float = 2.0) -> TemplateImages:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = image.resample_img(
-                img, target_affine=affine, target_shape=shape, interpolation=interpolation,
-                force_resample=True, copy_header=True,
+                img,
+                target_affine=affine,
+                target_shape=shape,
+                interpolation=interpolation,
+                force_resample=True,
+                copy_header=True,
             )
         return np.asarray(out.get_fdata(dtype=np.float32))
 

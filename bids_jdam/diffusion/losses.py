@@ -45,7 +45,11 @@ def _sum_over_pixels(values: Tensor) -> Tensor:
 
 
 def paper_dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: NoiseSource = None,
+    denoiser: Denoiser,
+    sde: VESDE,
+    x0: Tensor,
+    cond: Tensor | None,
+    generator: NoiseSource = None,
     time_epsilon: float = LossConfig.time_epsilon,
 ) -> Tensor:
     """Algorithm 1: t ~ U(eps, 1), z ~ N(0, I), x_t = x0 + sigma(t) z, loss || sigma(t) s(x_t, y, t) + z ||^2."""
@@ -58,8 +62,13 @@ def paper_dsm_loss(
 
 
 def preconditioned_dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: NoiseSource = None,
-    p_mean: float = LossConfig.p_mean, p_std: float = LossConfig.p_std,
+    denoiser: Denoiser,
+    sde: VESDE,
+    x0: Tensor,
+    cond: Tensor | None,
+    generator: NoiseSource = None,
+    p_mean: float = LossConfig.p_mean,
+    p_std: float = LossConfig.p_std,
 ) -> Tensor:
     """EDM: ln sigma ~ N(P_mean, P_std^2) clamped to the SDE's range, loss lambda(sigma) || D(x0 + sigma z) - x0 ||^2.
 
@@ -76,7 +85,11 @@ def preconditioned_dsm_loss(
 
 
 def dsm_loss(
-    denoiser: Denoiser, sde: VESDE, x0: Tensor, cond: Tensor | None, generator: NoiseSource = None,
+    denoiser: Denoiser,
+    sde: VESDE,
+    x0: Tensor,
+    cond: Tensor | None,
+    generator: NoiseSource = None,
     settings: LossConfig | None = None,
 ) -> Tensor:
     """The training loss that matches ``denoiser.parameterization`` (a scalar), with ``settings`` (default: paper's)."""

@@ -32,8 +32,13 @@ class SliceNoise:
     ``scale`` multiplies every draw (a sampler's temperature); the streams themselves do not depend on it.
     """
 
-    def __init__(self, keys: list[SliceKey], shape_per_item: tuple[int, ...], device: torch.device | str = "cpu",
-                 scale: float = 1.0):
+    def __init__(
+        self,
+        keys: list[SliceKey],
+        shape_per_item: tuple[int, ...],
+        device: torch.device | str = "cpu",
+        scale: float = 1.0,
+    ):
         if not keys:
             raise ValueError("SliceNoise needs at least one slice key")
         if not scale > 0:
@@ -48,6 +53,7 @@ class SliceNoise:
 
     def randn(self) -> Tensor:
         """[B, *shape_per_item] normal with SD ``scale``; row b is the next draw of slice b's own stream."""
-        draws = torch.stack([torch.randn(self.shape_per_item, generator=g, device=self.device)
-                             for g in self.generators])
+        draws = torch.stack(
+            [torch.randn(self.shape_per_item, generator=g, device=self.device) for g in self.generators]
+        )
         return draws if self.scale == 1.0 else draws * self.scale

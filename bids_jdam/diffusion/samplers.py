@@ -136,12 +136,7 @@ def heun_stochastic_sampler(
 
 @torch.inference_mode()
 def ancestral_sampler(
-    denoiser_fn: DenoiserFn,
-    x_T: Tensor,
-    cond: Tensor | None,
-    sigmas: Tensor,
-    noise: SliceNoise,
-    progress: bool = False,
+    denoiser_fn: DenoiserFn, x_T: Tensor, cond: Tensor | None, sigmas: Tensor, noise: SliceNoise, progress: bool = False
 ) -> Tensor:
     """Ancestral sampling of the reverse VE-SDE: each step draws x_next from the Gaussian bridge towards D.
 

@@ -17,8 +17,14 @@ from bids_jdam.data.atlas import atlas_on_grid, load_atlas
 ATLAS = "AAL3"
 META_ROI_INDEX = 1000  # outside the atlas's own indices
 META_ROI_NAME = "AD_metaROI"
-META_ROI_REGIONS = ("Angular_L", "Angular_R", "Cingulate_Post_L", "Cingulate_Post_R", "Temporal_Inf_L",
-                    "Temporal_Inf_R")
+META_ROI_REGIONS = (
+    "Angular_L",
+    "Angular_R",
+    "Cingulate_Post_L",
+    "Cingulate_Post_R",
+    "Temporal_Inf_L",
+    "Temporal_Inf_R",
+)
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,14 @@ class RegionRow:
     real_suvr: float | None
 
 
-def regional_suvr(synthetic: np.ndarray, brain_mask: np.ndarray, spacing_mm: float, *,
-                  sd_map: np.ndarray | None = None, real: np.ndarray | None = None) -> list[RegionRow]:
+def regional_suvr(
+    synthetic: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing_mm: float,
+    *,
+    sd_map: np.ndarray | None = None,
+    real: np.ndarray | None = None,
+) -> list[RegionRow]:
     """Rows for every atlas region with a voxel inside ``brain_mask``, then the AD meta-ROI."""
     atlas = load_atlas(ATLAS)
     labels = np.where(brain_mask, atlas_on_grid(ATLAS, spacing_mm), 0)
@@ -44,10 +56,17 @@ def regional_suvr(synthetic: np.ndarray, brain_mask: np.ndarray, spacing_mm: flo
     return [_row(index, name, voxels, synthetic, sd_map, real) for index, name, voxels in regions if voxels.any()]
 
 
-def _row(index: int, name: str, voxels: np.ndarray, synthetic: np.ndarray, sd_map: np.ndarray | None,
-         real: np.ndarray | None) -> RegionRow:
+def _row(
+    index: int, name: str, voxels: np.ndarray, synthetic: np.ndarray, sd_map: np.ndarray | None, real: np.ndarray | None
+) -> RegionRow:
     def mean(image: np.ndarray | None) -> float | None:
         return None if image is None else float(image[voxels].mean())
 
-    return RegionRow(index=index, name=name, voxels=int(voxels.sum()), synthetic_suvr=float(synthetic[voxels].mean()),
-                     synthetic_sd=mean(sd_map), real_suvr=mean(real))
+    return RegionRow(
+        index=index,
+        name=name,
+        voxels=int(voxels.sum()),
+        synthetic_suvr=float(synthetic[voxels].mean()),
+        synthetic_sd=mean(sd_map),
+        real_suvr=mean(real),
+    )

@@ -69,8 +69,9 @@ def calibration_sampler(default: SamplerConfig, evaluations: int, fallback: Samp
     return dataclasses.replace(default if evaluations <= MAX_CALIBRATION_EVALUATIONS else fallback, num_samples=1)
 
 
-def conformity_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                      level: float = CALIBRATION_LEVEL) -> np.ndarray:
+def conformity_scores(
+    samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, level: float = CALIBRATION_LEVEL
+) -> np.ndarray:
     """|truth - mean| over the half-width factor of the interval, per brain voxel (K >= 2 samples, (K, *shape))."""
     samples = np.asarray(samples, dtype=np.float64)
     k = len(samples)
@@ -89,16 +90,18 @@ def conformal_quantile(scores: np.ndarray, level: float = CALIBRATION_LEVEL) -> 
     return float(ordered[rank - 1]) if rank <= len(ordered) else math.inf
 
 
-def fit_spread_scale(cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], subjects: int,
-                     level: float = CALIBRATION_LEVEL) -> SpreadCalibration:
+def fit_spread_scale(
+    cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], subjects: int, level: float = CALIBRATION_LEVEL
+) -> SpreadCalibration:
     """The conformal scale from (samples, truth, mask) cases: the finite-sample ``level`` quantile of the scores."""
     cases = list(cases)
     scores = np.concatenate([conformity_scores(s, t, m, level) for s, t, m in cases])
     scale = conformal_quantile(scores, level)
     if not math.isfinite(scale):
         raise ValueError(f"{len(scores)} voxels are too few for a {level:.0%} conformal scale")
-    return SpreadCalibration(spread_scale=scale, level=level, num_samples=len(cases[0][0]), voxels=len(scores),
-                             subjects=subjects)
+    return SpreadCalibration(
+        spread_scale=scale, level=level, num_samples=len(cases[0][0]), voxels=len(scores), subjects=subjects
+    )
 
 
 def subject_cases(predictions: torch.Tensor, data: ValidationSlices) -> dict[str, tuple[np.ndarray, ...]]:
@@ -110,12 +113,17 @@ def subject_cases(predictions: torch.Tensor, data: ValidationSlices) -> dict[str
     return {s: (samples[:, i] * mask[i], truth[i], mask[i]) for s, i in rows.items()}
 
 
-def calibrate_on(predictions: torch.Tensor, data: ValidationSlices, fitted_on: str,
-                 sampler: SamplerConfig) -> SpreadCalibration:
+def calibrate_on(
+    predictions: torch.Tensor, data: ValidationSlices, fitted_on: str, sampler: SamplerConfig
+) -> SpreadCalibration:
     """The spread scale of K-sample ``predictions`` (made with ``sampler``) of held-out slices ``data``."""
     cases = subject_cases(predictions, data)
-    return dataclasses.replace(fit_spread_scale(cases.values(), subjects=len(cases)), fitted_on=fitted_on,
-                               sampler=sampler.name, steps=sampler.steps)
+    return dataclasses.replace(
+        fit_spread_scale(cases.values(), subjects=len(cases)),
+        fitted_on=fitted_on,
+        sampler=sampler.name,
+        steps=sampler.steps,
+    )
 
 
 def calibrated_crps(predictions: torch.Tensor, data: ValidationSlices, spread_scale: float) -> float:
@@ -124,9 +132,13 @@ def calibrated_crps(predictions: torch.Tensor, data: ValidationSlices, spread_sc
     return float(np.mean([fair_crps(inflate(samples, spread_scale), truth, mask) for samples, truth, mask in cases]))
 
 
-def calibrate_sampling(predict: Callable[[SamplerConfig], torch.Tensor], data: ValidationSlices, fitted_on: str,
-                       sampler: SamplerConfig,
-                       temperatures: Iterable[float] = CALIBRATION_TEMPERATURES) -> SpreadCalibration:
+def calibrate_sampling(
+    predict: Callable[[SamplerConfig], torch.Tensor],
+    data: ValidationSlices,
+    fitted_on: str,
+    sampler: SamplerConfig,
+    temperatures: Iterable[float] = CALIBRATION_TEMPERATURES,
+) -> SpreadCalibration:
     """The temperature and spread scale of ``sampler`` on held-out ``data``: at each temperature, the K samples
     ``predict`` draws get their conformal scale, and the temperature whose calibrated samples score the lowest fair
     CRPS wins (ties: the highest temperature, the plainer sampler)."""

@@ -16,8 +16,9 @@ from bids_jdam.evaluate.probabilistic import coverage, spread_skill_from_sd
 def neighbour_difference_energy(volume: np.ndarray, mask: np.ndarray, axis: int) -> float:
     """Mean squared difference between neighbouring voxels along ``axis``, over pairs inside the mask."""
     diff = np.diff(volume.astype(np.float64), axis=axis)
-    both = np.logical_and(np.take(mask, range(mask.shape[axis] - 1), axis=axis),
-                          np.take(mask, range(1, mask.shape[axis]), axis=axis))
+    both = np.logical_and(
+        np.take(mask, range(mask.shape[axis] - 1), axis=axis), np.take(mask, range(1, mask.shape[axis]), axis=axis)
+    )
     return float(np.mean(diff[both] ** 2)) if both.any() else float("nan")
 
 
@@ -41,7 +42,10 @@ def smooth_in_mask(volume: np.ndarray, mask: np.ndarray, sigma_voxels: float) ->
 
 
 def uncertainty_error_correlation(
-    std: np.ndarray, prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+    std: np.ndarray,
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
     smoothing_voxels: float | tuple[float, ...] = 0.0,
 ) -> float:
     """Pearson correlation, inside the mask, of the per-voxel standard deviation with the absolute error.
@@ -73,9 +77,20 @@ def uncertainty_calibration(
     sd, error = std[m].astype(np.float64), (prediction - truth)[m].astype(np.float64)
     edges = np.quantile(sd, np.linspace(0.0, 1.0, bins + 1))
     which = np.clip(np.searchsorted(edges, sd, side="right") - 1, 0, bins - 1)
-    table = [{"sd_from": float(edges[b]), "sd_to": float(edges[b + 1]), "voxels": int(np.sum(which == b)),
-              "mean_sd": float(sd[which == b].mean()), "rmse": float(np.sqrt(np.mean(error[which == b] ** 2)))}
-             for b in range(bins) if np.any(which == b)]
-    return {"bins": table, "rmse": float(np.sqrt(np.mean(error**2))),
-            "spread_skill_ratio": spread_skill_from_sd(std, prediction, truth, mask, num_samples),
-            "coverage": coverage(prediction, std, truth, mask, num_samples)}
+    table = [
+        {
+            "sd_from": float(edges[b]),
+            "sd_to": float(edges[b + 1]),
+            "voxels": int(np.sum(which == b)),
+            "mean_sd": float(sd[which == b].mean()),
+            "rmse": float(np.sqrt(np.mean(error[which == b] ** 2))),
+        }
+        for b in range(bins)
+        if np.any(which == b)
+    ]
+    return {
+        "bins": table,
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "spread_skill_ratio": spread_skill_from_sd(std, prediction, truth, mask, num_samples),
+        "coverage": coverage(prediction, std, truth, mask, num_samples),
+    }

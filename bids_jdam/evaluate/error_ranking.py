@@ -54,15 +54,17 @@ def constant_band_scale(mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, l
     return float(np.quantile(np.abs(y - mu), level) / norm.ppf(0.5 + level / 2))
 
 
-def gaussian_coverage(mean: np.ndarray, scale: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                      levels: tuple[float, ...] = (0.5, 0.9)) -> dict[str, float]:
+def gaussian_coverage(
+    mean: np.ndarray, scale: np.ndarray, truth: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] = (0.5, 0.9)
+) -> dict[str, float]:
     """Fraction of voxels whose reference lies in the central Gaussian intervals mean +- z scale, per level."""
     sigma, mu, y = _inside(mask, scale, mean, truth)
     return {f"{level:.2f}": float(np.mean(np.abs(y - mu) <= norm.ppf(0.5 + level / 2) * sigma)) for level in levels}
 
 
-def reliability_table(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                      bins: int = BINS, level: float = LEVEL) -> list[dict[str, float]]:
+def reliability_table(
+    scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, bins: int = BINS, level: float = LEVEL
+) -> list[dict[str, float]]:
     """Per fifth of the voxels ranked by ``scale``: its range, mean scale, RMSE of the mean and coverage."""
     sigma, mu, y = _inside(mask, scale, mean, truth)
     order = np.argsort(sigma, kind="stable")
@@ -70,9 +72,15 @@ def reliability_table(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, ma
     rows = []
     for part in np.array_split(order, bins):
         error = y[part] - mu[part]
-        rows.append({"scale_from": float(sigma[part].min()), "scale_to": float(sigma[part].max()),
-                     "mean_scale": float(sigma[part].mean()), "rmse": float(np.sqrt(np.mean(error**2))),
-                     "coverage": float(np.mean(np.abs(error) <= z * sigma[part]))})
+        rows.append(
+            {
+                "scale_from": float(sigma[part].min()),
+                "scale_to": float(sigma[part].max()),
+                "mean_scale": float(sigma[part].mean()),
+                "rmse": float(np.sqrt(np.mean(error**2))),
+                "coverage": float(np.mean(np.abs(error) <= z * sigma[part])),
+            }
+        )
     return rows
 
 
@@ -84,8 +92,9 @@ def _remaining_rmse(squared_error_in_removal_order: np.ndarray, fractions: np.nd
     return np.sqrt(tail_sums[removed] / (n - removed))
 
 
-def relative_ause(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                  steps: int = SPARSIFICATION_STEPS) -> float:
+def relative_ause(
+    scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, steps: int = SPARSIFICATION_STEPS
+) -> float:
     """Area between the scale's and the oracle's sparsification curves over a random ranking's (1: no ranking)."""
     sigma, mu, y = _inside(mask, scale, mean, truth)
     squared = (y - mu) ** 2
@@ -96,8 +105,9 @@ def relative_ause(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: 
     return float(np.mean(by_scale - oracle) / max(np.mean(random - oracle), 1e-12))
 
 
-def error_ranking_scores(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                         smoothing_voxels: float = 0.0) -> dict[str, object]:
+def error_ranking_scores(
+    scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float = 0.0
+) -> dict[str, object]:
     """Every score of the module for one predictive-SD map, with the constant band's CRPS beside the map's."""
     band = constant_band_scale(mean, truth, mask)
     table = reliability_table(scale, mean, truth, mask)
@@ -109,6 +119,8 @@ def error_ranking_scores(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray,
         "rmse_top_over_bottom_fifth": table[-1]["rmse"] / max(table[0]["rmse"], 1e-12),
         "correlation_smoothed": uncertainty_error_correlation(scale, mean, truth, mask, smoothing_voxels),
         "ause_relative": relative_ause(scale, mean, truth, mask),
-        "crps": crps, "constant_band_scale": band, "constant_band_crps": band_crps,
+        "crps": crps,
+        "constant_band_scale": band,
+        "constant_band_crps": band_crps,
         "crps_over_constant_band": crps / band_crps,
     }

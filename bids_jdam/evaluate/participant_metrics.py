@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bids_jdam import atomic
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic
 from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
 
 METRICS_SUFFIX = "_desc-jdam_metrics.json"
@@ -151,7 +151,8 @@ class ParticipantMetrics:
             versions={str(k): str(v) for k, v in data.get("versions", {}).items()},
             status=str(data.get("status", "ok")),
             qc_failures=[str(f) for f in data.get("qc_failures", [])],
-            input_voxel_size_mm=None if data.get("input_voxel_size_mm") is None
+            input_voxel_size_mm=None
+            if data.get("input_voxel_size_mm") is None
             else [float(v) for v in data["input_voxel_size_mm"]],
             grid_spacing_mm=_optional_float(data.get("grid_spacing_mm")),
             model_calibration=_optional_dict(data.get("model_calibration")),
@@ -176,10 +177,12 @@ class ParticipantMetrics:
 
 def _quality(data: dict[str, Any]) -> QualityMetrics:
     """The scores every writer wrote are required; those with a default may be absent (files of older writers)."""
-    return QualityMetrics(**{
-        f.name: _float(data[f.name]) if f.default is dataclasses.MISSING else _optional_float(data.get(f.name))
-        for f in dataclasses.fields(QualityMetrics)
-    })
+    return QualityMetrics(
+        **{
+            f.name: _float(data[f.name]) if f.default is dataclasses.MISSING else _optional_float(data.get(f.name))
+            for f in dataclasses.fields(QualityMetrics)
+        }
+    )
 
 
 def _float(value: Any) -> float:

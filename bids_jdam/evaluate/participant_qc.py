@@ -48,9 +48,19 @@ IN_TRAINING_WARNING = "this participant was in the model's training set: its qua
 
 
 def image_metrics(
-    anat: AnatInput, prep: PreprocessedT1w, result: SynthesisResult, provenance: SynthesisProvenance,
-    real: np.ndarray | None, mask: np.ndarray, measures: QualityMeasures, template: TemplateImages,
-    model: LoadedModel, *, dataset_identity: str, timings: dict[str, float], native_scores: dict | None = None,
+    anat: AnatInput,
+    prep: PreprocessedT1w,
+    result: SynthesisResult,
+    provenance: SynthesisProvenance,
+    real: np.ndarray | None,
+    mask: np.ndarray,
+    measures: QualityMeasures,
+    template: TemplateImages,
+    model: LoadedModel,
+    *,
+    dataset_identity: str,
+    timings: dict[str, float],
+    native_scores: dict | None = None,
 ) -> ParticipantMetrics:
     """Everything measured for one image (``real``: its real PET in SUVR on the model grid, or None;
     ``native_scores``: :func:`bids_jdam.evaluate.metrics.image_quality` of the T1w-space output, or None)."""
@@ -65,8 +75,12 @@ def image_metrics(
     wm_region = uniform_white_matter_region(template.wm) & mask
     calibration = model.card.get("calibration")  # a dict as training writes it; anything else is no record
     return ParticipantMetrics(
-        participant_id=anat.subject, session=anat.session, run=anat.run, field_strength=anat.field_strength,
-        model=provenance.model, sampler=provenance.sampler,
+        participant_id=anat.subject,
+        session=anat.session,
+        run=anat.run,
+        field_strength=anat.field_strength,
+        model=provenance.model,
+        sampler=provenance.sampler,
         quality=None if real is None else quality_metrics(result, real, mask, spacing_mm, native_scores),
         in_training_set=in_training,
         noise_index=noise_index(result.mean, mask, wm_region),
@@ -75,26 +89,41 @@ def image_metrics(
         brain_volume_ml=measures.brain_volume_ml,
         registration=RegistrationCheck(measures.registration_correlation),
         brain_extraction=BrainExtractionCheck(measures.mask_dice),
-        timings={k: round(v, 2) for k, v in timings.items()}, warnings=warnings, versions=software_versions(),
-        status="failed-qc" if provenance.qc_failures else "ok", qc_failures=list(provenance.qc_failures),
+        timings={k: round(v, 2) for k, v in timings.items()},
+        warnings=warnings,
+        versions=software_versions(),
+        status="failed-qc" if provenance.qc_failures else "ok",
+        qc_failures=list(provenance.qc_failures),
         input_voxel_size_mm=[round(float(v), 3) for v in prep.voxel_sizes_mm],
-        grid_spacing_mm=spacing_mm, model_calibration=calibration if isinstance(calibration, dict) else None,
+        grid_spacing_mm=spacing_mm,
+        model_calibration=calibration if isinstance(calibration, dict) else None,
     )
 
 
-def quality_metrics(result: SynthesisResult, real: np.ndarray, mask: np.ndarray, spacing_mm: float,
-                    native_scores: dict | None = None) -> QualityMetrics:
+def quality_metrics(
+    result: SynthesisResult, real: np.ndarray, mask: np.ndarray, spacing_mm: float, native_scores: dict | None = None
+) -> QualityMetrics:
     """The synthetic PET against the real one (and in T1w space where ``native_scores`` has them), and whether each
     SD map says where the error is large."""
     scores = image_quality(result.mean, real, mask)
     correlations = {
-        name: None if sd is None else uncertainty_error_correlation(
-            sd, result.mean, real, mask, PET_RESOLUTION_SIGMA_MM / spacing_mm)
-        for name, sd in (("sd_error_correlation", result.std if result.std is not None else result.predictive_sd),
-                         ("view_sd_error_correlation", result.view_std))
+        name: None
+        if sd is None
+        else uncertainty_error_correlation(sd, result.mean, real, mask, PET_RESOLUTION_SIGMA_MM / spacing_mm)
+        for name, sd in (
+            ("sd_error_correlation", result.std if result.std is not None else result.predictive_sd),
+            ("view_sd_error_correlation", result.view_std),
+        )
     }
-    return QualityMetrics(psnr=scores["psnr_db"], ssim=scores["ssim"], mae=scores["mae_suvr"], nmse=scores["nmse"],
-                          **correlations, **spread_scores(result, real, mask), **_native(native_scores))
+    return QualityMetrics(
+        psnr=scores["psnr_db"],
+        ssim=scores["ssim"],
+        mae=scores["mae_suvr"],
+        nmse=scores["nmse"],
+        **correlations,
+        **spread_scores(result, real, mask),
+        **_native(native_scores),
+    )
 
 
 def _native(scores: dict | None) -> dict[str, float]:
@@ -120,10 +149,15 @@ def spread_scores(result: SynthesisResult, real: np.ndarray, mask: np.ndarray) -
         covered = coverage(result.mean, result.std, real, mask, k)
         scale = predictive_scale(result.std, k)
         spread_skill = spread_skill_from_sd(result.std, result.mean, real, mask, k)
-    return {"coverage_50": covered["0.50"], "coverage_90": covered["0.90"], "spread_skill": spread_skill,
-            "sd_ause_relative": relative_ause(scale, result.mean, real, mask),
-            "crps_over_constant_band": (gaussian_crps(result.mean, scale, real, mask)
-                                        / gaussian_crps(result.mean, band, real, mask))}
+    return {
+        "coverage_50": covered["0.50"],
+        "coverage_90": covered["0.90"],
+        "spread_skill": spread_skill,
+        "sd_ause_relative": relative_ause(scale, result.mean, real, mask),
+        "crps_over_constant_band": (
+            gaussian_crps(result.mean, scale, real, mask) / gaussian_crps(result.mean, band, real, mask)
+        ),
+    }
 
 
 def software_versions() -> dict[str, str]:

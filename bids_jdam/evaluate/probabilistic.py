@@ -66,7 +66,11 @@ def spread_skill_ratio(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray)
 
 
 def coverage(
-    mean: np.ndarray, std: np.ndarray, truth: np.ndarray, mask: np.ndarray, num_samples: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    num_samples: int,
     levels: Sequence[float] = COVERAGE_LEVELS,
 ) -> dict[str, float]:
     """Fraction of voxels whose reference lies in the central prediction intervals around a K-sample mean (K >= 2)."""
@@ -93,8 +97,11 @@ def probabilistic_scores(
     """Every score of the module inside ``mask``, and inside each region of ``regions`` (intersected with it)."""
     scores = _scores(np.asarray(samples, dtype=np.float64), truth, np.asarray(mask, dtype=bool))
     if regions:
-        scores["regions"] = {name: _scores(np.asarray(samples, dtype=np.float64), truth, mask & region)
-                             for name, region in regions.items() if np.any(mask & region)}
+        scores["regions"] = {
+            name: _scores(np.asarray(samples, dtype=np.float64), truth, mask & region)
+            for name, region in regions.items()
+            if np.any(mask & region)
+        }
     return scores
 
 
@@ -102,11 +109,17 @@ def _scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[st
     k = len(samples)
     mean = samples.mean(axis=0)
     x, y = _voxels(samples, truth, mask)
-    scores: dict[str, object] = {"num_samples": k, "voxels": int(mask.sum()), "crps": fair_crps(samples, truth, mask),
-                                 "mae_of_mean": float(np.mean(np.abs(x.mean(axis=0) - y)))}
+    scores: dict[str, object] = {
+        "num_samples": k,
+        "voxels": int(mask.sum()),
+        "crps": fair_crps(samples, truth, mask),
+        "mae_of_mean": float(np.mean(np.abs(x.mean(axis=0) - y))),
+    }
     if k > 1:
         std = samples.std(axis=0, ddof=1)
-        scores |= {"spread_skill_ratio": spread_skill_from_sd(std, mean, truth, mask, k),
-                   "coverage": coverage(mean, std, truth, mask, k),
-                   "rank_histogram": rank_histogram(samples, truth, mask)}
+        scores |= {
+            "spread_skill_ratio": spread_skill_from_sd(std, mean, truth, mask, k),
+            "coverage": coverage(mean, std, truth, mask, k),
+            "rank_histogram": rank_histogram(samples, truth, mask),
+        }
     return scores

@@ -52,8 +52,10 @@ class RegionalInterval:
         used = (sampler.name, sampler.steps, sampler.num_samples, len(planes))
         if fitted == used:
             return None
-        return ("the regional interval was fitted for sampler {}, {} steps, K = {}, {} plane(s); this run uses {}, {} "
-                "steps, K = {}, {} plane(s)").format(*fitted, *used)
+        return (
+            "the regional interval was fitted for sampler {}, {} steps, K = {}, {} plane(s); this run uses {}, {} "
+            "steps, K = {}, {} plane(s)"
+        ).format(*fitted, *used)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,20 +82,34 @@ def regional_errors(synthesize, subjects: Iterable[SubjectVolumes], spacing_mm: 
     return np.asarray(scores)
 
 
-def fit_regional_interval(synthesize, subjects: list[SubjectVolumes], spacing_mm: float, sampler: SamplerConfig,
-                          planes: tuple[str, ...], level: float = LEVEL) -> RegionalInterval:
+def fit_regional_interval(
+    synthesize,
+    subjects: list[SubjectVolumes],
+    spacing_mm: float,
+    sampler: SamplerConfig,
+    planes: tuple[str, ...],
+    level: float = LEVEL,
+) -> RegionalInterval:
     """The conformal half-width over the held-out ``subjects``, for synthesis with ``sampler`` along ``planes``."""
     scores = regional_errors(synthesize, subjects, spacing_mm)
     half_width = conformal_quantile(scores, level)
     if not math.isfinite(half_width):
         raise InputError(f"{len(scores)} (subject, region) pairs are too few for a {level:.0%} conformal interval")
-    return RegionalInterval(half_width_suvr=half_width, level=level, sampler=sampler.name, steps=sampler.steps,
-                            num_samples=sampler.num_samples, planes=len(planes), subjects=len(subjects),
-                            pairs=len(scores))
+    return RegionalInterval(
+        half_width_suvr=half_width,
+        level=level,
+        sampler=sampler.name,
+        steps=sampler.steps,
+        num_samples=sampler.num_samples,
+        planes=len(planes),
+        subjects=len(subjects),
+        pairs=len(scores),
+    )
 
 
-def applicable_interval(card: dict[str, Any], model_name: str, sampler: SamplerConfig,
-                        planes: tuple[str, ...]) -> tuple[RegionalInterval | None, str | None]:
+def applicable_interval(
+    card: dict[str, Any], model_name: str, sampler: SamplerConfig, planes: tuple[str, ...]
+) -> tuple[RegionalInterval | None, str | None]:
     """The model card's regional interval where this run synthesizes as it was fitted, else None and why not."""
     if "regional_interval" not in card:
         return None, f"the model {model_name} records no regional interval (bids-jdam-calibrate fits one)"

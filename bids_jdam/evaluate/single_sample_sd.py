@@ -11,8 +11,9 @@ from bids_jdam.evaluate.calibration import conformal_quantile
 from bids_jdam.synthesis.error_model import LEVEL, ErrorModel, features, relative_sd
 
 
-def fit_error_model(cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float,
-                    level: float = LEVEL) -> ErrorModel:
+def fit_error_model(
+    cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float, level: float = LEVEL
+) -> ErrorModel:
     """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases; conformal on the same voxels."""
     designs, errors = [], []
     for mean, t1, reference, mask in cases:
@@ -24,5 +25,10 @@ def fit_error_model(cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np
     coefficients, *_ = np.linalg.lstsq(design, np.log(error**2 + floor), rcond=None)
     normalized = np.abs(error) / relative_sd(design, coefficients)
     factor = conformal_quantile(normalized, level) / float(norm.ppf(0.5 + level / 2))
-    return ErrorModel(coefficients=tuple(float(c) for c in coefficients), conformal_factor=factor, level=level,
-                      subjects=len(cases), voxels=len(error))
+    return ErrorModel(
+        coefficients=tuple(float(c) for c in coefficients),
+        conformal_factor=factor,
+        level=level,
+        subjects=len(cases),
+        voxels=len(error),
+    )

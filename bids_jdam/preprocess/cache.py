@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping
 import nibabel as nib
 import numpy as np
 
-from bids_jdam import atomic
 from bids_jdam.errors import InputError, StepError
+from bids_jdam.io import atomic
 
 log = logging.getLogger("bids_jdam.preprocess")
 
@@ -83,26 +83,34 @@ class StepRunner:
         key = step_key(name, inputs, settings or {}, BASE_PACKAGES + packages, code_digest(code))
         cached = _valid_record(record_path, key, final)
         if cached is not None:
-            result = StepResult(
-                name, final, cached["metadata"], cached["seconds"], cached["cpu_seconds"], reused=True
-            )
+            result = StepResult(name, final, cached["metadata"], cached["seconds"], cached["cpu_seconds"], reused=True)
             log.info("sub-%s %s: reused cached outputs (ran in %.1f s)", self.subject, name, result.seconds)
         else:
             where = next(iter(inputs.values()), None) or self.work_dir
             meta, seconds, cpu_seconds = self._produce(name, action, final, where)
-            atomic.write_json(record_path, {
-                "step": name, "key": key, "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-                "settings": dict(settings or {}), "versions": package_versions(BASE_PACKAGES + packages),
-                "code": code_digest(code), "inputs": {k: str(p) for k, p in inputs.items()},
-                "outputs": {k: atomic.sha256_file(p) for k, p in final.items()}, "metadata": meta,
-            })
+            atomic.write_json(
+                record_path,
+                {
+                    "step": name,
+                    "key": key,
+                    "seconds": round(seconds, 3),
+                    "cpu_seconds": round(cpu_seconds, 3),
+                    "settings": dict(settings or {}),
+                    "versions": package_versions(BASE_PACKAGES + packages),
+                    "code": code_digest(code),
+                    "inputs": {k: str(p) for k, p in inputs.items()},
+                    "outputs": {k: atomic.sha256_file(p) for k, p in final.items()},
+                    "metadata": meta,
+                },
+            )
             log.info("sub-%s %s: ran in %.1f s -> %s", self.subject, name, seconds, ", ".join(outputs.values()))
             result = StepResult(name, final, meta, seconds, cpu_seconds, reused=False)
         self.results[name] = result
         return result
 
-    def _produce(self, name: str, action: Callable[[dict[str, Path]], dict[str, Any] | None],
-                 final: dict[str, Path], where: Path) -> tuple[dict[str, Any], float, float]:
+    def _produce(
+        self, name: str, action: Callable[[dict[str, Path]], dict[str, Any] | None], final: dict[str, Path], where: Path
+    ) -> tuple[dict[str, Any], float, float]:
         """Run ``action`` on temporary paths, check and move its outputs into place; (metadata, wall s, CPU s).
         A failure removes what it wrote and names the subject, the step and ``where`` (its first input)."""
         _remove_leftovers(self.work_dir)
@@ -145,8 +153,9 @@ def verify_output(written: Path, final: Path) -> None:
         raise RuntimeError(f"its output {final} is truncated or unreadable ({error}; is the disk full?)") from None
 
 
-def step_key(name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any], packages: tuple[str, ...],
-             code: str) -> str:
+def step_key(
+    name: str, inputs: Mapping[str, Path], settings: Mapping[str, Any], packages: tuple[str, ...], code: str
+) -> str:
     """Hash of everything that determines a step's outputs (``code``: :func:`code_digest` of the step's code)."""
     payload = {
         "step": name,

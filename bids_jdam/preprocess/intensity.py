@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SUVR_REFERENCES = {
-    "cerebellum+pons": ("cerebellum", "pons"),
-    "pons": ("pons",),
-    "wholebrain": (),
-}
+SUVR_REFERENCES = {"cerebellum+pons": ("cerebellum", "pons"), "pons": ("pons",), "wholebrain": ()}
 
 
 def scale_t1w(t1w: np.ndarray, brain_mask: np.ndarray, percentile: float) -> tuple[np.ndarray, float]:

@@ -106,8 +106,10 @@ def load_checked(path: Path, *, allow_frames: bool = False, max_voxels: int = MA
     if data.min() == data.max():
         raise InputError(f"{path}: the image is constant (every voxel is {data.flat[0]:g}): there is no anatomy")
     if data.max() <= 0:
-        raise InputError(f"{path}: the image has no positive intensity (maximum {data.max():g}); "
-                         "a T1w or PET magnitude image is positive")
+        raise InputError(
+            f"{path}: the image has no positive intensity (maximum {data.max():g}); "
+            "a T1w or PET magnitude image is positive"
+        )
     checked = nib.Nifti1Image(data, img.affine)
     checked.header.set_xyzt_units("mm", "sec")
     return nib.as_closest_canonical(checked)
@@ -124,8 +126,10 @@ def _open_nifti(path: Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]
     except Exception as exc:  # noqa: BLE001 - a header nibabel cannot parse
         raise InputError(f"{path}: not a readable NIfTI header ({exc})") from None
     if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):  # checked before nibabel quietly sets them to 1
-        raise InputError(f"{path}: the header's voxel sizes (pixdim) {_mm(pixdim)} are zero, negative or "
-                         "not numbers; the header is broken")
+        raise InputError(
+            f"{path}: the header's voxel sizes (pixdim) {_mm(pixdim)} are zero, negative or "
+            "not numbers; the header is broken"
+        )
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for files it cannot read
@@ -139,8 +143,10 @@ def require_head_sized(path: Path, img: nib.spatialimages.SpatialImage) -> None:
     """An image narrower than a head on some axis cannot be a T1w of a brain (HD-BET would find nothing)."""
     field_of_view = np.asarray(img.shape[:3], dtype=float) * affine_voxel_sizes(img.affine)
     if np.any(field_of_view < MIN_FIELD_OF_VIEW_MM):
-        raise InputError(f"{path}: the field of view {' x '.join(f'{v:.0f}' for v in field_of_view)} mm is too small "
-                         f"to hold a brain (at least {MIN_FIELD_OF_VIEW_MM:g} mm on every axis)")
+        raise InputError(
+            f"{path}: the field of view {' x '.join(f'{v:.0f}' for v in field_of_view)} mm is too small "
+            f"to hold a brain (at least {MIN_FIELD_OF_VIEW_MM:g} mm on every axis)"
+        )
 
 
 def _stored_pixdim(path: Path) -> np.ndarray:
@@ -157,8 +163,9 @@ def _mm(values: np.ndarray) -> str:
     return " x ".join(f"{float(v):.4g}" for v in values) + " mm"
 
 
-def _check_geometry(path: Path, img: nib.spatialimages.SpatialImage, pixdim: np.ndarray, shape: tuple[int, ...],
-                    max_voxels: int) -> None:
+def _check_geometry(
+    path: Path, img: nib.spatialimages.SpatialImage, pixdim: np.ndarray, shape: tuple[int, ...], max_voxels: int
+) -> None:
     """Voxel sizes (pixdim and affine), voxel count and field of view, from the header alone."""
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-6:
         raise InputError(f"{path}: the voxel-to-world affine is not invertible")
@@ -167,15 +174,21 @@ def _check_geometry(path: Path, img: nib.spatialimages.SpatialImage, pixdim: np.
     if np.any(zooms < low) or np.any(zooms > high):
         raise InputError(f"{path}: voxel sizes {_mm(zooms)} (from the affine) are outside {low}..{high} mm")
     if not np.allclose(zooms, pixdim, rtol=0.01):
-        log.warning("%s: the header's pixdim %s and the affine's voxel sizes %s differ; the affine is used",
-                    path, _mm(pixdim), _mm(zooms))
+        log.warning(
+            "%s: the header's pixdim %s and the affine's voxel sizes %s differ; the affine is used",
+            path,
+            _mm(pixdim),
+            _mm(zooms),
+        )
     nvoxels = int(np.prod(shape, dtype=np.int64))
     if nvoxels > max_voxels:
         raise InputError(f"{path}: {nvoxels} voxels exceed the limit of {max_voxels}")
     field_of_view = np.asarray(shape[:3], dtype=float) * zooms
     if float(np.prod(field_of_view)) > max_voxels:
-        raise InputError(f"{path}: the field of view {' x '.join(f'{v:.0f}' for v in field_of_view)} mm is too large "
-                         f"(over {max_voxels} mm3, what 1 mm resampling can hold)")
+        raise InputError(
+            f"{path}: the field of view {' x '.join(f'{v:.0f}' for v in field_of_view)} mm is too large "
+            f"(over {max_voxels} mm3, what 1 mm resampling can hold)"
+        )
 
 
 def sidecar_path(image_path: Path) -> Path:

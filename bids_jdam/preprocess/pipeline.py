@@ -16,11 +16,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data import regions
 from bids_jdam.data import template as template_module
 from bids_jdam.data.template import load_template
+from bids_jdam.io import atomic
 from bids_jdam.preprocess import bias, brain_extraction, intensity, registration
 from bids_jdam.preprocess import io as preprocess_io
 from bids_jdam.preprocess import pet as pet_module
@@ -31,7 +31,7 @@ from bids_jdam.preprocess.intensity import reference_mask, scale_t1w, suvr
 from bids_jdam.preprocess.io import load_checked, require_file, require_head_sized, sidecar_path
 from bids_jdam.preprocess.pet import static_pet
 from bids_jdam.preprocess.registration import Transforms
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.runtime.threads import configure_threads
 
 log = logging.getLogger("bids_jdam.preprocess")
 
@@ -132,8 +132,13 @@ def _pet_load_step(pet: Path, runner: StepRunner) -> StepResult:
         nib.save(static, str(out["pet"]))
         return {"frames": frames}
 
-    return runner.run("pet_load", load_pet, inputs={"pet": pet}, outputs={"pet": "pet_static.nii.gz"},
-                      code=(_pet_load_step, preprocess_io, pet_module))
+    return runner.run(
+        "pet_load",
+        load_pet,
+        inputs={"pet": pet},
+        outputs={"pet": "pet_static.nii.gz"},
+        code=(_pet_load_step, preprocess_io, pet_module),
+    )
 
 
 def _pet_coregistration_step(loaded: StepResult, t1: PreprocessedT1w, runner: StepRunner) -> StepResult:
@@ -144,20 +149,27 @@ def _pet_coregistration_step(loaded: StepResult, t1: PreprocessedT1w, runner: St
         ),
         inputs={"pet": loaded.outputs["pet"], "t1w": t1.t1w_n4},
         outputs={"transform": "pet_to_t1w.mat"},
-        settings={"seed": REGISTRATION_SEED, "metric": "mattes", "iterations": list(registration.RIGID_ITERATIONS),
-                  "sampling": registration.RIGID_SAMPLING_RATE},
+        settings={
+            "seed": REGISTRATION_SEED,
+            "metric": "mattes",
+            "iterations": list(registration.RIGID_ITERATIONS),
+            "sampling": registration.RIGID_SAMPLING_RATE,
+        },
         code=(_pet_coregistration_step, registration),
     )
 
 
-def _pet_model_step(loaded: StepResult, coreg: StepResult, t1: PreprocessedT1w, runner: StepRunner,
-                    cfg: JDAMConfig) -> StepResult:
+def _pet_model_step(
+    loaded: StepResult, coreg: StepResult, t1: PreprocessedT1w, runner: StepRunner, cfg: JDAMConfig
+) -> StepResult:
     reference = cfg.intensity.suvr_reference
 
     def pet_to_model(out):
         registration.resample(
-            loaded.outputs["pet"], t1.template_mask,
-            t1.transforms.forward + [str(coreg.outputs["transform"])], out["pet"],
+            loaded.outputs["pet"],
+            t1.template_mask,
+            t1.transforms.forward + [str(coreg.outputs["transform"])],
+            out["pet"],
         )
         img = nib.load(str(out["pet"]))
         mask = np.asarray(nib.load(str(t1.brain_mask_model)).dataobj) > 0
@@ -173,14 +185,19 @@ def _pet_model_step(loaded: StepResult, coreg: StepResult, t1: PreprocessedT1w, 
         "pet_model",
         pet_to_model,
         inputs={
-            "pet": loaded.outputs["pet"], "pet_to_t1w": coreg.outputs["transform"],
-            "brain_mask_model": t1.brain_mask_model, "warp": t1.transforms.warp, "affine": t1.transforms.affine,
+            "pet": loaded.outputs["pet"],
+            "pet_to_t1w": coreg.outputs["transform"],
+            "brain_mask_model": t1.brain_mask_model,
+            "warp": t1.transforms.warp,
+            "affine": t1.transforms.affine,
         },
         outputs={"pet": "pet_suvr_model.nii.gz"},
-        settings={"suvr_reference": reference, "remove_cerebellum": cfg.intensity.remove_cerebellum,
-                  "spacing_mm": cfg.grid.spacing_mm},
-        code=(_pet_model_step, registration, intensity, regions, template_module, _regions, _cerebellum,
-              _on_grid_like),
+        settings={
+            "suvr_reference": reference,
+            "remove_cerebellum": cfg.intensity.remove_cerebellum,
+            "spacing_mm": cfg.grid.spacing_mm,
+        },
+        code=(_pet_model_step, registration, intensity, regions, template_module, _regions, _cerebellum, _on_grid_like),
     )
 
 
@@ -191,8 +208,12 @@ def to_native(template_image: Path, prep: PreprocessedT1w, out_path: Path, *, in
     staged = out_path.with_name(f".tmp-native-{out_path.name}")
     try:
         registration.resample(
-            Path(template_image), prep.t1w_native, prep.transforms.inverse, staged,
-            invert=prep.transforms.inverse_invert, interpolator=interpolator,
+            Path(template_image),
+            prep.t1w_native,
+            prep.transforms.inverse,
+            staged,
+            invert=prep.transforms.inverse_invert,
+            interpolator=interpolator,
         )
         ras = nib.load(str(staged))
         data = np.asarray(ras.dataobj, dtype=np.float32)
@@ -255,11 +276,15 @@ def _load_step(path: Path, runner: StepRunner) -> StepResult:
         require_head_sized(path, img)
         original = nib.load(str(path))
         nib.save(img, str(out["t1w"]))
-        return {"orientation": list(nib.aff2axcodes(original.affine)),
-                "voxel_sizes_mm": [float(z) for z in img.header.get_zooms()[:3]], "shape": list(img.shape)}
+        return {
+            "orientation": list(nib.aff2axcodes(original.affine)),
+            "voxel_sizes_mm": [float(z) for z in img.header.get_zooms()[:3]],
+            "shape": list(img.shape),
+        }
 
-    return runner.run("load", load, inputs={"t1w": path}, outputs={"t1w": "t1w_native.nii.gz"},
-                      code=(_load_step, preprocess_io))
+    return runner.run(
+        "load", load, inputs={"t1w": path}, outputs={"t1w": "t1w_native.nii.gz"}, code=(_load_step, preprocess_io)
+    )
 
 
 def _template_step(runner: StepRunner, cfg: JDAMConfig) -> StepResult:
@@ -271,18 +296,24 @@ def _template_step(runner: StepRunner, cfg: JDAMConfig) -> StepResult:
         nib.save(template.image(template.brain_mask, dtype=np.uint8), str(out["mask"]))
 
     return runner.run(
-        "template", write_template, inputs={},
+        "template",
+        write_template,
+        inputs={},
         outputs={"brain": f"template_brain_{spacing:g}mm.nii.gz", "mask": f"template_mask_{spacing:g}mm.nii.gz"},
-        settings={"template": cfg.grid.template, "spacing_mm": spacing}, packages=("nilearn",),
+        settings={"template": cfg.grid.template, "spacing_mm": spacing},
+        packages=("nilearn",),
         code=(_template_step, template_module),
     )
 
 
 def _n4_step(loaded: StepResult, runner: StepRunner) -> StepResult:
     return runner.run(
-        "n4", lambda out: n4_correct(loaded.outputs["t1w"], out["t1w"]),
-        inputs={"t1w": loaded.outputs["t1w"]}, outputs={"t1w": "t1w_n4.nii.gz"},
-        settings={"fit_voxel_mm": N4_FIT_VOXEL_MM}, code=(_n4_step, bias),
+        "n4",
+        lambda out: n4_correct(loaded.outputs["t1w"], out["t1w"]),
+        inputs={"t1w": loaded.outputs["t1w"]},
+        outputs={"t1w": "t1w_n4.nii.gz"},
+        settings={"fit_voxel_mm": N4_FIT_VOXEL_MM},
+        code=(_n4_step, bias),
     )
 
 
@@ -292,9 +323,14 @@ def _brain_extraction_step(n4: StepResult, runner: StepRunner, cfg: JDAMConfig, 
         lambda out: extract_brain(n4.outputs["t1w"], out["mask"], out["brain"], cfg.brain_extraction, device=device),
         inputs={"t1w": n4.outputs["t1w"]},
         outputs={"mask": "brain_mask_native.nii.gz", "brain": "t1w_brain_native.nii.gz"},
-        settings={"mode": cfg.brain_extraction.mode, "tta": cfg.brain_extraction.tta, "postprocess": True,
-                  "flush_subnormals": True},
-        packages=TORCH_PACKAGES, code=(_brain_extraction_step, brain_extraction),
+        settings={
+            "mode": cfg.brain_extraction.mode,
+            "tta": cfg.brain_extraction.tta,
+            "postprocess": True,
+            "flush_subnormals": True,
+        },
+        packages=TORCH_PACKAGES,
+        code=(_brain_extraction_step, brain_extraction),
     )
 
 
@@ -302,13 +338,19 @@ def _registration_step(bet: StepResult, template: StepResult, runner: StepRunner
     reg = runner.run(
         "registration",
         lambda out: registration.register_brain_to_template(
-            bet.outputs["brain"], template.outputs["brain"], out["affine"], out["warp"], out["inverse_warp"],
+            bet.outputs["brain"],
+            template.outputs["brain"],
+            out["affine"],
+            out["warp"],
+            out["inverse_warp"],
             seed=REGISTRATION_SEED,
         ),
         inputs={"brain": bet.outputs["brain"], "template": template.outputs["brain"]},
         outputs={"affine": registration.AFFINE, "warp": registration.WARP, "inverse_warp": registration.INVERSE_WARP},
         settings={
-            "seed": REGISTRATION_SEED, "type": "SyN", "iterations": registration.SYN_ITERATIONS,
+            "seed": REGISTRATION_SEED,
+            "type": "SyN",
+            "iterations": registration.SYN_ITERATIONS,
             "finest_mm": registration.SYN_FINEST_MM,
         },
         code=(_registration_step, registration),
@@ -316,8 +358,9 @@ def _registration_step(bet: StepResult, template: StepResult, runner: StepRunner
     return Transforms(reg.outputs["affine"], reg.outputs["warp"], reg.outputs["inverse_warp"])
 
 
-def _t1w_model_step(n4: StepResult, bet: StepResult, template: StepResult, transforms: Transforms,
-                    runner: StepRunner, cfg: JDAMConfig) -> StepResult:
+def _t1w_model_step(
+    n4: StepResult, bet: StepResult, template: StepResult, transforms: Transforms, runner: StepRunner, cfg: JDAMConfig
+) -> StepResult:
     def to_model(out):
         reference = template.outputs["mask"]
         registration.resample(n4.outputs["t1w"], reference, transforms.forward, out["t1w"])
@@ -334,13 +377,18 @@ def _t1w_model_step(n4: StepResult, bet: StepResult, template: StepResult, trans
         return {"t1w_scale": scale}
 
     return runner.run(
-        "t1w_model", to_model,
-        inputs={"t1w": n4.outputs["t1w"], "mask": bet.outputs["mask"], "affine": transforms.affine,
-                "warp": transforms.warp, "template_mask": template.outputs["mask"]},
+        "t1w_model",
+        to_model,
+        inputs={
+            "t1w": n4.outputs["t1w"],
+            "mask": bet.outputs["mask"],
+            "affine": transforms.affine,
+            "warp": transforms.warp,
+            "template_mask": template.outputs["mask"],
+        },
         outputs={"t1w": "t1w_model.nii.gz", "mask": "brain_mask_model.nii.gz"},
         settings={"t1_percentile": cfg.intensity.t1_percentile, "remove_cerebellum": cfg.intensity.remove_cerebellum},
-        code=(_t1w_model_step, registration, intensity, regions, template_module, _regions, _cerebellum,
-              _on_grid_like),
+        code=(_t1w_model_step, registration, intensity, regions, template_module, _regions, _cerebellum, _on_grid_like),
     )
 
 

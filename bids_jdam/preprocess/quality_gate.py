@@ -31,8 +31,13 @@ class QualityMeasures:
     brain_volume_ml: float
 
 
-def measure(t1w_model: np.ndarray, mask_model: np.ndarray, template_t1: np.ndarray, template_mask: np.ndarray,
-            native_mask: nib.Nifti1Image) -> QualityMeasures:
+def measure(
+    t1w_model: np.ndarray,
+    mask_model: np.ndarray,
+    template_t1: np.ndarray,
+    template_mask: np.ndarray,
+    native_mask: nib.Nifti1Image,
+) -> QualityMeasures:
     """The gate's measures from the model-grid T1w and mask, the template and the native-space mask."""
     inside = template_mask.astype(bool)
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant image has no correlation: NaN fails the gate
@@ -48,12 +53,13 @@ def failures(measures: QualityMeasures) -> list[str]:
     """One line per limit the image misses (NaN misses every limit); empty when it passes."""
     problems = []
     if not measures.registration_correlation >= MIN_REGISTRATION_CORRELATION:
-        problems.append(f"registration correlation with the template {measures.registration_correlation:.2f} "
-                        f"< {MIN_REGISTRATION_CORRELATION}")
+        problems.append(
+            f"registration correlation with the template {measures.registration_correlation:.2f} "
+            f"< {MIN_REGISTRATION_CORRELATION}"
+        )
     if not measures.mask_dice >= MIN_MASK_DICE:
         problems.append(f"brain-mask Dice with the template {measures.mask_dice:.2f} < {MIN_MASK_DICE}")
     low, high = BRAIN_VOLUME_RANGE_ML
     if not low <= measures.brain_volume_ml <= high:
         problems.append(f"brain volume {measures.brain_volume_ml:.0f} ml outside {low:.0f}..{high:.0f} ml")
     return problems
-

@@ -18,7 +18,7 @@ from typing import Any
 import ants
 import numpy as np
 
-from bids_jdam import atomic
+from bids_jdam.io import atomic
 
 ITK_THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 # File names of the saved transforms (suffixes tell ANTs the format).
@@ -73,10 +73,17 @@ def in_one_thread(name: str, *args: str | int) -> Any:
     one-thread runs are bit-identical. ITK reads its thread count once per process, hence the fresh process
     (a plain subprocess, so no caller's ``__main__`` is re-imported). Arguments and result travel as JSON.
     """
-    code = ("import json, sys; from bids_jdam.preprocess import registration; "
-            "print(json.dumps(getattr(registration, sys.argv[1])(*json.loads(sys.argv[2]))))")
-    completed = subprocess.run([sys.executable, "-c", code, name, json.dumps(args)], capture_output=True, text=True,
-                               env={**os.environ, ITK_THREADS_ENV: "1"}, check=False)
+    code = (
+        "import json, sys; from bids_jdam.preprocess import registration; "
+        "print(json.dumps(getattr(registration, sys.argv[1])(*json.loads(sys.argv[2]))))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, name, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, ITK_THREADS_ENV: "1"},
+        check=False,
+    )
     if completed.returncode != 0:
         lines = completed.stderr.strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"the registration process ended with code {completed.returncode}")
@@ -159,10 +166,16 @@ def register_rigid_here(moving: str, fixed: str, transform_out: str, seed: int) 
         fixed_img = ants.resample_image(fixed_img, (coarsest,) * 3, use_voxels=False, interp_type=0)
     with tempfile.TemporaryDirectory(dir=transform_out.parent, prefix=atomic.TEMPORARY_PREFIX) as tmp:
         reg = ants.registration(
-            fixed_img, moving_img, type_of_transform="Rigid", aff_metric="mattes",
-            aff_iterations=RIGID_ITERATIONS, aff_shrink_factors=RIGID_SHRINK_FACTORS,
-            aff_smoothing_sigmas=RIGID_SMOOTHING_MM, smoothing_in_mm=True,
-            aff_random_sampling_rate=RIGID_SAMPLING_RATE, outprefix=str(Path(tmp) / "rig_"),
+            fixed_img,
+            moving_img,
+            type_of_transform="Rigid",
+            aff_metric="mattes",
+            aff_iterations=RIGID_ITERATIONS,
+            aff_shrink_factors=RIGID_SHRINK_FACTORS,
+            aff_smoothing_sigmas=RIGID_SMOOTHING_MM,
+            smoothing_in_mm=True,
+            aff_random_sampling_rate=RIGID_SAMPLING_RATE,
+            outprefix=str(Path(tmp) / "rig_"),
         )
         shutil.move(_written_transform(reg["fwdtransforms"][:1], ".mat", tmp), transform_out)
     params = ants.read_transform(str(transform_out)).parameters

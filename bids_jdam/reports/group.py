@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bids_jdam import atomic
 from bids_jdam.bids.participants import ParticipantRow, diagnosis_of, participants_path, read_participants
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.outliers import MIN_IMAGES_FOR_OUTLIERS, OUTLIER_Z, flag_outliers, groups_by
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
+from bids_jdam.io import atomic
 from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
 from bids_jdam.reports.participant import PHANTOM_BANNER, spread_statement
 from bids_jdam.synthesis.provenance import ModelInfo
@@ -42,19 +42,38 @@ LOGGER = logging.getLogger(__name__)
 # The SD-error correlations exist only for images with K > 1 samples (sampling) or several planes (views); the
 # coverage and spread-skill of the (calibrated) sampling SD only with K > 1.
 SPREAD_MEASURES = ("coverage_50", "coverage_90", "spread_skill", "sd_ause_relative", "crps_over_constant_band")
-QUALITY_MEASURES = ("psnr", "ssim", "mae", "nmse", "native_psnr", "native_ssim", "native_mae",
-                    "view_sd_error_correlation", "sd_error_correlation",
-                    *SPREAD_MEASURES)
+QUALITY_MEASURES = (
+    "psnr",
+    "ssim",
+    "mae",
+    "nmse",
+    "native_psnr",
+    "native_ssim",
+    "native_mae",
+    "view_sd_error_correlation",
+    "sd_error_correlation",
+    *SPREAD_MEASURES,
+)
 CHECK_MEASURES = ("noise_index", "brain_volume_ml", "registration_correlation", "brain_extraction_dice")
 MEASURE_LABELS = {
-    "psnr": "PSNR (dB)", "ssim": "SSIM", "mae": "MAE (SUVR)", "nmse": "NMSE", "native_psnr": "T1w space: PSNR (dB)",
-    "native_ssim": "T1w space: SSIM", "native_mae": "T1w space: MAE (SUVR)",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "mae": "MAE (SUVR)",
+    "nmse": "NMSE",
+    "native_psnr": "T1w space: PSNR (dB)",
+    "native_ssim": "T1w space: SSIM",
+    "native_mae": "T1w space: MAE (SUVR)",
     "sd_error_correlation": "sampling SD-error correlation",
-    "view_sd_error_correlation": "view SD-error correlation", "noise_index": "noise index",
-    "brain_volume_ml": "brain volume (ml)", "registration_correlation": "registration: correlation",
-    "brain_extraction_dice": "brain extraction: Dice", "coverage_50": "coverage, 50 % interval",
-    "coverage_90": "coverage, 90 % interval", "spread_skill": "spread-skill ratio",
-    "sd_ause_relative": "SD map: AUSE / random", "crps_over_constant_band": "SD map: CRPS / constant band",
+    "view_sd_error_correlation": "view SD-error correlation",
+    "noise_index": "noise index",
+    "brain_volume_ml": "brain volume (ml)",
+    "registration_correlation": "registration: correlation",
+    "brain_extraction_dice": "brain extraction: Dice",
+    "coverage_50": "coverage, 50 % interval",
+    "coverage_90": "coverage, 90 % interval",
+    "spread_skill": "spread-skill ratio",
+    "sd_ause_relative": "SD map: AUSE / random",
+    "crps_over_constant_band": "SD map: CRPS / constant band",
 }
 
 
@@ -126,19 +145,33 @@ def metrics_table(metrics: list[ParticipantMetrics], participants: dict[str, Par
             "in_training_set": item.in_training_set,
         }
         row.update({name: _number(getattr(quality, name) if quality else None) for name in QUALITY_MEASURES})
-        row.update({
-            "noise_index": item.noise_index,
-            "brain_volume_ml": item.brain_volume_ml,
-            "registration_correlation": item.registration.correlation_with_template,
-            "brain_extraction_dice": item.brain_extraction.dice_with_template_mask,
-        })
+        row.update(
+            {
+                "noise_index": item.noise_index,
+                "brain_volume_ml": item.brain_volume_ml,
+                "registration_correlation": item.registration.correlation_with_template,
+                "brain_extraction_dice": item.brain_extraction.dice_with_template_mask,
+            }
+        )
         row.update({f"suvr_{r}": item.regional_suvr_synthetic.get(r, math.nan) for r in regions})
         row.update({f"realsuvr_{r}": (item.regional_suvr_real or {}).get(r, math.nan) for r in real_regions})
         rows.append(row)
     columns = (
-        ["participant_id", "session", "run", "status", "field_strength", "diagnosis", "model", "trained_on_phantoms",
-         "in_training_set", *QUALITY_MEASURES, *CHECK_MEASURES]
-        + [f"suvr_{r}" for r in regions] + [f"realsuvr_{r}" for r in real_regions]
+        [
+            "participant_id",
+            "session",
+            "run",
+            "status",
+            "field_strength",
+            "diagnosis",
+            "model",
+            "trained_on_phantoms",
+            "in_training_set",
+            *QUALITY_MEASURES,
+            *CHECK_MEASURES,
+        ]
+        + [f"suvr_{r}" for r in regions]
+        + [f"realsuvr_{r}" for r in real_regions]
     )
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["participant_id", "session", "run"], na_position="first", ignore_index=True)
@@ -181,7 +214,11 @@ def expected_participants(
 
 
 def _group_html(
-    output_dir: Path, table: pd.DataFrame, metrics: list[ParticipantMetrics], missing: list[str], problems: list[str],
+    output_dir: Path,
+    table: pd.DataFrame,
+    metrics: list[ParticipantMetrics],
+    missing: list[str],
+    problems: list[str],
     expected: list[str],
 ) -> str:
     body = []
@@ -198,8 +235,11 @@ def _group_html(
     )
     if failed_qc:
         body.append("<h2>Images that failed quality control (status failed-qc: not in the figures)</h2>")
-        body.append(bullet_list([f"{_image_name(item)}: {'; '.join(item.qc_failures) or item.status}"
-                                 for item in failed_qc], "warnings"))
+        body.append(
+            bullet_list(
+                [f"{_image_name(item)}: {'; '.join(item.qc_failures) or item.status}" for item in failed_qc], "warnings"
+            )
+        )
 
     body.append("<h2>Participants without outputs</h2>")
     body.append(bullet_list(missing) if missing else "<p>None: every participant has at least one output.</p>")
@@ -217,17 +257,24 @@ def _group_html(
     body += _outlier_parts(table)
     body.append("<h2>All images</h2>")
     links = "".join(
-        f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>' for p in table["participant_id"].unique()
+        f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>'
+        for p in table["participant_id"].unique()
         if (output_dir / f"{p}.html").is_file()
     )
     if links:
         body.append(f"<p>Participant reports:</p><nav><ul>{links}</ul></nav>")
-    shown = ["participant_id", "session", "run", "status", "diagnosis", "field_strength", *quality_present,
-             *CHECK_MEASURES]
+    shown = [
+        "participant_id",
+        "session",
+        "run",
+        "status",
+        "diagnosis",
+        "field_strength",
+        *quality_present,
+        *CHECK_MEASURES,
+    ]
     body.append(data_table(shown, all_images[shown].values.tolist(), all_images["outlier"].tolist()))
     return page("bids-jdam: group report", "\n".join(body))
-
-
 
 
 def _regional_parts(table: pd.DataFrame, groupings: list[str]) -> list[str]:
@@ -237,10 +284,13 @@ def _regional_parts(table: pd.DataFrame, groupings: list[str]) -> list[str]:
     for prefix, label in (("suvr_", "synthetic PET"), ("realsuvr_", "real PET")):
         columns = [c for c in table.columns if c.startswith(prefix)]
         if columns and table[columns].notna().any().any():
-            body.append(embedded_png(
-                _regional_figure(table, columns, by, label), f"regional SUVR {label}",
-                f"Mean SUVR per region, {label}" + (", by diagnosis." if by else "."),
-            ))
+            body.append(
+                embedded_png(
+                    _regional_figure(table, columns, by, label),
+                    f"regional SUVR {label}",
+                    f"Mean SUVR per region, {label}" + (", by diagnosis." if by else "."),
+                )
+            )
             body.append(_regional_means_table(table, columns, by))
 
     return body
@@ -249,25 +299,34 @@ def _regional_parts(table: pd.DataFrame, groupings: list[str]) -> list[str]:
 def _distribution_parts(table: pd.DataFrame, quality_present: list[str], groupings: list[str]) -> list[str]:
     """One distribution figure per group of measures (quality, spread, checks)."""
     body: list[str] = []
-    sections = [("Image quality (images with a real PET)", [m for m in quality_present if m not in SPREAD_MEASURES]),
-                ("Coverage and spread-skill (images with a real PET and K > 1)",
-                 [m for m in quality_present if m in SPREAD_MEASURES]),
-                ("Noise index and checks", CHECK_MEASURES)]
+    sections = [
+        ("Image quality (images with a real PET)", [m for m in quality_present if m not in SPREAD_MEASURES]),
+        (
+            "Coverage and spread-skill (images with a real PET and K > 1)",
+            [m for m in quality_present if m in SPREAD_MEASURES],
+        ),
+        ("Noise index and checks", CHECK_MEASURES),
+    ]
     for title, measures in sections:
         if not measures:
             continue
         body.append(f"<h2>{html.escape(title)}</h2>")
         caption = "; ".join(f"row {i}: by {g.replace('_', ' ')}" for i, g in enumerate(groupings, start=1))
-        body.append(embedded_png(
-            _distribution_figure(table, list(measures), groupings or [None]), title,
-            (caption + "; " if caption else "") + "red dots: flagged outliers.",
-        ))
+        body.append(
+            embedded_png(
+                _distribution_figure(table, list(measures), groupings or [None]),
+                title,
+                (caption + "; " if caption else "") + "red dots: flagged outliers.",
+            )
+        )
         if {"sd_error_correlation", "view_sd_error_correlation"} & set(measures):
-            body.append(f'<p class="note">SD-error correlations: Pearson correlation, inside the brain mask, of a '
-                        f"standard-deviation map with the absolute error of the synthetic PET against the real PET, "
-                        f"both smoothed at {PET_RESOLUTION_SIGMA_MM:g} mm; above 0 the map points to where the "
-                        f"synthetic PET is wrong. View: SD across the sampled planes (images with several planes); "
-                        f"sampling: SD across the K samples (images with K &gt; 1).</p>")
+            body.append(
+                f'<p class="note">SD-error correlations: Pearson correlation, inside the brain mask, of a '
+                f"standard-deviation map with the absolute error of the synthetic PET against the real PET, "
+                f"both smoothed at {PET_RESOLUTION_SIGMA_MM:g} mm; above 0 the map points to where the "
+                f"synthetic PET is wrong. View: SD across the sampled planes (images with several planes); "
+                f"sampling: SD across the K samples (images with K &gt; 1).</p>"
+            )
 
     return body
 
@@ -276,16 +335,19 @@ def _outlier_parts(table: pd.DataFrame) -> list[str]:
     body: list[str] = []
     body.append("<h2>Outliers</h2>")
     body.append(
-        f"<p class=\"note\">Modified z-score 0.6745 (x - median) / MAD per measure, flagged when |z| &gt; {OUTLIER_Z}: "
+        f'<p class="note">Modified z-score 0.6745 (x - median) / MAD per measure, flagged when |z| &gt; {OUTLIER_Z}: '
         f"quality and checks across all images, regional SUVR within each diagnosis group; a measure needs at "
         f"least {MIN_IMAGES_FOR_OUTLIERS} images in its group; 1.2533 x the mean absolute deviation replaces a zero "
         f"MAD.</p>"
     )
     flagged = table[table["outlier"]]
     body.append(
-        data_table(["participant_id", "session", "run", "measures"],
-                   flagged[["participant_id", "session", "run", "outlier_measures"]].values.tolist())
-        if len(flagged) else "<p>No outliers.</p>"
+        data_table(
+            ["participant_id", "session", "run", "measures"],
+            flagged[["participant_id", "session", "run", "outlier_measures"]].values.tolist(),
+        )
+        if len(flagged)
+        else "<p>No outliers.</p>"
     )
 
     return body
@@ -306,7 +368,8 @@ def _calibration_lines(metrics: list[ParticipantMetrics]) -> list[str]:
             f"{_mean(q.coverage_50 for q in scored):.2f} of the 50 % interval and "
             f"{_mean(q.coverage_90 for q in scored):.2f} of the 90 % interval (nominal 0.50 and 0.90), spread-skill "
             f"ratio {_mean(q.spread_skill for q in scored):.2f} (nominal 1.0)"
-            if scored else "no image with a real PET and an SD map to measure the coverage on"
+            if scored
+            else "no image with a real PET and an SD map to measure the coverage on"
         )
         statement = spread_statement(model, items[0].model_calibration, k)
         lines.append(f"{model.name} (sha256 {model.sha256[:12]}): {statement}; {measured}.")
@@ -320,8 +383,9 @@ def _mean(values: Iterable[float | None]) -> float:
 
 
 def _image_name(item: ParticipantMetrics) -> str:
-    parts = [item.participant_id] + [f"{key}-{value}" for key, value in (("ses", item.session), ("run", item.run))
-                                     if value is not None]
+    parts = [item.participant_id] + [
+        f"{key}-{value}" for key, value in (("ses", item.session), ("run", item.run)) if value is not None
+    ]
     return "_".join(parts)
 
 
@@ -361,8 +425,13 @@ def _regional_figure(table: pd.DataFrame, columns: list[str], by: str | None, la
         filled = [i for i, values in enumerate(data) if values.size]
         if not filled:
             continue
-        boxes = axes.boxplot([data[i] for i in filled], positions=positions[filled], widths=width * 0.85,
-                             patch_artist=True, showfliers=False)
+        boxes = axes.boxplot(
+            [data[i] for i in filled],
+            positions=positions[filled],
+            widths=width * 0.85,
+            patch_artist=True,
+            showfliers=False,
+        )
         for box in boxes["boxes"]:
             box.set_facecolor(colours[index])
             box.set_alpha(0.6)

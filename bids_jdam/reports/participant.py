@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bids_jdam import atomic
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
+from bids_jdam.io import atomic
 from bids_jdam.reports import reportlets
 from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page
 from bids_jdam.reports.reportlets import ImageLike
@@ -28,8 +28,11 @@ SPREAD_SCORES = (
     ("coverage_90", "coverage of the central 90 % interval (nominal 0.90)"),
     ("spread_skill", "spread-skill ratio (nominal 1.0; below 1 the SD map is too small for the error)"),
     ("sd_ause_relative", "AUSE over a random ranking's (1: the SD map does not rank the error; lower is better)"),
-    ("crps_over_constant_band", "CRPS over a constant-width band's with the same 90 % coverage (below 1: the map "
-                                "says where the error is; 1 or more: it only gives its size)"),
+    (
+        "crps_over_constant_band",
+        "CRPS over a constant-width band's with the same 90 % coverage (below 1: the map "
+        "says where the error is; 1 or more: it only gives its size)",
+    ),
 )
 
 
@@ -83,11 +86,15 @@ def write_participant_report(
     for entry in entries:
         if entry.metrics.status != "ok":
             reasons = "; ".join(entry.metrics.qc_failures) or entry.metrics.status
-            body.append(f'<div class="banner">{html.escape(entry.stem)} FAILED quality control '
-                        f'({html.escape(reasons)}): its outputs are marked failed-qc; do not use them.</div>')
+            body.append(
+                f'<div class="banner">{html.escape(entry.stem)} FAILED quality control '
+                f"({html.escape(reasons)}): its outputs are marked failed-qc; do not use them.</div>"
+            )
     if failed:
-        body.append("<h2>Images that failed in this run (no new outputs)</h2>"
-                    + bullet_list([f"{stem}: {error}" for stem, error in sorted(failed.items())], "warnings"))
+        body.append(
+            "<h2>Images that failed in this run (no new outputs)</h2>"
+            + bullet_list([f"{stem}: {error}" for stem, error in sorted(failed.items())], "warnings")
+        )
     if len(entries) > 1:
         links = "".join(f'<li><a href="#{html.escape(e.stem)}">{html.escape(e.stem)}</a></li>' for e in entries)
         body.append(f"<nav><ul>{links}</ul></nav>")
@@ -106,7 +113,7 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
 
     parts = [f'<section id="{html.escape(entry.stem)}"><h2>{html.escape(entry.stem)}</h2>', _summary_table(metrics)]
     if metrics.warnings:
-        parts.append('<h3>Warnings</h3>' + bullet_list(metrics.warnings, "warnings"))
+        parts.append("<h3>Warnings</h3>" + bullet_list(metrics.warnings, "warnings"))
 
     parts += _preprocessing_parts(entry, reportlet_path)
     parts += _synthetic_pet_parts(entry, reportlet_path)
@@ -179,21 +186,33 @@ def _uncertainty_maps(entry: ReportEntry) -> list[tuple]:
     """(image or None, reportlet name, title, caption) of each uncertainty map an image can have."""
     metrics = entry.metrics
     return [
-        (entry.predictive_sd_map, "predictivesd", "predictive SD",
-         "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % interval), "
-         "from the model's single-sample error model fitted on held-out subjects (edge distance, local gradients "
-         "and spread of the synthetic PET and the T1w, uptake, slice position). How well it ranks and covers the "
-         "error on held-out phantoms is "
-         "in the synthesis benchmark of the bids-jdam repository."),
-        (entry.view_std_map, "viewuncertainty", "view disagreement",
-         "Standard deviation across the synthetic PET reconstructed along each sampled plane (SUVR): where the 2D "
-         "views of the same brain disagree. On held-out phantoms it is larger where the error is larger, though "
-         "smaller than the error itself (the synthesis benchmark in the bids-jdam repository); it cannot show errors "
-         "that all views share (preprocessing, what the model never learned)."),
-        (entry.std_map, "uncertainty", "sampling spread",
-         f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples differ, "
-         "mostly fine texture. On held-out phantoms it has not been found to point to where the error is large; "
-         f"the view disagreement (with several planes) does better. {_spread_statement(metrics)}."),
+        (
+            entry.predictive_sd_map,
+            "predictivesd",
+            "predictive SD",
+            "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % interval), "
+            "from the model's single-sample error model fitted on held-out subjects (edge distance, local gradients "
+            "and spread of the synthetic PET and the T1w, uptake, slice position). How well it ranks and covers the "
+            "error on held-out phantoms is "
+            "in the synthesis benchmark of the bids-jdam repository.",
+        ),
+        (
+            entry.view_std_map,
+            "viewuncertainty",
+            "view disagreement",
+            "Standard deviation across the synthetic PET reconstructed along each sampled plane (SUVR): where the 2D "
+            "views of the same brain disagree. On held-out phantoms it is larger where the error is larger, though "
+            "smaller than the error itself (the synthesis benchmark in the bids-jdam repository); it cannot show "
+            "errors that all views share (preprocessing, what the model never learned).",
+        ),
+        (
+            entry.std_map,
+            "uncertainty",
+            "sampling spread",
+            f"Standard deviation across the {metrics.sampler.num_samples} samples (SUVR): where the samples differ, "
+            "mostly fine texture. On held-out phantoms it has not been found to point to where the error is large; "
+            f"the view disagreement (with several planes) does better. {_spread_statement(metrics)}.",
+        ),
     ]
 
 
@@ -203,19 +222,39 @@ def _real_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[s
     parts = ["<h3>Real PET and error</h3>"]
     if metrics.quality is not None:
         quality = metrics.quality
-        parts.append(key_value_table([
-            ("PSNR (dB)", quality.psnr), ("SSIM", quality.ssim), ("MAE (SUVR)", quality.mae),
-            ("NMSE", quality.nmse),
-            *[(f"in T1w space: {label}", value) for label, value in (
-                ("PSNR (dB)", quality.native_psnr), ("SSIM", quality.native_ssim),
-                ("MAE (SUVR)", quality.native_mae)) if value is not None],
-            ("in the training set", metrics.in_training_set),
-            *[(f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
-              for label, value in (("view disagreement", quality.view_sd_error_correlation),
-                                   ("sampling spread", quality.sd_error_correlation)) if value is not None],
-            *[(f"sampling spread: {label}", getattr(quality, name)) for name, label in SPREAD_SCORES
-              if getattr(quality, name) is not None],
-        ]))
+        parts.append(
+            key_value_table(
+                [
+                    ("PSNR (dB)", quality.psnr),
+                    ("SSIM", quality.ssim),
+                    ("MAE (SUVR)", quality.mae),
+                    ("NMSE", quality.nmse),
+                    *[
+                        (f"in T1w space: {label}", value)
+                        for label, value in (
+                            ("PSNR (dB)", quality.native_psnr),
+                            ("SSIM", quality.native_ssim),
+                            ("MAE (SUVR)", quality.native_mae),
+                        )
+                        if value is not None
+                    ],
+                    ("in the training set", metrics.in_training_set),
+                    *[
+                        (f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
+                        for label, value in (
+                            ("view disagreement", quality.view_sd_error_correlation),
+                            ("sampling spread", quality.sd_error_correlation),
+                        )
+                        if value is not None
+                    ],
+                    *[
+                        (f"sampling spread: {label}", getattr(quality, name))
+                        for name, label in SPREAD_SCORES
+                        if getattr(quality, name) is not None
+                    ],
+                ]
+            )
+        )
     path = reportlets.pet_mosaic_reportlet(
         entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")
     )
@@ -230,28 +269,32 @@ def _real_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[s
 
 def _summary_table(metrics: ParticipantMetrics) -> str:
     resolution = (
-        " x ".join(f"{v:.3g}" for v in metrics.input_voxel_size_mm) + " mm"
-        if metrics.input_voxel_size_mm else None
+        " x ".join(f"{v:.3g}" for v in metrics.input_voxel_size_mm) + " mm" if metrics.input_voxel_size_mm else None
     )
     sampler = metrics.sampler
-    return key_value_table([
-        ("session", metrics.session),
-        ("run", metrics.run),
-        ("field strength (T)", metrics.field_strength),
-        ("input voxel size", resolution),
-        ("model grid spacing (mm)", metrics.grid_spacing_mm),
-        ("model", f"{metrics.model.name} (sha256 {metrics.model.sha256[:12]})"),
-        ("trained on phantoms", metrics.model.trained_on_phantoms),
-        ("sampler", f"{sampler.name}, {sampler.steps} steps, K = {sampler.num_samples}, seed {sampler.seed}, "
-                     f"temperature {sampler.temperature:g}"),
-        ("spread calibration", _spread_statement(metrics)),
-        ("noise index", metrics.noise_index),
-        ("brain volume (ml)", metrics.brain_volume_ml),
-        ("registration: correlation with template", metrics.registration.correlation_with_template),
-        ("brain extraction: Dice with template mask", metrics.brain_extraction.dice_with_template_mask),
-        ("status", metrics.status),
-        *[("quality control", failure) for failure in metrics.qc_failures],
-    ])
+    return key_value_table(
+        [
+            ("session", metrics.session),
+            ("run", metrics.run),
+            ("field strength (T)", metrics.field_strength),
+            ("input voxel size", resolution),
+            ("model grid spacing (mm)", metrics.grid_spacing_mm),
+            ("model", f"{metrics.model.name} (sha256 {metrics.model.sha256[:12]})"),
+            ("trained on phantoms", metrics.model.trained_on_phantoms),
+            (
+                "sampler",
+                f"{sampler.name}, {sampler.steps} steps, K = {sampler.num_samples}, seed {sampler.seed}, "
+                f"temperature {sampler.temperature:g}",
+            ),
+            ("spread calibration", _spread_statement(metrics)),
+            ("noise index", metrics.noise_index),
+            ("brain volume (ml)", metrics.brain_volume_ml),
+            ("registration: correlation with template", metrics.registration.correlation_with_template),
+            ("brain extraction: Dice with template mask", metrics.brain_extraction.dice_with_template_mask),
+            ("status", metrics.status),
+            *[("quality control", failure) for failure in metrics.qc_failures],
+        ]
+    )
 
 
 def spread_statement(model: ModelInfo, calibration: dict[str, Any] | None, num_samples: int) -> str:
@@ -268,15 +311,17 @@ def spread_statement(model: ModelInfo, calibration: dict[str, Any] | None, num_s
     if num_samples == 1:
         return "one sample (K = 1): no sampling SD map"
     if model.spread_scale is None:
-        why = record.get("note") or ("the model card's scale was fitted for another sampler or plane count"
-                                     if "spread_scale" in record else "")
+        why = record.get("note") or (
+            "the model card's scale was fitted for another sampler or plane count" if "spread_scale" in record else ""
+        )
         return "spread NOT calibrated: the SD map is likely too small" + (f" ({why})" if why else "")
     subjects, fitted_k = record.get("subjects"), record.get("num_samples")
     fitted = f" fitted on {subjects} held-out subject{'' if subjects == 1 else 's'}" if subjects else ""
     level = f"level {record['level'] * 100:g} %" if isinstance(record.get("level"), (int, float)) else None
     temperature = record.get("temperature", 1.0)
-    tempered = f"sampler temperature {temperature:g}" if isinstance(temperature, (int, float)) and temperature != 1 \
-        else None
+    tempered = (
+        f"sampler temperature {temperature:g}" if isinstance(temperature, (int, float)) and temperature != 1 else None
+    )
     details = ", ".join(part for part in (level, fitted_k and f"K = {fitted_k} samples", tempered) if part)
     other_k = f"; here K = {num_samples}, so the coverage may differ" if fitted_k not in (None, num_samples) else ""
     return f"spread calibrated: scale {model.spread_scale:.3g}{fitted}" + (f" ({details})" if details else "") + other_k

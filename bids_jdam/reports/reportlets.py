@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from nilearn import image, plotting
 
-from bids_jdam import atomic
+from bids_jdam.io import atomic
 
 ImageLike = Path | nib.Nifti1Image  # masks may be binary or probabilistic: inside means > 0.5
 CUTS_PER_ROW = 7
@@ -49,8 +49,13 @@ def brain_mask_reportlet(t1w: ImageLike, brain_mask: ImageLike, out_path: Path) 
     """The preprocessed T1w with the brain-mask contour in red, in all three planes."""
     figure = _new_figure(rows=3)
     display = plotting.plot_anat(
-        t1w, display_mode="mosaic", cut_coords=_mosaic_cuts(brain_mask), figure=figure, annotate=True,
-        draw_cross=False, colorbar=False,
+        t1w,
+        display_mode="mosaic",
+        cut_coords=_mosaic_cuts(brain_mask),
+        figure=figure,
+        annotate=True,
+        draw_cross=False,
+        colorbar=False,
     )
     display.add_contours(brain_mask, levels=[0.5], colors="r", linewidths=1.0)
     return _save(figure, out_path)
@@ -60,7 +65,11 @@ def registration_reportlet(t1w: ImageLike, template_t1: ImageLike, brain_mask: I
     """Registration check: edges of the subject's T1w (in template space) drawn over the template T1."""
     figure = _new_figure(rows=3)
     display = plotting.plot_anat(
-        template_t1, display_mode="mosaic", cut_coords=_mosaic_cuts(brain_mask), figure=figure, draw_cross=False,
+        template_t1,
+        display_mode="mosaic",
+        cut_coords=_mosaic_cuts(brain_mask),
+        figure=figure,
+        draw_cross=False,
         colorbar=False,
     )
     display.add_edges(t1w, color="r")
@@ -72,8 +81,16 @@ def pet_mosaic_reportlet(pet: ImageLike, brain_mask: ImageLike, plane: str, vmax
     direction = PLANES[plane]
     figure = _new_figure(rows=1)
     plotting.plot_img(
-        pet, display_mode=direction, cut_coords=cut_coords(brain_mask, direction), figure=figure, cmap=PET_CMAP,
-        vmin=0.0, vmax=vmax, black_bg=True, colorbar=True, draw_cross=False,
+        pet,
+        display_mode=direction,
+        cut_coords=cut_coords(brain_mask, direction),
+        figure=figure,
+        cmap=PET_CMAP,
+        vmin=0.0,
+        vmax=vmax,
+        black_bg=True,
+        colorbar=True,
+        draw_cross=False,
         cbar_tick_format="%.1f",
     )
     return _save(figure, out_path)
@@ -85,8 +102,17 @@ def uncertainty_reportlet(std_map: ImageLike, t1w: ImageLike, brain_mask: ImageL
     std_img = image.math_img("np.where(mask > 0.5, std, 0)", std=std_map, mask=brain_mask)
     vmax = pet_colour_limit(std_img, brain_mask)
     plotting.plot_stat_map(
-        std_img, bg_img=t1w, display_mode="z", cut_coords=cut_coords(brain_mask, "z"), figure=figure,
-        cmap="inferno", vmin=0.0, vmax=vmax, symmetric_cbar=False, threshold=1e-6, draw_cross=False,
+        std_img,
+        bg_img=t1w,
+        display_mode="z",
+        cut_coords=cut_coords(brain_mask, "z"),
+        figure=figure,
+        cmap="inferno",
+        vmin=0.0,
+        vmax=vmax,
+        symmetric_cbar=False,
+        threshold=1e-6,
+        draw_cross=False,
         cbar_tick_format="%.2f",
     )
     return _save(figure, out_path)
@@ -103,27 +129,37 @@ def error_reportlet(
     errors = np.abs(np.asarray(error_img.dataobj))
     vmax = float(np.percentile(errors[errors > 0], 99)) if np.any(errors > 0) else 1.0
     plotting.plot_stat_map(
-        error_img, bg_img=t1w, display_mode="z", cut_coords=cut_coords(brain_mask, "z"), figure=figure,
-        cmap="RdBu_r", vmax=vmax, symmetric_cbar=True, threshold=1e-6, draw_cross=False,
+        error_img,
+        bg_img=t1w,
+        display_mode="z",
+        cut_coords=cut_coords(brain_mask, "z"),
+        figure=figure,
+        cmap="RdBu_r",
+        vmax=vmax,
+        symmetric_cbar=True,
+        threshold=1e-6,
+        draw_cross=False,
         cbar_tick_format="%.2f",
     )
     return _save(figure, out_path)
 
 
-def regional_suvr_reportlet(
-    synthetic: dict[str, float], real: dict[str, float] | None, out_path: Path
-) -> Path:
+def regional_suvr_reportlet(synthetic: dict[str, float], real: dict[str, float] | None, out_path: Path) -> Path:
     """Bar chart of the mean SUVR per coarse region, synthetic beside real when a real PET exists."""
     regions = list(synthetic)
     positions = np.arange(len(regions))
     width = 0.4 if real else 0.7
     figure = Figure(figsize=(8, 3.2))
     axes = figure.add_subplot()
-    axes.bar(positions - (width / 2 if real else 0), [synthetic[r] for r in regions], width, label="synthetic",
-             color="tab:orange")
+    axes.bar(
+        positions - (width / 2 if real else 0),
+        [synthetic[r] for r in regions],
+        width,
+        label="synthetic",
+        color="tab:orange",
+    )
     if real:
-        axes.bar(positions + width / 2, [real.get(r, math.nan) for r in regions], width, label="real",
-                 color="tab:blue")
+        axes.bar(positions + width / 2, [real.get(r, math.nan) for r in regions], width, label="real", color="tab:blue")
     axes.set_xticks(positions, [r.replace("_", " ") for r in regions], rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("mean SUVR")
     axes.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")

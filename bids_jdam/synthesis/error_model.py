@@ -22,8 +22,20 @@ LEVEL = 0.9
 SINGLE_SAMPLE_SD = "single_sample_sd"  # its key in the model card
 EDGE_SCALES_MM = (2.0, 6.0, 12.0)  # how fast the edge features decay inward
 LOCAL_SIGMA_MM = 4.0  # the scale of the local gradients, curvature and spread
-FEATURES = ("constant", "edge_2mm", "edge_6mm", "edge_12mm", "pet_gradient", "pet", "pet_laplacian", "pet_local_sd",
-            "t1w_gradient", "t1w", "stack_position", "stack_position_squared")
+FEATURES = (
+    "constant",
+    "edge_2mm",
+    "edge_6mm",
+    "edge_12mm",
+    "pet_gradient",
+    "pet",
+    "pet_laplacian",
+    "pet_local_sd",
+    "t1w_gradient",
+    "t1w",
+    "stack_position",
+    "stack_position_squared",
+)
 
 
 def _smoothed(image: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
@@ -47,8 +59,16 @@ def features(mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_m
     position = np.broadcast_to(np.arange(mask.shape[-1]) / mask.shape[-1], mask.shape)[mask]
     columns = [np.ones(int(mask.sum()))]
     columns += [np.exp(-depth_mm[mask] / scale) for scale in EDGE_SCALES_MM]
-    columns += [_gradient_magnitude(pet_smooth, spacing_mm)[mask], pet[mask], laplacian[mask], local_sd[mask],
-                _gradient_magnitude(_smoothed(t1w, mask, sigma), spacing_mm)[mask], t1w[mask], position, position**2]
+    columns += [
+        _gradient_magnitude(pet_smooth, spacing_mm)[mask],
+        pet[mask],
+        laplacian[mask],
+        local_sd[mask],
+        _gradient_magnitude(_smoothed(t1w, mask, sigma), spacing_mm)[mask],
+        t1w[mask],
+        position,
+        position**2,
+    ]
     return np.stack(columns, axis=1)
 
 

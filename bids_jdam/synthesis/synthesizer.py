@@ -29,16 +29,18 @@ from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
 class Synthesizer:
     """A loaded model on its device, ready to synthesize template-space PET from preprocessed T1w volumes."""
 
-    def __init__(self, model: LoadedModel, device: torch.device | str, precision: str = "auto",
-                 compile_network: bool = False):
+    def __init__(
+        self, model: LoadedModel, device: torch.device | str, precision: str = "auto", compile_network: bool = False
+    ):
         self.model = model
         self.device = torch.device(device)
         self.denoiser = InferenceDenoiser(model.denoiser, self.device, precision, compile_network)
         self.sde = VESDE(model.cfg.sde.sigma_min, model.cfg.sde.sigma_max)
 
     @classmethod
-    def from_model_dir(cls, path: Path, device: torch.device | str, precision: str = "auto",
-                       compile_network: bool = False) -> Synthesizer:
+    def from_model_dir(
+        cls, path: Path, device: torch.device | str, precision: str = "auto", compile_network: bool = False
+    ) -> Synthesizer:
         """A synthesizer for the model directory ``path``, as it is (the app's model rule is ``load_model``)."""
         return cls(LoadedModel.from_dir(path, device), device, precision, compile_network)
 
@@ -66,25 +68,39 @@ class Synthesizer:
         cfg, method = self.model.cfg, self.model.method
         sampler, scale = self.model.calibrated_sampling(sampler, tuple(planes))
         result = synthesize_volume(
-            self.denoiser if method.probabilistic else None, t1_model, brain_mask, self.sde, sampler, image=image,
-            slice_size=cfg.grid.slice_size, planes=planes, device=self.device, batch_size=batch_size,
-            conditional=cfg.network.conditional, progress=progress,
+            self.denoiser if method.probabilistic else None,
+            t1_model,
+            brain_mask,
+            self.sde,
+            sampler,
+            image=image,
+            slice_size=cfg.grid.slice_size,
+            planes=planes,
+            device=self.device,
+            batch_size=batch_size,
+            conditional=cfg.network.conditional,
+            progress=progress,
             predict_slices=partial(self.predict_slices, sampler=sampler),
-            evaluations_per_slice=method.network_evaluations(sampler), condition_channels=method.condition_channels,
+            evaluations_per_slice=method.network_evaluations(sampler),
+            condition_channels=method.condition_channels,
         )
         result = _spread_by(result, scale)
         result.provenance = SynthesisProvenance(
-            model=self.model.info(scale if result.std is not None else None), sampler=SamplerInfo.of(sampler),
+            model=self.model.info(scale if result.std is not None else None),
+            sampler=SamplerInfo.of(sampler),
             noise_key=image,
-            reference_region=cfg.intensity.suvr_reference, wall_time_s=result.seconds, planes=tuple(planes),
-            precision=self.precision, device=self.device.type, subnormals_flushed=result.subnormals_flushed,
+            reference_region=cfg.intensity.suvr_reference,
+            wall_time_s=result.seconds,
+            planes=tuple(planes),
+            precision=self.precision,
+            device=self.device.type,
+            subnormals_flushed=result.subnormals_flushed,
         )
         return result
 
     def predict_slices(self, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig) -> torch.Tensor:
         """The model's PET slices ``[n, 1, H, W]`` for MRI slices ``mri`` (model units), one noise key per slice."""
         return self.model.method.predict(self.denoiser, self.model.cfg, mri, keys, sampler, self.device)
-
 
 
 def _spread_by(result: SynthesisResult, scale: float | None) -> SynthesisResult:

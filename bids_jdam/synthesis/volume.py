@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import PLANE_AXES, slices_to_volume, volume_to_slices
-from bids_jdam.denormals import subnormals_flushed, without_subnormals
 from bids_jdam.diffusion.noise import SliceKey
 from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE
+from bids_jdam.runtime.denormals import subnormals_flushed, without_subnormals
 from bids_jdam.synthesis.provenance import SynthesisProvenance
 
 log = logging.getLogger("bids_jdam.synthesis")
@@ -55,7 +55,7 @@ class SynthesisResult:
     network_evaluations: int
     seconds: float
     batch_size: int
-    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.denormals)
+    subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.runtime.denormals)
     provenance: SynthesisProvenance | None = None
     # The predictive SD of the mean from the model's single-sample error model (bids_jdam.synthesis.error_model),
     # where the run is the one-sample synthesis it was fitted for; None otherwise.
@@ -87,11 +87,13 @@ def synthesize_volume(
     ``predict_slices`` makes the slices (default: :func:`diffusion_slices` with ``denoiser_fn``, ``sde`` and
     ``sampler_cfg``); ``denoiser_fn`` (None for a model without one) only serves the time estimate and the CUDA
     memory probe, with ``condition_channels`` condition channels, and ``evaluations_per_slice`` (default: the
-    sampler's) counts the cost. Runs with subnormal floats flushed to zero on the CPU (:mod:`bids_jdam.denormals`).
+    sampler's) counts the cost. Runs with subnormal floats flushed to zero on the CPU
+    (:mod:`bids_jdam.runtime.denormals`).
     """
     device = torch.device(device)
-    predict_slices = predict_slices or partial(diffusion_slices, denoiser_fn, sde, sampler_cfg,
-                                               conditional=conditional, device=device)
+    predict_slices = predict_slices or partial(
+        diffusion_slices, denoiser_fn, sde, sampler_cfg, conditional=conditional, device=device
+    )
     start = time.perf_counter()
     k = max(1, sampler_cfg.num_samples)
     jobs = _slice_jobs(brain_mask, planes, k)
@@ -102,21 +104,31 @@ def synthesize_volume(
         _log_estimate(denoiser_fn, jobs, nfe, batch, slice_size, device, channels, sampler_cfg)
 
     cond_by_plane = {p: volume_to_slices(t1_model.astype(np.float32), p, slice_size) for p in planes}
-    out, batch = _sample_jobs(predict_slices, jobs, cond_by_plane, k, batch, sampler_cfg.seed, image, device,
-                              progress)
+    out, batch = _sample_jobs(predict_slices, jobs, cond_by_plane, k, batch, sampler_cfg.seed, image, device, progress)
     result = _assemble(out, brain_mask, planes, k, t1_model.shape)
     seconds = time.perf_counter() - start
     log.info("sampled %d slices x %d samples in %.1f s", len(jobs) // k, k, seconds)
     return dataclasses.replace(result, network_evaluations=nfe * len(jobs), seconds=seconds, batch_size=batch)
 
 
-def _sample_jobs(predict_slices: SlicePredictor, jobs: list, cond_by_plane: dict[str, np.ndarray], k: int,
-                 batch: int, seed: int, image: str, device: torch.device,
-                 progress: bool) -> tuple[dict[tuple[str, int], np.ndarray], int]:
+def _sample_jobs(
+    predict_slices: SlicePredictor,
+    jobs: list,
+    cond_by_plane: dict[str, np.ndarray],
+    k: int,
+    batch: int,
+    seed: int,
+    image: str,
+    device: torch.device,
+    progress: bool,
+) -> tuple[dict[tuple[str, int], np.ndarray], int]:
     """Every job's slice in batches (halved on a CUDA out-of-memory error); (slices per (plane, sample), batch)."""
     slice_size = next(iter(cond_by_plane.values())).shape[-1]
-    out = {(p, s): np.zeros((len(cond), slice_size, slice_size), np.float32)
-           for p, cond in cond_by_plane.items() for s in range(k)}
+    out = {
+        (p, s): np.zeros((len(cond), slice_size, slice_size), np.float32)
+        for p, cond in cond_by_plane.items()
+        for s in range(k)
+    }
     bar = tqdm(total=len(jobs), unit="slice", desc="sampling", disable=not progress)
     i = 0
     while i < len(jobs):
@@ -138,19 +150,29 @@ def _sample_jobs(predict_slices: SlicePredictor, jobs: list, cond_by_plane: dict
     return out, batch
 
 
-def _assemble(out: dict[tuple[str, int], np.ndarray], brain_mask: np.ndarray, planes: tuple[str, ...], k: int,
-              shape: tuple[int, ...]) -> SynthesisResult:
+def _assemble(
+    out: dict[tuple[str, int], np.ndarray],
+    brain_mask: np.ndarray,
+    planes: tuple[str, ...],
+    k: int,
+    shape: tuple[int, ...],
+) -> SynthesisResult:
     """Volumes from the sampled slices: each sample fused over the planes, their mean and SDs (timing left 0)."""
     mask = brain_mask.astype(bool)
-    by_plane = {plane: np.stack([slices_to_volume(out[(plane, s)], plane, shape) * mask for s in range(k)])
-                for plane in planes}
+    by_plane = {
+        plane: np.stack([slices_to_volume(out[(plane, s)], plane, shape) * mask for s in range(k)]) for plane in planes
+    }
     samples = [np.mean([by_plane[plane][s] for plane in planes], axis=0).astype(np.float32) for s in range(k)]
     per_plane = {plane: volumes.mean(axis=0).astype(np.float32) for plane, volumes in by_plane.items()}
     return SynthesisResult(
         mean=np.mean(samples, axis=0).astype(np.float32),
         std=np.std(samples, axis=0, ddof=1).astype(np.float32) if k > 1 else None,
         view_std=np.std(list(per_plane.values()), axis=0, ddof=1).astype(np.float32) if len(planes) > 1 else None,
-        samples=samples, per_plane=per_plane, network_evaluations=0, seconds=0.0, batch_size=0,
+        samples=samples,
+        per_plane=per_plane,
+        network_evaluations=0,
+        seconds=0.0,
+        batch_size=0,
         subnormals_flushed=subnormals_flushed(),
     )
 
@@ -176,8 +198,9 @@ def batch_for_memory(free_bytes: float, bytes_per_slice: float, fraction: float 
     return int(max(1, min(MAX_BATCH, fraction * free_bytes // max(bytes_per_slice, 1.0))))
 
 
-def _probe_bytes_per_slice(denoiser_fn: DenoiserFn, slice_size: int, device: torch.device,
-                           condition_channels: int, probe: int = 4) -> float | None:
+def _probe_bytes_per_slice(
+    denoiser_fn: DenoiserFn, slice_size: int, device: torch.device, condition_channels: int, probe: int = 4
+) -> float | None:
     """Peak CUDA memory of one network evaluation on ``probe`` slices, per slice."""
     x = torch.zeros(probe, 1, slice_size, slice_size, device=device)
     cond = _zero_condition(x, condition_channels)
@@ -202,8 +225,16 @@ def _slice_jobs(brain_mask: np.ndarray, planes: tuple[str, ...], k: int) -> list
     return jobs
 
 
-def diffusion_slices(denoiser_fn: DenoiserFn, sde: VESDE, sampler_cfg: SamplerConfig, mri: torch.Tensor,
-                     keys: list[SliceKey], *, conditional: bool, device: torch.device) -> torch.Tensor:
+def diffusion_slices(
+    denoiser_fn: DenoiserFn,
+    sde: VESDE,
+    sampler_cfg: SamplerConfig,
+    mri: torch.Tensor,
+    keys: list[SliceKey],
+    *,
+    conditional: bool,
+    device: torch.device,
+) -> torch.Tensor:
     """A diffusion model's PET slices: the reverse SDE sampled for each MRI slice from its own noise key."""
     cond = mri if conditional else None
     return sample(denoiser_fn, cond, tuple(mri.shape), sampler_cfg, sde, keys, device=device)
@@ -244,8 +275,19 @@ def _log_estimate(denoiser_fn, jobs, nfe, batch, size, device, condition_channel
         return
     per_eval = time.perf_counter() - t0
     estimate = per_eval * nfe * math.ceil(len(jobs) / n)
-    log.info("%d slices x %d network evaluations (%s, %d steps): about %.0f s on %s",
-             len(jobs), nfe, sampler_cfg.name, sampler_cfg.steps, estimate, device)
+    log.info(
+        "%d slices x %d network evaluations (%s, %d steps): about %.0f s on %s",
+        len(jobs),
+        nfe,
+        sampler_cfg.name,
+        sampler_cfg.steps,
+        estimate,
+        device,
+    )
     if device.type == "cpu" and sampler_cfg.name == "pc" and sampler_cfg.steps >= 1000:
-        log.warning("the paper's PC sampler with N=%d on a CPU takes about %.0f minutes; a few-step sampler "
-                    "(--sampler heun) is much faster", sampler_cfg.steps, estimate / 60)
+        log.warning(
+            "the paper's PC sampler with N=%d on a CPU takes about %.0f minutes; a few-step sampler "
+            "(--sampler heun) is much faster",
+            sampler_cfg.steps,
+            estimate / 60,
+        )

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError
+from bids_jdam.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,10 @@ def process_group(device: str) -> Iterator[tuple[Ranks, torch.device]]:
         return
     if torch_device.type == "cuda":
         if ranks.local_rank >= torch.cuda.device_count():
-            raise InputError(f"LOCAL_RANK {ranks.local_rank}: only {torch.cuda.device_count()} GPUs are visible; "
-                             "start at most one process per GPU")
+            raise InputError(
+                f"LOCAL_RANK {ranks.local_rank}: only {torch.cuda.device_count()} GPUs are visible; "
+                "start at most one process per GPU"
+            )
         torch_device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(torch_device)
     backend = "nccl" if torch_device.type == "cuda" else "gloo"

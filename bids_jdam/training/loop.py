@@ -4,8 +4,8 @@ A :class:`Budget` stops training at the first limit reached: a total number of s
 call (wall clock; 0 means no step), or total CPU minutes inside training steps (what the benchmarks give every
 method on a shared CPU). Checkpoints are written every ``checkpoint_every`` steps and when the loop ends, each with a
 point of the loss curve. Resuming is the caller's: ``Trainer.restore`` of the newest checkpoint, before ``fit``.
-The steps run with subnormal floats flushed (:mod:`bids_jdam.denormals`), so every caller, a benchmark too, trains
-at the speed the app trains at.
+The steps run with subnormal floats flushed (:mod:`bids_jdam.runtime.denormals`), so every caller, a benchmark
+too, trains at the speed the app trains at.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bids_jdam.denormals import without_subnormals
-from bids_jdam.training.checkpoints import save_checkpoint
+from bids_jdam.io.checkpoints import save_checkpoint
+from bids_jdam.runtime.denormals import without_subnormals
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.trainer import Trainer
 
@@ -52,8 +52,13 @@ def fit(
     """Train until ``budget`` is spent; returns this call's losses. Every rank stops at the same step."""
     deadline = time.perf_counter() + budget.minutes * 60 if budget.minutes is not None else math.inf
     every = checkpoint_every or trainer.cfg.train.checkpoint_every
-    bar = tqdm(total=budget.max_steps, initial=trainer.step, desc=f"training {trainer.method_name}", unit="step",
-               disable=not (progress and ranks.is_main))
+    bar = tqdm(
+        total=budget.max_steps,
+        initial=trainer.step,
+        desc=f"training {trainer.method_name}",
+        unit="step",
+        disable=not (progress and ranks.is_main),
+    )
     losses: list[float] = []
     saved = trainer.step
     while not _spent(trainer, budget, deadline, ranks):
@@ -74,7 +79,8 @@ def _spent(trainer: Trainer, budget: Budget, deadline: float, ranks: Ranks) -> b
     if not budget.timed():
         return False
     out_of_time = time.perf_counter() >= deadline or (
-        budget.cpu_minutes is not None and trainer.cpu_seconds >= budget.cpu_minutes * 60)
+        budget.cpu_minutes is not None and trainer.cpu_seconds >= budget.cpu_minutes * 60
+    )
     return ranks.any(out_of_time, trainer.device)  # decided together, so that every rank stops at the same step
 
 
@@ -82,12 +88,16 @@ def _checkpoint(trainer: Trainer, losses: list[float], checkpoint_dir: Path | No
     """A point of the loss curve, then (with a folder) a checkpoint: every rank gives its state, rank 0 writes."""
     since = trainer.step - (trainer.curve[-1]["step"] if trainer.curve else 0)
     recent = losses[-since:] if since else []
-    trainer.curve.append({"step": trainer.step, "train_seconds": round(trainer.train_seconds, 3),
-                          "cpu_seconds": round(trainer.cpu_seconds, 3),
-                          "mean_loss": float(np.mean(recent)) if recent else None})
+    trainer.curve.append(
+        {
+            "step": trainer.step,
+            "train_seconds": round(trainer.train_seconds, 3),
+            "cpu_seconds": round(trainer.cpu_seconds, 3),
+            "mean_loss": float(np.mean(recent)) if recent else None,
+        }
+    )
     if checkpoint_dir is not None:
         tensors, state = trainer.checkpoint()
         if ranks.is_main:
             save_checkpoint(checkpoint_dir, trainer.step, tensors, state)
     return trainer.step
-

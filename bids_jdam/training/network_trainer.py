@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class SingleNetworkMethod(Protocol):
-    """What :class:`NetworkTrainer` needs from a method (``bids_jdam.models.registry.Method`` provides it)."""
+    """What :class:`NetworkTrainer` needs from a method (``bids_jdam.methods.registry.Method`` provides it)."""
 
     name: str
 
@@ -34,8 +34,15 @@ class SingleNetworkMethod(Protocol):
 
     def as_model(self, net: torch.nn.Module, cfg: JDAMConfig) -> torch.nn.Module: ...
 
-    def loss(self, model: torch.nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: NoiseSource, step: int) -> torch.Tensor: ...
+    def loss(
+        self,
+        model: torch.nn.Module,
+        cfg: JDAMConfig,
+        pet: torch.Tensor,
+        mri: torch.Tensor,
+        generator: NoiseSource,
+        step: int,
+    ) -> torch.Tensor: ...
 
     def gradient_groups(self, net: torch.nn.Module) -> list[list[torch.nn.Parameter]]: ...
 
@@ -43,8 +50,15 @@ class SingleNetworkMethod(Protocol):
 class NetworkTrainer(Trainer):
     """One network, one Adam, one EMA, trained on random batches of paired slices."""
 
-    def __init__(self, method: SingleNetworkMethod, cfg: JDAMConfig, dataset: PairedSliceDataset,
-                 device: torch.device, seed: int, ranks: Ranks = Ranks()):
+    def __init__(
+        self,
+        method: SingleNetworkMethod,
+        cfg: JDAMConfig,
+        dataset: PairedSliceDataset,
+        device: torch.device,
+        seed: int,
+        ranks: Ranks = Ranks(),
+    ):
         super().__init__(method.name, cfg, device)
         self.method, self.dataset, self.ranks = method, dataset, ranks
         torch.manual_seed(seed)
@@ -75,10 +89,12 @@ class NetworkTrainer(Trainer):
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         items = torch.randint(len(self.dataset), (self.cfg.train.batch_size,), generator=self.batch_generator)
-        augmentation = draw_mri_augmentation(len(items), self.batch_generator, self.cfg.train.mri_log_gamma_range,
-                                             self.cfg.train.mri_bias_amplitude)
-        pet, mri = (t.to(self.device, memory_format=self.memory_format)
-                    for t in self.dataset.stacked(self.ranks.shard(items)))
+        augmentation = draw_mri_augmentation(
+            len(items), self.batch_generator, self.cfg.train.mri_log_gamma_range, self.cfg.train.mri_bias_amplitude
+        )
+        pet, mri = (
+            t.to(self.device, memory_format=self.memory_format) for t in self.dataset.stacked(self.ranks.shard(items))
+        )
         mri = augment_mri(mri, self.ranks.shard(augmentation))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = self.method.loss(self.model, self.cfg, pet, mri, self.noise, self.step)
@@ -132,9 +148,12 @@ class NetworkTrainer(Trainer):
         self.noise_generator.set_state(tensors["rng.noise"])
         prefix = self._rng_prefix(self.ranks.rank)
         if prefix + "torch" not in tensors:
-            log.warning("rank %d: the checkpoint has no dropout state for this rank (it was written by %d processes); "
-                        "its dropout is seeded afresh, so the run will not repeat an uninterrupted one exactly",
-                        self.ranks.rank, state.get("world_size", 1))
+            log.warning(
+                "rank %d: the checkpoint has no dropout state for this rank (it was written by %d processes); "
+                "its dropout is seeded afresh, so the run will not repeat an uninterrupted one exactly",
+                self.ranks.rank,
+                state.get("world_size", 1),
+            )
             return
         torch.set_rng_state(tensors[prefix + "torch"])
         if prefix + "cuda" in tensors and self.device.type == "cuda":

@@ -21,8 +21,9 @@ def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[di
     return tensors, {"scalars": scalars, "param_groups": state["param_groups"]}
 
 
-def load_optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                           rest: dict) -> None:
+def load_optimizer_tensors(
+    prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict
+) -> None:
     """The inverse of :func:`optimizer_tensors`."""
     entries: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():

@@ -60,15 +60,23 @@ class Trainer(abc.ABC):
 
     def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors, state = self.state()
-        header = {"format": CHECKPOINT_FORMAT, "method": self.method_name, "config": self.cfg.to_dict(),
-                  "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "curve": self.curve}
+        header = {
+            "format": CHECKPOINT_FORMAT,
+            "method": self.method_name,
+            "config": self.cfg.to_dict(),
+            "train_seconds": self.train_seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "curve": self.curve,
+        }
         return tensors, header | state
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str = "checkpoint") -> None:
         """Continue exactly where :meth:`checkpoint` left off."""
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"{where}: written by an older bids-jdam (checkpoint format {state.get('format', 1)}, "
-                             f"this version reads {CHECKPOINT_FORMAT}); start afresh without --resume")
+            raise InputError(
+                f"{where}: written by an older bids-jdam (checkpoint format {state.get('format', 1)}, "
+                f"this version reads {CHECKPOINT_FORMAT}); start afresh without --resume"
+            )
         self.load_state(tensors, state)
         self.step = state["step"]
         self.train_seconds, self.cpu_seconds = state["train_seconds"], state["cpu_seconds"]

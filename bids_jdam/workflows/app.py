@@ -2,7 +2,7 @@
 
 Errors in the input (not a BIDS dataset, unknown participants, a bad filter file, a tampered model, bad options)
 end the run with one line and exit code 1 before any image is preprocessed; a failing image is logged and the
-others go on (exit code 1 at the end). The whole run is inside the write gate (:mod:`bids_jdam.write_gate`).
+others go on (exit code 1 at the end). The whole run is inside the write gate (:mod:`bids_jdam.io.write_gate`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bids_jdam import __version__, atomic, write_gate
+from bids_jdam import __version__
 from bids_jdam.bids.outputs import start_derivative_dataset
 from bids_jdam.bids.query import (
     AnatInput,
@@ -28,9 +28,10 @@ from bids_jdam.bids.query import (
     participants_with_broken_sidecars,
 )
 from bids_jdam.config import SamplerConfig
-from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError, StepError, failure_line, one_line
-from bids_jdam.preprocess.threads import configure_threads
+from bids_jdam.io import atomic, write_gate
+from bids_jdam.runtime.device import resolve_device
+from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import LoadedModel, load_model
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.participant import (
@@ -62,8 +63,10 @@ def run_app(config: RunConfig) -> int:
         print(f"bids-jdam: error: {where}{error.strerror or one_line(error)}", file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - a bug must still end in one line; -vv logs the traceback
         log.debug("unexpected error:\n%s", traceback.format_exc())
-        print(f"bids-jdam: error: unexpected {type(error).__name__}: {one_line(error)} (-vv logs the traceback)",
-              file=sys.stderr)
+        print(
+            f"bids-jdam: error: unexpected {type(error).__name__}: {one_line(error)} (-vv logs the traceback)",
+            file=sys.stderr,
+        )
     return EXIT_FAILED
 
 
@@ -90,8 +93,10 @@ def _participant(config: RunConfig) -> int:
     layout = load_layout(config.bids_dir, validate=not config.skip_bids_validation)
     filters = load_filters(config.bids_filter_file) if config.bids_filter_file else {}
     selection = find_anatomicals(
-        layout, participants=normalize_labels(config.participant_labels),
-        sessions=normalize_labels(config.session_labels, prefix="ses"), suffix=config.anat_suffix,
+        layout,
+        participants=normalize_labels(config.participant_labels),
+        sessions=normalize_labels(config.session_labels, prefix="ses"),
+        suffix=config.anat_suffix,
         filters=filters.get("t1w"),
     )
     broken = participants_with_broken_sidecars(config.bids_dir)
@@ -100,8 +105,9 @@ def _participant(config: RunConfig) -> int:
     refused |= {f"sub-{anat.subject}": broken[anat.subject] for anat in selection.inputs if anat.subject in broken}
     device = resolve_device(config.device)
     model = load_model(config.model, config.bids_dir, device)
-    sampler = replace_sampler(model.cfg.sampler, name=config.sampler, steps=config.steps,
-                              num_samples=config.num_samples, seed=config.seed)
+    sampler = replace_sampler(
+        model.cfg.sampler, name=config.sampler, steps=config.steps, num_samples=config.num_samples, seed=config.seed
+    )
     real_pets = real_pet_lookup(layout, inputs, config.pet_rec, filters.get("pet"))
 
     _check_writable(config.output_dir)
@@ -111,8 +117,13 @@ def _participant(config: RunConfig) -> int:
     return _summarize(outcomes, refused, len(selection.inputs), config.output_dir)
 
 
-def _jobs(config: RunConfig, inputs: list[AnatInput], real_pets: dict[str, Path | None], sampler: SamplerConfig,
-          device: torch.device) -> list[ParticipantJob]:
+def _jobs(
+    config: RunConfig,
+    inputs: list[AnatInput],
+    real_pets: dict[str, Path | None],
+    sampler: SamplerConfig,
+    device: torch.device,
+) -> list[ParticipantJob]:
     """One job per participant, with all of its selected images."""
     by_subject: dict[str, list[AnatInput]] = {}
     for anat in inputs:
@@ -120,10 +131,18 @@ def _jobs(config: RunConfig, inputs: list[AnatInput], real_pets: dict[str, Path 
     work_dir, identity = config.work_directory.resolve(), dataset_identity(config.bids_dir)
     return [
         ParticipantJob(
-            subject=subject, inputs=images, real_pets={str(a.path): real_pets[str(a.path)] for a in images},
-            output_dir=config.output_dir, work_dir=work_dir, sampler=sampler, planes=config.planes,
-            device=str(device), omp_nthreads=config.omp_nthreads, batch_size=_batch_size(config.mem_gb, device),
-            dataset_identity=identity, stop_on_first_crash=config.stop_on_first_crash,
+            subject=subject,
+            inputs=images,
+            real_pets={str(a.path): real_pets[str(a.path)] for a in images},
+            output_dir=config.output_dir,
+            work_dir=work_dir,
+            sampler=sampler,
+            planes=config.planes,
+            device=str(device),
+            omp_nthreads=config.omp_nthreads,
+            batch_size=_batch_size(config.mem_gb, device),
+            dataset_identity=identity,
+            stop_on_first_crash=config.stop_on_first_crash,
         )
         for subject, images in by_subject.items()
     ]
@@ -138,18 +157,22 @@ def _summarize(outcomes: list[ParticipantOutcome], refused: dict[str, str], n_im
     succeeded = sum(len(o.succeeded) for o in outcomes)
     failed_qc = [stem for o in outcomes for stem in o.failed_qc]
     complete = sum(1 for o in outcomes if o.succeeded and not o.failed)
-    print(f"bids-jdam: {complete} of {len(outcomes) + len(refused)} participants succeeded, {succeeded} of {n_images} "
-          f"images ({len(failed_qc)} of them failed quality control); outputs in {output_dir}")
+    print(
+        f"bids-jdam: {complete} of {len(outcomes) + len(refused)} participants succeeded, {succeeded} of {n_images} "
+        f"images ({len(failed_qc)} of them failed quality control); outputs in {output_dir}"
+    )
     for name, error in sorted(failed.items()):
         print(f"bids-jdam: {name} failed: {error}", file=sys.stderr)
     for stem in failed_qc:
-        print(f"bids-jdam: {stem} failed quality control (status failed-qc in its metrics and sidecars)",
-              file=sys.stderr)
+        print(
+            f"bids-jdam: {stem} failed quality control (status failed-qc in its metrics and sidecars)", file=sys.stderr
+        )
     return EXIT_FAILED if failed or failed_qc else EXIT_OK
 
 
-def _run_jobs(jobs: list[ParticipantJob], model: LoadedModel, device: torch.device,
-              config: RunConfig) -> list[ParticipantOutcome]:
+def _run_jobs(
+    jobs: list[ParticipantJob], model: LoadedModel, device: torch.device, config: RunConfig
+) -> list[ParticipantOutcome]:
     """Run participants one by one with one synthesizer (or in worker processes with --nprocs > 1, each loading
     the very model loaded here: a Hub model pinned to the commit fetched)."""
     if config.nprocs > 1 and len(jobs) > 1:

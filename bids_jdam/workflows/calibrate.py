@@ -20,14 +20,14 @@ from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.bids.query import dataset_identity
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data.dataset import SubjectVolumes
-from bids_jdam.device import resolve_device
 from bids_jdam.errors import InputError, one_line
 from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_sampling, calibration_sampler
 from bids_jdam.evaluate.regional_interval import RegionalInterval
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, predict_ensemble, validation_slices
-from bids_jdam.models.hub import fetch_hub_model, is_hub_reference
-from bids_jdam.models.methods import METHODS, Method
-from bids_jdam.models.model_dir import load_model_dir, update_model_card
+from bids_jdam.methods import METHODS, Method
+from bids_jdam.methods.hub import fetch_hub_model, is_hub_reference
+from bids_jdam.methods.model_dir import load_model_dir, update_model_card
+from bids_jdam.runtime.device import resolve_device
 from bids_jdam.workflows.default_run_calibration import calibrate_default_run
 from bids_jdam.workflows.train import CALIBRATION_SAMPLES
 from bids_jdam.workflows.training_data import SubjectLoader
@@ -40,8 +40,10 @@ def model_dir_to_calibrate(model: str, copy_to: Path | None = None) -> Path:
     itself, or its copy in the new directory ``copy_to`` (required for a Hub model)."""
     if is_hub_reference(model):
         if copy_to is None:
-            raise InputError(f"{model}: a Hub model stays in the Hugging Face cache as its commit holds it; pass "
-                             "--copy-to DIR to calibrate a copy of it")
+            raise InputError(
+                f"{model}: a Hub model stays in the Hugging Face cache as its commit holds it; pass "
+                "--copy-to DIR to calibrate a copy of it"
+            )
         source = fetch_hub_model(model).path
     else:
         source = Path(model)
@@ -56,8 +58,13 @@ def model_dir_to_calibrate(model: str, copy_to: Path | None = None) -> Path:
     return copy_to
 
 
-def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoader, subjects: list[str] | None = None,
-                    device: str = "auto") -> tuple[SpreadCalibration | None, RegionalInterval | None]:
+def calibrate_model(
+    model_dir: Path,
+    bids_dir: Path,
+    load_subjects: SubjectLoader,
+    subjects: list[str] | None = None,
+    device: str = "auto",
+) -> tuple[SpreadCalibration | None, RegionalInterval | None]:
     """Fit the spread scale (probabilistic methods) and the regional interval of ``model_dir`` on ``subjects`` of
     ``bids_dir`` (default: all) and record them."""
     torch_device = resolve_device(device)
@@ -67,8 +74,10 @@ def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoade
     training_data = card.get("training_data", {})
     trained = set(training_data.get("subjects", {}).get("train", {}))
     if trained & set(subjects) and training_data.get("dataset_identity") == dataset_identity(Path(bids_dir)):
-        raise InputError(f"{bids_dir}: subjects {sorted(trained & set(subjects))} trained the model; calibrate on "
-                         "held-out subjects only")
+        raise InputError(
+            f"{bids_dir}: subjects {sorted(trained & set(subjects))} trained the model; calibrate on "
+            "held-out subjects only"
+        )
     volumes = list(load_subjects(Path(bids_dir), cfg, subjects))
     calibration = None
     if method.probabilistic:
@@ -76,16 +85,26 @@ def calibrate_model(model_dir: Path, bids_dir: Path, load_subjects: SubjectLoade
     return calibration, calibrate_default_run(model_dir, volumes, torch_device)
 
 
-def _calibrate_spread(model_dir: Path, bids_dir: Path, method: Method, model: torch.nn.Module, cfg: JDAMConfig,
-                      volumes: list[SubjectVolumes], torch_device: torch.device) -> SpreadCalibration:
+def _calibrate_spread(
+    model_dir: Path,
+    bids_dir: Path,
+    method: Method,
+    model: torch.nn.Module,
+    cfg: JDAMConfig,
+    volumes: list[SubjectVolumes],
+    torch_device: torch.device,
+) -> SpreadCalibration:
     sampler = calibration_sampler(cfg.sampler, method.network_evaluations(cfg.sampler), VALIDATION_SAMPLER)
     data = validation_slices(volumes, cfg)
     calibration = calibrate_sampling(
         lambda tempered: predict_ensemble(method, model, cfg, data, tempered, torch_device, CALIBRATION_SAMPLES),
-        data, fitted_on=f"{len(volumes)} held-out subjects of {Path(bids_dir).name} (split-conformal, brain mask, "
-                        f"{sampler.name} sampler, {sampler.steps} steps)", sampler=sampler)
+        data,
+        fitted_on=f"{len(volumes)} held-out subjects of {Path(bids_dir).name} (split-conformal, brain mask, "
+        f"{sampler.name} sampler, {sampler.steps} steps)",
+        sampler=sampler,
+    )
     update_model_card(model_dir, {"calibration": calibration.to_dict()})
-    log.info("%s: sampler temperature %g, spread scale %.3f", model_dir, calibration.temperature,
-             calibration.spread_scale)
+    log.info(
+        "%s: sampler temperature %g, spread scale %.3f", model_dir, calibration.temperature, calibration.spread_scale
+    )
     return calibration
-

@@ -18,8 +18,8 @@ from bids_jdam.data.template import grid_shape
 from bids_jdam.evaluate.calibration import MAX_CALIBRATION_EVALUATIONS
 from bids_jdam.evaluate.regional_interval import RegionalInterval, fit_regional_interval
 from bids_jdam.evaluate.single_sample_sd import fit_error_model
-from bids_jdam.models.methods import Method
-from bids_jdam.models.model_dir import update_model_card
+from bids_jdam.methods import Method
+from bids_jdam.methods.model_dir import update_model_card
 from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
@@ -28,21 +28,26 @@ from bids_jdam.workflows.run_config import DEFAULT_PLANES
 log = logging.getLogger(__name__)
 
 
-
-def calibrate_after_training(model_dir: Path, method: Method, cfg: JDAMConfig, volumes: Iterable[SubjectVolumes],
-                             device: torch.device | str) -> None:
+def calibrate_after_training(
+    model_dir: Path, method: Method, cfg: JDAMConfig, volumes: Iterable[SubjectVolumes], device: torch.device | str
+) -> None:
     """:func:`calibrate_default_run` on the validation ``volumes``, where the model's sampler is fast enough to
     synthesize whole brains here (a PC-1000 model is calibrated later with bids-jdam-calibrate)."""
     volumes, evaluations = list(volumes), method.network_evaluations(cfg.sampler)
     if not volumes or evaluations > MAX_CALIBRATION_EVALUATIONS:
-        log.info("no regional interval fitted: %s; bids-jdam-calibrate fits one", "no held-out subjects" if not volumes
-                 else f"the {cfg.sampler.name} sampler takes {evaluations} network evaluations per slice")
+        log.info(
+            "no regional interval fitted: %s; bids-jdam-calibrate fits one",
+            "no held-out subjects"
+            if not volumes
+            else f"the {cfg.sampler.name} sampler takes {evaluations} network evaluations per slice",
+        )
         return
     calibrate_default_run(model_dir, volumes, device)
 
 
-def calibrate_default_run(model_dir: Path, volumes: list[SubjectVolumes],
-                          device: torch.device | str) -> RegionalInterval | None:
+def calibrate_default_run(
+    model_dir: Path, volumes: list[SubjectVolumes], device: torch.device | str
+) -> RegionalInterval | None:
     """Fit the regional interval of ``model_dir`` as users load it, for a default participant run (the model's
     sampler and K, the default planes), on held-out ``volumes``, and, where that run draws one sample, the single-
     sample SD map (:mod:`bids_jdam.synthesis.error_model`) on the same syntheses; record both in the model card.
@@ -56,17 +61,28 @@ def calibrate_default_run(model_dir: Path, volumes: list[SubjectVolumes],
         return None
     synthesizer = Synthesizer(model, device)
     sampler, planes = model.cfg.sampler, DEFAULT_PLANES
-    means = {v.subject: synthesizer.synthesize(v.t1, v.brain_mask, sampler, image=f"sub-{v.subject}",
-                                               planes=planes).mean for v in volumes}
+    means = {
+        v.subject: synthesizer.synthesize(v.t1, v.brain_mask, sampler, image=f"sub-{v.subject}", planes=planes).mean
+        for v in volumes
+    }
     interval = fit_regional_interval(lambda v: means[v.subject], volumes, spacing, sampler, planes)
     record = {"regional_interval": interval.to_dict()}
-    log.info("%s: regional %.0f %% interval +-%.4f SUVR (%d regions of %d held-out subjects)", model_dir,
-             100 * interval.level, interval.half_width_suvr, interval.pairs, interval.subjects)
+    log.info(
+        "%s: regional %.0f %% interval +-%.4f SUVR (%d regions of %d held-out subjects)",
+        model_dir,
+        100 * interval.level,
+        interval.half_width_suvr,
+        interval.pairs,
+        interval.subjects,
+    )
     if sampler.num_samples == 1:
-        error_model = fit_error_model([(means[v.subject], v.t1, v.pet, v.brain_mask) for v in volumes],
-                                      spacing)
+        error_model = fit_error_model([(means[v.subject], v.t1, v.pet, v.brain_mask) for v in volumes], spacing)
         record[SINGLE_SAMPLE_SD] = error_model.to_dict()
-        log.info("%s: single-sample SD map fitted on %d voxels of %d held-out subjects", model_dir,
-                 error_model.voxels, error_model.subjects)
+        log.info(
+            "%s: single-sample SD map fitted on %d voxels of %d held-out subjects",
+            model_dir,
+            error_model.voxels,
+            error_model.subjects,
+        )
     update_model_card(model_dir, record)
     return interval

@@ -32,6 +32,7 @@ from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.evaluate.participant_qc import image_metrics
 from bids_jdam.evaluate.regional_interval import RegionalInterval, applicable_interval
+from bids_jdam.io.locks import participant_lock
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import (
     PreprocessedPair,
@@ -46,7 +47,6 @@ from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, ErrorModel
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.synthesis.volume import SynthesisResult
-from bids_jdam.workflows.participant_lock import participant_lock
 
 log = logging.getLogger("bids_jdam.participant")
 
@@ -104,8 +104,13 @@ def process_participant(job: ParticipantJob, synthesizer: Synthesizer) -> Partic
     return outcome
 
 
-def _process_images(job: ParticipantJob, synthesizer: Synthesizer, template: TemplateImages,
-                    staging: ParticipantStaging, outcome: ParticipantOutcome) -> list[ReportEntry]:
+def _process_images(
+    job: ParticipantJob,
+    synthesizer: Synthesizer,
+    template: TemplateImages,
+    staging: ParticipantStaging,
+    outcome: ParticipantOutcome,
+) -> list[ReportEntry]:
     """Each image on its own: a failure is logged and recorded, its staged files dropped, the next image runs."""
     entries = []
     for anat in job.inputs:
@@ -123,8 +128,14 @@ def _process_images(job: ParticipantJob, synthesizer: Synthesizer, template: Tem
     return entries
 
 
-def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, sampler: SamplerConfig, planes: tuple[str, ...],
-                         t1: np.ndarray, mask: np.ndarray) -> tuple[RegionalInterval | None, str | None]:
+def attach_predictive_sd(
+    result: SynthesisResult,
+    model: LoadedModel,
+    sampler: SamplerConfig,
+    planes: tuple[str, ...],
+    t1: np.ndarray,
+    mask: np.ndarray,
+) -> tuple[RegionalInterval | None, str | None]:
     """Give a one-sample ``result`` the model's predictive SD map where the run is the synthesis it was fitted for
     (with the regional interval, on the same held-out syntheses); returns that interval, or None and why not."""
     interval, no_interval_because = applicable_interval(model.card, model.name, sampler, planes)
@@ -134,8 +145,22 @@ def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, sampler: S
     return interval, no_interval_because
 
 
+def _input_quality(
+    stem: str, t1: np.ndarray, mask: np.ndarray, template: TemplateImages, prep: PreprocessedPair | PreprocessedT1w
+) -> tuple[dict, list[str]]:
+    """The input quality gate's measures and failures (logged: the outputs are then marked failed-qc)."""
+    measures = quality_gate.measure(t1, mask, template.t1, template.brain_mask, nib.load(str(prep.brain_mask_native)))
+    qc_failures = quality_gate.failures(measures)
+    if qc_failures:
+        log.warning("%s failed quality control (its outputs are marked failed-qc): %s", stem, "; ".join(qc_failures))
+    return measures, qc_failures
+
+
 def _process_image(
-    anat: AnatInput, job: ParticipantJob, synthesizer: Synthesizer, template: TemplateImages,
+    anat: AnatInput,
+    job: ParticipantJob,
+    synthesizer: Synthesizer,
+    template: TemplateImages,
     staging: ParticipantStaging,
 ) -> ReportEntry:
     stem = image_stem(anat)
@@ -143,38 +168,61 @@ def _process_image(
     prep, timings = _preprocess(anat, real_pet_path, job, synthesizer.model.cfg)
     t1 = _load(prep.t1w_model)
     mask = _load(prep.brain_mask_model) > 0.5
-    measures = quality_gate.measure(t1, mask, template.t1, template.brain_mask, nib.load(str(prep.brain_mask_native)))
-    qc_failures = quality_gate.failures(measures)
-    if qc_failures:
-        log.warning("%s failed quality control (its outputs are marked failed-qc): %s", stem, "; ".join(qc_failures))
-    log.info("%s: synthesizing (%s, %d steps, K=%d, planes %s) on %s", stem, job.sampler.name, job.sampler.steps,
-             job.sampler.num_samples, ",".join(job.planes), job.device)
-    result = synthesizer.synthesize(t1, mask, job.sampler, image=stem, planes=job.planes, batch_size=job.batch_size,
-                                    progress=log.isEnabledFor(logging.INFO))
+    measures, qc_failures = _input_quality(stem, t1, mask, template, prep)
+    sampler = job.sampler
+    log.info("%s: synthesizing (%s, %d steps, K=%d, planes %s) on %s", stem, sampler.name, sampler.steps,
+             sampler.num_samples, ",".join(job.planes), job.device)  # fmt: skip
+    result = synthesizer.synthesize(
+        t1,
+        mask,
+        job.sampler,
+        image=stem,
+        planes=job.planes,
+        batch_size=job.batch_size,
+        progress=log.isEnabledFor(logging.INFO),
+    )
     timings["synthesis"] = result.seconds
-    interval, no_interval_because = attach_predictive_sd(result, synthesizer.model, job.sampler, job.planes, t1,
-                                                             mask)
-    provenance = dataclasses.replace(result.provenance, wall_time_s=timings["preprocessing"] + result.seconds,
-                                     qc_failures=tuple(qc_failures))
+    interval, no_interval_because = attach_predictive_sd(result, synthesizer.model, job.sampler, job.planes, t1, mask)
+    provenance = dataclasses.replace(
+        result.provenance, wall_time_s=timings["preprocessing"] + result.seconds, qc_failures=tuple(qc_failures)
+    )
     outputs = write_image_derivatives(anat, prep, result, template, provenance, staging)
 
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
     regions = regional_suvr(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm, sd_map=result.std, real=real)
     write_regional_table(anat, regions, provenance, staging, interval, no_interval_because)
     native_scores = None if real is None else _native_scores(prep, outputs["native_pet"])
-    metrics = image_metrics(anat, prep, result, provenance, real, mask, measures, template, synthesizer.model,
-                            dataset_identity=job.dataset_identity, timings=timings, native_scores=native_scores)
+    metrics = image_metrics(
+        anat,
+        prep,
+        result,
+        provenance,
+        real,
+        mask,
+        measures,
+        template,
+        synthesizer.model,
+        dataset_identity=job.dataset_identity,
+        timings=timings,
+        native_scores=native_scores,
+    )
     return ReportEntry(
-        stem=stem, t1w=prep.t1w_model, brain_mask=prep.brain_mask_model, template_t1=template.image(template.t1),
+        stem=stem,
+        t1w=prep.t1w_model,
+        brain_mask=prep.brain_mask_model,
+        template_t1=template.image(template.t1),
         synthetic_pet=outputs["template_pet"],
-        std_map=outputs.get("template_std"), predictive_sd_map=outputs.get("template_predictivesd"),
+        std_map=outputs.get("template_std"),
+        predictive_sd_map=outputs.get("template_predictivesd"),
         view_std_map=outputs.get("template_viewstd"),
-        real_pet=template.image(real) if real is not None else None, metrics=metrics,
+        real_pet=template.image(real) if real is not None else None,
+        metrics=metrics,
     )
 
 
-def _preprocess(anat: AnatInput, real_pet_path: Path | None, job: ParticipantJob,
-                cfg: JDAMConfig) -> tuple[PreprocessedT1w, dict[str, float]]:
+def _preprocess(
+    anat: AnatInput, real_pet_path: Path | None, job: ParticipantJob, cfg: JDAMConfig
+) -> tuple[PreprocessedT1w, dict[str, float]]:
     """The T1w (with its session's PET, for scoring) on the model grid, and the seconds it took per step."""
     stem = image_stem(anat)
     log.info("%s: preprocessing %s", stem, anat.relative_path)
@@ -200,11 +248,13 @@ def _load(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def real_pet_lookup(layout: Any, inputs: list[AnatInput], rec: str | None,
-                    filters: dict | None) -> dict[str, Path | None]:
+def real_pet_lookup(
+    layout: Any, inputs: list[AnatInput], rec: str | None, filters: dict | None
+) -> dict[str, Path | None]:
     """The FDG-PET of each input's subject and session, where the dataset has one (used for scoring)."""
-    return {str(anat.path): find_fdg_pet(layout, anat.subject, anat.session, rec=rec, filters=filters)
-            for anat in inputs}
+    return {
+        str(anat.path): find_fdg_pet(layout, anat.subject, anat.session, rec=rec, filters=filters) for anat in inputs
+    }
 
 
 def replace_sampler(cfg: SamplerConfig, **overrides: Any) -> SamplerConfig:

@@ -1,6 +1,6 @@
 """Training workflow: subjects -> slices -> the method's trainer in the one loop -> validation -> a model directory.
 
-Which method trains is a registry entry (:mod:`bids_jdam.models.methods`); how long is a :class:`Budget`; the loop,
+Which method trains is a registry entry (:mod:`bids_jdam.methods`); how long is a :class:`Budget`; the loop,
 the checkpoints and the resume rule are the same for every method (:mod:`bids_jdam.training.loop`). Resuming is
 exact: a checkpoint holds the weights, the EMA, the optimizers' moments and every random generator's state. Under
 ``torchrun`` the ranks share the batch draws and split each batch; rank 0 alone writes files. The training slices
@@ -26,13 +26,13 @@ from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.bids.query import dataset_identity
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset, read_splits, split_subjects, write_splits
-from bids_jdam.denormals import without_subnormals
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import calibrate_sampling, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_ensemble, validation_slices
-from bids_jdam.models.methods import DEFAULT_METHOD, METHODS, Method
-from bids_jdam.models.model_dir import PHANTOM_DATA, save_model_dir
-from bids_jdam.training.checkpoints import checkpoint_steps, load_checkpoint
+from bids_jdam.io.checkpoints import checkpoint_steps, load_checkpoint
+from bids_jdam.methods import DEFAULT_METHOD, METHODS, Method
+from bids_jdam.methods.model_dir import PHANTOM_DATA, save_model_dir
+from bids_jdam.runtime.denormals import without_subnormals
 from bids_jdam.training.distributed import Ranks, parameter_digest, process_group
 from bids_jdam.training.loop import Budget, fit
 from bids_jdam.training.trainer import Trainer
@@ -75,32 +75,48 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
         checkpoint = _checkpoint_to_resume(run, method, checkpoint_dir)
         cfg = JDAMConfig.from_dict(checkpoint[1]["config"]) if checkpoint else method.configure(cfg)
         if method.batch_size(cfg) % ranks.world_size:
-            raise InputError(f"{method.name}: {method.batch_size(cfg)} slices per step (over all processes) is not a "
-                             f"multiple of the {ranks.world_size} training processes; set the batch size to one")
+            raise InputError(
+                f"{method.name}: {method.batch_size(cfg)} slices per step (over all processes) is not a "
+                f"multiple of the {ranks.world_size} training processes; set the batch size to one"
+            )
         diagnoses = read_diagnoses(run.bids_dir)
         splits = _splits(run, cfg, diagnoses, ranks)
         volumes = functools.partial(run.load_subjects, Path(run.bids_dir), cfg, splits["train"])
         with training_slices(volumes, _slice_store_dir(run), cfg, ranks) as training:
-            trainer = _trainer(method, cfg, training, (checkpoint, checkpoint_dir), run.sigma_max_from_data, device,
-                               ranks)
+            trainer = _trainer(
+                method, cfg, training, (checkpoint, checkpoint_dir), run.sigma_max_from_data, device, ranks
+            )
             if checkpoint is not None:
                 log.info("resumed from step %d (%s)", trainer.step, method.name)
-            budget = run.budget if run.budget.max_steps is not None else dataclasses.replace(
-                run.budget, max_steps=trainer.cfg.train.max_steps)
+            budget = (
+                run.budget
+                if run.budget.max_steps is not None
+                else dataclasses.replace(run.budget, max_steps=trainer.cfg.train.max_steps)
+            )
             losses = fit(trainer, budget, checkpoint_dir=checkpoint_dir, ranks=ranks, progress=run.progress)
             slices = len(training)
         if ranks.distributed:
-            log.info("rank %d of %d: %d steps, mean loss of this rank's slices %.6f, parameters sha256 %s",
-                     ranks.rank, ranks.world_size, trainer.step, float(np.mean(losses)) if losses else float("nan"),
-                     parameter_digest(trainer.delivered()))
+            log.info(
+                "rank %d of %d: %d steps, mean loss of this rank's slices %.6f, parameters sha256 %s",
+                ranks.rank,
+                ranks.world_size,
+                trainer.step,
+                float(np.mean(losses)) if losses else float("nan"),
+                parameter_digest(trainer.delivered()),
+            )
         if not ranks.is_main:
             ranks.barrier()  # rank 0 validates and writes the model directory
             return Path(run.out_dir)
         card = _model_card(run, method, trainer, splits, diagnoses, slices, ranks, wall_start)
         card["validation"], card["calibration"] = _validate(run, method, trainer, splits["validation"])
         model_dir = save_model_dir(Path(run.out_dir), trainer.delivered(), trainer.cfg, method, card, run.fp16_export)
-        calibrate_after_training(model_dir, method, trainer.cfg, run.load_subjects(Path(run.bids_dir), trainer.cfg,
-                                                                            splits["validation"]), device)
+        calibrate_after_training(
+            model_dir,
+            method,
+            trainer.cfg,
+            run.load_subjects(Path(run.bids_dir), trainer.cfg, splits["validation"]),
+            device,
+        )
         ranks.barrier()
         return model_dir
 
@@ -112,8 +128,15 @@ def _slice_store_dir(run: TrainingRun) -> Path:
     return Path(run.work_dir or Path(run.out_dir) / "work") / f"training-slices-{tag}"
 
 
-def _trainer(method: Method, cfg: JDAMConfig, training: PairedSliceDataset, resume: tuple[tuple | None, Path],
-             sigma_max_from_data: bool, device: torch.device, ranks: Ranks) -> Trainer:
+def _trainer(
+    method: Method,
+    cfg: JDAMConfig,
+    training: PairedSliceDataset,
+    resume: tuple[tuple | None, Path],
+    sigma_max_from_data: bool,
+    device: torch.device,
+    ranks: Ranks,
+) -> Trainer:
     """A fresh run of ``method`` (its data-dependent settings taken from ``training``), or the run of ``resume``'s
     checkpoint (read from its folder)."""
     checkpoint, checkpoint_dir = resume
@@ -155,8 +178,9 @@ def _splits(run: TrainingRun, cfg: JDAMConfig, diagnoses: dict[str, str], ranks:
     return splits
 
 
-def _validate(run: TrainingRun, method: Method, trainer: Trainer,
-              subjects: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _validate(
+    run: TrainingRun, method: Method, trainer: Trainer, subjects: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Protocol metrics of the delivered model on a few slices of each held-out subject (its first sample), and
     for a probabilistic method the spread calibration fitted on the same subjects' K samples."""
     if not subjects:
@@ -168,8 +192,12 @@ def _validate(run: TrainingRun, method: Method, trainer: Trainer,
     predictions = predict_ensemble(method, model, trainer.cfg, data, sampler, trainer.device, samples)
     validation = evaluate_slices(predictions[0], data)
     validation["sampler"] = dataclasses.asdict(sampler) if method.probabilistic else None
-    log.info("validation on %d held-out subjects: PSNR %.2f dB, SSIM %.3f", len(subjects), validation["psnr_db"],
-             validation["ssim"])
+    log.info(
+        "validation on %d held-out subjects: PSNR %.2f dB, SSIM %.3f",
+        len(subjects),
+        validation["psnr_db"],
+        validation["ssim"],
+    )
     if not method.probabilistic:
         return validation, {"note": "deterministic method: no spread to calibrate"}
     cfg = trainer.cfg
@@ -180,15 +208,30 @@ def _validate(run: TrainingRun, method: Method, trainer: Trainer,
             return predictions  # the validation's own samples
         return predict_ensemble(method, model, cfg, data, tempered, trainer.device, CALIBRATION_SAMPLES)
 
-    calibration = calibrate_sampling(ensemble, data, fitted_on=f"{len(subjects)} held-out validation subjects "
-                                                               f"(split-conformal, brain mask)", sampler=calibrating)
-    log.info("sampler temperature %g, spread scale %.3f (fitted on the validation subjects)", calibration.temperature,
-             calibration.spread_scale)
+    calibration = calibrate_sampling(
+        ensemble,
+        data,
+        fitted_on=f"{len(subjects)} held-out validation subjects (split-conformal, brain mask)",
+        sampler=calibrating,
+    )
+    log.info(
+        "sampler temperature %g, spread scale %.3f (fitted on the validation subjects)",
+        calibration.temperature,
+        calibration.spread_scale,
+    )
     return validation, calibration.to_dict()
 
 
-def _model_card(run: TrainingRun, method: Method, trainer: Trainer, splits: dict[str, list[str]],
-                diagnoses: dict[str, str], n_slices: int, ranks: Ranks, wall_start: float) -> dict[str, Any]:
+def _model_card(
+    run: TrainingRun,
+    method: Method,
+    trainer: Trainer,
+    splits: dict[str, list[str]],
+    diagnoses: dict[str, str],
+    n_slices: int,
+    ranks: Ranks,
+    wall_start: float,
+) -> dict[str, Any]:
     """What the model was trained on and how long (the validation is added by the caller)."""
     training_data = {
         "bids_dir": str(Path(run.bids_dir).resolve()),

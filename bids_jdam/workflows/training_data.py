@@ -29,8 +29,14 @@ from bids_jdam.training.distributed import Ranks
 SubjectLoader = Callable[[Path, JDAMConfig, list[str]], Iterator[SubjectVolumes]]
 
 
-def volumes_from_images(subject: str, diagnosis: str, t1w: nib.Nifti1Image, pet_suvr: nib.Nifti1Image,
-                        brain_mask: nib.Nifti1Image, cfg: JDAMConfig) -> SubjectVolumes:
+def volumes_from_images(
+    subject: str,
+    diagnosis: str,
+    t1w: nib.Nifti1Image,
+    pet_suvr: nib.Nifti1Image,
+    brain_mask: nib.Nifti1Image,
+    cfg: JDAMConfig,
+) -> SubjectVolumes:
     """Model units from model-grid images: the T1w percentile-scaled in the mask, the PET SUVR zero outside it."""
     mask = np.asarray(brain_mask.dataobj) > 0
     t1, _ = scale_t1w(t1w.get_fdata(dtype=np.float32), mask, cfg.intensity.t1_percentile)
@@ -53,8 +59,9 @@ def load_phantom_truth_subjects(bids_dir: Path, cfg: JDAMConfig, subjects: list[
                     f"{getattr(truth, name)}: shape {image.shape} is not the {cfg.grid.spacing_mm:g} mm model grid "
                     f"{expected}; set grid.spacing_mm to the phantom's grid"
                 )
-        yield volumes_from_images(subject, diagnoses[subject], images["t1w"], images["pet_suvr"],
-                                  images["brain_mask"], cfg)
+        yield volumes_from_images(
+            subject, diagnoses[subject], images["t1w"], images["pet_suvr"], images["brain_mask"], cfg
+        )
 
 
 def preprocessed_pairs_loader(work_dir: Path, nthreads: int = 2, pet_rec: str | None = None) -> SubjectLoader:
@@ -73,8 +80,14 @@ def preprocessed_pairs_loader(work_dir: Path, nthreads: int = 2, pet_rec: str | 
         diagnoses = read_diagnoses(bids_dir)
         for pair in find_training_pairs(layout, participants=subjects, rec=pet_rec):
             stem = f"sub-{pair.subject}" + (f"_ses-{pair.session}" if pair.session else "")
-            prep = preprocess_pair(pair.t1w.path, pair.pet, Path(work_dir) / stem, cfg,
-                                   subject_label=stem.removeprefix("sub-"), nthreads=nthreads)
+            prep = preprocess_pair(
+                pair.t1w.path,
+                pair.pet,
+                Path(work_dir) / stem,
+                cfg,
+                subject_label=stem.removeprefix("sub-"),
+                nthreads=nthreads,
+            )
             mask_img = nib.load(prep.brain_mask_model)
             mask = np.asarray(mask_img.dataobj) > 0
             t1 = nib.load(prep.t1w_model).get_fdata(dtype=np.float32) * mask
@@ -85,8 +98,9 @@ def preprocessed_pairs_loader(work_dir: Path, nthreads: int = 2, pet_rec: str | 
 
 
 @contextlib.contextmanager
-def training_slices(volumes: Callable[[], Iterator[SubjectVolumes]], folder: Path, cfg: JDAMConfig,
-                    ranks: Ranks) -> Iterator[PairedSliceDataset]:
+def training_slices(
+    volumes: Callable[[], Iterator[SubjectVolumes]], folder: Path, cfg: JDAMConfig, ranks: Ranks
+) -> Iterator[PairedSliceDataset]:
     """The training dataset, read by every rank from a slice store that rank 0 cuts from ``volumes()``
     into ``folder`` (:mod:`bids_jdam.data.slice_store`); the store is removed on the way out."""
     folder = Path(folder)

@@ -5,12 +5,7 @@ Modules: ``model`` (constants and per-subject draws), ``anatomy`` (template-spac
 sidecars), ``dataset`` (the whole dataset, atomically).
 """
 
-from bids_jdam.data.phantom.dataset import (
-    PhantomTruth,
-    generate_phantom_dataset,
-    is_phantom_dataset,
-    phantom_truth,
-)
+from bids_jdam.data.phantom.dataset import PhantomTruth, generate_phantom_dataset, is_phantom_dataset, phantom_truth
 from bids_jdam.data.phantom.model import PHANTOM_VERSION
 
 __all__ = ["PHANTOM_VERSION", "PhantomTruth", "generate_phantom_dataset", "is_phantom_dataset", "phantom_truth"]

@@ -69,8 +69,14 @@ def fine_template(stride: int) -> FineTemplate:
     coarse_outside = ndimage.distance_transform_edt(~smooth_brain, sampling=2.0 * stride).astype(np.float32)
     outside = upsample_integer(coarse_outside, 2, t1.shape)
     return FineTemplate(
-        stride=stride, affine=grid_affine(float(stride)), t1=t1, gm=gm, wm=wm, brain_mask=mask,
-        outside_mm=outside, t1_of=t1_of,
+        stride=stride,
+        affine=grid_affine(float(stride)),
+        t1=t1,
+        gm=gm,
+        wm=wm,
+        brain_mask=mask,
+        outside_mm=outside,
+        t1_of=t1_of,
     )
 
 
@@ -101,8 +107,9 @@ def _expand_ventricles(arrays: list[np.ndarray], affine: np.ndarray, expansion: 
     """Radial expansion around the lateral ventricles: a smooth bump with compact support, so only a box moves."""
     spacing = affine[0, 0]
     lo = np.maximum(np.floor((VENTRICLE_CENTRE_MM - VENTRICLE_RADII_MM - affine[:3, 3]) / spacing).astype(int), 0)
-    hi = np.minimum(np.ceil((VENTRICLE_CENTRE_MM + VENTRICLE_RADII_MM - affine[:3, 3]) / spacing).astype(int) + 1,
-                    arrays[0].shape)
+    hi = np.minimum(
+        np.ceil((VENTRICLE_CENTRE_MM + VENTRICLE_RADII_MM - affine[:3, 3]) / spacing).astype(int) + 1, arrays[0].shape
+    )
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     column = (3, 1, 1, 1)
     mm = np.indices(tuple(hi - lo), dtype=np.float32) * spacing + (lo * spacing + affine[:3, 3]).reshape(column)
@@ -155,7 +162,8 @@ def build_anatomy(draw: AnatomyDraw, stride: int, grid_spacing: float) -> Subjec
     (t1,) = _expand_ventricles([t1], template.affine, draw.ventricle_expansion)
     t1 = np.clip(t1, 0, None) * template.brain_mask
     gm, wm = _expand_ventricles(
-        [template.gm[sub] * (1.0 - thinning_grid), template.wm[sub]], grid_affine(grid_spacing),
+        [template.gm[sub] * (1.0 - thinning_grid), template.wm[sub]],
+        grid_affine(grid_spacing),
         draw.ventricle_expansion,
     )
     shell = template.t1_of["wm"] * shell_profile(template.outside_mm, draw.shell_thickness)

@@ -134,8 +134,9 @@ def generate_phantom_dataset(
         workers = min(jobs or len(os.sched_getaffinity(0)), n_subjects)
         if workers > 1:
             with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-                rows = list(pool.map(_write_subject, [staging] * n_subjects, [settings] * n_subjects,
-                                     range(n_subjects)))
+                rows = list(
+                    pool.map(_write_subject, [staging] * n_subjects, [settings] * n_subjects, range(n_subjects))
+                )
         else:
             rows = [_write_subject(staging, settings, index) for index in range(n_subjects)]
         _write_participants(staging, rows)
@@ -206,9 +207,13 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 def _write_dataset_files(root: Path, settings: PhantomSettings) -> None:
     summary = {
-        "subjects": settings.n_subjects, "seed": settings.seed,
-        "field_strength": settings.field_strength or "mix", "layout": settings.layout,
-        "sessions": settings.sessions, "grid_spacing_mm": settings.grid_spacing_mm, "fast": settings.fast,
+        "subjects": settings.n_subjects,
+        "seed": settings.seed,
+        "field_strength": settings.field_strength or "mix",
+        "layout": settings.layout,
+        "sessions": settings.sessions,
+        "grid_spacing_mm": settings.grid_spacing_mm,
+        "fast": settings.fast,
         "phantom_version": PHANTOM_VERSION,
     }
     save_json(root / "dataset_description.json", dataset_description(False, summary))
@@ -266,7 +271,10 @@ def _make_subject(root: Path, settings: PhantomSettings, index: int) -> dict:
         save_json(sidecar(raw["pet"]), pet_sidecar(draw.pet))
         _write_truth(root, layout, subject, session, settings, draw, anatomy, pet, placement)
     return {
-        "participant_id": f"sub-{subject}", "diagnosis": draw.diagnosis, "age": draw.age, "sex": draw.sex,
+        "participant_id": f"sub-{subject}",
+        "diagnosis": draw.diagnosis,
+        "age": draw.age,
+        "sex": draw.sex,
         "field_strength": strength,
     }
 
@@ -278,39 +286,56 @@ def _write_truth(root, layout, subject, session, settings, draw: SubjectDraw, an
     labels, names = coarse_regions(settings.grid_spacing_mm)
     mri_json = {"SkullStripped": True, "Description": "Template-space truth before the subject warp"}
     for key, data, dtype in (
-        ("t1w", anatomy.t1, np.float32), ("gm_probseg", anatomy.gm, np.float32), ("wm_probseg", anatomy.wm, np.float32),
-        ("brain_mask", anatomy.brain_mask, np.uint8), ("dseg", labels, np.int16),
+        ("t1w", anatomy.t1, np.float32),
+        ("gm_probseg", anatomy.gm, np.float32),
+        ("wm_probseg", anatomy.wm, np.float32),
+        ("brain_mask", anatomy.brain_mask, np.uint8),
+        ("dseg", labels, np.int16),
     ):
         save_nifti(paths[key], data, affine, code=MNI_CODE, dtype=dtype)
         save_json(sidecar(paths[key]), mri_json | ({"Type": "Brain"} if key == "brain_mask" else {}))
     paths["dseg_tsv"].write_text("index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(names.items())))
 
     pet_json = {
-        "SkullStripped": False, "Units": "Bq/mL", "TracerName": "FDG", "PSFFWHMmm": draw.pet.psf_fwhm_mm,
-        "ReferenceRegion": "cerebellum+pons", "ReferenceConcentrationBqml": pet.reference_bqml,
+        "SkullStripped": False,
+        "Units": "Bq/mL",
+        "TracerName": "FDG",
+        "PSFFWHMmm": draw.pet.psf_fwhm_mm,
+        "ReferenceRegion": "cerebellum+pons",
+        "ReferenceConcentrationBqml": pet.reference_bqml,
     }
     save_nifti(paths["pet_activity"], pet.activity, affine, code=MNI_CODE)
-    save_json(sidecar(paths["pet_activity"]), pet_json | {
-        "Description": "True tracer concentration (no PSF, no noise) before the subject warp",
-        "GrayMatterUptakeBqml": pet.gm_uptake_bqml, "WhiteMatterUptakeBqml": pet.wm_uptake_bqml,
-        "PhantomParameters": draw.to_dict(),
-    })
+    save_json(
+        sidecar(paths["pet_activity"]),
+        pet_json
+        | {
+            "Description": "True tracer concentration (no PSF, no noise) before the subject warp",
+            "GrayMatterUptakeBqml": pet.gm_uptake_bqml,
+            "WhiteMatterUptakeBqml": pet.wm_uptake_bqml,
+            "PhantomParameters": draw.to_dict(),
+        },
+    )
     save_nifti(paths["pet_bqml"], pet.noise_free, affine, code=MNI_CODE)
     save_json(sidecar(paths["pet_bqml"]), pet_json | {"Description": "Activity blurred by the subject's PSF, no noise"})
     save_nifti(paths["pet_suvr"], pet.suvr, affine, code=MNI_CODE)
-    save_json(sidecar(paths["pet_suvr"]), pet_json | {
-        "Units": "unitless", "Description": "Noise-free PET divided by its mean in cerebellum + pons (SUVR)",
-    })
+    save_json(
+        sidecar(paths["pet_suvr"]),
+        pet_json
+        | {"Units": "unitless", "Description": "Noise-free PET divided by its mean in cerebellum + pons (SUVR)"},
+    )
 
     field = placement.displacement
     save_nifti(paths["displacement"], field[:, :, :, None, :], placement.displacement_affine, code=SCANNER_CODE)
-    save_json(paths["transforms"], {
-        "Convention": "A T1w scanner point p (RAS mm) maps to the template point q = inv(A) (p + u(p)), with u the "
-        "displacement field in the NIfTI of the same name (mm, RAS, trilinear interpolation, T1w scanner space). "
-        "A PET world point p_pet is first moved to T1w scanner space: p = P p_pet.",
-        "Template": TEMPLATE_NAME,
-        "TemplateToScannerAffine": placement.template_to_scanner.tolist(),
-        "PETToT1wAffine": placement.pet_to_t1w.tolist(),
-        "HeadScale": draw.head_scale,
-        "DisplacementAmplitudeMm": draw.warp_amplitude_mm,
-    })
+    save_json(
+        paths["transforms"],
+        {
+            "Convention": "A T1w scanner point p (RAS mm) maps to the template point q = inv(A) (p + u(p)), with u the "
+            "displacement field in the NIfTI of the same name (mm, RAS, trilinear interpolation, T1w scanner space). "
+            "A PET world point p_pet is first moved to T1w scanner space: p = P p_pet.",
+            "Template": TEMPLATE_NAME,
+            "TemplateToScannerAffine": placement.template_to_scanner.tolist(),
+            "PETToT1wAffine": placement.pet_to_t1w.tolist(),
+            "HeadScale": draw.head_scale,
+            "DisplacementAmplitudeMm": draw.warp_amplitude_mm,
+        },
+    )

@@ -48,10 +48,13 @@ def region_groups() -> dict[str, RegionGroup]:
     text = (resources.files("bids_jdam.data.phantom") / "fdg_norms.tsv").read_text()
     return {
         row["group"]: RegionGroup(
-            name=row["group"], uptake=float(row["uptake"]), activity_uptake=float(row["activity_uptake"]),
+            name=row["group"],
+            uptake=float(row["uptake"]),
+            activity_uptake=float(row["activity_uptake"]),
             source=row["source"],
             ad_hypometabolism=float(row["ad_hypometabolism"]),
-            age_change_per_decade=float(row["age_change_per_decade"]), all_tissue=row["tissue"] == "all",
+            age_change_per_decade=float(row["age_change_per_decade"]),
+            all_tissue=row["tissue"] == "all",
             aal3_regions=tuple(row["aal3_regions"].split(",")),
         )
         for row in csv.DictReader(text.splitlines(), delimiter="\t")

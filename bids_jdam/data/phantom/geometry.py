@@ -61,8 +61,12 @@ def smooth_displacement(rng: np.random.Generator, amplitude_mm: float) -> tuple[
 
 
 def native_to_template_index(
-    placement: SubjectPlacement, native_affine: np.ndarray, shape, template_affine: np.ndarray,
-    slab: slice, from_pet: bool = False,
+    placement: SubjectPlacement,
+    native_affine: np.ndarray,
+    shape,
+    template_affine: np.ndarray,
+    slab: slice,
+    from_pet: bool = False,
 ) -> np.ndarray:
     """Template voxel coordinates (3, x, y, slab) of a slab of native voxels: ``q`` above, in template indices."""
     to_template = np.linalg.inv(template_affine) @ np.linalg.inv(placement.template_to_scanner)
@@ -89,7 +93,7 @@ def _displacement_at(placement, points, native_to_t1w, shape, slab, axis_aligned
         grid_shape = np.asarray(placement.displacement.shape[:3])
         lo = np.clip(np.floor(start[:3]).astype(int), 0, grid_shape - 2)
         hi = np.clip(np.ceil(start[:3] + step * (np.asarray(n) - 1)).astype(int) + 2, lo + 2, grid_shape)
-        region = placement.displacement[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        region = placement.displacement[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         out = np.empty((3,) + n, dtype=np.float32)
         for c in range(3):
             out[c] = separable_resample(region[..., c], start[:3] - lo, step, n)
@@ -97,8 +101,10 @@ def _displacement_at(placement, points, native_to_t1w, shape, slab, axis_aligned
     coords = np.tensordot(warp_inv[:3, :3].astype(np.float32), points, axes=(1, 0))
     coords += warp_inv[:3, 3].astype(np.float32).reshape(3, 1, 1, 1)
     return np.stack(
-        [ndimage.map_coordinates(placement.displacement[..., c], coords, order=1, mode="nearest", output=np.float32)
-         for c in range(3)]
+        [
+            ndimage.map_coordinates(placement.displacement[..., c], coords, order=1, mode="nearest", output=np.float32)
+            for c in range(3)
+        ]
     )
 
 
@@ -133,4 +139,3 @@ def smooth_field(rng: np.random.Generator, shape, control_points: int, std: floa
     log_field = np.empty(shape, dtype=np.float32)
     log_field[...] = separable_resample(coarse.astype(np.float32), np.zeros(3), 1.0 / step, shape)
     return np.exp(log_field, out=log_field)
-

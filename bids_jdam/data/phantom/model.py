@@ -28,8 +28,17 @@ AD_SEVERITY_RANGE = (0.6, 1.4)  # multiplies each group's ad_hypometabolism
 AD_REGIONAL_JITTER_SD = 0.2  # log-normal sd of each group's hypometabolism around severity x pattern
 AD_ATROPHY_LINK = 0.5  # weight of the hypometabolism severity in the atrophy severity (the rest is independent)
 # Coarse regions whose gray matter thins with age, and those that thin more in AD.
-ATROPHY_REGIONS = ("frontal", "parietal", "temporal", "occipital", "precuneus_posterior_cingulate", "striatum",
-                   "thalamus", "hippocampus", "cerebellum")
+ATROPHY_REGIONS = (
+    "frontal",
+    "parietal",
+    "temporal",
+    "occipital",
+    "precuneus_posterior_cingulate",
+    "striatum",
+    "thalamus",
+    "hippocampus",
+    "cerebellum",
+)
 AD_ATROPHIC_REGIONS = ("parietal", "temporal", "precuneus_posterior_cingulate", "hippocampus")
 PSF_FWHM_RANGE_MM = (5.0, 8.0)
 FIELD_STRENGTHS = (3, 5, 7)
@@ -147,10 +156,12 @@ def draw_anatomy(rng: np.random.Generator, ageing: float, atrophy_severity: floa
     thinning = {name: float(rng.uniform(0.0, 0.04) + 0.03 * ageing) for name in ATROPHY_REGIONS}
     for name in AD_ATROPHIC_REGIONS if atrophy_severity > 0 else ():
         thinning[name] += float(rng.uniform(0.10, 0.25) * atrophy_severity)
-    expansion = rng.uniform(0.12, 0.22) * atrophy_severity if atrophy_severity > 0 else (
-        rng.uniform(0.0, 0.06) + 0.04 * ageing)
-    return AnatomyDraw(gm_thinning=thinning, ventricle_expansion=float(expansion),
-                       shell_thickness=float(rng.uniform(0.85, 1.2)))
+    expansion = (
+        rng.uniform(0.12, 0.22) * atrophy_severity if atrophy_severity > 0 else (rng.uniform(0.0, 0.06) + 0.04 * ageing)
+    )
+    return AnatomyDraw(
+        gm_thinning=thinning, ventricle_expansion=float(expansion), shell_thickness=float(rng.uniform(0.85, 1.2))
+    )
 
 
 def draw_regional_pattern(rng: np.random.Generator, age: int, ad_severity: float) -> tuple[dict, dict, dict]:
@@ -198,17 +209,18 @@ def draw_pet(rng: np.random.Generator, age: int, ad_severity: float, pet_voxel_m
     )
 
 
-def draw_subject(
-    seed: int, index: int, field_strength: int, n_sessions: int, pet_voxel_mm: float
-) -> SubjectDraw:
+def draw_subject(seed: int, index: int, field_strength: int, n_sessions: int, pet_voxel_mm: float) -> SubjectDraw:
     """Draw one subject; AD subjects get hypometabolism and, partly linked to it, atrophy and larger ventricles."""
     rng = subject_rng(seed, index)
     diagnosis = diagnosis_of(seed, index)
     is_ad = diagnosis == "AD"
     age = int(rng.integers(62, 88) if is_ad else rng.integers(60, 84))
     ad_severity = float(rng.uniform(*AD_SEVERITY_RANGE)) if is_ad else 0.0
-    atrophy_severity = (AD_ATROPHY_LINK * ad_severity
-                        + (1 - AD_ATROPHY_LINK) * float(rng.uniform(*AD_SEVERITY_RANGE))) if is_ad else 0.0
+    atrophy_severity = (
+        (AD_ATROPHY_LINK * ad_severity + (1 - AD_ATROPHY_LINK) * float(rng.uniform(*AD_SEVERITY_RANGE)))
+        if is_ad
+        else 0.0
+    )
     anatomy = draw_anatomy(rng, (age - 60) / 25.0, atrophy_severity)
     pet = draw_pet(rng, age, ad_severity, pet_voxel_mm)
     sessions = [

@@ -19,7 +19,10 @@ UNIT1_NOISE = 0.02  # UNIT1 noise (fraction of the range) where the proton densi
 
 
 def synthesize_t1w(
-    anatomy: SubjectAnatomy, fine: FineTemplate, placement: SubjectPlacement, protocol: MRIProtocol,
+    anatomy: SubjectAnatomy,
+    fine: FineTemplate,
+    placement: SubjectPlacement,
+    protocol: MRIProtocol,
     acquisition: AcquisitionDraw,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The T1w voxels (int16 MPRAGE or uint16 UNIT1) and their affine, at the protocol's native resolution."""

@@ -27,10 +27,20 @@ LOWEST_ACTIVITY = 0.5
 
 def neutral_draw(activity: dict[str, float]) -> PETDraw:
     """A subject with the given group activities and nothing else: no variation, asymmetry, AD or spots."""
-    return PETDraw(gm_uptake_bqml=1.0, gm_wm_ratio=4.0, regional_uptake=activity,
-                   asymmetry={name: 0.0 for name in activity}, ad_severity=0.0, hypometabolism={}, spots=[],
-                   psf_fwhm_mm=float(np.mean(PSF_FWHM_RANGE_MM)), noise_cov=0.0, injected_mbq=0.0,
-                   body_weight_kg=0.0, voxel_mm=FIT_SPACING_MM)
+    return PETDraw(
+        gm_uptake_bqml=1.0,
+        gm_wm_ratio=4.0,
+        regional_uptake=activity,
+        asymmetry={name: 0.0 for name in activity},
+        ad_severity=0.0,
+        hypometabolism={},
+        spots=[],
+        psf_fwhm_mm=float(np.mean(PSF_FWHM_RANGE_MM)),
+        noise_cov=0.0,
+        injected_mbq=0.0,
+        body_weight_kg=0.0,
+        voxel_mm=FIT_SPACING_MM,
+    )
 
 
 def gray_matter_support(gm: np.ndarray, wm: np.ndarray, spacing: float) -> np.ndarray:
@@ -50,8 +60,9 @@ def measured_pattern(noise_free: np.ndarray, support: np.ndarray, spacing: float
 
 def fit_activity_uptake(iterations: int = 8) -> dict[str, float]:
     """Group activities whose measured pattern on the template anatomy equals the norms."""
-    anatomy = build_anatomy(AnatomyDraw(gm_thinning={}, ventricle_expansion=0.0, shell_thickness=1.0), 1,
-                            FIT_SPACING_MM)
+    anatomy = build_anatomy(
+        AnatomyDraw(gm_thinning={}, ventricle_expansion=0.0, shell_thickness=1.0), 1, FIT_SPACING_MM
+    )
     support = gray_matter_support(anatomy.gm, anatomy.wm, FIT_SPACING_MM)
     target = {name: group.uptake for name, group in region_groups().items()}
     activity = dict(target)

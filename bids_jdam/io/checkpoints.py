@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from bids_jdam import atomic
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic
 
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.json$")
 

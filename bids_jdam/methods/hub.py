@@ -3,7 +3,7 @@
 The download goes through ``huggingface_hub.snapshot_download`` so that the Hub's own cache and settings apply as
 for any Hub client (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_TOKEN``, ``HF_ENDPOINT``). What it
 returns is a plain model directory: the caller checks it exactly like a local one
-(:func:`bids_jdam.models.model_dir.load_model_dir`). Every failure becomes one :class:`InputError` line that names
+(:func:`bids_jdam.methods.model_dir.load_model_dir`). Every failure becomes one :class:`InputError` line that names
 the reference and what to do.
 """
 
@@ -80,20 +80,30 @@ def _failure(reference: HubReference, error: Exception, cache_dir: Path | None) 
     """One line naming the reference, what went wrong and what to do."""
     cache = cache_dir or constants.HF_HUB_CACHE
     if isinstance(error, RevisionNotFoundError):
-        return (f"{reference}: no revision '{reference.revision}' in {reference.repo_id} on the Hugging Face Hub; "
-                "name a branch, tag or commit hash that exists")
+        return (
+            f"{reference}: no revision '{reference.revision}' in {reference.repo_id} on the Hugging Face Hub; "
+            "name a branch, tag or commit hash that exists"
+        )
     if isinstance(error, RepositoryNotFoundError):
-        return (f"{reference}: no model repository {reference.repo_id} on the Hugging Face Hub, or it is private or "
-                "gated; check the name, or log in (`hf auth login` or HF_TOKEN) with an account that has access")
+        return (
+            f"{reference}: no model repository {reference.repo_id} on the Hugging Face Hub, or it is private or "
+            "gated; check the name, or log in (`hf auth login` or HF_TOKEN) with an account that has access"
+        )
     if isinstance(error, HFValidationError):
         return f"{reference}: not a valid Hugging Face repository id or revision ({one_line(error)})"
     if isinstance(error, LocalEntryNotFoundError) and constants.HF_HUB_OFFLINE:
-        return (f"{reference}: not in the Hugging Face cache {cache} and HF_HUB_OFFLINE is set; download it once "
-                "with network access (unset HF_HUB_OFFLINE), or point HF_HUB_CACHE at a cache that holds it")
+        return (
+            f"{reference}: not in the Hugging Face cache {cache} and HF_HUB_OFFLINE is set; download it once "
+            "with network access (unset HF_HUB_OFFLINE), or point HF_HUB_CACHE at a cache that holds it"
+        )
     if isinstance(error, LocalEntryNotFoundError):
-        return (f"{reference}: the Hugging Face Hub cannot be reached and the model is not (completely) in the cache "
-                f"{cache}; check the network connection (or HF_ENDPOINT) and retry")
+        return (
+            f"{reference}: the Hugging Face Hub cannot be reached and the model is not (completely) in the cache "
+            f"{cache}; check the network connection (or HF_ENDPOINT) and retry"
+        )
     if isinstance(error, HfHubHTTPError):
         return f"{reference}: the Hugging Face Hub refused the download ({one_line(error)}); retry later"
-    return (f"{reference}: download from the Hugging Face Hub failed ({type(error).__name__}: {one_line(error)}); "
-            "check the network connection and retry")
+    return (
+        f"{reference}: download from the Hugging Face Hub failed ({type(error).__name__}: {one_line(error)}); "
+        "check the network connection and retry"
+    )

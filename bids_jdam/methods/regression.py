@@ -11,7 +11,7 @@ from torch import nn
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.diffusion.losses import NoiseSource
-from bids_jdam.models.registry import METHODS, Method, SliceKey
+from bids_jdam.methods.registry import METHODS, Method, SliceKey
 from bids_jdam.models.unet import ScoreUNet
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.network_trainer import NetworkTrainer
@@ -27,16 +27,25 @@ class L1UNet(Method):
     def build_network(self, cfg: JDAMConfig) -> nn.Module:
         return ScoreUNet(dataclasses.replace(cfg.network, conditional=False), cfg.grid.slice_size)
 
-    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: NoiseSource, step: int) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor, generator: NoiseSource, step: int
+    ) -> torch.Tensor:
         return (model(mri, torch.zeros(len(mri), device=mri.device)) - pet).abs().mean()
 
-    def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,
-                ranks: Ranks) -> Trainer:
+    def trainer(
+        self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int, ranks: Ranks
+    ) -> Trainer:
         return NetworkTrainer(self, cfg, dataset, device, seed, ranks)
 
-    def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig,
-                device: torch.device) -> torch.Tensor:
+    def predict(
+        self,
+        model: Any,
+        cfg: JDAMConfig,
+        mri: torch.Tensor,
+        keys: list[SliceKey],
+        sampler: SamplerConfig,
+        device: torch.device,
+    ) -> torch.Tensor:
         mri = mri.to(device)
         return model(mri, torch.zeros(len(mri), device=device))
 

@@ -20,7 +20,7 @@ from bids_jdam.diffusion.losses import NoiseSource, dsm_loss
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
-from bids_jdam.models.registry import METHODS, Method, SliceKey
+from bids_jdam.methods.registry import METHODS, Method, SliceKey
 from bids_jdam.models.unet import ScoreUNet
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.network_trainer import NetworkTrainer
@@ -61,17 +61,26 @@ class JDAM(Method):
     def as_model(self, net: nn.Module, cfg: JDAMConfig) -> nn.Module:
         return build_denoiser(net, cfg.sde)
 
-    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor,
-             generator: NoiseSource, step: int) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor, generator: NoiseSource, step: int
+    ) -> torch.Tensor:
         cond = mri if cfg.network.conditional else None
         return dsm_loss(model, sde_of(cfg), pet, cond, generator=generator, settings=cfg.loss)
 
-    def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,
-                ranks: Ranks) -> Trainer:
+    def trainer(
+        self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int, ranks: Ranks
+    ) -> Trainer:
         return NetworkTrainer(self, cfg, dataset, device, seed, ranks)
 
-    def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig,
-                device: torch.device) -> torch.Tensor:
+    def predict(
+        self,
+        model: Any,
+        cfg: JDAMConfig,
+        mri: torch.Tensor,
+        keys: list[SliceKey],
+        sampler: SamplerConfig,
+        device: torch.device,
+    ) -> torch.Tensor:
         cond = mri if cfg.network.conditional else None
         return sample(model, cond, tuple(mri.shape), sampler, sde_of(cfg), keys, device=device)
 

@@ -24,8 +24,8 @@ from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.diffusion.losses import NoiseSource, dsm_loss
 from bids_jdam.diffusion.parameterization import build_denoiser
 from bids_jdam.diffusion.samplers import sample
-from bids_jdam.models.methods.diffusion import JDAM, sde_of
-from bids_jdam.models.registry import METHODS, SliceKey
+from bids_jdam.methods.diffusion import JDAM, sde_of
+from bids_jdam.methods.registry import METHODS, SliceKey
 from bids_jdam.models.unet import ScoreUNet
 
 # The residual of a regression is about a fifth of the PET's spread (measured on phantoms: ~0.1 SUVR vs 0.5),
@@ -95,10 +95,17 @@ class ResidualJDAM(JDAM):
         if cfg.train.residual_score_every < 1:
             raise ValueError(f"train.residual_score_every must be at least 1, got {cfg.train.residual_score_every}")
         paper = SamplerConfig()
-        if (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.corrector_steps) == (paper.name, paper.steps,
-                                                                                 paper.corrector_steps):
-            cfg.sampler = dataclasses.replace(cfg.sampler, name=RESIDUAL_SAMPLER.name, steps=RESIDUAL_SAMPLER.steps,
-                                              corrector_steps=RESIDUAL_SAMPLER.corrector_steps)
+        if (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.corrector_steps) == (
+            paper.name,
+            paper.steps,
+            paper.corrector_steps,
+        ):
+            cfg.sampler = dataclasses.replace(
+                cfg.sampler,
+                name=RESIDUAL_SAMPLER.name,
+                steps=RESIDUAL_SAMPLER.steps,
+                corrector_steps=RESIDUAL_SAMPLER.corrector_steps,
+            )
         cfg.loss.p_mean += math.log(RESIDUAL_SIGMA_DATA / cfg.sde.sigma_data)
         cfg.sde.sigma_data = RESIDUAL_SIGMA_DATA
         return cfg
@@ -121,26 +128,41 @@ class ResidualJDAM(JDAM):
         network's step, so it trains step for step as the ``unet-l1`` method does."""
         return [list(net.mean.parameters()), list(net.score.parameters())]
 
-    def loss(self, model: nn.Module, cfg: JDAMConfig, pet: Tensor, mri: Tensor, generator: NoiseSource,
-             step: int) -> Tensor:
+    def loss(
+        self, model: nn.Module, cfg: JDAMConfig, pet: Tensor, mri: Tensor, generator: NoiseSource, step: int
+    ) -> Tensor:
         """mu's L1 loss every step; the residual's score matching added on every ``residual_score_every``-th."""
         mean = model.mean(mri)
         regression = (mean - pet).abs().mean()
         if step % cfg.train.residual_score_every:
             return regression
         mean = mean.detach()
-        diffusion = dsm_loss(model.denoiser, sde_of(cfg), pet - mean, torch.cat([mri, mean], dim=1),
-                             generator=generator, settings=cfg.loss)
+        diffusion = dsm_loss(
+            model.denoiser,
+            sde_of(cfg),
+            pet - mean,
+            torch.cat([mri, mean], dim=1),
+            generator=generator,
+            settings=cfg.loss,
+        )
         return regression + diffusion
 
-    def predict(self, model: Any, cfg: JDAMConfig, mri: Tensor, keys: list[SliceKey], sampler: SamplerConfig,
-                device: torch.device) -> Tensor:
+    def predict(
+        self,
+        model: Any,
+        cfg: JDAMConfig,
+        mri: Tensor,
+        keys: list[SliceKey],
+        sampler: SamplerConfig,
+        device: torch.device,
+    ) -> Tensor:
         mri = mri.to(device)
         residual_model = getattr(model, "module", model)  # the synthesis entry point wraps the model
         with torch.inference_mode():
             mean = residual_model.mean(mri).float()
-        residual = sample(model, torch.cat([mri, mean], dim=1), tuple(mri.shape), sampler, sde_of(cfg), keys,
-                          device=device)
+        residual = sample(
+            model, torch.cat([mri, mean], dim=1), tuple(mri.shape), sampler, sde_of(cfg), keys, device=device
+        )
         return mean + residual
 
     def network_evaluations(self, sampler: SamplerConfig) -> int:

@@ -19,6 +19,8 @@ def resolve_device(name: str) -> torch.device:
         log.warning("no CUDA GPU is visible (in a container, pass --gpus all or --nv): running on CPU")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible (in a container pass --gpus all / --nv); "
-                         "use --device auto to fall back to CPU")
+        raise InputError(
+            "--device cuda: no CUDA GPU is visible (in a container pass --gpus all / --nv); "
+            "use --device auto to fall back to CPU"
+        )
     return torch.device(name)

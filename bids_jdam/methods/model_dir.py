@@ -3,11 +3,11 @@
 A model directory holds ``weights.safetensors`` (and optionally ``weights-fp16.safetensors``), ``config.json``
 (the full :class:`JDAMConfig` plus the method name), ``model_card.json`` (what it was trained on, how long, how
 well it did on held-out subjects, and the weights' sha256) and ``README.md`` (the same card for people, in the
-Hugging Face Hub's format: :mod:`bids_jdam.models.readme`). Loading verifies the checksum first, so a truncated or
+Hugging Face Hub's format: :mod:`bids_jdam.methods.readme`). Loading verifies the checksum first, so a truncated or
 swapped file is reported instead of silently producing wrong images.
 
-Which network the weights belong to is the method's business (:mod:`bids_jdam.models.methods`); training
-checkpoints are :mod:`bids_jdam.training.checkpoints`.
+Which network the weights belong to is the method's business (:mod:`bids_jdam.methods`); training
+checkpoints are :mod:`bids_jdam.io.checkpoints`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bids_jdam import atomic
 from bids_jdam.config import JDAMConfig
 from bids_jdam.errors import InputError
-from bids_jdam.models.methods import METHODS, Method
-from bids_jdam.models.readme import README, render_readme
-from bids_jdam.training.checkpoints import contiguous_cpu
+from bids_jdam.io import atomic
+from bids_jdam.io.checkpoints import contiguous_cpu
+from bids_jdam.methods import METHODS, Method
+from bids_jdam.methods.readme import README, render_readme
 
 WEIGHTS = "weights.safetensors"
 WEIGHTS_FP16 = "weights-fp16.safetensors"
@@ -101,7 +101,7 @@ def _expected_sha256(card: dict[str, Any], card_path: Path) -> str:
     checksums = card.get("sha256")
     expected = checksums.get(WEIGHTS) if isinstance(checksums, dict) else None
     if expected is None:
-        raise InputError(f"{card_path}: no sha256 for {WEIGHTS} (\"sha256\": {{\"{WEIGHTS}\": \"<64 hex digits>\"}})")
+        raise InputError(f'{card_path}: no sha256 for {WEIGHTS} ("sha256": {{"{WEIGHTS}": "<64 hex digits>"}})')
     if not isinstance(expected, str) or not SHA256_PATTERN.fullmatch(expected):
         raise InputError(f"{card_path}: the sha256 of {WEIGHTS} must be 64 hex digits, got {expected!r}")
     return expected
@@ -112,8 +112,10 @@ def weights_shapes(path: Path) -> dict[str, list[int]]:
     with open(path, "rb") as handle:
         head = handle.read(8)
         if head[:1] == b"\x80" or head[:2] == b"PK":
-            raise InputError(f"{path}: a Python pickle or torch.save file, not safetensors; bids-jdam never "
-                             "unpickles weights (convert them with safetensors.torch.save_file)")
+            raise InputError(
+                f"{path}: a Python pickle or torch.save file, not safetensors; bids-jdam never "
+                "unpickles weights (convert them with safetensors.torch.save_file)"
+            )
         size = path.stat().st_size
         length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
         if not 0 < length <= min(MAX_SAFETENSORS_HEADER, size - 8):
@@ -124,8 +126,11 @@ def weights_shapes(path: Path) -> dict[str, list[int]]:
             raise InputError(f"{path}: not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise InputError(f"{path}: not a safetensors file (its header is not a JSON object)")
-    return {name: list(entry.get("shape", [])) for name, entry in header.items()
-            if name != "__metadata__" and isinstance(entry, dict)}
+    return {
+        name: list(entry.get("shape", []))
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict)
+    }
 
 
 def _check_plausible(cfg: JDAMConfig, config_path: Path) -> None:
@@ -136,8 +141,9 @@ def _check_plausible(cfg: JDAMConfig, config_path: Path) -> None:
     if not low <= cfg.grid.spacing_mm <= high:
         raise InputError(f"{config_path}: grid.spacing_mm {cfg.grid.spacing_mm} is outside {low}..{high} mm")
     if not 0 < cfg.sde.sigma_min < cfg.sde.sigma_max:
-        raise InputError(f"{config_path}: the SDE needs 0 < sigma_min < sigma_max, got {cfg.sde.sigma_min}, "
-                         f"{cfg.sde.sigma_max}")
+        raise InputError(
+            f"{config_path}: the SDE needs 0 < sigma_min < sigma_max, got {cfg.sde.sigma_min}, {cfg.sde.sigma_max}"
+        )
 
 
 def _network(cfg: JDAMConfig, method: Method, path: Path) -> nn.Module:
@@ -151,8 +157,10 @@ def _network(cfg: JDAMConfig, method: Method, path: Path) -> nn.Module:
     stored = weights_shapes(path / WEIGHTS)
     for name, shape in shapes.items():
         if stored.get(name) != shape:
-            raise InputError(f"{path / WEIGHTS}: weights do not fit the network in {CONFIG} ({name}: "
-                             f"{stored.get(name, 'missing')} stored, {shape} expected)")
+            raise InputError(
+                f"{path / WEIGHTS}: weights do not fit the network in {CONFIG} ({name}: "
+                f"{stored.get(name, 'missing')} stored, {shape} expected)"
+            )
     return method.build_network(cfg)
 
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bids_jdam import atomic, write_gate
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic, write_gate
 
 LOCK_PREFIX = ".lock-sub-"
 
@@ -46,8 +46,11 @@ def _exclusive(path: Path, subject: str) -> Iterator[None]:
                 "finish or use another output and work directory"
             ) from None
         os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                  .encode(), 0)
+        os.pwrite(
+            descriptor,
+            f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
+            0,
+        )
         yield
     finally:
         os.close(descriptor)  # releases the lock

@@ -2,7 +2,7 @@
 
 Like the samplers (``bids_jdam.diffusion.samplers.SAMPLERS``), a method is looked up by name; every list of methods
 (the CLI's choices, the model directory's check, the benchmarks) comes from :data:`METHODS`. Adding a method is one
-class registered with ``METHODS.register`` (the built-in ones are in :mod:`bids_jdam.models.methods`): the training
+class registered with ``METHODS.register`` (the built-in ones are in :mod:`bids_jdam.methods`): the training
 loop, the model directory, the synthesis entry point and the validation use only the interface below.
 """
 
@@ -58,13 +58,21 @@ class Method(abc.ABC):
         return [list(net.parameters())]
 
     @abc.abstractmethod
-    def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,
-                ranks: Ranks) -> Trainer:
+    def trainer(
+        self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int, ranks: Ranks
+    ) -> Trainer:
         """A fresh training run of this method."""
 
     @abc.abstractmethod
-    def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig,
-                device: torch.device) -> torch.Tensor:
+    def predict(
+        self,
+        model: Any,
+        cfg: JDAMConfig,
+        mri: torch.Tensor,
+        keys: list[SliceKey],
+        sampler: SamplerConfig,
+        device: torch.device,
+    ) -> torch.Tensor:
         """PET slices ``[n, 1, H, W]`` for MRI slices ``mri`` (model units), one noise key per slice.
 
         ``model`` is :meth:`as_model` of the loaded network, or the synthesis entry point's wrapper of it.
@@ -112,4 +120,3 @@ class MethodRegistry:
 
 
 METHODS = MethodRegistry()
-

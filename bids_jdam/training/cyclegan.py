@@ -115,8 +115,15 @@ def cyclegan_update(
 class CycleGANTrainer(Trainer):
     """One CycleGAN run's state (four networks, two Adams, two image pools) and its training step."""
 
-    def __init__(self, method_name: str, cfg: JDAMConfig, dataset: PairedSliceDataset,
-                 device: torch.device | str = "cpu", seed: int = 0, ranks: Ranks = Ranks()):
+    def __init__(
+        self,
+        method_name: str,
+        cfg: JDAMConfig,
+        dataset: PairedSliceDataset,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        ranks: Ranks = Ranks(),
+    ):
         super().__init__(method_name, cfg, torch.device(device))
         self.cyclegan, self.dataset, self.seed, self.ranks = cfg.cyclegan, dataset, seed, ranks
         torch.manual_seed(seed)
@@ -124,16 +131,18 @@ class CycleGANTrainer(Trainer):
         ranks.broadcast(self.model)
         betas = (self.cyclegan.beta1, self.cyclegan.beta2)
         self.generator_optimizer = torch.optim.Adam(
-            [*self.model.mri_to_pet.parameters(), *self.model.pet_to_mri.parameters()], lr=self.cyclegan.lr,
-            betas=betas,
+            [*self.model.mri_to_pet.parameters(), *self.model.pet_to_mri.parameters()], lr=self.cyclegan.lr, betas=betas
         )
         self.discriminator_optimizer = torch.optim.Adam(
             [*self.model.pet_discriminator.parameters(), *self.model.mri_discriminator.parameters()],
-            lr=self.cyclegan.lr, betas=betas,
+            lr=self.cyclegan.lr,
+            betas=betas,
         )
         pool_seed = seed + 2 * ranks.rank
-        self.pools = {"pet": ImagePool(self.cyclegan.pool_size, pool_seed),
-                      "mri": ImagePool(self.cyclegan.pool_size, pool_seed + 1)}
+        self.pools = {
+            "pet": ImagePool(self.cyclegan.pool_size, pool_seed),
+            "mri": ImagePool(self.cyclegan.pool_size, pool_seed + 1),
+        }
         self.last_losses: dict[str, float] = {}
 
     @property
@@ -152,8 +161,16 @@ class CycleGANTrainer(Trainer):
         mri_items, pet_items = unpaired_indices(len(self.dataset), self.cyclegan.batch_size, self.seed, self.step)
         mri = self.dataset.stacked(self.ranks.shard(torch.from_numpy(mri_items)))[1].to(self.device)
         pet = self.dataset.stacked(self.ranks.shard(torch.from_numpy(pet_items)))[0].to(self.device)
-        self.last_losses = cyclegan_update(self.model, self.generator_optimizer, self.discriminator_optimizer,
-                                           self.pools, mri, pet, self.cyclegan, self.ranks)
+        self.last_losses = cyclegan_update(
+            self.model,
+            self.generator_optimizer,
+            self.discriminator_optimizer,
+            self.pools,
+            mri,
+            pet,
+            self.cyclegan,
+            self.ranks,
+        )
         return self.last_losses["generator"]
 
     def delivered(self) -> nn.Module:
@@ -167,8 +184,11 @@ class CycleGANTrainer(Trainer):
         for name in ("generator_optimizer", "discriminator_optimizer"):
             adam, rest[name] = optimizer_tensors(name, getattr(self, name))
             tensors |= adam
-        pools = {f"{domain}.{key}": value for domain, pool in self.pools.items()
-                 for key, value in pool.state_tensors().items()}
+        pools = {
+            f"{domain}.{key}": value
+            for domain, pool in self.pools.items()
+            for key, value in pool.state_tensors().items()
+        }
         for rank, rank_pools in enumerate(self.ranks.gather(pools)):
             tensors |= {self._pool_prefix(rank) + name: value for name, value in rank_pools.items()}
         return tensors, rest
@@ -183,8 +203,12 @@ class CycleGANTrainer(Trainer):
         for name in ("generator_optimizer", "discriminator_optimizer"):
             load_optimizer_tensors(name, getattr(self, name), tensors, state[name])
         if not any(k.startswith(self._pool_prefix(self.ranks.rank)) for k in tensors):
-            log.warning("rank %d: the checkpoint has no image pools for this rank (it was written by %d processes); "
-                        "its pools start empty", self.ranks.rank, state.get("world_size", 1))
+            log.warning(
+                "rank %d: the checkpoint has no image pools for this rank (it was written by %d processes); "
+                "its pools start empty",
+                self.ranks.rank,
+                state.get("world_size", 1),
+            )
             return
         for domain, pool in self.pools.items():
             prefix = f"{self._pool_prefix(self.ranks.rank)}{domain}."

@@ -1,7 +1,7 @@
 """The one check every write of a run passes: nothing lands under the input dataset, whatever symlinks lie between.
 
 The app protects the input root for the length of a run (:func:`protecting`); atomic writes, moves, copies and new
-folders (:mod:`bids_jdam.atomic`), the step cache's work folders and the participant staging call :func:`check` on
+folders (:mod:`bids_jdam.io.atomic`), the step cache's work folders and the participant staging call :func:`check` on
 their target. A path is refused when it, or the folder it would be created in, resolves under a protected root: a
 symlinked ``OUT/sub-01``, ``figures`` folder, work or staging folder cannot redirect a write into the input.
 """

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from bids_jdam.config import JDAMConfig
-from bids_jdam.models.methods import Method
+from bids_jdam.methods import Method
 
 README = "README.md"
 TEMPLATE = "hub_model_card.md.j2"
@@ -20,8 +20,12 @@ BASE_TAGS = ("medical-imaging", "pet", "mri", "fdg-pet", "bids")
 
 
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("bids_jdam", "models"), autoescape=False,
-                       keep_trailing_newline=True, undefined=StrictUndefined)
+    return Environment(
+        loader=PackageLoader("bids_jdam", "methods"),
+        autoescape=False,
+        keep_trailing_newline=True,
+        undefined=StrictUndefined,
+    )
 
 
 def render_readme(name: str, card: dict[str, Any], cfg: JDAMConfig, method: Method, warning: str | None) -> str:
@@ -30,8 +34,17 @@ def render_readme(name: str, card: dict[str, Any], cfg: JDAMConfig, method: Meth
     if warning:
         tags.append("synthetic-phantoms")
     training = card.get("training_data", {})
-    return _environment().get_template(TEMPLATE).render(
-        name=name, card=card, cfg=cfg, method=method, warning=warning, tags=tags,
-        subjects=training.get("subjects") if isinstance(training, dict) else None,
-        validation=card.get("validation") or {"note": "no held-out subjects"},
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            name=name,
+            card=card,
+            cfg=cfg,
+            method=method,
+            warning=warning,
+            tags=tags,
+            subjects=training.get("subjects") if isinstance(training, dict) else None,
+            validation=card.get("validation") or {"note": "no held-out subjects"},
+        )
     )

@@ -9,9 +9,9 @@ from torch import nn
 
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset
+from bids_jdam.methods.registry import METHODS, Method, SliceKey
 from bids_jdam.models.cyclegan import cyclegan_translate, mri_to_pet_generator
-from bids_jdam.models.cyclegan_training import CycleGANTrainer
-from bids_jdam.models.registry import METHODS, Method, SliceKey
+from bids_jdam.training.cyclegan import CycleGANTrainer
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.trainer import Trainer
 
@@ -28,12 +28,20 @@ class CycleGANMethod(Method):
     def batch_size(self, cfg: JDAMConfig) -> int:
         return cfg.cyclegan.batch_size
 
-    def trainer(self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int,
-                ranks: Ranks) -> Trainer:
+    def trainer(
+        self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int, ranks: Ranks
+    ) -> Trainer:
         return CycleGANTrainer(self.name, cfg, dataset, device, seed, ranks)
 
-    def predict(self, model: Any, cfg: JDAMConfig, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig,
-                device: torch.device) -> torch.Tensor:
+    def predict(
+        self,
+        model: Any,
+        cfg: JDAMConfig,
+        mri: torch.Tensor,
+        keys: list[SliceKey],
+        sampler: SamplerConfig,
+        device: torch.device,
+    ) -> torch.Tensor:
         generator = getattr(model, "module", model)  # the synthesis entry point wraps the model
         return cyclegan_translate(generator, mri.to(device))
 

@@ -2,7 +2,7 @@
 
 Every write goes to a hidden file in the same folder (same filesystem, so ``os.replace`` is atomic) that keeps the
 extension (nibabel picks the format from it), and is renamed into place only once complete. Every target, and
-every move, copy and new folder, first passes :func:`bids_jdam.write_gate.check` (never under the input dataset).
+every move, copy and new folder, first passes :func:`bids_jdam.io.write_gate.check` (never under the input dataset).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import nibabel as nib
 
-from bids_jdam import write_gate
+from bids_jdam.io import write_gate
 
 # Names of unfinished writes (and of steps' scratch folders): what a killed run leaves behind, safe to delete.
 TEMPORARY_PREFIX = ".tmp-"

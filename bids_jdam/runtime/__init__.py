@@ -1,0 +1,1 @@
+"""What the machine decides: device, threads, subnormal floats, writable cache directories."""
