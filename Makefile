@@ -48,7 +48,7 @@ demo: venv
 
 # The README's picture (docs/participant-report.png) redrawn from a fresh `make demo` by headless Chromium.
 screenshot: demo
-	bash docs/screenshot.sh $(DEMO_OUT) docs/participant-report.png
+	PYTHON=$(BIN)/python bash docs/screenshot.sh $(DEMO_OUT) docs/participant-report.png
 
 # Subnormal floats: their cost on this CPU, and that the app's flushing changes no mask and no synthetic PET.
 benchmark-denormals: venv
