@@ -88,6 +88,26 @@ def single_process_config(**train):
     return cfg
 
 
+def one_process_runs(bids_dir, tmp_path, method, cfg, steps):
+    """Model directories of ``method`` trained in one process for ``steps`` steps ("single") and for none
+    ("initial": the starting weights)."""
+    return {
+        name: train_model(
+            TrainingRun(
+                bids_dir,
+                tmp_path / name,
+                method=method,
+                budget=Budget(max_steps=budget),
+                device="cpu",
+                progress=False,
+                validation_sampler=SamplerConfig(**CHEAP_SAMPLER),
+            ),
+            cfg,
+        )
+        for name, budget in (("single", steps), ("initial", 0))
+    }
+
+
 def weight_gap(ddp_dir, single_dir, initial_dir, prefix=""):
     """(how far single-process training moved the weights, how far the two-rank run is from it), as Euclidean norms
     over the parameters whose names start with ``prefix``. Norms, not the largest element: Adam's first steps move
@@ -142,21 +162,7 @@ def test_two_ranks_train_the_default_method_as_one_process(phantom_dataset, tmp_
     assert result.stderr.count("validation on 1 held-out subjects") == 1  # rank 0 only
 
     cfg = single_process_config(**train)
-    runs = {
-        name: train_model(
-            TrainingRun(
-                phantom_dataset,
-                tmp_path / name,
-                method="jdam-residual",
-                budget=Budget(max_steps=steps),
-                device="cpu",
-                progress=False,
-                validation_sampler=SamplerConfig(**CHEAP_SAMPLER),
-            ),
-            cfg,
-        )
-        for name, steps in (("single", 4), ("initial", 0))
-    }
+    runs = one_process_runs(phantom_dataset, tmp_path, "jdam-residual", cfg, steps=4)
     for network in ("mean.", "score."):
         moved, differ = weight_gap(out, runs["single"], runs["initial"], network)
         assert moved > 1e-2, network  # training moved the weights...
@@ -177,20 +183,7 @@ def test_two_ranks_match_one_process_and_resume(phantom_dataset, tmp_path):
     assert rank_reports(resumed.stderr)[0][2] == rank_reports(resumed.stderr)[1][2]
 
     cfg = single_process_config(batch_size=4, lr=1e-3, warmup_steps=1)
-    runs = {
-        name: train_model(
-            TrainingRun(
-                phantom_dataset,
-                tmp_path / name,
-                method="unet-l1",
-                budget=Budget(max_steps=steps),
-                device="cpu",
-                progress=False,
-            ),
-            cfg,
-        )
-        for name, steps in (("single", 4), ("initial", 0))
-    }
+    runs = one_process_runs(phantom_dataset, tmp_path, "unet-l1", cfg, steps=4)
     moved, differ = weight_gap(out, runs["single"], runs["initial"])
     assert moved > 1e-2  # training moved the weights...
     assert differ < 2e-2 * moved  # ...and the two-rank run moved them the same way

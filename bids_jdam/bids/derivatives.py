@@ -319,7 +319,7 @@ def write_dataset_description(
         LOGGER.warning("%s: the raw dataset link changes from %s to %s", path, links["raw"], raw_link)
     links["raw"] = raw_link
     description["DatasetLinks"] = links
-    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(out_dir)
     atomic.write_json(path, description)
     return description
 

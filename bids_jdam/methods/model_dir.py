@@ -54,7 +54,7 @@ def save_model_dir(
 ) -> Path:
     """Write weights, config, model card and README to ``path``; ``card`` must name what it was ``trained_on``."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(path)
     weights = contiguous_cpu(net.state_dict())
     files = {WEIGHTS: weights}
     if fp16:

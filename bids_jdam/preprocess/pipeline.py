@@ -204,7 +204,7 @@ def _pet_model_step(
 def to_native(template_image: Path, prep: PreprocessedT1w, out_path: Path, *, interpolator: str = "linear") -> Path:
     """Map an image on the model grid (e.g. a synthetic PET) back onto the subject's original T1w voxel grid."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(out_path.parent)
     staged = out_path.with_name(f".tmp-native-{out_path.name}")
     try:
         registration.resample(

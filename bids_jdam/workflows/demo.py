@@ -13,6 +13,7 @@ from pathlib import Path
 from bids_jdam.bids.validator import run_bids_validator
 from bids_jdam.data.phantom import generate_phantom_dataset
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic
 from bids_jdam.models.demo import demo_model_config
 from bids_jdam.workflows.app import run_app
 from bids_jdam.workflows.run_config import RunConfig
@@ -28,7 +29,7 @@ def run_demo(out_dir: Path, *, subjects: int = 2, participant: bool = True) -> d
     bids_dir = out_dir / "phantom_bids"
     if bids_dir.exists():
         shutil.rmtree(bids_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(out_dir)
     cfg = demo_model_config()
     generate_phantom_dataset(bids_dir, subjects, DEMO_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
     validation = run_bids_validator(bids_dir)

@@ -29,6 +29,7 @@ from bids_jdam.data.dataset import PairedSliceDataset, read_splits, split_subjec
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import calibrate_sampling, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_ensemble, validation_slices
+from bids_jdam.io import atomic
 from bids_jdam.io.checkpoints import checkpoint_steps, load_checkpoint
 from bids_jdam.methods import DEFAULT_METHOD, METHODS, Method
 from bids_jdam.methods.model_dir import PHANTOM_DATA, save_model_dir
@@ -171,7 +172,7 @@ def _splits(run: TrainingRun, cfg: JDAMConfig, diagnoses: dict[str, str], ranks:
     else:
         splits = split_subjects(diagnoses, cfg.train.val_fraction, cfg.train.seed)
         if ranks.is_main:
-            Path(run.out_dir).mkdir(parents=True, exist_ok=True)
+            atomic.make_dirs(Path(run.out_dir))
             write_splits(path, splits, diagnoses, cfg.train.seed)
     if not splits["train"]:
         raise InputError(f"{run.bids_dir}: no training subjects (participants.tsv lists {len(diagnoses)})")

@@ -12,6 +12,7 @@ import numpy as np
 from bids_jdam import __version__
 from bids_jdam.config import TEMPLATE_NAME
 from bids_jdam.data.phantom.model import MRIProtocol, PETDraw
+from bids_jdam.io import atomic
 
 GENERATOR_NAME = "bids-jdam-phantom"
 BIDS_VERSION = "1.10.0"
@@ -55,12 +56,12 @@ def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, *, code: int = 
     image.header.set_qform(affine, code=code)
     image.header.set_sform(affine, code=code)
     image.header.set_xyzt_units("mm", "sec")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(path.parent)
     nib.save(image, str(path))
 
 
 def save_json(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(path.parent)
     path.write_text(json.dumps(content, indent=2) + "\n")
 
 
