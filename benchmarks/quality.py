@@ -1,4 +1,4 @@
-"""Quality benchmark (issues 8, 21): JDAM, residual JDAM, CycleGAN, the unconditional SDE and the L1 U-Net.
+"""Quality benchmark: JDAM, residual JDAM, CycleGAN, the unconditional SDE and the L1 U-Net.
 
     python -m benchmarks.quality [--minutes-per-method M] [--threads 1] [--jobs 2] [--device auto|cpu|cuda] [--smoke]
 

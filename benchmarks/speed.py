@@ -18,7 +18,7 @@ network evaluations per slice; the measured seconds per slice; a sharpness ratio
 radially averaged power spectrum of the synthetic slices over that of the real ones (1 = as sharp as the real PET);
 and the sample spread: the RMS over brain pixels of the per-pixel standard deviation across the S samples. A
 sampler that wins PSNR by collapsing towards the posterior mean shows a lower sharpness or spread than the
-reference, PC with N = 1000. The default-sampler rule of issue 9 (fewest evaluations within 0.3 dB PSNR and 0.005
+reference, PC with N = 1000. The default-sampler rule (fewest evaluations within 0.3 dB PSNR and 0.005
 SSIM of PC-1000, sharpness and spread not lower than PC-1000's by more than 10 %) is applied to the measured rows.
 Then whole brains: the first held-out subject's template-space T1w through ``Synthesizer.synthesize`` with the
 model's default sampler (and the chosen one, if any), along one plane and three planes fused, K = 1: wall time,

@@ -381,7 +381,7 @@ def _difference_cell(difference: tuple[float, float] | None) -> str:
     return f"{synthetic:+.3f} / {real:+.3f} = {synthetic / real:.0%}" if real else f"{synthetic:+.3f} / 0"
 
 
-# Issue 30's goals for a map that says where the error is: (score, test, goal as words)
+# The goals for a map that says where the error is: (score, test, goal as words)
 RANKING_GOALS = (
     ("coverage_90", lambda v: 0.85 <= v <= 0.95, "90 % coverage in [0.85, 0.95]"),
     ("rmse_top_over_bottom_fifth", lambda v: v >= 1.5, "RMSE top / bottom fifth >= 1.5"),

@@ -1,4 +1,4 @@
-"""Whole-brain sampling time of the paper-size network: issue 9's GPU target, measurable before a model exists.
+"""Whole-brain sampling time of the paper-size network: the GPU target, measurable before a model exists.
 
     python -m benchmarks.throughput [--device auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--compile]
                                     [--sampler ancestral] [--steps 18] [--plane-sets axial axial+coronal+sagittal]
@@ -48,7 +48,7 @@ from bids_jdam.synthesis.synthesizer import Synthesizer
 RESULTS = Path(__file__).resolve().parent / "results"
 WEIGHT_SEED = 0
 THREE_PLANES = ("axial", "coronal", "sagittal")
-TARGET = "issue 9: a whole brain (all axial slices, one sample) in under 10 s on an H100 with the paper-size network"
+TARGET = "a whole brain (all axial slices, one sample) in under 10 s on an H100 with the paper-size network"
 
 
 def plane_set(text: str) -> tuple[str, ...]:

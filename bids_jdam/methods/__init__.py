@@ -16,7 +16,7 @@ from bids_jdam.methods import (
 # isort: on
 from bids_jdam.methods.registry import METHODS, Method
 
-# bids-jdam-train's default: the method that came closest to the goal of issue 21 (posterior mean as accurate as the
+# bids-jdam-train's default: the method that came closest to the goal (posterior mean as accurate as the
 # L1 U-Net, calibrated spread) in benchmarks/results/quality-x86_64-intel-xeon-2cpu.md. The paper's method is "jdam".
 DEFAULT_METHOD = "jdam-residual"
 
