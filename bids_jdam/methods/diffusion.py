@@ -22,9 +22,6 @@ from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE, sigma_max_from_data
 from bids_jdam.methods.registry import METHODS, Method, SliceKey
 from bids_jdam.models.unet import ScoreUNet
-from bids_jdam.training.distributed import Ranks
-from bids_jdam.training.network_trainer import NetworkTrainer
-from bids_jdam.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +63,6 @@ class JDAM(Method):
     ) -> torch.Tensor:
         cond = mri if cfg.network.conditional else None
         return dsm_loss(model, sde_of(cfg), pet, cond, generator=generator, settings=cfg.loss)
-
-    def trainer(
-        self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int, ranks: Ranks
-    ) -> Trainer:
-        return NetworkTrainer(self, cfg, dataset, device, seed, ranks)
 
     def predict(
         self,

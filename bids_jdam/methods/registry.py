@@ -18,6 +18,7 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.errors import InputError
 from bids_jdam.training.distributed import Ranks
+from bids_jdam.training.network_trainer import NetworkTrainer
 from bids_jdam.training.trainer import Trainer
 
 # A slice's noise key: (seed, image name, plane, slice index, sample index); see bids_jdam.diffusion.noise.
@@ -57,11 +58,11 @@ class Method(abc.ABC):
         with losses of their own."""
         return [list(net.parameters())]
 
-    @abc.abstractmethod
     def trainer(
         self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int, ranks: Ranks
     ) -> Trainer:
-        """A fresh training run of this method."""
+        """A fresh training run of this method: by default one network with Adam, clipping and EMA."""
+        return NetworkTrainer(self, cfg, dataset, device, seed, ranks)
 
     @abc.abstractmethod
     def predict(

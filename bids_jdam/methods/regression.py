@@ -9,13 +9,9 @@ import torch
 from torch import nn
 
 from bids_jdam.config import JDAMConfig, SamplerConfig
-from bids_jdam.data.dataset import PairedSliceDataset
 from bids_jdam.diffusion.losses import NoiseSource
 from bids_jdam.methods.registry import METHODS, Method, SliceKey
 from bids_jdam.models.unet import ScoreUNet
-from bids_jdam.training.distributed import Ranks
-from bids_jdam.training.network_trainer import NetworkTrainer
-from bids_jdam.training.trainer import Trainer
 
 
 class L1UNet(Method):
@@ -31,11 +27,6 @@ class L1UNet(Method):
         self, model: nn.Module, cfg: JDAMConfig, pet: torch.Tensor, mri: torch.Tensor, generator: NoiseSource, step: int
     ) -> torch.Tensor:
         return (model(mri, torch.zeros(len(mri), device=mri.device)) - pet).abs().mean()
-
-    def trainer(
-        self, cfg: JDAMConfig, dataset: PairedSliceDataset, device: torch.device, seed: int, ranks: Ranks
-    ) -> Trainer:
-        return NetworkTrainer(self, cfg, dataset, device, seed, ranks)
 
     def predict(
         self,
