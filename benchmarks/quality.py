@@ -1,12 +1,15 @@
 """Quality benchmark: JDAM, residual JDAM, CycleGAN, the unconditional SDE and the L1 U-Net.
 
-    python -m benchmarks.quality [--minutes-per-method M] [--threads 1] [--jobs 2] [--device auto|cpu|cuda] [--smoke]
+    python -m benchmarks.quality [--minutes-per-method M] [--threads 1] [--jobs 2] [--input participant|template]
+                                 [--device auto|cpu|cuda] [--smoke]
 
 1. Data: a phantom (fast mode, 4 mm model grid, 64x64 slices as ``small_config``) of ``--train-subjects`` 3T-like
    training subjects, and ``--test-subjects`` held-out subjects (balanced CN/AD, another seed) rendered twice, 3T-like
-   and 7T-like (MP2RAGE UNIT1), with the same anatomy and PET. The T1w input is each subject's acquisition brought
-   onto the grid by the phantom's true transform and brain mask (see ``quality_data``); the target is the noise-free
-   template-space PET SUVR truth. No ANTs/HD-BET/N4 preprocessing runs.
+   and 7T-like (MP2RAGE UNIT1), with the same anatomy and PET. With ``--input participant`` (the default) each
+   subject's raw T1w goes through the app's own preprocessing (N4, HD-BET, registration, scaling: the participant
+   workflow's model input), for training, calibration and scoring alike; ``--input template`` places the raw T1w
+   by the phantom's true transform and brain mask instead (see ``quality_data``). The target is the noise-free
+   template-space PET SUVR truth.
 2. Training: every method for the same budget of training time: on CPU the process's CPU seconds spent inside
    training steps (fair when other jobs share the machine; run it with one thread, since OpenMP threads that spin
    while waiting for a core also count), on CUDA wall-clock seconds inside training steps (evaluations excluded).
@@ -52,7 +55,12 @@ import numpy as np
 import torch
 
 from benchmarks.machine import machine_info, markdown_head, write_results
-from benchmarks.quality_data import load_acquired_subjects, subjects_of, white_matter_probability
+from benchmarks.quality_data import (
+    load_acquired_subjects,
+    load_participant_subjects,
+    subjects_of,
+    white_matter_probability,
+)
 from benchmarks.quality_probabilistic import ad_cn_differences, fit_calibration, probabilistic_rows
 from benchmarks.quality_stats import paired_comparison, summarize
 from bids_jdam.config import JDAMConfig, SamplerConfig, small_config
@@ -78,6 +86,15 @@ CALIBRATION_SEED_OFFSET = 2000  # the calibration subjects: neither trained on n
 METRICS = ("psnr_db", "ssim", "mae_suvr", "nmse")
 MIN_WHITE_MATTER_VOXELS = 8  # a slice's uniform white-matter region must have this many voxels for a noise index
 INPUTS = {"3T": 3, "7T": 7}
+DATA_NOTES = {
+    "participant": "phantom (fast mode, 4 mm grid, 64x64 slices); T1w = the app's participant path: the field "
+    "strength's raw acquisition through the app's N4, HD-BET, registration to the template and intensity scaling "
+    "(preprocess_t1w, cached per subject), for training, calibration and scoring alike; PET target = noise-free "
+    "template-space SUVR truth in the truth's brain mask",
+    "template": "phantom (fast mode, 4 mm grid, 64x64 slices); T1w = the field strength's acquisition resampled "
+    "onto the model grid by the phantom's true transform and brain mask (no ANTs, HD-BET or N4 preprocessing); "
+    "PET target = noise-free template-space SUVR truth",
+}
 LONG_MARK = "@"  # result keys of the longer budget: "<method>@3x"
 
 
@@ -174,6 +191,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--input",
+        choices=tuple(DATA_NOTES),
+        default="participant",
+        help="participant: the T1w as the app preprocesses it (N4, HD-BET, registration; the default); "
+        "template: the acquisition placed by the phantom's true transform, no preprocessing",
+    )
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--work", type=Path, help="where the phantoms go (default: a temporary folder)")
     parser.add_argument("--out", type=Path, help=f"results folder (default {RESULTS}; the work folder with --smoke)")
@@ -668,6 +692,19 @@ def scheduled(args: argparse.Namespace) -> list[str]:
     return sorted(args.methods, key=lambda m: m not in args.long_methods)
 
 
+def subject_loader(args: argparse.Namespace, cfg: JDAMConfig, dirs: dict[str, Path], work: Path):
+    """``load(bids_dir, subjects)`` for ``--input``; the participant path preprocesses every subject first, ``--jobs``
+    at a time, into a cache under ``work`` (a rerun with the same ``--work`` reuses it)."""
+    if args.input == "template":
+        return lambda bids_dir, subjects: load_acquired_subjects(bids_dir, cfg, subjects)
+    prep = {bids_dir: work / f"preprocessed-{bids_dir.name}" for bids_dir in dirs.values()}
+    jobs = [(bids_dir, [s]) for bids_dir in dirs.values() for s in subjects_of(bids_dir)]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(load_participant_subjects, d, cfg, s, prep[d], args.threads) for d, s in jobs]:
+            future.result()
+    return lambda bids_dir, subjects: load_participant_subjects(bids_dir, cfg, subjects, prep[bids_dir], args.threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wall_start = time.perf_counter()
@@ -722,22 +759,23 @@ def main(argv: list[str] | None = None) -> int:
     cfg = small_config()
     cfg.train.seed = args.seed
     cfg.sampler = sampler_config(args)
+    start = time.perf_counter()
+    load = subject_loader(args, cfg, dirs, work)
+    preprocessing_seconds = time.perf_counter() - start
     training = PairedSliceDataset(
-        load_acquired_subjects(dirs["train"], cfg, subjects_of(dirs["train"])),
+        load(dirs["train"], subjects_of(dirs["train"])),
         cfg.train.planes,
         cfg.grid.slice_size,
         range_mm=cfg.grid.slice_range_mm,
     )
     test_subjects = subjects_of(dirs["3T"])
-    volumes = {label: load_acquired_subjects(dirs[label], cfg, test_subjects) for label in INPUTS}
+    volumes = {label: load(dirs[label], test_subjects) for label in INPUTS}
     evaluation = {label: validation_slices(v, cfg, per_plane=args.slices_per_plane) for label, v in volumes.items()}
     if evaluation["3T"].keys != evaluation["7T"].keys or not torch.equal(evaluation["3T"].pet, evaluation["7T"].pet):
         raise RuntimeError("the 3T and 7T renderings of the held-out subjects differ in anatomy or PET")
     curve_data = validation_slices(volumes["3T"][: args.curve_subjects], cfg, per_plane=1)
     calibration_data = validation_slices(
-        load_acquired_subjects(dirs["calibration"], cfg, subjects_of(dirs["calibration"])),
-        cfg,
-        per_plane=args.slices_per_plane,
+        load(dirs["calibration"], subjects_of(dirs["calibration"])), cfg, per_plane=args.slices_per_plane
     )
     wm = {s: white_matter_probability(dirs["3T"], s) for s in test_subjects}
     regions = white_matter_regions(evaluation["3T"], wm, cfg.grid.slice_size)
@@ -785,9 +823,9 @@ def main(argv: list[str] | None = None) -> int:
             "config": cfg.to_dict(),
         },
         "data": {
-            "note": "phantom (fast mode, 4 mm grid, 64x64 slices); T1w = the field strength's acquisition resampled "
-            "onto the model grid by the phantom's true transform and brain mask (no ANTs, HD-BET or N4 "
-            "preprocessing); PET target = noise-free template-space SUVR truth",
+            "note": DATA_NOTES[args.input],
+            "input": args.input,
+            "preprocessing_seconds": round(preprocessing_seconds, 1),
             "train_seed": args.seed,
             "test_seed": test_seed,
             "training_slices": len(training),

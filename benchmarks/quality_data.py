@@ -1,4 +1,12 @@
-"""Data of the quality benchmark: phantom subjects whose T1w is the field strength's acquisition in template space.
+"""Data of the quality benchmark: phantom subjects' T1w on the model grid as the app makes it, or ideally placed.
+
+``load_participant_subjects`` (the default input): each subject's raw T1w goes through the app's own cached
+preprocessing (N4, HD-BET, registration to the template, intensity scaling: ``preprocess_t1w``, what
+``bids-jdam participant`` feeds the model), so training, calibration and scoring see what users' runs see. The
+PET target stays the noise-free template-space truth in the truth's brain mask: the benchmark scores the T1w the
+app makes against the PET the subject really has.
+
+``load_acquired_subjects`` (``--input template``) skips the preprocessing:
 
 The phantom's template-space truth T1w is the same noise-free image at every field strength (the subject draw does
 not depend on it), so training and testing on that truth could not tell 3T-like from 7T-like input. Instead each
@@ -6,7 +14,7 @@ subject's RAW T1w (the field strength's resolution, bias field, Rician noise, MP
 brought onto the model grid with the phantom's own true transform (an ideal registration), masked with the true
 brain mask (an ideal skull-strip, no N4) and scaled by the configured T1w percentile. The PET target is the
 phantom's noise-free template-space SUVR truth, exactly as ``bids-jdam-train --phantom-truth`` uses it. No ANTs,
-HD-BET or N4 runs, so the benchmark measures the methods, not the preprocessing.
+HD-BET or N4 runs.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.phantom import phantom_truth
 from bids_jdam.data.phantom.writer import Layout, raw_names
 from bids_jdam.data.template import grid_affine, grid_shape
+from bids_jdam.preprocess.pipeline import preprocess_t1w
 from bids_jdam.workflows.training_data import volumes_from_images
 
 # Fixed-point iterations that invert the phantom's smooth displacement (2-4 mm): the residual falls ~10x each.
@@ -76,6 +85,28 @@ def load_acquired_subjects(bids_dir: Path, cfg: JDAMConfig, subjects: list[str])
         mask_img = nib.load(truth.brain_mask)
         t1w = nib.Nifti1Image(acquired_t1w_in_template(bids_dir, subject, cfg.grid.spacing_mm), mask_img.affine)
         volumes.append(volumes_from_images(subject, diagnoses[subject], t1w, nib.load(truth.pet_suvr), mask_img, cfg))
+    return volumes
+
+
+def load_participant_subjects(
+    bids_dir: Path, cfg: JDAMConfig, subjects: list[str], prep_dir: Path, threads: int
+) -> list[SubjectVolumes]:
+    """The app's preprocessed T1w (cached per subject in ``prep_dir``) in, the PET SUVR truth out.
+
+    The T1w is exactly the participant workflow's model input (scaled and masked by the app's brain mask); the mask
+    (loss and score region) and the PET are the truth's.
+    """
+    diagnoses = read_diagnoses(bids_dir)
+    volumes = []
+    for subject in subjects:
+        truth = phantom_truth(bids_dir, subject)
+        raw = Path(bids_dir) / raw_names(Layout("bids"), subject, None)["t1w"]
+        prep = preprocess_t1w(raw, Path(prep_dir) / f"sub-{subject}", cfg, subject_label=subject, nthreads=threads)
+        mask_img = nib.load(truth.brain_mask)
+        mask = np.asarray(mask_img.dataobj) > 0
+        t1 = nib.load(prep.t1w_model).get_fdata(dtype=np.float32)
+        pet = np.where(mask, nib.load(truth.pet_suvr).get_fdata(dtype=np.float32), 0).astype(np.float32)
+        volumes.append(SubjectVolumes(subject, diagnoses[subject], t1, pet, mask, mask_img.affine))
     return volumes
 
 
