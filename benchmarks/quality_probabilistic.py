@@ -16,10 +16,11 @@ import torch
 from benchmarks.quality_stats import summarize
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import cut_slice, pad_slice
-from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_sampling, subject_cases
+from bids_jdam.evaluate.calibration import calibrate_sampling, subject_cases
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
 from bids_jdam.evaluate.probabilistic import probabilistic_scores
 from bids_jdam.evaluate.validation import ValidationSlices
+from bids_jdam.methods.model_card import SpreadCalibration
 from bids_jdam.synthesis.spread import inflate
 
 PROBABILISTIC_METRICS = ("crps", "spread_skill_ratio", "coverage_50", "coverage_90", "sd_error_correlation")

@@ -51,11 +51,11 @@ from bids_jdam.evaluate.consistency import (
 from bids_jdam.evaluate.error_ranking import error_ranking_scores, predictive_scale
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.evaluate.probabilistic import probabilistic_scores
-from bids_jdam.evaluate.regional_interval import applicable_interval
 from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.preprocess.pipeline import preprocess_pair
 from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import DEMO_MODEL, load_model
+from bids_jdam.synthesis.sampling_plan import plan_sampling
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.participant import attach_predictive_sd
 
@@ -86,7 +86,7 @@ def run_case(
     name = (samples_sampler or cfg.sampler.name) if samples > 1 else cfg.sampler.name
     sampler = dataclasses.replace(cfg.sampler, num_samples=samples, name=name, steps=steps or cfg.sampler.steps)
     result = synthesizer.synthesize(t1, mask, sampler, image=image, planes=planes)
-    attach_predictive_sd(result, synthesizer.model, sampler, tuple(planes), t1, mask)  # as a participant run does
+    attach_predictive_sd(result, synthesizer.model, t1, mask)  # as a participant run does
     row = {
         "planes": list(planes),
         "num_samples": samples,
@@ -137,7 +137,7 @@ def regional_scores(synthesizer: Synthesizer, sampler, planes, mean, mask, real,
     """The image's AAL3 regional SUVR (and the AD meta-ROI) against the real PET's and the truth's, with the model
     card's regional interval where it applies to this synthesis: per-pair misses, for pooled coverage."""
     model = synthesizer.model
-    interval, _ = applicable_interval(model.card, model.name, sampler, tuple(planes))
+    interval = plan_sampling(model.card, sampler, tuple(planes)).regional_interval
     half = None if interval is None else interval.half_width_suvr
     by_reference = {}
     for reference, image in (("real_pet", real), ("noise_free_truth", truth)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,33 @@ def tiny_model_dir(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFacto
     return train_model(
         TrainingRun(phantom_dataset, out, method="jdam", budget=Budget(max_steps=2), device="cpu", progress=False), cfg
     )
+
+
+PREPROCESSED_SUBJECTS = ("01", "02")
+
+
+@pytest.fixture(scope="session")
+def preprocessed_work(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The participant workflow's step cache (``-w``) of subjects 01 and 02, T1w and PET, filled once per session.
+
+    Read-only: a test that runs the app on these subjects starts from a copy (:func:`copy_preprocessed`), so each
+    image is preprocessed once per session instead of once per run.
+    """
+    from bids_jdam.config import small_config
+    from bids_jdam.preprocess.pipeline import preprocess_pair
+
+    work = tmp_path_factory.mktemp("preprocessed") / "work"
+    for subject in PREPROCESSED_SUBJECTS:
+        anat = phantom_dataset / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz"
+        pet = phantom_dataset / f"sub-{subject}" / "pet" / f"sub-{subject}_trc-FDG_pet.nii.gz"
+        preprocess_pair(anat, pet, work / f"sub-{subject}", small_config(), subject_label=subject, nthreads=2)
+    return work
+
+
+def copy_preprocessed(preprocessed_work: Path, work: Path, *, without: tuple[str, ...] = ()) -> Path:
+    """A private copy of the session's step cache at ``work``; the steps named in ``without`` are run again."""
+    shutil.copytree(preprocessed_work, work)
+    for step in without:
+        for record in work.glob(f"sub-*/{step}.json"):
+            record.unlink()
+    return work

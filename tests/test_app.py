@@ -17,6 +17,7 @@ from bids_jdam.cli.run import build_parser, main, run_config
 from bids_jdam.methods.registry import Method
 from bids_jdam.runtime.denormals import flush_supported
 from bids_jdam.workflows.run_config import RunConfig
+from tests.conftest import copy_preprocessed
 
 FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
 
@@ -27,11 +28,12 @@ def snapshot(root: Path) -> dict[str, tuple[int, float]]:
 
 
 @pytest.fixture(scope="module")
-def app_run(phantom_dataset, tiny_model_dir, tmp_path_factory):
-    """One participant-level run (2 subjects, K=2, two planes) shared by the assertions below."""
+def app_run(phantom_dataset, tiny_model_dir, preprocessed_work, tmp_path_factory):
+    """One participant-level run (2 subjects, K=2, two planes) shared by the assertions below; the T1w steps come
+    from the session's cache, the synthesis, the outputs and the PET in T1w space are this run's."""
     before = snapshot(phantom_dataset)
     out = tmp_path_factory.mktemp("app") / "out"
-    work = out.parent / "work"
+    work = copy_preprocessed(preprocessed_work, out.parent / "work")
     args = [
         str(phantom_dataset),
         str(out),
@@ -69,6 +71,9 @@ def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
                 assert sidecar["NetworkPrecision"] == "fp32" and sidecar["SamplingPlanes"] == ["axial", "coronal"]
                 assert sidecar["SamplingDevice"] == "cpu" and sidecar["NoiseKey"] == f"sub-{sub}"
                 assert sidecar["SubnormalFloatsFlushedToZero"] is flush_supported()
+                notes = sidecar["CalibrationNotes"]  # two planes: neither calibration was fitted for this run
+                assert "this run uses" in notes["regional_interval"] or "records no" in notes["regional_interval"]
+                assert "2 plane(s)" in notes["spread"] or "records no spread calibration" in notes["spread"]
         native = nib.load(pet / f"sub-{sub}_trc-FDG_space-T1w_desc-jdam_pet.nii.gz")
         source = nib.load(phantom_dataset / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
         assert native.shape == source.shape and np.allclose(native.affine, source.affine, atol=1e-4)
@@ -132,12 +137,13 @@ def test_phantom_quality_is_scored_against_the_real_pet(app_run):
     assert metrics["in_training_set"] is not None
 
 
+@pytest.mark.slow  # a second whole run; the step cache's reuse is tested directly in test_preprocess_pipeline.py
 def test_second_run_reuses_the_work_dir(app_run):
-    metrics = app_run["out"] / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json"
-    first = json.loads(metrics.read_text())["timings"]
+    records = sorted(app_run["work"].glob("sub-*/*.json"))
+    assert len(records) >= 2 * 8  # every T1w and PET step of both subjects
+    before = {record: record.stat().st_mtime_ns for record in records}
     assert main(app_run["args"]) == 0
-    second = json.loads(metrics.read_text())["timings"]
-    assert second["preprocessing"] < first["preprocessing"] / 3, (first, second)
+    assert {record: record.stat().st_mtime_ns for record in records} == before  # no step ran again
 
 
 def test_options_not_given_keep_the_model_s_sampler_settings(app_run, phantom_dataset, tiny_model_dir, tmp_path):

@@ -121,9 +121,9 @@ def _cycle_report(components: list[list[str]], edges: Edges, node_of) -> str:
 
 def test_the_import_graph_sees_imports_inside_functions_and_from_packages():
     edges = import_edges()
-    assert "bids_jdam.io.atomic" in edges["bids_jdam.bids.derivatives"]  # from bids_jdam import atomic
+    assert "bids_jdam.io.atomic" in edges["bids_jdam.bids.publishing"]  # from bids_jdam.io import atomic
     assert "bids_jdam.reports.group" in edges["bids_jdam.workflows.app"]  # inside _group
-    assert "bids_jdam.evaluate" not in edges["bids_jdam.bids.derivatives"]
+    assert "bids_jdam.evaluate" not in edges["bids_jdam.bids.sidecars"]
     assert "bids_jdam" in edges["bids_jdam.workflows.app"]  # from bids_jdam import __version__, atomic
     assert strongly_connected({"a": {"b"}, "b": {"a", "c"}, "c": {"d"}, "d": {"c"}, "e": {"a"}}) == [
         ["a", "b"],

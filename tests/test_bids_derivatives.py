@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 from bids import BIDSLayout
 
-from bids_jdam.bids.derivatives import (
-    TEMPLATE_SPACE,
-    ParticipantStaging,
-    derivative_name,
-    derivative_path,
-    mask_sidecar,
-    pet_sidecar,
-    transform_path,
-    write_bidsignore,
-    write_dataset_description,
-)
+from bids_jdam.bids.naming import TEMPLATE_SPACE, derivative_name, derivative_path, transform_path
+from bids_jdam.bids.publishing import ParticipantStaging
 from bids_jdam.bids.query import AnatInput, find_anatomicals, load_layout
+from bids_jdam.bids.sidecars import mask_sidecar, pet_sidecar, write_bidsignore, write_dataset_description
 from bids_jdam.bids.validator import run_bids_validator
 from bids_jdam.errors import InputError
 from bids_jdam.io import atomic

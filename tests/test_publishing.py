@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bids_jdam.bids import derivatives
-from bids_jdam.bids.derivatives import ParticipantStaging, image_key, recover_interrupted_publish
+from bids_jdam.bids import publishing
+from bids_jdam.bids.naming import image_key
+from bids_jdam.bids.publishing import ParticipantStaging, recover_interrupted_publish
 from bids_jdam.io import atomic
 
 OLD_RUN = {
@@ -63,10 +64,14 @@ def test_a_failure_or_an_abandoned_staging_leaves_the_old_run(out):
 
 
 def test_killed_between_the_two_renames_the_folder_is_missing_and_the_next_run_restores_it(out, monkeypatch):
-    def killed(source, target):
-        raise KeyboardInterrupt("SIGKILL stand-in")
+    real_move = publishing.atomic.move
 
-    monkeypatch.setattr(derivatives.atomic, "move", killed)
+    def killed(source, target):
+        if Path(source).parent.name.startswith(".staging-"):  # the second rename: the new folder into place
+            raise KeyboardInterrupt("SIGKILL stand-in")
+        return real_move(source, target)
+
+    monkeypatch.setattr(publishing.atomic, "move", killed)
     with pytest.raises(KeyboardInterrupt), ParticipantStaging(out, "01") as staging:
         atomic.write_text(staging.path("sub-01/pet/sub-01_ses-A_trc-FDG_space-T1w_desc-jdam_pet.nii.gz"), "new A")
         atomic.write_text(staging.path("sub-01.html"), "new report")

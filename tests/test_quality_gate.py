@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_jdam.bids.derivatives import pet_sidecar
 from bids_jdam.bids.query import AnatInput
+from bids_jdam.bids.sidecars import pet_sidecar
 from bids_jdam.evaluate.participant_metrics import BrainExtractionCheck, ParticipantMetrics, RegistrationCheck
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.quality_gate import QualityMeasures

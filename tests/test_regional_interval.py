@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bids_jdam.bids.derivatives import ParticipantStaging
+from bids_jdam.bids.publishing import ParticipantStaging
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.atlas import atlas_on_grid
 from bids_jdam.data.dataset import SubjectVolumes
@@ -15,13 +16,10 @@ from bids_jdam.data.template import grid_affine
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.calibration import conformal_quantile
-from bids_jdam.evaluate.regional_interval import (
-    RegionalInterval,
-    applicable_interval,
-    fit_regional_interval,
-    regional_errors,
-)
+from bids_jdam.evaluate.regional_interval import fit_regional_interval, regional_errors
+from bids_jdam.methods.model_card import ModelCard, RegionalInterval
 from bids_jdam.reports.regional_table import write_regional_table
+from bids_jdam.synthesis.sampling_plan import plan_sampling
 from tests.test_bids_derivatives import anat_input, provenance
 
 SPACING = 4.0
@@ -76,11 +74,14 @@ def test_the_interval_applies_only_to_the_synthesis_it_was_fitted_for():
     interval = RegionalInterval(
         half_width_suvr=0.1, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1, subjects=4, pairs=600
     )
-    card = {"regional_interval": interval.to_dict()}
-    assert applicable_interval(card, "m", SAMPLER, ("axial",)) == (interval, None)
-    applied, reason = applicable_interval(card, "m", SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
-    assert applied is None and "K = 1" in reason and "K = 4" in reason
-    assert applicable_interval({}, "m", SAMPLER, ("axial",))[1].startswith("the model m records no regional")
+    card = {"name": "m", "method": "jdam", "sha256": {"w": "0"}, "training_data": {"subjects": {"train": []}}}
+    fitted = ModelCard.read(card | {"regional_interval": interval.to_dict()}, Path("card"), "m", "w")
+    plan = plan_sampling(fitted, SAMPLER, ("axial",))
+    assert plan.regional_interval == interval and "600 (subject, region) pairs" in plan.interval_reason
+    plan = plan_sampling(fitted, SamplerConfig(name="heun", steps=18, num_samples=4), ("axial",))
+    assert plan.regional_interval is None and "K = 1" in plan.interval_reason and "K = 4" in plan.interval_reason
+    plan = plan_sampling(ModelCard.read(card, Path("card"), "m", "w"), SAMPLER, ("axial",))
+    assert plan.interval_reason.startswith("the model m records no regional")
     with pytest.raises(InputError, match="regional_interval"):
         RegionalInterval.from_dict({**interval.to_dict(), "half_width_suvr": -1}, "card")
 

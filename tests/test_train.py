@@ -49,6 +49,7 @@ def tiny_cfg():
     cfg.train.warmup_steps = 3
     cfg.train.checkpoint_every = 3
     cfg.train.planes = ("axial", "sagittal")
+    cfg.sampler = SamplerConfig(name="heun", steps=3)  # every method's own (the calibrations sample with it)
     return cfg
 
 
@@ -194,6 +195,7 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     assert train_main(args) == 0
     _, cfg, card = load_model_dir(out)
     assert card["steps"] == 2 and cfg.network.channels == 8
+    assert not (out / "work").exists()  # the slice store is gone and no empty work/ is left behind to upload
     assert card["method"] == "jdam-residual" and card["residual_diffusion"]  # the default method
     assert (cfg.sampler.name, cfg.sampler.steps) == ("heun", 18)  # its own sampler, not the paper's PC-1000
     calibration = card["calibration"]

@@ -18,6 +18,8 @@ from bids_jdam.evaluate.participant_metrics import BrainExtractionCheck, Partici
 from bids_jdam.io import atomic
 from bids_jdam.io.locks import participant_lock
 from bids_jdam.methods import METHODS
+from bids_jdam.methods.model_card import ModelCard
+from bids_jdam.methods.model_dir import PHANTOM_DATA, WEIGHTS
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
 from bids_jdam.synthesis.synthesizer import Synthesizer
@@ -82,15 +84,11 @@ def job(tmp_path: Path) -> ParticipantJob:
 @pytest.fixture
 def synthesizer() -> Synthesizer:
     """A synthesizer that never samples: these tests replace the image's processing."""
+    card = {"name": "m", "method": "jdam", "sha256": {WEIGHTS: "0" * 64}, "trained_on": PHANTOM_DATA}
     loaded = LoadedModel(
         denoiser=torch.nn.Identity(),
         cfg=small_config(),
-        card={},
-        name="m",
-        sha256="0" * 64,
-        trained_on_phantoms=True,
-        training_subjects=frozenset(),
-        training_dataset=None,
+        card=ModelCard.read(card | {"training_data": {"subjects": {"train": []}}}, Path("card"), "m", WEIGHTS),
         method=METHODS.named("jdam"),
     )
     return Synthesizer(loaded, "cpu")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bids_jdam.bids.derivatives import ParticipantStaging
+from bids_jdam.bids.publishing import ParticipantStaging
 from bids_jdam.cli.run import main
 from bids_jdam.errors import InputError
 from bids_jdam.io import atomic, write_gate

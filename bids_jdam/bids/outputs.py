@@ -1,34 +1,28 @@
 """Every derivative file of a participant's image, written in one place (as sMRIPrep's outputs workflow does).
 
-For each image: the synthetic PET and its standard-deviation maps in template and native space, each with its
-sidecar (from the image's :class:`~bids_jdam.synthesis.provenance.SynthesisProvenance`), the brain masks the
-synthesis was restricted to, and the transforms between native and template space, all into the participant's
-staging folder. The dataset-level files come first (:func:`start_derivative_dataset`); the metrics JSON and the
-report are written with the report (:mod:`bids_jdam.reports.participant`).
+For each image: the synthetic PET and its standard-deviation maps in template and native space (the caller
+resamples; this module names and writes), each with its sidecar (from the image's
+:class:`~bids_jdam.synthesis.provenance.SynthesisProvenance`), the brain masks the synthesis was restricted to, and
+the transforms between native and template space, all into the participant's staging folder. The dataset-level
+files come first (:func:`start_derivative_dataset`); the metrics JSON and the report are written with the report
+(:mod:`bids_jdam.reports.participant`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from bids_jdam.bids.derivatives import (
-    NATIVE_SPACE,
-    TEMPLATE_SPACE,
-    ParticipantStaging,
-    derivative_path,
-    mask_sidecar,
-    pet_sidecar,
-    transform_path,
-    write_bidsignore,
-    write_dataset_description,
-)
+from bids_jdam.bids.naming import NATIVE_SPACE, TEMPLATE_SPACE, derivative_path, transform_path
+from bids_jdam.bids.publishing import ParticipantStaging
 from bids_jdam.bids.query import AnatInput
+from bids_jdam.bids.sidecars import mask_sidecar, pet_sidecar, write_bidsignore, write_dataset_description
 from bids_jdam.data.template import TemplateImages
 from bids_jdam.io import atomic
-from bids_jdam.preprocess.pipeline import PreprocessedT1w, to_native
+from bids_jdam.preprocess.pipeline import PreprocessedT1w
 from bids_jdam.synthesis.provenance import SynthesisProvenance
 from bids_jdam.synthesis.volume import SynthesisResult
 
@@ -54,15 +48,17 @@ def write_image_derivatives(
     anat: AnatInput,
     prep: PreprocessedT1w,
     result: SynthesisResult,
+    native: Mapping[str, nib.Nifti1Image],
     template: TemplateImages,
     provenance: SynthesisProvenance,
     staging: ParticipantStaging,
 ) -> dict[str, Path]:
     """Synthetic PET (and SD maps), brain masks and transforms of one image, with their sidecars.
 
-    Returns the staged maps by ``template_pet``, ``template_std``, ..., and ``native_pet``, ``native_std``, ....
+    ``native`` holds each of ``result.maps()`` on the subject's T1w grid, by field name. Returns the staged maps by
+    ``template_pet``, ``template_std``, ..., and ``native_pet``, ``native_std``, ....
     """
-    written = _write_pet_maps(anat, prep, result, template, provenance, staging)
+    written = _write_pet_maps(anat, result, native, template, provenance, staging)
     _write_brain_masks(anat, prep, staging)
     _copy_transforms(anat, prep, staging)
     return written
@@ -70,17 +66,18 @@ def write_image_derivatives(
 
 def _write_pet_maps(
     anat: AnatInput,
-    prep: PreprocessedT1w,
     result: SynthesisResult,
+    native: Mapping[str, nib.Nifti1Image],
     template: TemplateImages,
     provenance: SynthesisProvenance,
     staging: ParticipantStaging,
 ) -> dict[str, Path]:
     written: dict[str, Path] = {}
+    maps = result.maps()
     for desc, statistic, field in PET_MAPS:
-        data = getattr(result, field)
-        if data is None:
+        if field not in maps:
             continue
+        data = maps[field]
         template_rel = derivative_path(
             anat.entities, space=TEMPLATE_SPACE, desc=desc, suffix="pet", extension=".nii.gz", trc="FDG"
         )
@@ -93,7 +90,7 @@ def _write_pet_maps(
         native_rel = derivative_path(
             anat.entities, space=NATIVE_SPACE, desc=desc, suffix="pet", extension=".nii.gz", trc="FDG"
         )
-        to_native(template_path, prep, staging.path(native_rel))
+        atomic.save_nifti(native[field], staging.path(native_rel))
         atomic.write_json(
             staging.path(_sidecar(native_rel)), pet_sidecar(anat, provenance, space=NATIVE_SPACE, statistic=statistic)
         )

@@ -19,6 +19,7 @@ from bids_jdam.data.template import grid_affine, grid_shape
 from bids_jdam.errors import InputError
 
 ATLASES = ("AAL3",)
+DEFAULT_ATLAS = ATLASES[0]  # the regional tables' atlas
 
 
 @dataclass(frozen=True)

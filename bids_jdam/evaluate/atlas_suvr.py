@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bids_jdam.data.atlas import atlas_on_grid, load_atlas
+from bids_jdam.data.atlas import DEFAULT_ATLAS, atlas_on_grid, load_atlas
 
-ATLAS = "AAL3"
+ATLAS = DEFAULT_ATLAS
 META_ROI_INDEX = 1000  # outside the atlas's own indices
 META_ROI_NAME = "AD_metaROI"
 META_ROI_REGIONS = (

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -28,35 +27,12 @@ from scipy.stats import t as student_t
 from bids_jdam.config import SamplerConfig
 from bids_jdam.evaluate.probabilistic import fair_crps
 from bids_jdam.evaluate.validation import ValidationSlices
+from bids_jdam.methods.model_card import SpreadCalibration
 from bids_jdam.synthesis.spread import inflate
 
 CALIBRATION_LEVEL = 0.9
 # The sampler temperatures a calibration compares (1 = the plain sampler).
 CALIBRATION_TEMPERATURES = (1.0, 0.7, 0.5, 0.35)
-
-
-@dataclass(frozen=True)
-class SpreadCalibration:
-    """What a model card records about its spread scale, and what the sidecars and reports repeat.
-
-    The scale holds for what it was fitted with: one sampling plane (fusing planes shrinks the spread more than the
-    error) and ``sampler`` with ``steps``; the synthesis entry point applies it only then.
-    """
-
-    spread_scale: float
-    level: float
-    num_samples: int
-    voxels: int
-    subjects: int
-    fitted_on: str = "held-out validation subjects (split-conformal, brain mask)"
-    sampler: str = ""
-    steps: int = 0
-    planes: int = 1
-    temperature: float = 1.0
-    crps_by_temperature: dict[str, float] | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # Per slice and sample; a model whose default sampler costs more (the paper's PC-1000) is calibrated with

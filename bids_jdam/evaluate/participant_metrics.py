@@ -70,7 +70,7 @@ class ParticipantMetrics:
     ``participant_id`` carries the ``sub-`` prefix (as in participants.tsv); ``session`` and ``run`` are bare
     labels (``"A"``, ``"1"``) or None. ``quality`` and ``regional_suvr_real`` exist only when a real PET was given.
     ``model_calibration`` is the model card's ``calibration`` record as is (the fields of
-    :class:`bids_jdam.evaluate.calibration.SpreadCalibration`, or ``{"note": ...}``; None for a card without one),
+    :class:`bids_jdam.methods.model_card.SpreadCalibration`, or ``{"note": ...}``; None for a card without one),
     so that the reports can say on how many subjects the spread scale was fitted.
     """
 

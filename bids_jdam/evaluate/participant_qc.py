@@ -68,12 +68,12 @@ def image_metrics(
     labels, names = coarse_regions(spacing_mm)
     warnings = [PHANTOM_MODEL_WARNING] if model.trained_on_phantoms else []
     in_training = None
-    if real is not None or model.training_subjects:
-        in_training = anat.subject in model.training_subjects and model.training_dataset == dataset_identity
+    card = model.card
+    if real is not None or card.training_subjects:
+        in_training = anat.subject in card.training_subjects and card.training_dataset == dataset_identity
         if in_training:
             warnings.append(IN_TRAINING_WARNING)
     wm_region = uniform_white_matter_region(template.wm) & mask
-    calibration = model.card.get("calibration")  # a dict as training writes it; anything else is no record
     return ParticipantMetrics(
         participant_id=anat.subject,
         session=anat.session,
@@ -96,7 +96,7 @@ def image_metrics(
         qc_failures=list(provenance.qc_failures),
         input_voxel_size_mm=[round(float(v), 3) for v in prep.voxel_sizes_mm],
         grid_spacing_mm=spacing_mm,
-        model_calibration=calibration if isinstance(calibration, dict) else None,
+        model_calibration=card.calibration_record(),
     )
 
 

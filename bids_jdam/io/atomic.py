@@ -73,6 +73,17 @@ def copy_file(source: Path, target: Path) -> Path:
     return write_with(Path(target), lambda temporary: shutil.copyfile(source, temporary))
 
 
+def link_or_copy(source: Path, target: Path) -> Path:
+    """Hard-link ``source`` at ``target`` (no data copied), or copy it where the filesystem cannot link."""
+    target = write_gate.check(Path(target))
+    make_dirs(target.parent)
+    try:
+        os.link(source, target)
+    except OSError:
+        copy_file(source, target)
+    return target
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     return write_with(path, lambda temporary: temporary.write_bytes(data))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,13 +203,18 @@ def _pet_model_step(
 
 
 def to_native(template_image: Path, prep: PreprocessedT1w, out_path: Path, *, interpolator: str = "linear") -> Path:
-    """Map an image on the model grid (e.g. a synthetic PET) back onto the subject's original T1w voxel grid."""
-    out_path = Path(out_path)
-    atomic.make_dirs(out_path.parent)
-    staged = out_path.with_name(f".tmp-native-{out_path.name}")
-    try:
+    """Map an image file on the model grid (e.g. a synthetic PET) onto the subject's original T1w voxel grid."""
+    native = native_image(nib.load(str(template_image)), prep, interpolator=interpolator)
+    return atomic.save_nifti(native, Path(out_path))
+
+
+def native_image(image: nib.Nifti1Image, prep: PreprocessedT1w, *, interpolator: str = "linear") -> nib.Nifti1Image:
+    """A model-grid image on the subject's original T1w voxel grid, in the T1w's own orientation (float32)."""
+    with tempfile.TemporaryDirectory(prefix="bids-jdam-native-") as scratch:
+        moving, staged = Path(scratch) / "template.nii.gz", Path(scratch) / "native.nii.gz"
+        nib.save(image, str(moving))
         registration.resample(
-            Path(template_image),
+            moving,
             prep.t1w_native,
             prep.transforms.inverse,
             staged,
@@ -216,14 +222,10 @@ def to_native(template_image: Path, prep: PreprocessedT1w, out_path: Path, *, in
             interpolator=interpolator,
         )
         ras = nib.load(str(staged))
-        data = np.asarray(ras.dataobj, dtype=np.float32)
-        ras_img = nib.Nifti1Image(data, ras.affine)
-        original = nib.orientations.axcodes2ornt(prep.native_orientation)
-        ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), original)
-        atomic.save_nifti(ras_img.as_reoriented(ornt), out_path)
-    finally:
-        staged.unlink(missing_ok=True)
-    return out_path
+        ras_img = nib.Nifti1Image(np.asarray(ras.dataobj, dtype=np.float32), ras.affine)
+    original = nib.orientations.axcodes2ornt(prep.native_orientation)
+    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), original)
+    return ras_img.as_reoriented(ornt)
 
 
 def pet_in_t1w_space(prep: PreprocessedPair, out_path: Path) -> Path:

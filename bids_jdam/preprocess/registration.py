@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,9 +119,9 @@ def register_brain_here(
         warp = _written_transform(reg["fwdtransforms"], "Warp.nii.gz", tmp)
         affine = _written_transform(reg["fwdtransforms"], ".mat", tmp)
         inverse_warp = _written_transform(reg["invtransforms"], "InverseWarp.nii.gz", tmp)
-        shutil.move(affine, affine_out)
-        shutil.move(warp, warp_out)
-        shutil.move(inverse_warp, inverse_warp_out)
+        atomic.move(affine, affine_out)
+        atomic.move(warp, warp_out)
+        atomic.move(inverse_warp, inverse_warp_out)
     warped = reg["warpedmovout"].numpy()
     template = fixed.numpy()
     inside = template > 0
@@ -177,7 +176,7 @@ def register_rigid_here(moving: str, fixed: str, transform_out: str, seed: int) 
             aff_random_sampling_rate=RIGID_SAMPLING_RATE,
             outprefix=str(Path(tmp) / "rig_"),
         )
-        shutil.move(_written_transform(reg["fwdtransforms"][:1], ".mat", tmp), transform_out)
+        atomic.move(_written_transform(reg["fwdtransforms"][:1], ".mat", tmp), transform_out)
     params = ants.read_transform(str(transform_out)).parameters
     return {"rigid_parameters": [float(p) for p in params]}
 

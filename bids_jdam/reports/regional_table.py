@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bids_jdam import __version__
-from bids_jdam.bids.derivatives import TEMPLATE_SPACE, ParticipantStaging, derivative_path
+from bids_jdam.bids.naming import TEMPLATE_SPACE, derivative_path
+from bids_jdam.bids.publishing import ParticipantStaging
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.evaluate.atlas_suvr import ATLAS, META_ROI_NAME, META_ROI_REGIONS, RegionRow
-from bids_jdam.evaluate.regional_interval import LEVEL, RegionalInterval
+from bids_jdam.evaluate.regional_interval import LEVEL
 from bids_jdam.io import atomic
+from bids_jdam.methods.model_card import RegionalInterval
 from bids_jdam.synthesis.provenance import SynthesisProvenance
 
 

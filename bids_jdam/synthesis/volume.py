@@ -30,6 +30,7 @@ from bids_jdam.diffusion.samplers import network_evaluations, sample
 from bids_jdam.diffusion.sde import VESDE
 from bids_jdam.runtime.denormals import subnormals_flushed, without_subnormals
 from bids_jdam.synthesis.provenance import SynthesisProvenance
+from bids_jdam.synthesis.sampling_plan import SamplingPlan
 
 log = logging.getLogger("bids_jdam.synthesis")
 
@@ -60,6 +61,12 @@ class SynthesisResult:
     # The predictive SD of the mean from the model's single-sample error model (bids_jdam.synthesis.error_model),
     # where the run is the one-sample synthesis it was fitted for; None otherwise.
     predictive_sd: np.ndarray | None = None  # set by the Synthesizer, which knows the model
+    plan: SamplingPlan | None = None  # how the Synthesizer sampled and which calibrations hold
+
+    def maps(self) -> dict[str, np.ndarray]:
+        """The template-space maps this run made, by field name: the mean and whichever SD maps exist."""
+        fields = ("mean", "std", "view_std", "predictive_sd")
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
 
 @without_subnormals

@@ -21,11 +21,11 @@ from bids_jdam.bids.query import dataset_identity
 from bids_jdam.config import JDAMConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.errors import InputError, one_line
-from bids_jdam.evaluate.calibration import SpreadCalibration, calibrate_sampling, calibration_sampler
-from bids_jdam.evaluate.regional_interval import RegionalInterval
+from bids_jdam.evaluate.calibration import calibrate_sampling, calibration_sampler
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, predict_ensemble, validation_slices
 from bids_jdam.methods import METHODS, Method
 from bids_jdam.methods.hub import fetch_hub_model, is_hub_reference
+from bids_jdam.methods.model_card import RegionalInterval, SpreadCalibration
 from bids_jdam.methods.model_dir import load_model_dir, update_model_card
 from bids_jdam.runtime.device import resolve_device
 from bids_jdam.workflows.default_run_calibration import calibrate_default_run

@@ -2,7 +2,7 @@
 
 Each image (session, run) is its own unit of work: one that fails is reported and the participant's other images
 still run. The participant's outputs are staged in a hidden folder and swapped in whole
-(:class:`~bids_jdam.bids.derivatives.ParticipantStaging`) under the participant's lock, so a crash, a kill or a
+(:class:`~bids_jdam.bids.publishing.ParticipantStaging`) under the participant's lock, so a crash, a kill or a
 second run never leaves a mix of two runs that looks complete. One participant's failure does not stop the others.
 This module only sequences the stages: derivatives are :mod:`bids_jdam.bids.outputs`, synthesis
 :class:`~bids_jdam.synthesis.synthesizer.Synthesizer`, metrics :mod:`bids_jdam.evaluate.participant_qc`.
@@ -21,8 +21,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bids_jdam.bids.derivatives import ParticipantStaging, image_key, recover_interrupted_publish
+from bids_jdam.bids.naming import image_key
 from bids_jdam.bids.outputs import write_image_derivatives
+from bids_jdam.bids.publishing import ParticipantStaging, recover_interrupted_publish
 from bids_jdam.bids.query import AnatInput, find_fdg_pet
 from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.template import TemplateImages, load_template
@@ -31,19 +32,19 @@ from bids_jdam.errors import InputError, failure_line
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.evaluate.participant_qc import image_metrics
-from bids_jdam.evaluate.regional_interval import RegionalInterval, applicable_interval
 from bids_jdam.io.locks import participant_lock
 from bids_jdam.preprocess import quality_gate
 from bids_jdam.preprocess.pipeline import (
     PreprocessedPair,
     PreprocessedT1w,
+    native_image,
     pet_in_t1w_space,
     preprocess_pair,
     preprocess_t1w,
 )
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
 from bids_jdam.reports.regional_table import write_regional_table
-from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD, ErrorModel
+from bids_jdam.synthesis.error_model import ErrorModel
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.synthesis.volume import SynthesisResult
@@ -128,21 +129,12 @@ def _process_images(
     return entries
 
 
-def attach_predictive_sd(
-    result: SynthesisResult,
-    model: LoadedModel,
-    sampler: SamplerConfig,
-    planes: tuple[str, ...],
-    t1: np.ndarray,
-    mask: np.ndarray,
-) -> tuple[RegionalInterval | None, str | None]:
-    """Give a one-sample ``result`` the model's predictive SD map where the run is the synthesis it was fitted for
-    (with the regional interval, on the same held-out syntheses); returns that interval, or None and why not."""
-    interval, no_interval_because = applicable_interval(model.card, model.name, sampler, planes)
-    if interval is not None and result.std is None and SINGLE_SAMPLE_SD in model.card:
-        error_model = ErrorModel.from_dict(model.card[SINGLE_SAMPLE_SD])
+def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, t1: np.ndarray, mask: np.ndarray) -> None:
+    """Give ``result`` the model's predictive SD map where its sampling plan says the map applies (a one-sample
+    synthesis of the kind the card's single-sample error model and regional interval were fitted on)."""
+    if result.plan is not None and result.plan.predictive_sd and result.std is None:
+        error_model = ErrorModel.from_dict(model.card.single_sample_sd)
         result.predictive_sd = error_model.predictive_sd(result.mean, t1, mask, model.cfg.grid.spacing_mm)
-    return interval, no_interval_because
 
 
 def _input_quality(
@@ -182,11 +174,13 @@ def _process_image(
         progress=log.isEnabledFor(logging.INFO),
     )
     timings["synthesis"] = result.seconds
-    interval, no_interval_because = attach_predictive_sd(result, synthesizer.model, job.sampler, job.planes, t1, mask)
+    attach_predictive_sd(result, synthesizer.model, t1, mask)
+    interval, no_interval_because = result.plan.regional_interval, result.plan.interval_reason
     provenance = dataclasses.replace(
         result.provenance, wall_time_s=timings["preprocessing"] + result.seconds, qc_failures=tuple(qc_failures)
     )
-    outputs = write_image_derivatives(anat, prep, result, template, provenance, staging)
+    native = {name: native_image(template.image(data), prep) for name, data in result.maps().items()}
+    outputs = write_image_derivatives(anat, prep, result, native, template, provenance, staging)
 
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
     regions = regional_suvr(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm, sd_map=result.std, real=real)

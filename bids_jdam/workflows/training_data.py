@@ -102,8 +102,10 @@ def training_slices(
     volumes: Callable[[], Iterator[SubjectVolumes]], folder: Path, cfg: JDAMConfig, ranks: Ranks
 ) -> Iterator[PairedSliceDataset]:
     """The training dataset, read by every rank from a slice store that rank 0 cuts from ``volumes()``
-    into ``folder`` (:mod:`bids_jdam.data.slice_store`); the store is removed on the way out."""
+    into ``folder`` (:mod:`bids_jdam.data.slice_store`); the store is removed on the way out, and so is the folder
+    above it where this run made it and left it empty (no empty ``work/`` in a model directory to upload)."""
     folder = Path(folder)
+    made_parent = not folder.parent.exists()
     with ranks.main_first():  # rank 0 writes the store (filling the preprocessing cache), the others then open it
         if ranks.is_main:
             shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's store
@@ -113,3 +115,5 @@ def training_slices(
     finally:
         if ranks.is_main:
             shutil.rmtree(folder, ignore_errors=True)
+            if made_parent and folder.parent.is_dir() and not any(folder.parent.iterdir()):
+                folder.parent.rmdir()

@@ -41,6 +41,7 @@ from bids_jdam.data.phantom.writer import (
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.template import grid_affine
 from bids_jdam.errors import InputError
+from bids_jdam.io import atomic
 
 MNI_CODE = 4  # NIfTI xform code of a template space
 SCANNER_CODE = 1
@@ -127,7 +128,7 @@ def generate_phantom_dataset(
     coarse_regions(settings.grid_spacing_mm)
     phantom_regions(settings.grid_spacing_mm)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(out_dir.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         _write_dataset_files(staging, settings)
@@ -197,11 +198,11 @@ def _publish(staging: Path, out_dir: Path) -> None:
     """Swap the finished dataset into place (a rename, so readers never see half a dataset)."""
     if out_dir.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-        os.replace(out_dir, retired / out_dir.name)
-        os.replace(staging, out_dir)
+        atomic.move(out_dir, retired / out_dir.name)
+        atomic.move(staging, out_dir)
         shutil.rmtree(retired, ignore_errors=True)
     else:
-        os.replace(staging, out_dir)
+        atomic.move(staging, out_dir)
     out_dir.chmod(0o755)
 
 

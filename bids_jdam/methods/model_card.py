@@ -1,0 +1,176 @@
+"""The model card as typed records, checked once when a model directory is loaded.
+
+``model_card.json`` is what training, calibration and the Hub README write; a run reads it through
+:class:`ModelCard` only, so a malformed record is one line naming the card before any image is preprocessed, and
+no stage reads the card's raw dictionary again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from bids_jdam.config import SamplerConfig
+from bids_jdam.data.atlas import DEFAULT_ATLAS
+from bids_jdam.errors import InputError
+from bids_jdam.methods.model_dir import PHANTOM_DATA
+
+
+@dataclass(frozen=True)
+class SpreadCalibration:
+    """The posterior spread calibration (the card's ``calibration``), fitted on held-out subjects.
+
+    It holds for what it was fitted with: one sampling plane (fusing planes shrinks the spread more than the
+    error) and ``sampler`` with ``steps``; :func:`bids_jdam.synthesis.sampling_plan.plan_sampling` applies it only then.
+    """
+
+    spread_scale: float
+    level: float
+    num_samples: int
+    voxels: int
+    subjects: int
+    fitted_on: str = "held-out validation subjects (split-conformal, brain mask)"
+    sampler: str = ""
+    steps: int = 0
+    planes: int = 1
+    temperature: float = 1.0
+    crps_by_temperature: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fitted_for(self) -> tuple[str, int, int]:
+        """(sampler, steps, planes) of the synthesis the calibration was fitted on."""
+        return self.sampler, self.steps, self.planes
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path) -> SpreadCalibration | None:
+        """The card's record, checked; None where the card holds none (no ``spread_scale``)."""
+        scale = data.get("spread_scale") if isinstance(data, Mapping) else None
+        if scale is None:
+            return None
+        if not _number_in(scale, 0, float("inf"), upper_included=False):
+            raise InputError(f"{where}: calibration.spread_scale must be a positive number, got {scale!r}")
+        temperature = data.get("temperature", 1.0)
+        if not _number_in(temperature, 0, 1, upper_included=True):
+            raise InputError(f"{where}: calibration.temperature must be a number in (0, 1], got {temperature!r}")
+        return _record(cls, data, where, "calibration")
+
+
+@dataclass(frozen=True)
+class RegionalInterval:
+    """The half-width of the regional ``level`` interval (the card's ``regional_interval``) and the synthesis it was
+    fitted for."""
+
+    half_width_suvr: float
+    level: float
+    sampler: str
+    steps: int
+    num_samples: int
+    planes: int
+    subjects: int
+    pairs: int
+    atlas: str = DEFAULT_ATLAS
+
+    def fitted_for(self) -> tuple[str, int, int, int]:
+        """(sampler, steps, K, planes) of the synthesis the interval was fitted on."""
+        return self.sampler, self.steps, self.num_samples, self.planes
+
+    def reason_not_applied(self, sampler: SamplerConfig, planes: tuple[str, ...]) -> str | None:
+        """None where a run synthesizes as the interval was fitted; else why its regional intervals are n/a."""
+        used = (sampler.name, sampler.steps, sampler.num_samples, len(planes))
+        if self.fitted_for() == used:
+            return None
+        return (
+            "the regional interval was fitted for sampler {}, {} steps, K = {}, {} plane(s); this run uses {}, {} "
+            "steps, K = {}, {} plane(s)"
+        ).format(*self.fitted_for(), *used)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path | str) -> RegionalInterval:
+        """The card's ``regional_interval``, checked: a readable message naming ``where`` otherwise."""
+        interval = _record(cls, data, where, "regional_interval", strict=True)
+        if not (_number_in(interval.half_width_suvr, 0, float("inf")) and 0 < interval.level < 1):
+            raise InputError(f"{where}: regional_interval needs a positive half_width_suvr and a level in (0, 1)")
+        return interval
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a run needs from ``model_card.json``; ``record`` keeps the whole card for reports and the Hub README."""
+
+    name: str
+    method: str
+    weights_sha256: str
+    trained_on_phantoms: bool
+    training_subjects: frozenset[str]
+    training_dataset: str | None
+    calibration: SpreadCalibration | None
+    regional_interval: RegionalInterval | None
+    single_sample_sd: Mapping[str, Any] | None
+    calibration_note: str | None  # why the card holds no spread calibration, where it says
+    record: Mapping[str, Any]
+
+    def calibration_record(self) -> dict[str, Any] | None:
+        """The spread calibration as the metrics and reports repeat it: the record, or its absence's reason."""
+        if self.calibration is not None:
+            return self.calibration.to_dict()
+        return {"note": self.calibration_note} if self.calibration_note else None
+
+    @classmethod
+    def read(cls, card: Mapping[str, Any], where: Path, default_name: str, weights: str) -> ModelCard:
+        """The typed card of ``card`` (read from ``where``); ``weights`` names the weights file in ``sha256``."""
+        name = card.get("name", default_name)
+        if not isinstance(name, str):
+            raise InputError(f"{where}: name must be a string, got {name!r}")
+        training = card.get("training_data", {})
+        sd_model = card.get("single_sample_sd")
+        calibration = card.get("calibration")
+        note = calibration.get("note") if isinstance(calibration, Mapping) else None
+        return cls(
+            name=name,
+            method=str(card["method"]),
+            weights_sha256=card["sha256"][weights],
+            trained_on_phantoms=card.get("trained_on") == PHANTOM_DATA,
+            training_subjects=_training_subjects(training, where),
+            training_dataset=training.get("dataset_identity") if isinstance(training, Mapping) else None,
+            calibration=SpreadCalibration.from_dict(calibration, where),
+            regional_interval=(
+                RegionalInterval.from_dict(card["regional_interval"], where) if "regional_interval" in card else None
+            ),
+            single_sample_sd=sd_model if isinstance(sd_model, Mapping) else None,
+            calibration_note=str(note) if note else None,
+            record=card,
+        )
+
+
+def _training_subjects(training: Any, where: Path) -> frozenset[str]:
+    """The subject labels the model was trained on (``training_data.subjects.train``), checked for their types."""
+    subjects = training.get("subjects", {}) if isinstance(training, Mapping) else None
+    train = subjects.get("train", {}) if isinstance(subjects, Mapping) else None
+    if not isinstance(train, (dict, list)):
+        raise InputError(f"{where}: training_data.subjects.train must list subject labels")
+    return frozenset(str(subject) for subject in train)
+
+
+def _number_in(value: Any, low: float, high: float, upper_included: bool = False) -> bool:
+    """A real number (not a bool) in (low, high) or (low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return low < value <= high if upper_included else low < value < high
+
+
+def _record(cls: type, data: Any, where: Path | str, key: str, strict: bool = False) -> Any:
+    """``cls`` from the card's dictionary ``data``; unknown keys are kept out unless ``strict``."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where}: {key} must be a record, got {data!r}")
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**(dict(data) if strict else {k: v for k, v in data.items() if k in known}))
+    except TypeError as error:
+        raise InputError(f"{where}: {key} is not a valid record ({error})") from None

@@ -1,0 +1,91 @@
+"""One decision for how a run samples and which of the model card's calibrations hold for it.
+
+A calibration holds only for the synthesis it was fitted on (sampler, steps, planes and, for the regional interval
+and the single-sample SD map, K). Options such as ``--sampler``, ``--steps``, ``--planes`` or ``--num-samples`` can
+step outside it; this module decides once, says why in the log (once per model and setting) and hands the reasons
+to the provenance, so every sidecar records them: a calibration is never switched off in silence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from dataclasses import dataclass
+
+from bids_jdam.config import SamplerConfig
+from bids_jdam.methods.model_card import ModelCard, RegionalInterval
+
+log = logging.getLogger("bids_jdam.synthesis")
+
+SPREAD_FITTED_FOR = (
+    "the spread calibration was fitted for sampler {}, {} steps, {} plane(s); this run uses {}, {} steps, {} plane(s)"
+)
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """The sampler a run uses and the calibrations that apply to it, each with the reason."""
+
+    sampler: SamplerConfig  # at the calibrated temperature where the spread calibration applies
+    spread_scale: float | None  # None: the SD across samples (K > 1) is not calibrated
+    spread_reason: str
+    regional_interval: RegionalInterval | None  # None: the regional tables carry no interval
+    interval_reason: str
+    predictive_sd: bool  # the single-sample SD map applies (K = 1, the synthesis it was fitted for)
+
+    def notes(self) -> dict[str, str]:
+        """What the sidecars record: why each calibration applies or not."""
+        return {"spread": self.spread_reason, "regional_interval": self.interval_reason}
+
+
+def plan_sampling(card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ...]) -> SamplingPlan:
+    """The plan for a run of ``sampler`` along ``planes`` with the model of ``card``."""
+    calibrated, spread_scale, spread_reason = _spread(card, sampler, planes)
+    interval, interval_reason = _interval(card, sampler, planes)
+    return SamplingPlan(
+        sampler=calibrated,
+        spread_scale=spread_scale,
+        spread_reason=spread_reason,
+        regional_interval=interval,
+        interval_reason=interval_reason,
+        predictive_sd=interval is not None and sampler.num_samples == 1 and card.single_sample_sd is not None,
+    )
+
+
+def _spread(
+    card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ...]
+) -> tuple[SamplerConfig, float | None, str]:
+    calibration = card.calibration
+    if calibration is None:
+        return sampler, None, f"the model {card.name} records no spread calibration"
+    used = (sampler.name, sampler.steps, len(planes))
+    if used != calibration.fitted_for():
+        reason = SPREAD_FITTED_FOR.format(*calibration.fitted_for(), *used)
+        _warn_once(card.name, reason, "its SD maps are not calibrated")
+        return sampler, None, reason
+    reason = (
+        f"calibrated on {calibration.subjects} held-out subjects: sampler temperature {calibration.temperature:g}, "
+        f"spread scale {calibration.spread_scale:.4g}"
+    )
+    return dataclasses.replace(sampler, temperature=calibration.temperature), calibration.spread_scale, reason
+
+
+def _interval(card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ...]) -> tuple[RegionalInterval | None, str]:
+    interval = card.regional_interval
+    if interval is None:
+        return None, f"the model {card.name} records no regional interval (bids-jdam-calibrate fits one)"
+    reason = interval.reason_not_applied(sampler, planes)
+    if reason is not None:
+        _warn_once(card.name, reason, "the regional tables carry no interval and no predictive SD map is written")
+        return None, reason
+    return interval, (
+        f"split-conformal on {interval.pairs} (subject, region) pairs of {interval.subjects} held-out subjects, "
+        f"half-width {interval.half_width_suvr:.4g} SUVR"
+    )
+
+
+@functools.cache
+def _warn_once(model: str, reason: str, consequence: str) -> None:
+    """Say once per process and setting that a run steps outside what a calibration was fitted for."""
+    log.warning("%s: %s, so %s", model, reason, consequence)
