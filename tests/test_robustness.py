@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 
 from bids_jdam.cli.run import main
+from bids_jdam.config import small_config
+from bids_jdam.errors import InputError, one_line
 from bids_jdam.io import atomic
+from bids_jdam.preprocess.pipeline import preprocess_t1w
 
 FAST = ["--sampler", "heun", "--steps", "2", "--skip-bids-validation"]
 
@@ -83,6 +86,22 @@ BAD_T1W = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_T1W))
+def test_bad_t1w_is_refused_in_one_line_naming_it(case, tmp_path):
+    """Each broken T1w stops the preprocessing at its first step with the line the app prints."""
+    t1w = tmp_path / "sub-01_T1w.nii.gz"
+    make, says = BAD_T1W[case]
+    make(t1w)
+    with pytest.raises(InputError) as refused:
+        preprocess_t1w(t1w, tmp_path / "work", small_config(), subject_label="01")
+    line = one_line(refused.value)
+    assert says in line and str(t1w) in line and "\n" not in line
+
+
+# Through the whole CLI: one file that is no image at all, one image with no anatomy.
+CLI_CASES = ("html", "constant")
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
 def test_bad_t1w_gives_one_clear_line(case, phantom_dataset, tiny_model_dir, tmp_path, capsys):
     bids, t1w = _one_subject_copy(phantom_dataset, tmp_path)
     t1w.unlink()
