@@ -8,13 +8,14 @@ import numpy as np
 from scipy.stats import norm
 
 from bids_jdam.evaluate.calibration import conformal_quantile
-from bids_jdam.synthesis.error_model import LEVEL, ErrorModel, features, relative_sd
+from bids_jdam.synthesis.error_model import BINS, LEVEL, ErrorModel, features, relative_sd
 
 
 def fit_error_model(
     cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float, level: float = LEVEL
 ) -> ErrorModel:
-    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases; conformal on the same voxels."""
+    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases; conformal on the same voxels, one
+    factor per fifth of the relative map (locally adaptive), and one over all voxels for the record."""
     designs, errors = [], []
     for mean, t1, reference, mask in cases:
         mask = np.asarray(mask, dtype=bool)
@@ -23,12 +24,17 @@ def fit_error_model(
     design, error = np.concatenate(designs), np.concatenate(errors)
     floor = 1e-4 * np.mean(error**2) + 1e-12
     coefficients, *_ = np.linalg.lstsq(design, np.log(error**2 + floor), rcond=None)
-    normalized = np.abs(error) / relative_sd(design, coefficients)
-    factor = conformal_quantile(normalized, level) / float(norm.ppf(0.5 + level / 2))
+    relative = relative_sd(design, coefficients)
+    normalized = np.abs(error) / relative
+    z = float(norm.ppf(0.5 + level / 2))
+    edges = np.quantile(relative, np.arange(1, BINS) / BINS)
+    bins = np.searchsorted(edges, relative, side="right")
     return ErrorModel(
         coefficients=tuple(float(c) for c in coefficients),
-        conformal_factor=factor,
+        conformal_factor=conformal_quantile(normalized, level) / z,
         level=level,
         subjects=len(cases),
         voxels=len(error),
+        bin_edges=tuple(float(edge) for edge in edges),
+        bin_factors=tuple(conformal_quantile(normalized[bins == b], level) / z for b in range(BINS)),
     )

@@ -4,8 +4,10 @@ One sample gives no spread, yet the error of the mean is not everywhere the same
 (where brain masks and registrations disagree), where the synthetic PET or the T1w change fast (cortex next to
 white matter and CSF, where partial volume and small misregistration matter), where uptake is high and towards the
 ends of the slice stack. The model regresses the log squared error of held-out subjects' synthetic PET on those
-features (least squares); its exponential is a relative map, and one split-conformal factor on the normalized
-scores |error| / map makes mean +- 1.645 SD the central 90 % interval on those subjects
+features (least squares); its exponential is a relative map. Split-conformal factors on the normalized scores
+|error| / map, one per fifth of the relative map (locally adaptive: the regression may under- or overstate how
+fast the error grows, so one global factor would over-cover the quiet fifths and under-cover the busy ones), make
+mean +- 1.645 SD the central 90 % interval within each fifth on those subjects
 (:mod:`bids_jdam.evaluate.single_sample_sd` fits it, with the regional interval, on the same held-out syntheses).
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 LEVEL = 0.9
+BINS = 5  # the relative map's fifths, each with its own conformal factor
 SINGLE_SAMPLE_SD = "single_sample_sd"  # its key in the model card
 EDGE_SCALES_MM = (2.0, 6.0, 12.0)  # how fast the edge features decay inward
 LOCAL_SIGMA_MM = 4.0  # the scale of the local gradients, curvature and spread
@@ -74,20 +77,33 @@ def features(mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_m
 
 @dataclass(frozen=True)
 class ErrorModel:
-    """Coefficients of the log squared error on :data:`FEATURES` and the conformal factor to a predictive SD."""
+    """Coefficients of the log squared error on :data:`FEATURES` and the conformal factors to a predictive SD.
+
+    ``bin_edges`` split the relative map into fifths (on the held-out voxels) and ``bin_factors`` hold each fifth's
+    factor; a card fitted before the fifths has neither and uses the one ``conformal_factor`` everywhere.
+    """
 
     coefficients: tuple[float, ...]
     conformal_factor: float
     level: float
     subjects: int
     voxels: int
+    bin_edges: tuple[float, ...] = ()
+    bin_factors: tuple[float, ...] = ()
 
     def predictive_sd(self, mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_mm: float) -> np.ndarray:
         """The predictive SD map of ``mean`` (0 outside the mask): mean +- 1.645 SD is its central 90 % interval."""
         mask = np.asarray(brain_mask, dtype=bool)
+        relative = relative_sd(features(mean, t1, mask, spacing_mm), self.coefficients)
         out = np.zeros(mask.shape, dtype=np.float32)
-        out[mask] = self.conformal_factor * relative_sd(features(mean, t1, mask, spacing_mm), self.coefficients)
+        out[mask] = self.factors(relative) * relative
         return out
+
+    def factors(self, relative: np.ndarray) -> np.ndarray | float:
+        """The conformal factor of each voxel's fifth of the relative map (the global one without fifths)."""
+        if not self.bin_factors:
+            return self.conformal_factor
+        return np.asarray(self.bin_factors)[np.searchsorted(np.asarray(self.bin_edges), relative, side="right")]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "features": list(FEATURES)}
@@ -97,7 +113,12 @@ class ErrorModel:
         fields = {key: value for key, value in data.items() if key != "features"}
         if data.get("features") != list(FEATURES):
             raise ValueError(f"error model features {data.get('features')} are not {list(FEATURES)}")
-        return cls(**{**fields, "coefficients": tuple(fields["coefficients"])})
+        if len(fields.get("bin_factors", ())) != len(fields.get("bin_edges", ())) + (
+            1 if fields.get("bin_factors") else 0
+        ):
+            raise ValueError("error model bin_factors must be one more than bin_edges")
+        tuples = {key: tuple(fields.get(key, ())) for key in ("coefficients", "bin_edges", "bin_factors")}
+        return cls(**{**fields, **tuples})
 
 
 def relative_sd(design: np.ndarray, coefficients: Sequence[float]) -> np.ndarray:
