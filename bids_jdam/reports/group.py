@@ -15,7 +15,6 @@ beside the mean coverage and spread-skill measured on the images with a real PET
 
 from __future__ import annotations
 
-import html
 import io
 import logging
 import math
@@ -33,8 +32,8 @@ from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.outliers import MIN_IMAGES_FOR_OUTLIERS, OUTLIER_Z, flag_outliers, groups_by
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.io import atomic
-from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page
-from bids_jdam.reports.participant import PHANTOM_BANNER, spread_statement
+from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page, render
+from bids_jdam.reports.participant import PHANTOM_BANNER, Part, spread_statement
 from bids_jdam.synthesis.provenance import ModelInfo
 
 LOGGER = logging.getLogger(__name__)
@@ -221,84 +220,73 @@ def _group_html(
     problems: list[str],
     expected: list[str],
 ) -> str:
-    body = []
-    if any(item.model.trained_on_phantoms for item in metrics):
-        body.append(f'<div class="banner">{html.escape(PHANTOM_BANNER)}</div>')
-    n_outliers = int(table["outlier"].sum())
     failed_qc = [item for item in metrics if item.status != "ok"]
     all_images, table = table, table[table["status"] == "ok"]
-    body.append(
-        f"<p>{len(table)} image(s) of {table['participant_id'].nunique()} participant(s) succeeded; "
-        f"{len(failed_qc)} image(s) failed quality control; "
-        f"{len(missing)} of {len(expected)} participant(s) have no output; {len(problems)} metrics file(s) "
-        f"skipped; {n_outliers} image(s) flagged as outliers.</p>"
-    )
-    if failed_qc:
-        body.append("<h2>Images that failed quality control (status failed-qc: not in the figures)</h2>")
-        body.append(
-            bullet_list(
-                [f"{_image_name(item)}: {'; '.join(item.qc_failures) or item.status}" for item in failed_qc], "warnings"
-            )
-        )
+    context = {
+        "phantom_banner": PHANTOM_BANNER if any(item.model.trained_on_phantoms for item in metrics) else None,
+        "counts": {
+            "succeeded": len(table),
+            "participants": table["participant_id"].nunique(),
+            "failed_qc": len(failed_qc),
+            "missing": len(missing),
+            "expected": len(expected),
+            "skipped": len(problems),
+            "outliers": int(all_images["outlier"].sum()),
+        },
+        "failed_qc": [f"{_image_name(item)}: {'; '.join(item.qc_failures) or item.status}" for item in failed_qc],
+        "missing": missing,
+        "problems": problems,
+        "sections": [],
+        "all_images": None,
+        "reports": [],
+    }
+    if not table.empty:
+        context.update(_group_sections(output_dir, table, all_images, metrics))
+    return page("bids-jdam: group report", render("group.html.j2", **context))
 
-    body.append("<h2>Participants without outputs</h2>")
-    body.append(bullet_list(missing) if missing else "<p>None: every participant has at least one output.</p>")
-    if problems:
-        body.append("<h3>Skipped metrics files</h3>" + bullet_list(problems, "warnings"))
-    if table.empty:
-        body.append("<p>No image succeeded, so there is nothing to plot.</p>")
-        return page("bids-jdam: group report", "\n".join(body))
 
+def _group_sections(
+    output_dir: Path, table: pd.DataFrame, all_images: pd.DataFrame, metrics: list[ParticipantMetrics]
+) -> dict[str, object]:
+    """The figures and tables of the images that passed QC, and the table of every image."""
     groupings = [c for c in ("diagnosis", "field_strength") if table[c].notna().any()]
-    body += _regional_parts(table, groupings)
-    body.append("<h2>Spread calibration</h2>" + bullet_list(_calibration_lines(metrics)))
     quality_present = [m for m in QUALITY_MEASURES if table[m].notna().any()]
-    body += _distribution_parts(table, quality_present, groupings)
-    body += _outlier_parts(table)
-    body.append("<h2>All images</h2>")
-    links = "".join(
-        f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>'
-        for p in table["participant_id"].unique()
-        if (output_dir / f"{p}.html").is_file()
-    )
-    if links:
-        body.append(f"<p>Participant reports:</p><nav><ul>{links}</ul></nav>")
-    shown = [
-        "participant_id",
-        "session",
-        "run",
-        "status",
-        "diagnosis",
-        "field_strength",
-        *quality_present,
-        *CHECK_MEASURES,
+    sections = [
+        _regional_part(table, groupings),
+        ("Spread calibration", [bullet_list(_calibration_lines(metrics))]),
+        *_distribution_parts(table, quality_present, groupings),
+        _outlier_part(table),
     ]
-    body.append(data_table(shown, all_images[shown].values.tolist(), all_images["outlier"].tolist()))
-    return page("bids-jdam: group report", "\n".join(body))
+    shown = ["participant_id", "session", "run", "status", "diagnosis", "field_strength", *quality_present]
+    shown += CHECK_MEASURES
+    return {
+        "sections": sections,
+        "reports": [p for p in table["participant_id"].unique() if (output_dir / f"{p}.html").is_file()],
+        "all_images": data_table(shown, all_images[shown].values.tolist(), all_images["outlier"].tolist()),
+    }
 
 
-def _regional_parts(table: pd.DataFrame, groupings: list[str]) -> list[str]:
+def _regional_part(table: pd.DataFrame, groupings: list[str]) -> Part:
     """Regional SUVR figures and means, synthetic and real, by diagnosis where known."""
-    body = ["<h2>Regional SUVR</h2>"]
+    blocks = []
     by = "diagnosis" if "diagnosis" in groupings else None
     for prefix, label in (("suvr_", "synthetic PET"), ("realsuvr_", "real PET")):
         columns = [c for c in table.columns if c.startswith(prefix)]
         if columns and table[columns].notna().any().any():
-            body.append(
+            blocks.append(
                 embedded_png(
                     _regional_figure(table, columns, by, label),
                     f"regional SUVR {label}",
                     f"Mean SUVR per region, {label}" + (", by diagnosis." if by else "."),
                 )
             )
-            body.append(_regional_means_table(table, columns, by))
+            blocks.append(_regional_means_table(table, columns, by))
+    return "Regional SUVR", blocks
 
-    return body
 
-
-def _distribution_parts(table: pd.DataFrame, quality_present: list[str], groupings: list[str]) -> list[str]:
+def _distribution_parts(table: pd.DataFrame, quality_present: list[str], groupings: list[str]) -> list[Part]:
     """One distribution figure per group of measures (quality, spread, checks)."""
-    body: list[str] = []
+    parts: list[Part] = []
     sections = [
         ("Image quality (images with a real PET)", [m for m in quality_present if m not in SPREAD_MEASURES]),
         (
@@ -310,38 +298,35 @@ def _distribution_parts(table: pd.DataFrame, quality_present: list[str], groupin
     for title, measures in sections:
         if not measures:
             continue
-        body.append(f"<h2>{html.escape(title)}</h2>")
         caption = "; ".join(f"row {i}: by {g.replace('_', ' ')}" for i, g in enumerate(groupings, start=1))
-        body.append(
+        blocks = [
             embedded_png(
                 _distribution_figure(table, list(measures), groupings or [None]),
                 title,
                 (caption + "; " if caption else "") + "red dots: flagged outliers.",
             )
-        )
+        ]
         if {"sd_error_correlation", "view_sd_error_correlation"} & set(measures):
-            body.append(
+            blocks.append(
                 f'<p class="note">SD-error correlations: Pearson correlation, inside the brain mask, of a '
                 f"standard-deviation map with the absolute error of the synthetic PET against the real PET, "
                 f"both smoothed at {PET_RESOLUTION_SIGMA_MM:g} mm; above 0 the map points to where the "
                 f"synthetic PET is wrong. View: SD across the sampled planes (images with several planes); "
                 f"sampling: SD across the K samples (images with K &gt; 1).</p>"
             )
+        parts.append((title, blocks))
+    return parts
 
-    return body
 
-
-def _outlier_parts(table: pd.DataFrame) -> list[str]:
-    body: list[str] = []
-    body.append("<h2>Outliers</h2>")
-    body.append(
+def _outlier_part(table: pd.DataFrame) -> Part:
+    note = (
         f'<p class="note">Modified z-score 0.6745 (x - median) / MAD per measure, flagged when |z| &gt; {OUTLIER_Z}: '
         f"quality and checks across all images, regional SUVR within each diagnosis group; a measure needs at "
         f"least {MIN_IMAGES_FOR_OUTLIERS} images in its group; 1.2533 x the mean absolute deviation replaces a zero "
         f"MAD.</p>"
     )
     flagged = table[table["outlier"]]
-    body.append(
+    listed = (
         data_table(
             ["participant_id", "session", "run", "measures"],
             flagged[["participant_id", "session", "run", "outlier_measures"]].values.tolist(),
@@ -349,8 +334,7 @@ def _outlier_parts(table: pd.DataFrame) -> list[str]:
         if len(flagged)
         else "<p>No outliers.</p>"
     )
-
-    return body
+    return "Outliers", [note, listed]
 
 
 def _calibration_lines(metrics: list[ParticipantMetrics]) -> list[str]:

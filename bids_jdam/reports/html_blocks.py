@@ -23,7 +23,11 @@ from bids_jdam import __version__
 def _environment() -> Environment:
     """The reports' templates (``reports/templates``), autoescaped: text from inputs never becomes markup."""
     environment = Environment(
-        loader=PackageLoader("bids_jdam", "reports/templates"), autoescape=True, undefined=StrictUndefined
+        loader=PackageLoader("bids_jdam", "reports/templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     environment.filters["value"] = format_value
     return environment
@@ -33,6 +37,11 @@ def _block(name: str, *args: object) -> str:
     """One macro of ``blocks.html.j2``, rendered."""
     macro = getattr(_environment().get_template("blocks.html.j2").module, name)
     return str(macro(*args))
+
+
+def render(template: str, **context: object) -> str:
+    """A report template of ``templates/`` rendered with ``context``."""
+    return _environment().get_template(template).render(**context)
 
 
 def page(title: str, body: str) -> str:

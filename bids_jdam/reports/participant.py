@@ -6,7 +6,6 @@ entry is written first, so the group level has its numbers even if drawing a fig
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.io import atomic
 from bids_jdam.reports import reportlets
-from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page
+from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page, render
 from bids_jdam.reports.reportlets import ImageLike
 from bids_jdam.synthesis.provenance import ModelInfo
 
@@ -79,31 +78,28 @@ def write_participant_report(
         if entry.stem.split("_")[0] != subject_id:
             raise InputError(f"{entry.stem}: this image does not belong to {subject_id}")
         entry.metrics.to_json(metrics_json_path(out_dir, entry.stem))
-    sections = [_entry_section(Path(out_dir), entry) for entry in entries]
-    body = []
-    if any(entry.metrics.model.trained_on_phantoms for entry in entries):
-        body.append(f'<div class="banner">{html.escape(PHANTOM_BANNER)}</div>')
-    for entry in entries:
-        if entry.metrics.status != "ok":
-            reasons = "; ".join(entry.metrics.qc_failures) or entry.metrics.status
-            body.append(
-                f'<div class="banner">{html.escape(entry.stem)} FAILED quality control '
-                f"({html.escape(reasons)}): its outputs are marked failed-qc; do not use them.</div>"
-            )
-    if failed:
-        body.append(
-            "<h2>Images that failed in this run (no new outputs)</h2>"
-            + bullet_list([f"{stem}: {error}" for stem, error in sorted(failed.items())], "warnings")
-        )
-    if len(entries) > 1:
-        links = "".join(f'<li><a href="#{html.escape(e.stem)}">{html.escape(e.stem)}</a></li>' for e in entries)
-        body.append(f"<nav><ul>{links}</ul></nav>")
-    body.extend(sections)
+    body = render(
+        "participant.html.j2",
+        phantom_banner=PHANTOM_BANNER if any(e.metrics.model.trained_on_phantoms for e in entries) else None,
+        qc_failed=[
+            (e.stem, "; ".join(e.metrics.qc_failures) or e.metrics.status) for e in entries if e.metrics.status != "ok"
+        ],
+        failed=[f"{stem}: {error}" for stem, error in sorted((failed or {}).items())],
+        sections=[_entry_section(Path(out_dir), entry) for entry in entries],
+    )
     report = Path(out_dir) / f"{subject_id}.html"
-    return atomic.write_text(report, page(f"bids-jdam: {subject_id}", "\n".join(body)))
+    return atomic.write_text(report, page(f"bids-jdam: {subject_id}", body))
 
 
-def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
+@dataclass
+class Section:
+    """One image's part of the report: its (heading, HTML blocks) parts in order; a None heading has none."""
+
+    stem: str
+    parts: list[Part]
+
+
+def _entry_section(out_dir: Path, entry: ReportEntry) -> Section:
     """Figures and tables of one image; figures are written to disk, then embedded."""
     metrics = entry.metrics
     figures = figures_dir(out_dir, entry.stem.split("_")[0])
@@ -111,67 +107,70 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> str:
     def reportlet_path(name: str, suffix: str) -> Path:
         return figures / f"{entry.stem}_desc-{name}_{suffix}.png"
 
-    parts = [f'<section id="{html.escape(entry.stem)}"><h2>{html.escape(entry.stem)}</h2>', _summary_table(metrics)]
+    parts: list[Part] = [(None, [_summary_table(metrics)])]
     if metrics.warnings:
-        parts.append("<h3>Warnings</h3>" + bullet_list(metrics.warnings, "warnings"))
-
+        parts.append(("Warnings", [bullet_list(metrics.warnings, "warnings")]))
     parts += _preprocessing_parts(entry, reportlet_path)
     parts += _synthetic_pet_parts(entry, reportlet_path)
     if entry.real_pet is not None:
         parts += _real_pet_parts(entry, reportlet_path)
-    parts.append("<h3>Steps run and timings</h3>")
-    parts.append(key_value_table([(step, f"{seconds:.1f} s") for step, seconds in metrics.timings.items()]))
-    parts.append("<h3>Software versions</h3>")
-    parts.append(key_value_table(sorted(metrics.versions.items())))
-    parts.append("</section>")
-    return "\n".join(parts)
+    parts.append(("Steps run and timings", [key_value_table([(k, f"{v:.1f} s") for k, v in metrics.timings.items()])]))
+    parts.append(("Software versions", [key_value_table(sorted(metrics.versions.items()))]))
+    return Section(entry.stem, parts)
 
 
 ReportletPath = Callable[[str, str], Path]
+Part = tuple[str | None, list[str]]  # a heading (or None) and the HTML blocks under it
 
 
-def _preprocessing_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[str]:
-    parts: list[str] = []
-    parts.append("<h3>Brain extraction</h3>")
-    path = reportlets.brain_mask_reportlet(entry.t1w, entry.brain_mask, reportlet_path("brainmask", "T1w"))
-    parts.append(embedded_image(path, "brain mask", "Preprocessed T1w (model grid) with the brain-mask contour."))
-
-    parts.append("<h3>Registration to the template</h3>")
-    path = reportlets.registration_reportlet(
+def _preprocessing_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[Part]:
+    mask = reportlets.brain_mask_reportlet(entry.t1w, entry.brain_mask, reportlet_path("brainmask", "T1w"))
+    registration = reportlets.registration_reportlet(
         entry.t1w, entry.template_t1, entry.brain_mask, reportlet_path("registration", "T1w")
     )
-    parts.append(embedded_image(path, "registration", "Edges of the registered T1w (red) over the template T1."))
+    return [
+        (
+            "Brain extraction",
+            [embedded_image(mask, "brain mask", "Preprocessed T1w (model grid) with the brain-mask contour.")],
+        ),
+        (
+            "Registration to the template",
+            [embedded_image(registration, "registration", "Edges of the registered T1w (red) over the template T1.")],
+        ),
+    ]
 
-    return parts
 
-
-def _synthetic_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[str]:
+def _synthetic_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[Part]:
     """The synthetic PET's mosaics, its uncertainty maps and regional SUVR."""
     metrics = entry.metrics
-    parts: list[str] = []
-    parts.append("<h3>Synthetic PET (SUVR)</h3>")
     vmax = _colour_limit(entry)
-    for plane in reportlets.PLANES:
-        path = reportlets.pet_mosaic_reportlet(
-            entry.synthetic_pet, entry.brain_mask, plane, vmax, reportlet_path(f"synth{plane}", "pet")
+    mosaics = [
+        embedded_image(
+            reportlets.pet_mosaic_reportlet(
+                entry.synthetic_pet, entry.brain_mask, plane, vmax, reportlet_path(f"synth{plane}", "pet")
+            ),
+            f"synthetic PET {plane}",
+            f"Synthetic PET, {plane} slices.",
         )
-        parts.append(embedded_image(path, f"synthetic PET {plane}", f"Synthetic PET, {plane} slices."))
-
-    maps = _uncertainty_maps(entry)
-    if any(image is not None for image, *_ in maps):
-        parts.append("<h3>Uncertainty</h3>")
-    for image, name, title, caption in maps:
-        if image is not None:
-            path = reportlets.uncertainty_reportlet(image, entry.t1w, entry.brain_mask, reportlet_path(name, "pet"))
-            parts.append(embedded_image(path, title, caption))
-
-    parts.append("<h3>Regional SUVR</h3>")
-    path = reportlets.regional_suvr_reportlet(
+        for plane in reportlets.PLANES
+    ]
+    uncertainty = [
+        embedded_image(
+            reportlets.uncertainty_reportlet(image, entry.t1w, entry.brain_mask, reportlet_path(name, "pet")),
+            title,
+            caption,
+        )
+        for image, name, title, caption in _uncertainty_maps(entry)
+        if image is not None
+    ]
+    regional = reportlets.regional_suvr_reportlet(
         metrics.regional_suvr_synthetic, metrics.regional_suvr_real, reportlet_path("regionalsuvr", "pet")
     )
-    parts.append(embedded_image(path, "regional SUVR", "Mean SUVR per coarse region."))
-
-    return parts
+    return [
+        ("Synthetic PET (SUVR)", mosaics),
+        *([("Uncertainty", uncertainty)] if uncertainty else []),
+        ("Regional SUVR", [embedded_image(regional, "regional SUVR", "Mean SUVR per coarse region.")]),
+    ]
 
 
 def _colour_limit(entry: ReportEntry) -> float:
@@ -216,55 +215,47 @@ def _uncertainty_maps(entry: ReportEntry) -> list[tuple]:
     ]
 
 
-def _real_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[str]:
+def _real_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[Part]:
     """Scores against the real PET, its mosaic and the error map."""
     metrics, vmax = entry.metrics, _colour_limit(entry)
-    parts = ["<h3>Real PET and error</h3>"]
-    if metrics.quality is not None:
-        quality = metrics.quality
-        parts.append(
-            key_value_table(
-                [
-                    ("PSNR (dB)", quality.psnr),
-                    ("SSIM", quality.ssim),
-                    ("MAE (SUVR)", quality.mae),
-                    ("NMSE", quality.nmse),
-                    *[
-                        (f"in T1w space: {label}", value)
-                        for label, value in (
-                            ("PSNR (dB)", quality.native_psnr),
-                            ("SSIM", quality.native_ssim),
-                            ("MAE (SUVR)", quality.native_mae),
-                        )
-                        if value is not None
-                    ],
-                    ("in the training set", metrics.in_training_set),
-                    *[
-                        (f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
-                        for label, value in (
-                            ("view disagreement", quality.view_sd_error_correlation),
-                            ("sampling spread", quality.sd_error_correlation),
-                        )
-                        if value is not None
-                    ],
-                    *[
-                        (f"sampling spread: {label}", getattr(quality, name))
-                        for name, label in SPREAD_SCORES
-                        if getattr(quality, name) is not None
-                    ],
-                ]
-            )
-        )
+    blocks = [] if metrics.quality is None else [key_value_table(_real_pet_scores(metrics))]
     path = reportlets.pet_mosaic_reportlet(
         entry.real_pet, entry.brain_mask, "axial", vmax, reportlet_path("realpet", "pet")
     )
-    parts.append(embedded_image(path, "real PET", "Real PET (SUVR), same slices and colour scale."))
+    blocks.append(embedded_image(path, "real PET", "Real PET (SUVR), same slices and colour scale."))
     path = reportlets.error_reportlet(
         entry.synthetic_pet, entry.real_pet, entry.t1w, entry.brain_mask, reportlet_path("error", "pet")
     )
-    parts.append(embedded_image(path, "error map", "Synthetic minus real PET: red too high, blue too low."))
+    blocks.append(embedded_image(path, "error map", "Synthetic minus real PET: red too high, blue too low."))
+    return [("Real PET and error", blocks)]
 
-    return parts
+
+def _real_pet_scores(metrics: ParticipantMetrics) -> list[tuple[str, object]]:
+    """The image's scores against its real PET, in T1w space too, and how its SD maps relate to the error."""
+    quality = metrics.quality
+    native = (("PSNR (dB)", quality.native_psnr), ("SSIM", quality.native_ssim), ("MAE (SUVR)", quality.native_mae))
+    correlations = (
+        ("view disagreement", quality.view_sd_error_correlation),
+        ("sampling spread", quality.sd_error_correlation),
+    )
+    return [
+        ("PSNR (dB)", quality.psnr),
+        ("SSIM", quality.ssim),
+        ("MAE (SUVR)", quality.mae),
+        ("NMSE", quality.nmse),
+        *[(f"in T1w space: {label}", value) for label, value in native if value is not None],
+        ("in the training set", metrics.in_training_set),
+        *[
+            (f"{label} vs absolute error (Pearson r, {PET_RESOLUTION_SIGMA_MM:g} mm smoothing)", value)
+            for label, value in correlations
+            if value is not None
+        ],
+        *[
+            (f"sampling spread: {label}", getattr(quality, name))
+            for name, label in SPREAD_SCORES
+            if getattr(quality, name) is not None
+        ],
+    ]
 
 
 def _summary_table(metrics: ParticipantMetrics) -> str:
