@@ -7,7 +7,7 @@ model and the app's synthesis entry point (``Synthesizer.synthesize``) with its 
 (sample indices 0 and 1 of each slice's noise key, as in a participant run). The difference of a subject's two
 samples is sampling noise alone
 (the subject's own anatomy cancels). Two noise-key schemes: ``per-image``, bids-jdam's (the image's name is part of
-every slice's noise key), and ``shared`` (one name for every image, as versions before 2026-11-30 keyed the noise).
+every slice's noise key), and ``shared`` (one name for every image, as an early development version keyed the noise).
 Recorded per scheme: the Pearson correlation of that noise between each pair of subjects in the voxels where both
 have brain, and the SD of the subjects' mean noise over the RMS of one subject's noise: about 1/sqrt(n) when the
 noise is independent, 1 when every subject carries the same pattern (a group average then removes none of it).

@@ -266,7 +266,7 @@ def markdown(report: dict) -> str:
         f"{report['smoothing_mm']:g} mm inside the mask). Calibration: RMSE of the mean (against the real PET) "
         "per SD quintile, and the spread-skill ratio sqrt((1 + 1/n) mean SD^2) / RMSE with n the number of "
         "members (K samples or 3 planes): 1 for a calibrated map, below 1 overconfident (the convention of "
-        "bids_jdam.evaluate.probabilistic; results before 2026-12-01 report its inverse).",
+        "bids_jdam.evaluate.probabilistic; earlier results files report its inverse).",
         "",
         "| subject | planes | K | map | corr. vs real PET | corr. vs noise-free truth | SD quintiles: mean SD -> "
         "RMSE (real PET) | spread-skill real (noise-free) |",
