@@ -138,7 +138,7 @@ def test_no_import_cycle_between_modules():
     assert not cycles, "import cycles between modules:\n" + _cycle_report(cycles, edges, lambda module: module)
 
 
-@pytest.mark.parametrize("order", ["sorted", "reversed"])
+@pytest.mark.parametrize("order", ["sorted", pytest.param("reversed", marks=pytest.mark.slow)])
 def test_every_module_imports_on_its_own_in_either_order(order: str):
     """A fresh interpreter imports all modules one after the other; a cycle that bites shows as an ImportError."""
     modules = sorted(set(MODULES) - NOT_IMPORTED, reverse=order == "reversed")

@@ -122,6 +122,7 @@ def weight_gap(ddp_dir, single_dir, initial_dir, prefix=""):
     return norm(single, initial), norm(ddp, single)
 
 
+@pytest.mark.slow  # three torch processes; the shared batch noise and gradient averaging have their unit tests
 def test_two_ranks_train_the_default_method_as_one_process(phantom_dataset, tmp_path):
     """The default method (an L1 U-Net and a score network used on every third step only) on 2 ranks x 2 slices
     follows 1 process x 4 slices: the ranks share the global batch and its noise and average their gradients."""

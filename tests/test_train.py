@@ -14,7 +14,7 @@ from bids_jdam.data.dataset import PairedSliceDataset, SubjectVolumes, read_spli
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import CALIBRATION_TEMPERATURES
 from bids_jdam.evaluate.validation import predict_slices
-from bids_jdam.methods import METHODS
+from bids_jdam.methods import DEFAULT_METHOD, METHODS
 from bids_jdam.methods.model_dir import PHANTOM_WARNING, WEIGHTS, load_model_dir
 from bids_jdam.training.distributed import Ranks
 from bids_jdam.training.loop import Budget
@@ -168,7 +168,14 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert error.count("\n") == 0 and "participants.tsv" in error
 
 
+def test_the_default_method_samples_with_its_own_sampler():
+    cfg = METHODS.named(DEFAULT_METHOD).configure(small_config())
+    assert DEFAULT_METHOD == "jdam-residual"
+    assert (cfg.sampler.name, cfg.sampler.steps) == ("heun", 18)  # its own sampler, not the paper's PC-1000
+
+
 def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
+    """The default method through the CLI; a two-step sampler in the configuration keeps the calibrations cheap."""
     out = tmp_path / "model"
     config = tmp_path / "config.json"
     config.write_text(
@@ -176,6 +183,7 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
             {
                 "network": {"channels": 8, "channel_mult": [1, 2], "num_groups": 4},
                 "train": {"planes": ["axial"], "batch_size": 2},
+                "sampler": {"name": "heun", "steps": 2},
             }
         )
     )
@@ -197,11 +205,11 @@ def test_cli_trains_on_the_phantom(phantom_dataset, tmp_path):
     assert card["steps"] == 2 and cfg.network.channels == 8
     assert not (out / "work").exists()  # the slice store is gone and no empty work/ is left behind to upload
     assert card["method"] == "jdam-residual" and card["residual_diffusion"]  # the default method
-    assert (cfg.sampler.name, cfg.sampler.steps) == ("heun", 18)  # its own sampler, not the paper's PC-1000
+    assert (cfg.sampler.name, cfg.sampler.steps) == ("heun", 2)  # the configuration's sampler stays
     calibration = card["calibration"]
-    assert "spread_scale" not in calibration or (calibration["sampler"], calibration["steps"]) == ("heun", 18)
+    assert "spread_scale" not in calibration or (calibration["sampler"], calibration["steps"]) == ("heun", 2)
     regional = card["regional_interval"]  # fitted on the validation subjects for a default run
-    assert (regional["sampler"], regional["steps"], regional["planes"]) == ("heun", 18, 1)
+    assert (regional["sampler"], regional["steps"], regional["planes"]) == ("heun", 2, 1)
     held_out = card["training_data"]["subjects"]["validation"]
     assert regional["half_width_suvr"] > 0 and regional["subjects"] == len(held_out)
     assert PHANTOM_WARNING in card["intended_use"]
