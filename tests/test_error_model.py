@@ -46,8 +46,7 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
     from types import SimpleNamespace
 
     from bids_jdam.config import SamplerConfig
-    from bids_jdam.methods.model_card import ModelCard, RegionalInterval
-    from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD
+    from bids_jdam.methods.model_card import SINGLE_SAMPLE_SD, ModelCard, RegionalInterval
     from bids_jdam.synthesis.sampling_plan import plan_sampling
     from bids_jdam.synthesis.volume import SynthesisResult
     from bids_jdam.workflows.participant import attach_predictive_sd

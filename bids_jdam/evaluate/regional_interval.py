@@ -12,7 +12,6 @@ all be covered or all missed.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable
 
@@ -24,8 +23,6 @@ from bids_jdam.errors import InputError
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.calibration import conformal_quantile
 from bids_jdam.methods.model_card import RegionalInterval
-
-log = logging.getLogger("bids_jdam.regions")
 
 LEVEL = 0.9
 

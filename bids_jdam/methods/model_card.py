@@ -17,6 +17,8 @@ from bids_jdam.data.atlas import DEFAULT_ATLAS
 from bids_jdam.errors import InputError
 from bids_jdam.methods.model_dir import PHANTOM_DATA
 
+SINGLE_SAMPLE_SD = "single_sample_sd"  # the card's key of the single-sample error model
+
 
 @dataclass(frozen=True)
 class SpreadCalibration:
@@ -129,7 +131,7 @@ class ModelCard:
         if not isinstance(name, str):
             raise InputError(f"{where}: name must be a string, got {name!r}")
         training = card.get("training_data", {})
-        sd_model = card.get("single_sample_sd")
+        sd_model = card.get(SINGLE_SAMPLE_SD)
         calibration = card.get("calibration")
         note = calibration.get("note") if isinstance(calibration, Mapping) else None
         return cls(

@@ -22,7 +22,6 @@ from scipy import ndimage
 
 LEVEL = 0.9
 BINS = 5  # the relative map's fifths, each with its own conformal factor
-SINGLE_SAMPLE_SD = "single_sample_sd"  # its key in the model card
 EDGE_SCALES_MM = (2.0, 6.0, 12.0)  # how fast the edge features decay inward
 LOCAL_SIGMA_MM = 4.0  # the scale of the local gradients, curvature and spread
 FEATURES = (

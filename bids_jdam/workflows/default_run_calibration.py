@@ -19,9 +19,8 @@ from bids_jdam.evaluate.calibration import MAX_CALIBRATION_EVALUATIONS
 from bids_jdam.evaluate.regional_interval import fit_regional_interval
 from bids_jdam.evaluate.single_sample_sd import fit_error_model
 from bids_jdam.methods import Method
-from bids_jdam.methods.model_card import RegionalInterval
+from bids_jdam.methods.model_card import SINGLE_SAMPLE_SD, RegionalInterval
 from bids_jdam.methods.model_dir import update_model_card
-from bids_jdam.synthesis.error_model import SINGLE_SAMPLE_SD
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.run_config import DEFAULT_PLANES
