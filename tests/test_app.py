@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -27,12 +28,35 @@ def snapshot(root: Path) -> dict[str, tuple[int, float]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(root.rglob("*"))}
 
 
+def with_healthy_reference(model_dir: Path, bids_dir: Path, target: Path) -> Path:
+    """A copy of ``model_dir`` with a healthy reference of the phantom's four subjects' truth (all taken as CN)
+    and an AD-pattern interval of 0.5 z fitted for the app run below (heun, 2 steps, K = 2, two planes)."""
+    from bids_jdam.config import JDAMConfig
+    from bids_jdam.methods.model_card import PatternInterval
+    from bids_jdam.methods.model_dir import update_model_card
+    from bids_jdam.workflows.healthy_reference import record_healthy_reference
+    from bids_jdam.workflows.training_data import load_phantom_truth_subjects
+
+    shutil.copytree(model_dir, target)
+    cfg = JDAMConfig.from_dict(
+        {k: v for k, v in json.loads((target / "config.json").read_text()).items() if k != "method"}
+    )
+    truth = load_phantom_truth_subjects(bids_dir, cfg, ["01", "02", "03", "04"])
+    assert record_healthy_reference(target, [replace(v, diagnosis="CN") for v in truth], cfg.grid.spacing_mm)
+    interval = PatternInterval(half_width_z=0.5, level=0.9, sampler="heun", steps=2, num_samples=2, planes=2,
+                               subjects=9, reference_subjects=4)  # fmt: skip
+    update_model_card(target, {"ad_pattern_interval": interval.to_dict()})
+    return target
+
+
 @pytest.fixture(scope="module")
 def app_run(phantom_dataset, tiny_model_dir, preprocessed_work, tmp_path_factory):
     """One participant-level run (2 subjects, K=2, two planes) shared by the assertions below; the T1w steps come
-    from the session's cache, the synthesis, the outputs and the PET in T1w space are this run's."""
+    from the session's cache, the synthesis, the outputs and the PET in T1w space are this run's. Its model has a
+    healthy reference."""
     before = snapshot(phantom_dataset)
     out = tmp_path_factory.mktemp("app") / "out"
+    model = with_healthy_reference(tiny_model_dir, phantom_dataset, out.parent / "model")
     work = copy_preprocessed(preprocessed_work, out.parent / "work")
     args = [
         str(phantom_dataset),
@@ -42,7 +66,7 @@ def app_run(phantom_dataset, tiny_model_dir, preprocessed_work, tmp_path_factory
         "01",
         "sub-02",
         "--model",
-        str(tiny_model_dir),
+        str(model),
         "--num-samples",
         "2",
         "--planes",
@@ -62,7 +86,7 @@ def test_participant_level_writes_bids_derivatives(app_run, phantom_dataset):
     for sub in ("01", "02"):
         pet = out / f"sub-{sub}" / "pet"
         for space in ("T1w", "MNI152NLin2009aSym"):
-            for desc in ("jdam", "jdamstd", "jdamviewstd"):
+            for desc in ("jdam", "jdamstd", "jdamviewstd", "zscore"):
                 image = pet / f"sub-{sub}_trc-FDG_space-{space}_desc-{desc}_pet.nii.gz"
                 assert image.is_file(), image
                 sidecar = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
@@ -98,6 +122,12 @@ def test_each_image_has_an_aal3_regional_table_with_its_real_pet(app_run):
         "ci90_upper",
         "mean_synthetic_sd",
         "mean_real_suvr",
+        "healthy_mean_suvr",
+        "healthy_sd_suvr",
+        "zscore",
+        "zscore_ci90_lower",
+        "zscore_ci90_upper",
+        "real_zscore",
     ]
     by_name = {row[1]: row for row in rows[1:]}
     assert {"Precuneus_L", "Cingulate_Post_R", "Cerebellum_Crus1_L", "AD_metaROI"} <= set(by_name)
@@ -109,6 +139,20 @@ def test_each_image_has_an_aal3_regional_table_with_its_real_pet(app_run):
     sidecar = json.loads(table.with_suffix(".json").read_text())
     assert set(rows[0]) <= set(sidecar) and "phantoms" in sidecar["Description"]
     assert "n/a in this table: the regional interval was fitted for" in sidecar["ci90_lower"]["Description"]
+    meta = by_name["AD_metaROI"]
+    z = (float(meta[3]) - float(meta[8])) / float(meta[9])
+    assert float(meta[10]) == pytest.approx(z, abs=1e-3) and float(meta[13]) > float(meta[10])  # real PET's z
+    score = sidecar["ADPatternScore"]  # the meta-ROI's z with the interval the card's AD-pattern record gives
+    assert score["z"] == pytest.approx(z, abs=1e-3) and score["upper"] - score["lower"] == pytest.approx(1.0)
+    assert score["reference_subjects"] == 4 and "9 held-out subjects" in score["interval"]
+
+
+def test_the_report_reads_the_regional_table_against_the_healthy_reference(app_run):
+    metrics = json.loads((app_run["out"] / "sub-01" / "figures" / "sub-01_desc-jdam_metrics.json").read_text())
+    assert metrics["ad_pattern"]["upper"] - metrics["ad_pattern"]["lower"] == pytest.approx(1.0)
+    report = (app_run["out"] / "sub-01.html").read_text()
+    assert "Regional FDG against healthy controls" in report and "AD-pattern score (meta-ROI z)" in report
+    assert (app_run["out"] / "sub-01" / "figures" / "sub-01_desc-zscore_pet.png").is_file()
 
 
 def test_input_dataset_is_never_written(app_run, phantom_dataset):

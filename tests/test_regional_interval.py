@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from bids_jdam.data.template import grid_affine
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.calibration import conformal_quantile
-from bids_jdam.evaluate.regional_interval import fit_regional_interval, regional_errors
+from bids_jdam.evaluate.regional_interval import fit_regional_interval, regional_errors, regional_tables
 from bids_jdam.methods.model_card import ModelCard, RegionalInterval
 from bids_jdam.reports.regional_table import write_regional_table
 from bids_jdam.synthesis.sampling_plan import plan_sampling
@@ -63,10 +64,10 @@ def synthesis(seed: int):
 
 
 def test_the_interval_fitted_on_held_out_subjects_covers_new_subjects_regions_as_often_as_it_says():
-    interval = fit_regional_interval(synthesis(1), subjects(4, seed=1), SPACING, SAMPLER, ("axial",))
+    interval = fit_regional_interval(regional_tables(synthesis(1), subjects(4, seed=1), SPACING), SAMPLER, ("axial",))
     assert interval.subjects == 4 and interval.pairs > 4 * 150
     assert interval.half_width_suvr == pytest.approx(1.645 * 0.1, rel=0.15)
-    errors = regional_errors(synthesis(2), subjects(10, seed=2), SPACING)
+    errors = regional_errors(regional_tables(synthesis(2), subjects(10, seed=2), SPACING))
     assert 0.86 <= np.mean(errors <= interval.half_width_suvr) <= 0.94
 
 
@@ -94,7 +95,8 @@ def test_the_table_gives_each_region_its_hand_computed_mean_and_bounds(tmp_path)
         half_width_suvr=0.25, level=0.9, sampler="heun", steps=18, num_samples=1, planes=1, subjects=4, pairs=600
     )
     with ParticipantStaging(tmp_path, "01") as staging:
-        table = write_regional_table(anat_input(sub="01"), rows, provenance(), staging, interval, None)
+        plan = SimpleNamespace(regional_interval=interval, interval_reason="fitted")
+        table = write_regional_table(anat_input(sub="01"), rows, provenance(), staging, plan)
         lines = [line.split("\t") for line in table.read_text().splitlines()]
     header, by_name = lines[0], {line[1]: line for line in lines[1:]}
     assert header[3:6] == ["mean_synthetic_suvr", "ci90_lower", "ci90_upper"]

@@ -24,7 +24,6 @@ from bids_jdam.data.template import TemplateImages
 from bids_jdam.io import atomic
 from bids_jdam.preprocess.pipeline import PreprocessedT1w
 from bids_jdam.synthesis.provenance import SynthesisProvenance
-from bids_jdam.synthesis.volume import SynthesisResult
 
 # No trailing slash: the validator matches folders without it; nor a star inside the name after another star, which
 # the validator does not match (hence the regional tables by their full ending).
@@ -35,6 +34,7 @@ PET_MAPS = (
     ("jdamstd", "std", "std"),
     ("jdamviewstd", "viewstd", "view_std"),
     ("jdampredsd", "predictivesd", "predictive_sd"),
+    ("zscore", "zscore", "zscore"),
 )
 
 
@@ -47,18 +47,19 @@ def start_derivative_dataset(output_dir: Path, *, source_dir: Path, version: str
 def write_image_derivatives(
     anat: AnatInput,
     prep: PreprocessedT1w,
-    result: SynthesisResult,
+    maps: Mapping[str, np.ndarray],
     native: Mapping[str, nib.Nifti1Image],
     template: TemplateImages,
     provenance: SynthesisProvenance,
     staging: ParticipantStaging,
 ) -> dict[str, Path]:
-    """Synthetic PET (and SD maps), brain masks and transforms of one image, with their sidecars.
+    """Synthetic PET (and its SD and z-score maps), brain masks and transforms of one image, with their sidecars.
 
-    ``native`` holds each of ``result.maps()`` on the subject's T1w grid, by field name. Returns the staged maps by
-    ``template_pet``, ``template_std``, ..., and ``native_pet``, ``native_std``, ....
+    ``maps`` holds the template-space maps by :class:`~bids_jdam.synthesis.volume.SynthesisResult` field name (and
+    ``zscore``), ``native`` each of them on the subject's T1w grid. Returns the staged maps by ``template_pet``,
+    ``template_std``, ..., and ``native_pet``, ``native_std``, ....
     """
-    written = _write_pet_maps(anat, result, native, template, provenance, staging)
+    written = _write_pet_maps(anat, maps, native, template, provenance, staging)
     _write_brain_masks(anat, prep, staging)
     _copy_transforms(anat, prep, staging)
     return written
@@ -66,14 +67,13 @@ def write_image_derivatives(
 
 def _write_pet_maps(
     anat: AnatInput,
-    result: SynthesisResult,
+    maps: Mapping[str, np.ndarray],
     native: Mapping[str, nib.Nifti1Image],
     template: TemplateImages,
     provenance: SynthesisProvenance,
     staging: ParticipantStaging,
 ) -> dict[str, Path]:
     written: dict[str, Path] = {}
-    maps = result.maps()
     for desc, statistic, field in PET_MAPS:
         if field not in maps:
             continue

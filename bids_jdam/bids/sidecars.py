@@ -45,6 +45,12 @@ PET_STATISTICS = {
     "and spread of the synthetic PET and the T1w, the uptake and the position in the slice stack, "
     "scaled by a split-conformal factor fitted on those subjects (the "
     "model card's single_sample_sd record)",
+    "zscore": "Voxel-wise z-score of a synthetic FDG-PET against the model's healthy-control reference, z = "
+    "(synthetic SUVR - healthy mean) / healthy SD, where mean and SD are voxelwise over the real FDG-PET of the "
+    "model's CN training subjects (the model card's healthy_reference record names them); negative where the "
+    "synthetic uptake is below the healthy controls'. A voxel's 90 % interval is z +- 1.645 x its predictive SD "
+    "(desc-jdampredsd) / the healthy SD, where the predictive SD map is written; the calibrated interval of the AD "
+    "meta-ROI's z (the AD-pattern score) is in the regional table's sidecar",
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_jdam.errors import InputError
+from bids_jdam.evaluate.ad_pattern import PatternScore
 from bids_jdam.io import atomic
 from bids_jdam.synthesis.provenance import ModelInfo, SamplerInfo
 
@@ -96,6 +97,7 @@ class ParticipantMetrics:
     input_voxel_size_mm: list[float] | None = None
     grid_spacing_mm: float | None = None
     model_calibration: dict[str, Any] | None = None
+    ad_pattern: PatternScore | None = None  # where the model has a healthy-control reference
 
     def __post_init__(self) -> None:
         if not self.participant_id.startswith("sub-"):
@@ -156,6 +158,7 @@ class ParticipantMetrics:
             else [float(v) for v in data["input_voxel_size_mm"]],
             grid_spacing_mm=_optional_float(data.get("grid_spacing_mm")),
             model_calibration=_optional_dict(data.get("model_calibration")),
+            ad_pattern=None if data.get("ad_pattern") is None else PatternScore(**data["ad_pattern"]),
         )
 
     @classmethod

@@ -19,6 +19,7 @@ from bids_jdam import __version__
 from bids_jdam.bids.query import AnatInput
 from bids_jdam.data.regions import coarse_regions
 from bids_jdam.data.template import TemplateImages
+from bids_jdam.evaluate.ad_pattern import PatternScore
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
 from bids_jdam.evaluate.error_ranking import (
     constant_band_scale,
@@ -61,9 +62,11 @@ def image_metrics(
     dataset_identity: str,
     timings: dict[str, float],
     native_scores: dict | None = None,
+    ad_pattern: PatternScore | None = None,
 ) -> ParticipantMetrics:
     """Everything measured for one image (``real``: its real PET in SUVR on the model grid, or None;
-    ``native_scores``: :func:`bids_jdam.evaluate.metrics.image_quality` of the T1w-space output, or None)."""
+    ``native_scores``: :func:`bids_jdam.evaluate.metrics.image_quality` of the T1w-space output, or None;
+    ``ad_pattern``: the image's AD-pattern score where the model has a healthy reference)."""
     spacing_mm = model.cfg.grid.spacing_mm
     labels, names = coarse_regions(spacing_mm)
     warnings = [PHANTOM_MODEL_WARNING] if model.trained_on_phantoms else []
@@ -97,6 +100,7 @@ def image_metrics(
         input_voxel_size_mm=[round(float(v), 3) for v in prep.voxel_sizes_mm],
         grid_spacing_mm=spacing_mm,
         model_calibration=card.calibration_record(),
+        ad_pattern=ad_pattern,
     )
 
 

@@ -20,32 +20,31 @@ import numpy as np
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.errors import InputError
-from bids_jdam.evaluate.atlas_suvr import regional_suvr
+from bids_jdam.evaluate.atlas_suvr import RegionRow, regional_suvr
 from bids_jdam.evaluate.calibration import conformal_quantile
 from bids_jdam.methods.model_card import RegionalInterval
 
 LEVEL = 0.9
 
 
-def regional_errors(synthesize, subjects: Iterable[SubjectVolumes], spacing_mm: float) -> np.ndarray:
-    """|real - synthetic| regional SUVR of every (subject, region) pair; ``synthesize(subject)`` gives the mean."""
-    scores = []
-    for subject in subjects:
-        rows = regional_suvr(synthesize(subject), subject.brain_mask, spacing_mm, real=subject.pet)
-        scores.extend(abs(row.real_suvr - row.synthetic_suvr) for row in rows)
-    return np.asarray(scores)
+def regional_tables(synthesize, subjects: Iterable[SubjectVolumes], spacing_mm: float) -> list[list[RegionRow]]:
+    """Each subject's regional rows, synthetic (``synthesize(subject)`` gives the mean) beside its real PET."""
+    return [
+        regional_suvr(synthesize(subject), subject.brain_mask, spacing_mm, real=subject.pet) for subject in subjects
+    ]
+
+
+def regional_errors(tables: list[list[RegionRow]]) -> np.ndarray:
+    """|real - synthetic| regional SUVR of every (subject, region) pair of the ``tables``."""
+    return np.asarray([abs(row.real_suvr - row.synthetic_suvr) for rows in tables for row in rows])
 
 
 def fit_regional_interval(
-    synthesize,
-    subjects: list[SubjectVolumes],
-    spacing_mm: float,
-    sampler: SamplerConfig,
-    planes: tuple[str, ...],
-    level: float = LEVEL,
+    tables: list[list[RegionRow]], sampler: SamplerConfig, planes: tuple[str, ...], level: float = LEVEL
 ) -> RegionalInterval:
-    """The conformal half-width over the held-out ``subjects``, for synthesis with ``sampler`` along ``planes``."""
-    scores = regional_errors(synthesize, subjects, spacing_mm)
+    """The conformal half-width over held-out subjects' regional ``tables``, for synthesis with ``sampler`` along
+    ``planes``."""
+    scores = regional_errors(tables)
     half_width = conformal_quantile(scores, level)
     if not math.isfinite(half_width):
         raise InputError(f"{len(scores)} (subject, region) pairs are too few for a {level:.0%} conformal interval")
@@ -56,6 +55,6 @@ def fit_regional_interval(
         steps=sampler.steps,
         num_samples=sampler.num_samples,
         planes=len(planes),
-        subjects=len(subjects),
+        subjects=len(tables),
         pairs=len(scores),
     )

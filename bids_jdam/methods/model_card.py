@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bids_jdam.config import SamplerConfig
 from bids_jdam.data.atlas import DEFAULT_ATLAS
@@ -18,6 +18,8 @@ from bids_jdam.errors import InputError
 from bids_jdam.methods.model_dir import PHANTOM_DATA
 
 SINGLE_SAMPLE_SD = "single_sample_sd"  # the card's key of the single-sample error model
+AD_PATTERN_INTERVAL = "ad_pattern_interval"  # the card's key of the AD-pattern score's interval
+HEALTHY_REFERENCE = "healthy_reference"  # the card's key of the healthy-control reference's record
 
 
 @dataclass(frozen=True)
@@ -62,44 +64,71 @@ class SpreadCalibration:
 
 
 @dataclass(frozen=True)
-class RegionalInterval:
-    """The half-width of the regional ``level`` interval (the card's ``regional_interval``) and the synthesis it was
-    fitted for."""
+class FittedInterval:
+    """A conformal interval's level and the synthesis it was fitted for (sampler, steps, K, planes) on how many
+    held-out subjects: it holds for that synthesis only."""
 
-    half_width_suvr: float
     level: float
     sampler: str
     steps: int
     num_samples: int
     planes: int
     subjects: int
-    pairs: int
-    atlas: str = DEFAULT_ATLAS
 
     def fitted_for(self) -> tuple[str, int, int, int]:
         """(sampler, steps, K, planes) of the synthesis the interval was fitted on."""
         return self.sampler, self.steps, self.num_samples, self.planes
 
     def reason_not_applied(self, sampler: SamplerConfig, planes: tuple[str, ...]) -> str | None:
-        """None where a run synthesizes as the interval was fitted; else why its regional intervals are n/a."""
+        """None where a run synthesizes as the interval was fitted; else why the interval does not apply."""
         used = (sampler.name, sampler.steps, sampler.num_samples, len(planes))
         if self.fitted_for() == used:
             return None
         return (
-            "the regional interval was fitted for sampler {}, {} steps, K = {}, {} plane(s); this run uses {}, {} "
-            "steps, K = {}, {} plane(s)"
-        ).format(*self.fitted_for(), *used)
+            "the {} was fitted for sampler {}, {} steps, K = {}, {} plane(s); this run uses {}, {} steps, K = {}, "
+            "{} plane(s)"
+        ).format(self.what, *self.fitted_for(), *used)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any, where: Path | str) -> RegionalInterval:
-        """The card's ``regional_interval``, checked: a readable message naming ``where`` otherwise."""
-        interval = _record(cls, data, where, "regional_interval", strict=True)
-        if not (_number_in(interval.half_width_suvr, 0, float("inf")) and 0 < interval.level < 1):
-            raise InputError(f"{where}: regional_interval needs a positive half_width_suvr and a level in (0, 1)")
+    def from_dict(cls, data: Any, where: Path | str) -> FittedInterval:
+        """The card's record, checked: a readable message naming ``where`` otherwise."""
+        interval = _record(cls, data, where, cls.card_key, strict=True)
+        if not (_number_in(interval.half_width, 0, float("inf")) and 0 < interval.level < 1):
+            raise InputError(f"{where}: {cls.card_key} needs a positive half-width and a level in (0, 1)")
         return interval
+
+
+@dataclass(frozen=True)
+class RegionalInterval(FittedInterval):
+    """The half-width of the regional ``level`` interval of SUVR (the card's ``regional_interval``)."""
+
+    half_width_suvr: float = 0.0
+    pairs: int = 0
+    atlas: str = DEFAULT_ATLAS
+    card_key: ClassVar[str] = "regional_interval"
+    what: ClassVar[str] = "regional interval"
+
+    @property
+    def half_width(self) -> float:
+        return self.half_width_suvr
+
+
+@dataclass(frozen=True)
+class PatternInterval(FittedInterval):
+    """The half-width, in z, of the ``level`` interval of the AD-pattern score (the card's ``ad_pattern_interval``):
+    one score per subject, so fitted on subjects, not regions."""
+
+    half_width_z: float = 0.0
+    reference_subjects: int = 0
+    card_key: ClassVar[str] = AD_PATTERN_INTERVAL
+    what: ClassVar[str] = "AD-pattern interval"
+
+    @property
+    def half_width(self) -> float:
+        return self.half_width_z
 
 
 @dataclass(frozen=True)
@@ -114,6 +143,8 @@ class ModelCard:
     training_dataset: str | None
     calibration: SpreadCalibration | None
     regional_interval: RegionalInterval | None
+    pattern_interval: PatternInterval | None
+    healthy_reference: Mapping[str, Any] | None  # the record of the files read by bids_jdam.data.healthy_reference
     single_sample_sd: Mapping[str, Any] | None
     calibration_note: str | None  # why the card holds no spread calibration, where it says
     record: Mapping[str, Any]
@@ -145,6 +176,10 @@ class ModelCard:
             regional_interval=(
                 RegionalInterval.from_dict(card["regional_interval"], where) if "regional_interval" in card else None
             ),
+            pattern_interval=(
+                PatternInterval.from_dict(card[AD_PATTERN_INTERVAL], where) if AD_PATTERN_INTERVAL in card else None
+            ),
+            healthy_reference=card.get(HEALTHY_REFERENCE) if isinstance(card.get(HEALTHY_REFERENCE), Mapping) else None,
             single_sample_sd=sd_model if isinstance(sd_model, Mapping) else None,
             calibration_note=str(note) if note else None,
             record=card,

@@ -78,11 +78,13 @@ def save_model_dir(
 
 
 def update_model_card(path: Path, fields: dict[str, Any]) -> Path:
-    """Add or replace ``fields`` of a model directory's card (never the checksums of its weights)."""
+    """Add or replace ``fields`` of a model directory's card, removing those set to None (never the checksums of
+    its weights)."""
     if "sha256" in fields:
         raise ValueError("the weights' checksums are written by save_model_dir only")
     card_path = Path(path) / MODEL_CARD
-    return atomic.write_json(card_path, {**_read_json(card_path), **fields})
+    card = {**_read_json(card_path), **fields}
+    return atomic.write_json(card_path, {key: value for key, value in card.items() if value is not None})
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -70,6 +70,11 @@ def data_table(header: list[str], rows: Iterable[list[object]], flagged: Iterabl
     return _block("data_table", header, [list(row) for row in rows], list(flagged) if flagged is not None else None)
 
 
+def details(summary: str, inner_html: str) -> str:
+    """A collapsed block: ``summary`` shown, ``inner_html`` (already HTML) on a click."""
+    return _block("details", summary, Markup(inner_html))
+
+
 def bullet_list(items: Iterable[str], css_class: str = "") -> str:
     """An unordered list of plain-text items."""
     return _block("bullet_list", list(items), css_class)

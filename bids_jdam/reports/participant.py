@@ -11,12 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from bids_jdam.errors import InputError
+from bids_jdam.evaluate.ad_pattern import PatternScore
+from bids_jdam.evaluate.atlas_suvr import META_ROI_NAME
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.io import atomic
 from bids_jdam.reports import reportlets
-from bids_jdam.reports.html_blocks import bullet_list, embedded_image, key_value_table, page, render
+from bids_jdam.reports.html_blocks import (
+    bullet_list,
+    data_table,
+    details,
+    embedded_image,
+    key_value_table,
+    page,
+    render,
+)
 from bids_jdam.reports.reportlets import ImageLike
 from bids_jdam.synthesis.provenance import ModelInfo
 
@@ -32,6 +44,33 @@ SPREAD_SCORES = (
         "CRPS over a constant-width band's with the same 90 % coverage (below 1: the map "
         "says where the error is; 1 or more: it only gives its size)",
     ),
+)
+Z_90 = 1.645  # the healthy band of the regional figure: mean +- 1.645 SD, the central 90 % of healthy controls
+FIGURE_REGIONS = (META_ROI_NAME,) + tuple(
+    f"{region}_{side}"
+    for region in ("Angular", "Cingulate_Post", "Temporal_Inf", "Precuneus", "Parietal_Inf", "Temporal_Mid",
+                   "Frontal_Mid_2", "Occipital_Mid", "Putamen", "Thalamus", "Cerebellum_Crus1")
+    for side in "LR"
+)  # fmt: skip
+REGIONAL_CAPTION = (
+    "Regional SUVR (AAL3, the AD meta-ROI first) against the model's healthy controls: grey, their central 90 % "
+    "(mean +- 1.645 SD); orange, the synthetic PET with its calibrated 90 % interval (none where the run steps "
+    "outside its calibration); blue, the real PET where the session has one."
+)
+ZSCORE_CAPTION = (
+    "z-score of the synthetic PET against the model's healthy controls, voxel by voxel, through its lowest z "
+    "(blue: below the healthy controls; |z| < 1 clear)."
+)
+TABLE_COLUMNS = (
+    "label_name",
+    "mean_synthetic_suvr",
+    "ci90_lower",
+    "ci90_upper",
+    "healthy_mean_suvr",
+    "healthy_sd_suvr",
+    "zscore",
+    "mean_real_suvr",
+    "real_zscore",
 )
 
 
@@ -52,6 +91,8 @@ class ReportEntry:
     metrics: ParticipantMetrics
     view_std_map: ImageLike | None = None  # SD across the sampled planes' reconstructions; None with one plane
     predictive_sd_map: ImageLike | None = None  # one sample's predictive SD (bids_jdam.synthesis.error_model)
+    zscore_map: ImageLike | None = None  # z against the model's healthy reference; None without one
+    regional_table: Path | None = None  # the AAL3 regional table (bids_jdam.reports.regional_table)
 
 
 def figures_dir(out_dir: Path, subject: str) -> Path:
@@ -112,6 +153,7 @@ def _entry_section(out_dir: Path, entry: ReportEntry) -> Section:
         parts.append(("Warnings", [bullet_list(metrics.warnings, "warnings")]))
     parts += _preprocessing_parts(entry, reportlet_path)
     parts += _synthetic_pet_parts(entry, reportlet_path)
+    parts += _regional_parts(entry, reportlet_path)
     if entry.real_pet is not None:
         parts += _real_pet_parts(entry, reportlet_path)
     parts.append(("Steps run and timings", [key_value_table([(k, f"{v:.1f} s") for k, v in metrics.timings.items()])]))
@@ -170,6 +212,65 @@ def _synthetic_pet_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> l
         ("Synthetic PET (SUVR)", mosaics),
         *([("Uncertainty", uncertainty)] if uncertainty else []),
         ("Regional SUVR", [embedded_image(regional, "regional SUVR", "Mean SUVR per coarse region.")]),
+    ]
+
+
+def _regional_parts(entry: ReportEntry, reportlet_path: ReportletPath) -> list[Part]:
+    """The AAL3 regional table against the healthy reference: the AD-pattern score, the key regions' SUVR with
+    their intervals beside the healthy band, the z-map, and every region in a collapsed table."""
+    if entry.regional_table is None:
+        return []
+    table = pd.read_csv(entry.regional_table, sep="\t", na_values="n/a", keep_default_na=False)
+    blocks = []
+    if entry.metrics.ad_pattern is not None:
+        blocks.append(key_value_table(_pattern_rows(entry.metrics.ad_pattern)))
+    bands = _region_bands(table)
+    if bands:
+        path = reportlets.regional_reference_reportlet(bands, Z_90, reportlet_path("regionalreference", "pet"))
+        blocks.append(embedded_image(path, "regional SUVR against healthy controls", REGIONAL_CAPTION))
+    if entry.zscore_map is not None:
+        path = reportlets.zscore_reportlet(entry.zscore_map, entry.t1w, reportlet_path("zscore", "pet"))
+        blocks.append(embedded_image(path, "z-score map", ZSCORE_CAPTION))
+    shown = [c for c in TABLE_COLUMNS if table[c].notna().any()]
+    rows = table[shown].astype(object).where(table[shown].notna(), None).values.tolist()
+    blocks.append(details(f"All {len(table)} regions ({Path(entry.regional_table).name})", data_table(shown, rows)))
+    heading = "Regional FDG against healthy controls" if bands else "Regional SUVR (AAL3)"
+    return [(heading, blocks)]
+
+
+def _pattern_rows(pattern: PatternScore) -> list[tuple[str, object]]:
+    interval = "n/a" if pattern.lower is None else f"[{pattern.lower:.2f}, {pattern.upper:.2f}]"
+    rows = [
+        ("AD-pattern score (meta-ROI z)", f"{pattern.z:.2f}"),
+        ("its 90 % interval", interval),
+        ("how the interval was calibrated", pattern.interval),
+        ("meta-ROI SUVR", pattern.meta_roi_suvr),
+        ("healthy reference", f"{pattern.reference_subjects} CN training subjects of the model"),
+    ]
+    if pattern.real_z is not None:
+        rows.append(("real PET's score", f"{pattern.real_z:.2f}"))
+    return rows
+
+
+def _region_bands(table: pd.DataFrame) -> list[reportlets.RegionBand]:
+    """The figure's regions that the table has with a healthy norm, in the figure's order."""
+    by_name = {row.label_name: row for row in table.itertuples() if pd.notna(row.healthy_mean_suvr)}
+
+    def optional(value: float) -> float | None:
+        return None if pd.isna(value) else float(value)
+
+    return [
+        reportlets.RegionBand(
+            name=name,
+            synthetic=float(row.mean_synthetic_suvr),
+            lower=optional(row.ci90_lower),
+            upper=optional(row.ci90_upper),
+            healthy_mean=float(row.healthy_mean_suvr),
+            healthy_sd=float(row.healthy_sd_suvr),
+            real=optional(row.mean_real_suvr),
+        )
+        for name in FIGURE_REGIONS
+        if (row := by_name.get(name)) is not None
     ]
 
 

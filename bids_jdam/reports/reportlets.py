@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -181,3 +182,61 @@ def _save(figure: Figure, out_path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, facecolor=figure.get_facecolor())
     return atomic.write_bytes(Path(out_path), buffer.getvalue())
+
+
+def zscore_reportlet(zscore_map: ImageLike, t1w: ImageLike, out_path: Path, limit: float = 4.0) -> Path:
+    """The z-score map against the healthy reference on orthogonal slices through its lowest z (blue: below the
+    healthy controls), over the T1w; |z| < 1 is left clear."""
+    figure = Figure(figsize=(10, 3.4))
+    z_img = image.load_img(zscore_map)
+    data = np.asarray(z_img.dataobj)
+    lowest = np.unravel_index(int(np.argmin(data)), data.shape)
+    centre = nib.affines.apply_affine(z_img.affine, lowest)
+    plotting.plot_stat_map(
+        z_img,
+        bg_img=t1w,
+        display_mode="ortho",
+        cut_coords=tuple(float(c) for c in centre),
+        figure=figure,
+        cmap="RdBu_r",
+        vmax=limit,
+        symmetric_cbar=True,
+        threshold=1.0,
+        draw_cross=False,
+        cbar_tick_format="%.0f",
+    )
+    return _save(figure, out_path)
+
+
+def regional_reference_reportlet(rows: list[RegionBand], level_z: float, out_path: Path) -> Path:
+    """Per region: the healthy band (mean +- ``level_z`` SD, grey), the synthetic SUVR with its interval (orange)
+    and the real SUVR where known (blue)."""
+    figure = Figure(figsize=(8, 0.26 * len(rows) + 1.0))
+    axes = figure.add_subplot()
+    positions = np.arange(len(rows))[::-1]
+    for y, row in zip(positions, rows):
+        axes.barh(y, 2 * level_z * row.healthy_sd, left=row.healthy_mean - level_z * row.healthy_sd, height=0.6,
+                  color="0.85", label="healthy band" if y == positions[0] else None)  # fmt: skip
+        error = None if row.lower is None else [[row.synthetic - row.lower], [row.upper - row.synthetic]]
+        axes.errorbar(row.synthetic, y, xerr=error, fmt="o", color="tab:orange", markersize=4, capsize=2,
+                      label="synthetic" if y == positions[0] else None)  # fmt: skip
+        if row.real is not None:
+            axes.plot(row.real, y, "D", color="tab:blue", markersize=4, label="real" if y == positions[0] else None)
+    axes.set_yticks(positions, [row.name for row in rows], fontsize=7)
+    axes.set_xlabel("regional SUVR")
+    axes.legend(fontsize=7, loc="lower right")
+    figure.subplots_adjust(left=0.25, right=0.97, top=0.98, bottom=0.6 / (0.26 * len(rows) + 1.0) + 0.02)
+    return _save(figure, out_path)
+
+
+@dataclass(frozen=True)
+class RegionBand:
+    """One region of :func:`regional_reference_reportlet` (bounds None where no interval applies)."""
+
+    name: str
+    synthetic: float
+    lower: float | None
+    upper: float | None
+    healthy_mean: float
+    healthy_sd: float
+    real: float | None

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from bids_jdam.config import JDAMConfig
+from bids_jdam.data.healthy_reference import HealthyReference
 from bids_jdam.data.phantom import is_phantom_dataset
 from bids_jdam.errors import InputError, one_line
 from bids_jdam.methods import METHODS, Method
@@ -44,6 +45,7 @@ class LoadedModel:
     card: ModelCard
     method: Method
     hub_snapshot: HubSnapshot | None = None
+    healthy_reference: HealthyReference | None = None  # where the card records one (z-scores, AD-pattern score)
 
     @classmethod
     def from_dir(cls, path: Path, device: torch.device | str) -> LoadedModel:
@@ -61,7 +63,15 @@ class LoadedModel:
                 installed,
             )
         card = ModelCard.read(record, path / MODEL_CARD, path.name, WEIGHTS)
-        return cls(denoiser=denoiser, cfg=cfg, card=card, method=METHODS.named(card.method, str(path / MODEL_CARD)))
+        return cls(
+            denoiser=denoiser,
+            cfg=cfg,
+            card=card,
+            method=METHODS.named(card.method, str(path / MODEL_CARD)),
+            healthy_reference=(
+                HealthyReference.load(path, card.healthy_reference) if card.healthy_reference is not None else None
+            ),
+        )
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from bids_jdam.config import SamplerConfig
-from bids_jdam.methods.model_card import ModelCard, RegionalInterval
+from bids_jdam.methods.model_card import ModelCard, PatternInterval, RegionalInterval
 
 log = logging.getLogger("bids_jdam.synthesis")
 
@@ -33,16 +33,23 @@ class SamplingPlan:
     regional_interval: RegionalInterval | None  # None: the regional tables carry no interval
     interval_reason: str
     predictive_sd: bool  # the single-sample SD map applies (K = 1, the synthesis it was fitted for)
+    pattern_interval: PatternInterval | None  # None: the AD-pattern score carries no interval
+    pattern_reason: str
 
     def notes(self) -> dict[str, str]:
         """What the sidecars record: why each calibration applies or not."""
-        return {"spread": self.spread_reason, "regional_interval": self.interval_reason}
+        return {
+            "spread": self.spread_reason,
+            "regional_interval": self.interval_reason,
+            "ad_pattern_interval": self.pattern_reason,
+        }
 
 
 def plan_sampling(card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ...]) -> SamplingPlan:
     """The plan for a run of ``sampler`` along ``planes`` with the model of ``card``."""
     calibrated, spread_scale, spread_reason = _spread(card, sampler, planes)
     interval, interval_reason = _interval(card, sampler, planes)
+    pattern, pattern_reason = _pattern_interval(card, sampler, planes)
     return SamplingPlan(
         sampler=calibrated,
         spread_scale=spread_scale,
@@ -50,6 +57,8 @@ def plan_sampling(card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ..
         regional_interval=interval,
         interval_reason=interval_reason,
         predictive_sd=interval is not None and sampler.num_samples == 1 and card.single_sample_sd is not None,
+        pattern_interval=pattern,
+        pattern_reason=pattern_reason,
     )
 
 
@@ -82,6 +91,26 @@ def _interval(card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ...]) 
     return interval, (
         f"split-conformal on {interval.pairs} (subject, region) pairs of {interval.subjects} held-out subjects, "
         f"half-width {interval.half_width_suvr:.4g} SUVR"
+    )
+
+
+def _pattern_interval(
+    card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ...]
+) -> tuple[PatternInterval | None, str]:
+    interval = card.pattern_interval
+    if card.healthy_reference is None:
+        return None, f"the model {card.name} records no healthy-control reference, so no AD-pattern score"
+    if interval is None:
+        return None, (
+            f"the model {card.name} records no AD-pattern interval (bids-jdam-calibrate fits one on 9 or more "
+            "held-out subjects)"
+        )
+    reason = interval.reason_not_applied(sampler, planes)
+    if reason is not None:
+        _warn_once(card.name, reason, "the AD-pattern score carries no interval")
+        return None, reason
+    return interval, (
+        f"split-conformal on {interval.subjects} held-out subjects, half-width {interval.half_width_z:.3g} z"
     )
 
 

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import torch
 
-from bids_jdam.config import JDAMConfig
+from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import SubjectVolumes
 from bids_jdam.data.template import grid_shape
+from bids_jdam.evaluate.ad_pattern import fit_pattern_interval, minimum_subjects
+from bids_jdam.evaluate.atlas_suvr import RegionRow
 from bids_jdam.evaluate.calibration import MAX_CALIBRATION_EVALUATIONS
-from bids_jdam.evaluate.regional_interval import fit_regional_interval
+from bids_jdam.evaluate.regional_interval import fit_regional_interval, regional_tables
 from bids_jdam.evaluate.single_sample_sd import fit_error_model
 from bids_jdam.methods import Method
-from bids_jdam.methods.model_card import SINGLE_SAMPLE_SD, RegionalInterval
+from bids_jdam.methods.model_card import AD_PATTERN_INTERVAL, SINGLE_SAMPLE_SD, RegionalInterval
 from bids_jdam.methods.model_dir import update_model_card
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
@@ -65,8 +67,9 @@ def calibrate_default_run(
         v.subject: synthesizer.synthesize(v.t1, v.brain_mask, sampler, image=f"sub-{v.subject}", planes=planes).mean
         for v in volumes
     }
-    interval = fit_regional_interval(lambda v: means[v.subject], volumes, spacing, sampler, planes)
-    record = {"regional_interval": interval.to_dict()}
+    tables = regional_tables(lambda v: means[v.subject], volumes, spacing)
+    interval = fit_regional_interval(tables, sampler, planes)
+    record = {"regional_interval": interval.to_dict(), **_pattern_interval(model, tables, sampler, planes)}
     log.info(
         "%s: regional %.0f %% interval +-%.4f SUVR (%d regions of %d held-out subjects)",
         model_dir,
@@ -86,3 +89,22 @@ def calibrate_default_run(
         )
     update_model_card(model_dir, record)
     return interval
+
+
+def _pattern_interval(
+    model: LoadedModel, tables: list[list[RegionRow]], sampler: SamplerConfig, planes: tuple[str, ...]
+) -> dict:
+    """The card's AD-pattern interval, where the model has a healthy reference and enough held-out subjects."""
+    if model.healthy_reference is None:
+        log.info("no AD-pattern interval: the model records no healthy-control reference")
+        return {AD_PATTERN_INTERVAL: None}
+    interval = fit_pattern_interval(tables, model.healthy_reference, sampler, planes)
+    if interval is None:
+        log.info(
+            "no AD-pattern interval: %d held-out subjects, a 90 %% conformal interval on subjects needs %d",
+            len(tables),
+            minimum_subjects(),
+        )
+        return {AD_PATTERN_INTERVAL: None}  # an earlier calibration's interval would not hold for this one
+    log.info("AD-pattern 90 %% interval +-%.3f z (%d held-out subjects)", interval.half_width_z, interval.subjects)
+    return {AD_PATTERN_INTERVAL: interval.to_dict()}

@@ -29,6 +29,7 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.template import TemplateImages, load_template
 from bids_jdam.diffusion.samplers import SAMPLERS
 from bids_jdam.errors import InputError, failure_line
+from bids_jdam.evaluate.ad_pattern import pattern_score
 from bids_jdam.evaluate.atlas_suvr import regional_suvr
 from bids_jdam.evaluate.metrics import image_quality
 from bids_jdam.evaluate.participant_qc import image_metrics
@@ -137,6 +138,21 @@ def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, t1: np.nda
         result.predictive_sd = error_model.predictive_sd(result.mean, t1, mask, model.cfg.grid.spacing_mm)
 
 
+def _synthesize(
+    stem: str, t1: np.ndarray, mask: np.ndarray, job: ParticipantJob, synthesizer: Synthesizer
+) -> SynthesisResult:
+    """The job's synthesis of one image, with the predictive SD map where its sampling plan has one."""
+    sampler = job.sampler
+    log.info("%s: synthesizing (%s, %d steps, K=%d, planes %s) on %s", stem, sampler.name, sampler.steps,
+             sampler.num_samples, ",".join(job.planes), job.device)  # fmt: skip
+    result = synthesizer.synthesize(
+        t1, mask, sampler, image=stem, planes=job.planes, batch_size=job.batch_size,
+        progress=log.isEnabledFor(logging.INFO),
+    )  # fmt: skip
+    attach_predictive_sd(result, synthesizer.model, t1, mask)
+    return result
+
+
 def _input_quality(
     stem: str, t1: np.ndarray, mask: np.ndarray, template: TemplateImages, prep: PreprocessedPair | PreprocessedT1w
 ) -> tuple[dict, list[str]]:
@@ -161,30 +177,23 @@ def _process_image(
     t1 = _load(prep.t1w_model)
     mask = _load(prep.brain_mask_model) > 0.5
     measures, qc_failures = _input_quality(stem, t1, mask, template, prep)
-    sampler = job.sampler
-    log.info("%s: synthesizing (%s, %d steps, K=%d, planes %s) on %s", stem, sampler.name, sampler.steps,
-             sampler.num_samples, ",".join(job.planes), job.device)  # fmt: skip
-    result = synthesizer.synthesize(
-        t1,
-        mask,
-        job.sampler,
-        image=stem,
-        planes=job.planes,
-        batch_size=job.batch_size,
-        progress=log.isEnabledFor(logging.INFO),
-    )
+    result = _synthesize(stem, t1, mask, job, synthesizer)
     timings["synthesis"] = result.seconds
-    attach_predictive_sd(result, synthesizer.model, t1, mask)
-    interval, no_interval_because = result.plan.regional_interval, result.plan.interval_reason
     provenance = dataclasses.replace(
         result.provenance, wall_time_s=timings["preprocessing"] + result.seconds, qc_failures=tuple(qc_failures)
     )
-    native = {name: native_image(template.image(data), prep) for name, data in result.maps().items()}
-    outputs = write_image_derivatives(anat, prep, result, native, template, provenance, staging)
+    reference = synthesizer.model.healthy_reference
+    maps = result.maps() | ({} if reference is None else {"zscore": reference.zscore_map(result.mean, mask)})
+    native = {name: native_image(template.image(data), prep) for name, data in maps.items()}
+    outputs = write_image_derivatives(anat, prep, maps, native, template, provenance, staging)
 
     real = _load(prep.pet_suvr_model) if real_pet_path is not None else None
     regions = regional_suvr(result.mean, mask, synthesizer.model.cfg.grid.spacing_mm, sd_map=result.std, real=real)
-    write_regional_table(anat, regions, provenance, staging, interval, no_interval_because)
+    plan = result.plan
+    ad_pattern = (
+        None if reference is None else pattern_score(regions, reference, plan.pattern_interval, plan.pattern_reason)
+    )
+    table = write_regional_table(anat, regions, provenance, staging, plan, reference, ad_pattern)
     native_scores = None if real is None else _native_scores(prep, outputs["native_pet"])
     metrics = image_metrics(
         anat,
@@ -199,6 +208,7 @@ def _process_image(
         dataset_identity=job.dataset_identity,
         timings=timings,
         native_scores=native_scores,
+        ad_pattern=ad_pattern,
     )
     return ReportEntry(
         stem=stem,
@@ -209,6 +219,8 @@ def _process_image(
         std_map=outputs.get("template_std"),
         predictive_sd_map=outputs.get("template_predictivesd"),
         view_std_map=outputs.get("template_viewstd"),
+        zscore_map=outputs.get("template_zscore"),
+        regional_table=table,
         real_pet=template.image(real) if real is not None else None,
         metrics=metrics,
     )

@@ -28,6 +28,7 @@ from bids_jdam.config import JDAMConfig, SamplerConfig
 from bids_jdam.data.dataset import PairedSliceDataset, read_splits, split_subjects, write_splits
 from bids_jdam.errors import InputError
 from bids_jdam.evaluate.calibration import calibrate_sampling, calibration_sampler
+from bids_jdam.evaluate.healthy_reference import HEALTHY_DIAGNOSIS
 from bids_jdam.evaluate.validation import VALIDATION_SAMPLER, evaluate_slices, predict_ensemble, validation_slices
 from bids_jdam.io import atomic
 from bids_jdam.io.checkpoints import checkpoint_steps, load_checkpoint
@@ -38,6 +39,7 @@ from bids_jdam.training.distributed import Ranks, parameter_digest, process_grou
 from bids_jdam.training.loop import Budget, fit
 from bids_jdam.training.trainer import Trainer
 from bids_jdam.workflows.default_run_calibration import calibrate_after_training
+from bids_jdam.workflows.healthy_reference import record_healthy_reference
 from bids_jdam.workflows.training_data import SubjectLoader, load_phantom_truth_subjects, training_slices
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,10 @@ def train_model(run: TrainingRun, cfg: JDAMConfig) -> Path:
         card = _model_card(run, method, trainer, splits, diagnoses, slices, ranks, wall_start)
         card["validation"], card["calibration"] = _validate(run, method, trainer, splits["validation"])
         model_dir = save_model_dir(Path(run.out_dir), trainer.delivered(), trainer.cfg, method, card, run.fp16_export)
+        healthy = [s for s in splits["train"] if diagnoses.get(s) == HEALTHY_DIAGNOSIS]
+        record_healthy_reference(
+            model_dir, run.load_subjects(Path(run.bids_dir), trainer.cfg, healthy), trainer.cfg.grid.spacing_mm
+        )
         calibrate_after_training(
             model_dir,
             method,
