@@ -13,8 +13,10 @@ the app's default method). A method's default sampler is kept, except JDAM's: pa
 ``benchmarks/speed.py``, and trains with it so that the calibration is fitted for it. It is trained on synthetic
 phantoms and is not for real patients: its model card says so, and so does every output it makes.
 
-Packaging ends with ``bids-jdam-calibrate``'s calibration of the packaged (fp16) model on the validation subjects:
-the spread scale, the regional interval and the single-sample SD map are fitted on the weights users run.
+Packaging ends with the healthy-control reference of the training phantom's CN subjects (what ``bids-jdam-train``
+records) and ``bids-jdam-calibrate``'s calibration of the packaged (fp16) model on a second, held-out phantom of
+24 subjects (seed 2, the same settings): the spread scale, the regional interval, the single-sample SD map and the
+AD-pattern interval (which needs 9 or more held-out subjects) are fitted on the weights users run.
 
 The shipped weights are ``--method jdam-residual`` (Heun-18, the method's sampler), made by
 
@@ -41,10 +43,12 @@ from bids_jdam.methods.model_dir import CONFIG, MODEL_CARD, WEIGHTS
 from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.training.loop import Budget
 from bids_jdam.workflows.calibrate import calibrate_model
+from bids_jdam.workflows.healthy_reference import record_healthy_reference
 from bids_jdam.workflows.train import TrainingRun, train_model
 from bids_jdam.workflows.training_data import preprocessed_pairs_loader
 
 PHANTOM = {"subjects": 24, "seed": 1}
+CALIBRATION_PHANTOM = {"subjects": 24, "seed": 2}
 JDAM_SAMPLER = {"name": "ancestral", "steps": 18, "corrector_steps": 0}
 SAMPLER_CHOSEN_BY = {
     "jdam": "benchmarks/speed.py, results/speed-x86_64-amd-epyc-2cpu.md",
@@ -100,12 +104,23 @@ def package(model_dir: Path, target: Path = DEMO_MODEL_DIR) -> None:
     print(f"packaged {model_dir} -> {target} ({(target / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
 
 
+def record_reference(work: Path, target: Path) -> None:
+    """The healthy-control reference of the training phantom's CN training subjects, as training records it."""
+    card = json.loads((target / MODEL_CARD).read_text())
+    healthy = [s for s, diagnosis in card["training_data"]["subjects"]["train"].items() if diagnosis == "CN"]
+    volumes = preprocessed_pairs_loader(work / "preprocessing", nthreads=2)(work / "phantom", small_config(), healthy)
+    record_healthy_reference(target, volumes, small_config().grid.spacing_mm)
+
+
 def calibrate_packaged(work: Path, target: Path) -> None:
-    """``bids-jdam-calibrate``'s calibrations of the packaged model on the run's validation subjects."""
-    held_out = list(json.loads((target / MODEL_CARD).read_text())["training_data"]["subjects"]["validation"])
-    calibrate_model(
-        target, work / "phantom", preprocessed_pairs_loader(work / "preprocessing", nthreads=2), held_out, device="cpu"
-    )
+    """``bids-jdam-calibrate``'s calibrations of the packaged model on every subject of the calibration phantom."""
+    bids_dir = work / "calibration-phantom"
+    if not bids_dir.exists():
+        generate_phantom_dataset(
+            bids_dir, CALIBRATION_PHANTOM["subjects"], CALIBRATION_PHANTOM["seed"], fast=True, grid_spacing_mm=4.0
+        )
+    loader = preprocessed_pairs_loader(work / "calibration-preprocessing", nthreads=2)
+    calibrate_model(target, bids_dir, loader, device="cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,15 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--package-only", action="store_true", help="only package WORK/model")
     parser.add_argument(
+        "--reference-and-calibration-only",
+        action="store_true",
+        help="only record the healthy reference of the packaged model and calibrate it",
+    )
+    parser.add_argument(
         "--target",
         type=Path,
         default=DEMO_MODEL_DIR,
         help="where the packaged model goes (default: the app's demo model folder)",
     )
     args = parser.parse_args(argv)
-    if not args.package_only:
+    if not (args.package_only or args.reference_and_calibration_only):
         train(args.work, args.minutes, args.resume, args.method, args.max_steps)
-    package(args.work / "model", args.target)
+    if not args.reference_and_calibration_only:
+        package(args.work / "model", args.target)
+    record_reference(args.work, args.target)
     calibrate_packaged(args.work, args.target)
     return 0
 

@@ -27,7 +27,7 @@ from bids_jdam.synthesis.provenance import SynthesisProvenance
 
 # No trailing slash: the validator matches folders without it; nor a star inside the name after another star, which
 # the validator does not match (hence the regional tables by their full ending).
-BIDSIGNORE = ["*_xfm.*", "*.html", "sub-*/figures", "group_metrics.tsv", ".work", "*_seg-AAL3_desc-jdam_pet.*"]
+BIDSIGNORE = ["*_xfm.*", "*.html", "sub-*/figures", "group_*.tsv", ".work", "*_seg-AAL3_desc-jdam_pet.*"]
 # (desc- entity, sidecar statistic, SynthesisResult field) of each synthetic PET map
 PET_MAPS = (
     ("jdam", "mean", "mean"),

@@ -1,4 +1,5 @@
-"""Group level: gather every image's metrics JSON into ``group_metrics.tsv`` and ``group_report.html``.
+"""Group level: gather every image's metrics JSON into ``group_metrics.tsv`` and ``group_report.html``, and the
+regional tables into the group's AAL3 tables (:mod:`bids_jdam.reports.group_regional`).
 
 It reads derivatives only (never reruns anything) and tolerates partial outputs from many independent jobs:
 unreadable metrics files are listed, not fatal, and every participant of the dataset without a usable output is
@@ -32,6 +33,13 @@ from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.outliers import MIN_IMAGES_FOR_OUTLIERS, OUTLIER_Z, flag_outliers, groups_by
 from bids_jdam.evaluate.participant_metrics import METRICS_SUFFIX, ParticipantMetrics
 from bids_jdam.io import atomic
+from bids_jdam.reports.group_regional import (
+    PATTERN_COLUMNS,
+    ad_minus_cn,
+    collect_regional_tables,
+    regional_group_part,
+    write_group_regional,
+)
 from bids_jdam.reports.html_blocks import bullet_list, data_table, embedded_png, page, render
 from bids_jdam.reports.participant import PHANTOM_BANNER, Part, spread_statement
 from bids_jdam.synthesis.provenance import ModelInfo
@@ -100,8 +108,12 @@ def run_group_level(output_dir: Path, bids_dir: Path | None) -> GroupOutputs:
     tsv_path = atomic.write_text(
         output_dir / "group_metrics.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
     )
+    regional = collect_regional_tables(output_dir, table[table["status"] == "ok"])
+    differences = ad_minus_cn(regional)
+    write_group_regional(output_dir, regional, differences)
     html_path = atomic.write_text(
-        output_dir / "group_report.html", _group_html(output_dir, table, metrics, missing, problems, expected)
+        output_dir / "group_report.html",
+        _group_html(output_dir, table, metrics, missing, problems, expected, differences),
     )
     return GroupOutputs(tsv_path, html_path, problems)
 
@@ -152,6 +164,13 @@ def metrics_table(metrics: list[ParticipantMetrics], participants: dict[str, Par
                 "brain_extraction_dice": item.brain_extraction.dice_with_template_mask,
             }
         )
+        pattern = item.ad_pattern
+        row.update(
+            {
+                column: _number(None if pattern is None else getattr(pattern, field))
+                for column, field in zip(PATTERN_COLUMNS, ("z", "lower", "upper", "real_z"))
+            }
+        )
         row.update({f"suvr_{r}": item.regional_suvr_synthetic.get(r, math.nan) for r in regions})
         row.update({f"realsuvr_{r}": (item.regional_suvr_real or {}).get(r, math.nan) for r in real_regions})
         rows.append(row)
@@ -168,6 +187,7 @@ def metrics_table(metrics: list[ParticipantMetrics], participants: dict[str, Par
             "in_training_set",
             *QUALITY_MEASURES,
             *CHECK_MEASURES,
+            *PATTERN_COLUMNS,
         ]
         + [f"suvr_{r}" for r in regions]
         + [f"realsuvr_{r}" for r in real_regions]
@@ -219,6 +239,7 @@ def _group_html(
     missing: list[str],
     problems: list[str],
     expected: list[str],
+    differences: pd.DataFrame,
 ) -> str:
     failed_qc = [item for item in metrics if item.status != "ok"]
     all_images, table = table, table[table["status"] == "ok"]
@@ -241,18 +262,23 @@ def _group_html(
         "reports": [],
     }
     if not table.empty:
-        context.update(_group_sections(output_dir, table, all_images, metrics))
+        context.update(_group_sections(output_dir, table, all_images, metrics, differences))
     return page("bids-jdam: group report", render("group.html.j2", **context))
 
 
 def _group_sections(
-    output_dir: Path, table: pd.DataFrame, all_images: pd.DataFrame, metrics: list[ParticipantMetrics]
+    output_dir: Path,
+    table: pd.DataFrame,
+    all_images: pd.DataFrame,
+    metrics: list[ParticipantMetrics],
+    differences: pd.DataFrame,
 ) -> dict[str, object]:
     """The figures and tables of the images that passed QC, and the table of every image."""
     groupings = [c for c in ("diagnosis", "field_strength") if table[c].notna().any()]
     quality_present = [m for m in QUALITY_MEASURES if table[m].notna().any()]
     sections = [
         _regional_part(table, groupings),
+        regional_group_part(table, differences),
         ("Spread calibration", [bullet_list(_calibration_lines(metrics))]),
         *_distribution_parts(table, quality_present, groupings),
         _outlier_part(table),

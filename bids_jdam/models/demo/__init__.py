@@ -2,7 +2,8 @@
 patients).
 
 The files beside this module are a model directory (``weights.safetensors`` in fp16, ``config.json``,
-``model_card.json``), made by ``benchmarks/train_demo.py``.
+``model_card.json``, the healthy-control reference ``healthy_reference.nii.gz`` and ``.tsv``), made by
+``benchmarks/train_demo.py``.
 """
 
 from __future__ import annotations
