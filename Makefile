@@ -8,7 +8,7 @@ DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
 .PHONY: venv lint test test-all test-container demo screenshot benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
-	benchmark-attribution benchmark-phantom-realism benchmark-demo-real-t1w \
+	benchmark-attribution benchmark-regional benchmark-phantom-realism benchmark-demo-real-t1w \
 	benchmark-throughput benchmark-training benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality benchmark-quality-default clean
 
 venv: $(VENV)/.installed
@@ -68,6 +68,10 @@ benchmark-phantom-realism: venv
 
 benchmark-demo-real-t1w: venv
 	$(BIN)/python -m benchmarks.demo_on_real_t1w --threads 2
+
+# Regional intervals, the AD-pattern score and the AD effect: 24 held-out phantoms through a default participant run.
+benchmark-regional: venv
+	$(BIN)/python -m benchmarks.regional --threads 2
 
 benchmark-synthesis: venv
 	$(BIN)/python -m benchmarks.synthesis --threads 2

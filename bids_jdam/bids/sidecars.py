@@ -71,8 +71,9 @@ def _pet_description(source: AnatInput, provenance: SynthesisProvenance, statist
         if model.probabilistic
         else "one deterministic prediction"
     )
+    scale = "z, from SUVR" if statistic == "zscore" else "SUVR"
     description = (
-        f"{what} (SUVR, reference region: {provenance.reference_region}) computed from "
+        f"{what} ({scale}, reference region: {provenance.reference_region}) computed from "
         f"{source.relative_path} by the bids-jdam model '{model.name}' (method {model.method}, {how}). "
         "Not a measurement: no tracer was injected and no scan was acquired."
     )
