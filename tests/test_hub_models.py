@@ -20,7 +20,7 @@ from bids_jdam.workflows.calibrate import model_dir_to_calibrate
 
 REPO = "bids-jdam/demo"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-MODEL_FILES = (WEIGHTS, "config.json", MODEL_CARD)
+MODEL_FILES = (WEIGHTS, "config.json", MODEL_CARD, "healthy_reference.nii.gz", "healthy_reference.tsv")
 
 
 def _use_hub_setting(monkeypatch, name: str, value) -> None:
