@@ -51,3 +51,17 @@ def test_packaging_keeps_fp16_weights_and_names_the_sampler_it_sets(tiny_model_d
     assert (cfg.sampler.name, cfg.sampler.steps) == (JDAM_SAMPLER["name"], JDAM_SAMPLER["steps"])
     assert card["default_sampler"]["name"] == JDAM_SAMPLER["name"] and "speed" in card["default_sampler"]["chosen_by"]
     assert json.loads((tiny_model_dir / "config.json").read_text())["sampler"]["name"] == "heun"  # source untouched
+
+
+def test_demo_model_has_the_healthy_reference_of_its_cn_training_subjects_and_an_ad_pattern_interval():
+    from bids_jdam.evaluate.atlas_suvr import META_ROI_INDEX
+    from bids_jdam.synthesis.loaded_model import LoadedModel
+    from bids_jdam.synthesis.sampling_plan import plan_sampling
+
+    loaded = LoadedModel.from_dir(DEMO_MODEL_DIR, "cpu")
+    train = loaded.card.record["training_data"]["subjects"]["train"]
+    assert sorted(loaded.healthy_reference.subjects) == sorted(s for s, dx in train.items() if dx == "CN")
+    assert loaded.healthy_reference.mean.shape == loaded.healthy_reference.sd.shape
+    assert 1.0 < loaded.healthy_reference.region(META_ROI_INDEX).mean < 2.0
+    plan = plan_sampling(loaded.card, loaded.cfg.sampler, ("axial",))
+    assert plan.pattern_interval is not None and plan.pattern_interval.subjects >= 9  # the default run has one
