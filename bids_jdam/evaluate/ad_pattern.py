@@ -89,10 +89,7 @@ def fit_pattern_interval(
     return PatternInterval(
         half_width_z=half_width,
         level=level,
-        sampler=sampler.name,
-        steps=sampler.steps,
-        num_samples=sampler.num_samples,
-        planes=len(planes),
+        **PatternInterval.synthesis(sampler, planes),
         subjects=len(scores),
         reference_subjects=len(reference.subjects),
     )

@@ -51,10 +51,7 @@ def fit_regional_interval(
     return RegionalInterval(
         half_width_suvr=half_width,
         level=level,
-        sampler=sampler.name,
-        steps=sampler.steps,
-        num_samples=sampler.num_samples,
-        planes=len(planes),
+        **RegionalInterval.synthesis(sampler, planes),
         subjects=len(tables),
         pairs=len(scores),
     )

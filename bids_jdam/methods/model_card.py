@@ -75,6 +75,16 @@ class FittedInterval:
     planes: int
     subjects: int
 
+    @staticmethod
+    def synthesis(sampler: SamplerConfig, planes: tuple[str, ...]) -> dict[str, Any]:
+        """The record's fields that name a synthesis of ``sampler`` along ``planes``."""
+        return {
+            "sampler": sampler.name,
+            "steps": sampler.steps,
+            "num_samples": sampler.num_samples,
+            "planes": len(planes),
+        }
+
     def fitted_for(self) -> tuple[str, int, int, int]:
         """(sampler, steps, K, planes) of the synthesis the interval was fitted on."""
         return self.sampler, self.steps, self.num_samples, self.planes

@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bids_jdam.config import SamplerConfig
-from bids_jdam.methods.model_card import ModelCard, PatternInterval, RegionalInterval
+from bids_jdam.methods.model_card import FittedInterval, ModelCard, PatternInterval, RegionalInterval
 
 log = logging.getLogger("bids_jdam.synthesis")
 
@@ -82,15 +84,16 @@ def _spread(
 
 def _interval(card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ...]) -> tuple[RegionalInterval | None, str]:
     interval = card.regional_interval
-    if interval is None:
-        return None, f"the model {card.name} records no regional interval (bids-jdam-calibrate fits one)"
-    reason = interval.reason_not_applied(sampler, planes)
-    if reason is not None:
-        _warn_once(card.name, reason, "the regional tables carry no interval and no predictive SD map is written")
-        return None, reason
-    return interval, (
-        f"split-conformal on {interval.pairs} (subject, region) pairs of {interval.subjects} held-out subjects, "
-        f"half-width {interval.half_width_suvr:.4g} SUVR"
+    return _applies(
+        card,
+        interval,
+        (sampler, planes),
+        f"the model {card.name} records no regional interval (bids-jdam-calibrate fits one)",
+        "the regional tables carry no interval and no predictive SD map is written",
+        lambda: (
+            f"split-conformal on {interval.pairs} (subject, region) pairs of {interval.subjects} held-out "
+            f"subjects, half-width {interval.half_width_suvr:.4g} SUVR"
+        ),
     )
 
 
@@ -100,18 +103,33 @@ def _pattern_interval(
     interval = card.pattern_interval
     if card.healthy_reference is None:
         return None, f"the model {card.name} records no healthy-control reference, so no AD-pattern score"
-    if interval is None:
-        return None, (
-            f"the model {card.name} records no AD-pattern interval (bids-jdam-calibrate fits one on 9 or more "
-            "held-out subjects)"
-        )
-    reason = interval.reason_not_applied(sampler, planes)
-    if reason is not None:
-        _warn_once(card.name, reason, "the AD-pattern score carries no interval")
-        return None, reason
-    return interval, (
-        f"split-conformal on {interval.subjects} held-out subjects, half-width {interval.half_width_z:.3g} z"
+    return _applies(
+        card,
+        interval,
+        (sampler, planes),
+        f"the model {card.name} records no AD-pattern interval (bids-jdam-calibrate fits one on 9 or more held-out "
+        "subjects)",
+        "the AD-pattern score carries no interval",
+        lambda: f"split-conformal on {interval.subjects} held-out subjects, half-width {interval.half_width_z:.3g} z",
     )
+
+
+def _applies(
+    card: ModelCard,
+    interval: FittedInterval | None,
+    run: tuple[SamplerConfig, tuple[str, ...]],
+    missing: str,
+    consequence: str,
+    how: Callable[[], str],
+) -> tuple[Any, str]:
+    """``interval`` and how it was fitted where the ``run`` synthesizes as it was fitted; else None and why."""
+    if interval is None:
+        return None, missing
+    reason = interval.reason_not_applied(*run)
+    if reason is not None:
+        _warn_once(card.name, reason, consequence)
+        return None, reason
+    return interval, how()
 
 
 @functools.cache
