@@ -57,3 +57,22 @@ def test_ad_minus_cn_per_region_is_welchs_difference_of_the_images_that_passed_q
     written = write_group_regional(tmp_path, regional, differences.reset_index())
     assert [p.name for p in written] == [REGIONAL_FILE, DIFFERENCE_FILE]
     assert ad_minus_cn(regional[regional["diagnosis"] == "CN"]).empty  # no AD images: no difference
+
+
+def test_the_regional_benchmark_counts_covered_pairs_and_says_by_how_much_a_goal_is_missed():
+    from benchmarks.regional import regional_scores, verdict
+
+    table = pd.DataFrame(
+        {
+            "participant_id": ["sub-01"] * 2 + ["sub-02"] * 2,
+            "label_name": ["Precuneus_L", "AD_metaROI"] * 2,
+            "mean_synthetic_suvr": [1.0, 1.0, 1.0, 1.0],
+            "ci90_lower": [0.9, 0.9, 0.9, 0.9],
+            "ci90_upper": [1.1, 1.1, 1.1, 1.1],
+            "mean_real_suvr": [1.05, 1.2, 0.95, 1.0],
+        }
+    )
+    scores = regional_scores(table)
+    assert scores["coverage"] == 0.75 and scores["coverage_per_subject_min"] == 0.5
+    assert scores["mae_suvr"] == pytest.approx((0.05 + 0.2 + 0.05 + 0.0) / 4)
+    assert verdict(0.75, 0.85, 0.95) == "no (0.100 below)" and verdict(0.9, 0.85, 0.95) == "yes"
