@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from bids_jdam.data.healthy_reference import HealthyReference
 from bids_jdam.evaluate.error_ranking import error_ranking_scores
 from bids_jdam.evaluate.single_sample_sd import fit_error_model
 from bids_jdam.synthesis.error_model import ErrorModel
@@ -32,6 +33,38 @@ def test_a_map_fitted_on_held_out_cases_ranks_and_covers_a_new_case():
     scores = error_ranking_scores(sd, mean, reference, mask)
     assert 0.86 < scores["coverage_90"] < 0.94
     assert scores["rmse_top_over_bottom_fifth"] > 2.0 and scores["crps_over_constant_band"] < 0.97
+
+
+def population_case(seed: int):
+    """Uniform uptake whose error SD is three times larger in the half of the ball where healthy people's uptake
+    varies more: nothing in the image says where, the healthy reference's SD does."""
+    mean, t1, _, mask = case(seed)
+    rng = np.random.default_rng(seed + 100)
+    varied = np.indices(mask.shape)[0] < 15
+    true_sd = np.where(varied, 0.3, 0.1)
+    return mean, t1, mean + true_sd * rng.standard_normal(mask.shape), mask
+
+
+def population_reference(mask: np.ndarray) -> HealthyReference:
+    varied = np.indices(mask.shape)[0] < 15
+    sd = np.where(mask, np.where(varied, 0.15, 0.05), 0.0)
+    return HealthyReference(np.where(mask, 1.05, 0.0), sd, np.eye(4), (), ("h1", "h2", "h3"))
+
+
+def test_the_healthy_reference_says_where_the_image_cannot():
+    healthy = population_reference(case(1)[3])
+    with_reference = fit_error_model([population_case(1), population_case(2)], SPACING, healthy=healthy)
+    image_only = fit_error_model([population_case(1), population_case(2)], SPACING)
+    assert with_reference.uses_healthy_reference and not image_only.uses_healthy_reference
+    assert ErrorModel.from_dict(with_reference.to_dict()) == with_reference
+    mean, t1, reference, mask = population_case(3)
+    with pytest.raises(ValueError, match="healthy-control reference"):
+        with_reference.predictive_sd(mean, t1, mask, SPACING)
+    ranked = error_ranking_scores(with_reference.predictive_sd(mean, t1, mask, SPACING, healthy), mean, reference, mask)
+    unranked = error_ranking_scores(image_only.predictive_sd(mean, t1, mask, SPACING), mean, reference, mask)
+    assert ranked["rmse_top_over_bottom_fifth"] > 2.0 > unranked["rmse_top_over_bottom_fifth"]
+    assert ranked["crps_over_constant_band"] < 0.97 < unranked["crps_over_constant_band"]
+    assert 0.86 < ranked["coverage_90"] < 0.94
 
 
 def test_the_model_survives_its_model_card():
@@ -63,7 +96,9 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
         SINGLE_SAMPLE_SD: fit_error_model([case(1)], SPACING).to_dict(),
     }
     card = ModelCard.read(record, Path("card"), "m", "w")
-    model = SimpleNamespace(card=card, cfg=SimpleNamespace(grid=SimpleNamespace(spacing_mm=SPACING)))
+    model = SimpleNamespace(
+        card=card, cfg=SimpleNamespace(grid=SimpleNamespace(spacing_mm=SPACING)), healthy_reference=None
+    )
 
     def result(steps: int) -> SynthesisResult:
         plan = plan_sampling(card, SamplerConfig(name="heun", steps=steps), ("axial",))

@@ -67,3 +67,13 @@ def test_gaussian_crps_matches_its_closed_form_at_zero_error():
 
 def test_predictive_scale_adds_the_mean_s_own_uncertainty():
     assert predictive_scale(np.array([1.0]), 4)[0] == pytest.approx(np.sqrt(1.25))
+
+
+def test_the_local_error_oracle_gains_only_where_the_error_size_varies(heteroscedastic):
+    true_sd, mean, truth, mask = heteroscedastic
+    varying = error_ranking_scores(true_sd, mean, truth, mask, smoothing_voxels=2.0)["oracle_crps_over_constant_band"]
+    assert 0.9 < varying < 0.97
+    even = mean + np.random.default_rng(3).normal(size=mask.shape) * 0.2
+    flat = error_ranking_scores(true_sd, mean, even, mask, smoothing_voxels=2.0)["oracle_crps_over_constant_band"]
+    assert flat > 0.98
+    assert error_ranking_scores(true_sd, mean, truth, mask)["oracle_crps_over_constant_band"] is None

@@ -13,6 +13,9 @@ the SD of K samples around their mean, ``predictive_scale`` makes it one), read 
 - CRPS of the map as a Gaussian against the CRPS of the constant band whose 90 % interval covers 90 % of this
   image's voxels (a split-conformal band fitted on the image itself, the strongest constant baseline): below 1 the
   map adds information on where the error is.
+- the same ratio for the local RMS error of the image itself, smoothed at the correlation's scale: the map a method
+  would write if it knew the error up to that resolution, so the most a smooth map can gain over the constant band
+  on this image (an oracle for the record, not a map any run can write).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from bids_jdam.evaluate.consistency import uncertainty_error_correlation
+from bids_jdam.evaluate.consistency import smooth_in_mask, uncertainty_error_correlation
 
 LEVEL = 0.9
 BINS = 5
@@ -105,10 +108,17 @@ def relative_ause(
     return float(np.mean(by_scale - oracle) / max(np.mean(random - oracle), 1e-12))
 
 
+def local_error_scale(mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float) -> np.ndarray:
+    """The local RMS error inside ``mask``, smoothed with a Gaussian of ``smoothing_voxels``: an oracle SD map."""
+    squared = (np.asarray(truth, dtype=np.float64) - np.asarray(mean, dtype=np.float64)) ** 2
+    return np.sqrt(smooth_in_mask(squared, np.asarray(mask, dtype=bool), smoothing_voxels))
+
+
 def error_ranking_scores(
     scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float = 0.0
 ) -> dict[str, object]:
-    """Every score of the module for one predictive-SD map, with the constant band's CRPS beside the map's."""
+    """Every score of the module for one predictive-SD map, with the constant band's CRPS beside the map's (and,
+    with ``smoothing_voxels`` > 0, the local-error oracle's)."""
     band = constant_band_scale(mean, truth, mask)
     table = reliability_table(scale, mean, truth, mask)
     crps, band_crps = gaussian_crps(mean, scale, truth, mask), gaussian_crps(mean, band, truth, mask)
@@ -123,4 +133,9 @@ def error_ranking_scores(
         "constant_band_scale": band,
         "constant_band_crps": band_crps,
         "crps_over_constant_band": crps / band_crps,
+        "oracle_crps_over_constant_band": (
+            gaussian_crps(mean, local_error_scale(mean, truth, mask, smoothing_voxels), truth, mask) / band_crps
+            if smoothing_voxels > 0
+            else None
+        ),
     }

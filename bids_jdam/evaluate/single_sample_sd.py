@@ -7,19 +7,24 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import norm
 
+from bids_jdam.data.healthy_reference import HealthyReference
 from bids_jdam.evaluate.calibration import conformal_quantile
-from bids_jdam.synthesis.error_model import BINS, LEVEL, ErrorModel, features, relative_sd
+from bids_jdam.synthesis.error_model import BINS, FEATURES, HEALTHY_FEATURES, LEVEL, ErrorModel, features, relative_sd
 
 
 def fit_error_model(
-    cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], spacing_mm: float, level: float = LEVEL
+    cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    spacing_mm: float,
+    level: float = LEVEL,
+    healthy: HealthyReference | None = None,
 ) -> ErrorModel:
-    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases; conformal on the same voxels, one
-    factor per fifth of the relative map (locally adaptive), and one over all voxels for the record."""
+    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases, with the model's healthy-control
+    reference's features where it has one; conformal on the same voxels, one factor per fifth of the relative map
+    (locally adaptive), and one over all voxels for the record."""
     designs, errors = [], []
     for mean, t1, reference, mask in cases:
         mask = np.asarray(mask, dtype=bool)
-        designs.append(features(mean, t1, mask, spacing_mm))
+        designs.append(features(mean, t1, mask, spacing_mm, healthy))
         errors.append((np.asarray(reference, dtype=np.float64) - np.asarray(mean, dtype=np.float64))[mask])
     design, error = np.concatenate(designs), np.concatenate(errors)
     floor = 1e-4 * np.mean(error**2) + 1e-12
@@ -37,4 +42,5 @@ def fit_error_model(
         voxels=len(error),
         bin_edges=tuple(float(edge) for edge in edges),
         bin_factors=tuple(conformal_quantile(normalized[bins == b], level) / z for b in range(BINS)),
+        features=FEATURES if healthy is None else FEATURES + HEALTHY_FEATURES,
     )

@@ -3,7 +3,11 @@
 One sample gives no spread, yet the error of the mean is not everywhere the same: it is larger at the brain's edge
 (where brain masks and registrations disagree), where the synthetic PET or the T1w change fast (cortex next to
 white matter and CSF, where partial volume and small misregistration matter), where uptake is high and towards the
-ends of the slice stack. The model regresses the log squared error of held-out subjects' synthetic PET on those
+ends of the slice stack. Where the model directory holds a healthy-control reference
+(:mod:`bids_jdam.data.healthy_reference`), two more features say where the error is in the population: the healthy
+subjects' SD of uptake (where uptake varies between people, the T1w explains less of it) and how far the synthetic
+PET departs from the healthy mean (the model understates the disease effects it sees, so a departure it predicts
+is one it likely underpredicts). The model regresses the log squared error of held-out subjects' synthetic PET on those
 features (least squares); its exponential is a relative map. Split-conformal factors on the normalized scores
 |error| / map, one per fifth of the relative map (locally adaptive: the regression may under- or overstate how
 fast the error grows, so one global factor would over-cover the quiet fifths and under-cover the busy ones), make
@@ -19,6 +23,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from bids_jdam.data.healthy_reference import HealthyReference
 
 LEVEL = 0.9
 BINS = 5  # the relative map's fifths, each with its own conformal factor
@@ -38,6 +44,7 @@ FEATURES = (
     "stack_position",
     "stack_position_squared",
 )
+HEALTHY_FEATURES = ("healthy_sd_log", "healthy_departure")  # with a healthy-control reference
 
 
 def _smoothed(image: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
@@ -48,10 +55,36 @@ def _gradient_magnitude(image: np.ndarray, spacing_mm: float) -> np.ndarray:
     return np.sqrt(sum(g**2 for g in np.gradient(image, spacing_mm)))
 
 
-def features(mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_mm: float) -> np.ndarray:
-    """(voxels inside the mask, len(FEATURES)) design matrix of the synthetic mean image and its T1w (model grid,
-    axial slices along the last axis)."""
+def features(
+    mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_mm: float, healthy: HealthyReference | None = None
+) -> np.ndarray:
+    """(voxels inside the mask, features) design matrix of the synthetic mean image and its T1w (model grid, axial
+    slices along the last axis): :data:`FEATURES`, then :data:`HEALTHY_FEATURES` where ``healthy`` is given."""
     mask = np.asarray(brain_mask, dtype=bool)
+    base = _image_features(mean, t1, mask, spacing_mm)
+    if healthy is None:
+        return base
+    return np.column_stack([base, *_healthy_features(mean, mask, healthy, LOCAL_SIGMA_MM / spacing_mm)])
+
+
+def _healthy_features(
+    mean: np.ndarray, mask: np.ndarray, healthy: HealthyReference, sigma_voxels: float
+) -> list[np.ndarray]:
+    """log of the healthy SD (smoothed; its median where the reference has none) and |smoothed z| of ``mean``."""
+    known = healthy.sd > 0
+    sd = _smoothed_within(healthy.sd, known, sigma_voxels)
+    sd = np.where(sd > 0, sd, np.median(healthy.sd[known]))
+    departure = np.abs(_smoothed_within(healthy.zscore_map(np.asarray(mean, np.float32), mask), mask, sigma_voxels))
+    return [np.log(sd[mask]), departure[mask]]
+
+
+def _smoothed_within(image: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
+    """Gaussian smoothing that averages over ``mask`` only (0 where the mask is out of reach)."""
+    weight = _smoothed(np.ones(mask.shape), mask, sigma_voxels)
+    return np.where(weight > 1e-3, _smoothed(image, mask, sigma_voxels) / np.maximum(weight, 1e-3), 0.0)
+
+
+def _image_features(mean: np.ndarray, t1: np.ndarray, mask: np.ndarray, spacing_mm: float) -> np.ndarray:
     sigma = LOCAL_SIGMA_MM / spacing_mm
     depth_mm = ndimage.distance_transform_edt(mask) * spacing_mm
     pet, t1w = np.asarray(mean, dtype=np.float64), np.asarray(t1, dtype=np.float64)
@@ -80,6 +113,7 @@ class ErrorModel:
 
     ``bin_edges`` split the relative map into fifths (on the held-out voxels) and ``bin_factors`` hold each fifth's
     factor; a card fitted before the fifths has neither and uses the one ``conformal_factor`` everywhere.
+    ``features`` are :data:`FEATURES`, or those and :data:`HEALTHY_FEATURES` for a model with a healthy reference.
     """
 
     coefficients: tuple[float, ...]
@@ -89,11 +123,27 @@ class ErrorModel:
     voxels: int
     bin_edges: tuple[float, ...] = ()
     bin_factors: tuple[float, ...] = ()
+    features: tuple[str, ...] = FEATURES
 
-    def predictive_sd(self, mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_mm: float) -> np.ndarray:
-        """The predictive SD map of ``mean`` (0 outside the mask): mean +- 1.645 SD is its central 90 % interval."""
+    @property
+    def uses_healthy_reference(self) -> bool:
+        return self.features[len(FEATURES) :] == HEALTHY_FEATURES
+
+    def predictive_sd(
+        self,
+        mean: np.ndarray,
+        t1: np.ndarray,
+        brain_mask: np.ndarray,
+        spacing_mm: float,
+        healthy: HealthyReference | None = None,
+    ) -> np.ndarray:
+        """The predictive SD map of ``mean`` (0 outside the mask): mean +- 1.645 SD is its central 90 % interval.
+        ``healthy`` is the model's healthy reference, required where the model was fitted with it."""
+        if self.uses_healthy_reference and healthy is None:
+            raise ValueError("this single-sample SD model was fitted with a healthy-control reference; pass it")
         mask = np.asarray(brain_mask, dtype=bool)
-        relative = relative_sd(features(mean, t1, mask, spacing_mm), self.coefficients)
+        reference = healthy if self.uses_healthy_reference else None
+        relative = relative_sd(features(mean, t1, mask, spacing_mm, reference), self.coefficients)
         out = np.zeros(mask.shape, dtype=np.float32)
         out[mask] = self.factors(relative) * relative
         return out
@@ -105,18 +155,21 @@ class ErrorModel:
         return np.asarray(self.bin_factors)[np.searchsorted(np.asarray(self.bin_edges), relative, side="right")]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "features": list(FEATURES)}
+        return {**asdict(self), "features": list(self.features)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorModel:
         fields = {key: value for key, value in data.items() if key != "features"}
-        if data.get("features") != list(FEATURES):
-            raise ValueError(f"error model features {data.get('features')} are not {list(FEATURES)}")
+        known = (list(FEATURES), list(FEATURES + HEALTHY_FEATURES))
+        if data.get("features") not in known:
+            raise ValueError(f"error model features {data.get('features')} are none of {known}")
+        if len(data.get("coefficients", ())) != len(data["features"]):
+            raise ValueError("error model needs one coefficient per feature")
         if len(fields.get("bin_factors", ())) != len(fields.get("bin_edges", ())) + (
             1 if fields.get("bin_factors") else 0
         ):
             raise ValueError("error model bin_factors must be one more than bin_edges")
-        tuples = {key: tuple(fields.get(key, ())) for key in ("coefficients", "bin_edges", "bin_factors")}
+        tuples = {key: tuple(data.get(key, ())) for key in ("coefficients", "bin_edges", "bin_factors", "features")}
         return cls(**{**fields, **tuples})
 
 

@@ -79,7 +79,9 @@ def calibrate_default_run(
         interval.subjects,
     )
     if sampler.num_samples == 1:
-        error_model = fit_error_model([(means[v.subject], v.t1, v.pet, v.brain_mask) for v in volumes], spacing)
+        error_model = fit_error_model(
+            [(means[v.subject], v.t1, v.pet, v.brain_mask) for v in volumes], spacing, healthy=model.healthy_reference
+        )
         record[SINGLE_SAMPLE_SD] = error_model.to_dict()
         log.info(
             "%s: single-sample SD map fitted on %d voxels of %d held-out subjects",

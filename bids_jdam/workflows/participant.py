@@ -135,7 +135,9 @@ def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, t1: np.nda
     synthesis of the kind the card's single-sample error model and regional interval were fitted on)."""
     if result.plan is not None and result.plan.predictive_sd and result.std is None:
         error_model = ErrorModel.from_dict(model.card.single_sample_sd)
-        result.predictive_sd = error_model.predictive_sd(result.mean, t1, mask, model.cfg.grid.spacing_mm)
+        result.predictive_sd = error_model.predictive_sd(
+            result.mean, t1, mask, model.cfg.grid.spacing_mm, model.healthy_reference
+        )
 
 
 def _synthesize(
