@@ -548,6 +548,35 @@ def posterior_table(report: dict[str, Any], label: str) -> list[str]:
             f"| {key} | {crps} | {ratio} | {pair('spread_skill_ratio')} | "
             f"{pair('coverage_90')} | {pair('coverage_50')} | {lowest} |"
         )
+    return lines + ranking_table(rows)
+
+
+def ranking_table(rows: dict[str, Any]) -> list[str]:
+    """Whether the K-sample SD says where the error is (bids_jdam.evaluate.error_ranking), calibrated samples."""
+    ranked = {key: row["posterior"] for key, row in rows.items() if "ause_relative" in row["posterior"]["raw"]}
+    if not ranked:
+        return []
+    lines = [
+        "",
+        "Does the SD of the samples say where the error is (bids_jdam.evaluate.error_ranking; the calibrated "
+        "samples' SD read as the predictive SD of their mean and a Gaussian, on each subject's slices; mean "
+        "[95% t-interval] over subjects, worst subject)? Goals of the uncertainty issue: RMSE top / bottom SD fifth "
+        ">= 1.5, AUSE / random <= 0.7, CRPS / constant band <= 0.95. Oracle: the local RMS error smoothed at 6 mm "
+        "as the SD, the most a smooth map could gain over the constant band (no goal).",
+        "",
+        "| method | RMSE top / bottom fifth | AUSE / random | CRPS / constant band | oracle CRPS / constant band |",
+        "|---|---|---|---|---|",
+    ]
+    for key, posterior in ranked.items():
+        scores = posterior.get("calibrated", posterior["raw"])
+
+        def cell(metric: str, worst=min, scores=scores) -> str:
+            return f"{fmt(scores[metric], 2)}, {worst(scores[metric]['per_subject'].values()):.2f}"
+
+        lines.append(
+            f"| {key} | {cell('rmse_top_over_bottom_fifth')} | {cell('ause_relative', max)} | "
+            f"{cell('crps_over_constant_band', max)} | {fmt(scores['oracle_crps_over_constant_band'], 2)} |"
+        )
     return lines
 
 

@@ -1,4 +1,5 @@
-"""Posterior scores of the quality benchmark: CRPS, spread-skill, coverage, SD-error correlation, AD-vs-CN.
+"""Posterior scores of the quality benchmark: CRPS, spread-skill, coverage, SD-error correlation, whether the SD
+says where the error is (``bids_jdam.evaluate.error_ranking``), AD-vs-CN.
 
 Every score comes from ``bids_jdam.evaluate`` (one definition each); this module only groups the evaluated slices
 by subject (the unit of the statistics), applies the spread calibration fitted on the calibration subjects, and
@@ -18,12 +19,26 @@ from bids_jdam.config import SamplerConfig
 from bids_jdam.data.slices import cut_slice, pad_slice
 from bids_jdam.evaluate.calibration import calibrate_sampling, subject_cases
 from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM, uncertainty_error_correlation
+from bids_jdam.evaluate.error_ranking import error_ranking_scores, predictive_scale
 from bids_jdam.evaluate.probabilistic import probabilistic_scores
 from bids_jdam.evaluate.validation import ValidationSlices
 from bids_jdam.methods.model_card import SpreadCalibration
 from bids_jdam.synthesis.spread import inflate
 
-PROBABILISTIC_METRICS = ("crps", "spread_skill_ratio", "coverage_50", "coverage_90", "sd_error_correlation")
+RANKING_METRICS = (
+    "rmse_top_over_bottom_fifth",
+    "ause_relative",
+    "crps_over_constant_band",
+    "oracle_crps_over_constant_band",
+)
+PROBABILISTIC_METRICS = (
+    "crps",
+    "spread_skill_ratio",
+    "coverage_50",
+    "coverage_90",
+    "sd_error_correlation",
+    *RANKING_METRICS,
+)
 AD_CN_REGIONS = ("parietal", "temporal")
 
 
@@ -42,14 +57,14 @@ def _subject_scores(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, sp
     row = {"crps": scores["crps"]}
     if len(samples) > 1:
         sigma = PET_RESOLUTION_SIGMA_MM / spacing_mm
-        row |= {
+        mean, std = samples.mean(axis=0), samples.std(axis=0, ddof=1)
+        ranking = error_ranking_scores(predictive_scale(std, len(samples)), mean, truth, mask, (0, sigma, sigma))
+        row |= {key: ranking[key] for key in RANKING_METRICS} | {
             "spread_skill_ratio": scores["spread_skill_ratio"],
             "coverage_50": scores["coverage"]["0.50"],
             "coverage_90": scores["coverage"]["0.90"],
             "rank_histogram": scores["rank_histogram"],
-            "sd_error_correlation": uncertainty_error_correlation(
-                samples.std(axis=0, ddof=1), samples.mean(axis=0), truth, mask, (0, sigma, sigma)
-            ),
+            "sd_error_correlation": uncertainty_error_correlation(std, mean, truth, mask, (0, sigma, sigma)),
         }
     return row
 

@@ -391,6 +391,12 @@ RANKING_GOALS = (
 )
 
 
+def _oracle_cell(truth: dict, real: dict) -> str:
+    """The local-error oracle's CRPS ratio against the noise-free truth (real PET); blank in older results."""
+    key = "oracle_crps_over_constant_band"
+    return f"{truth[key]:.2f} ({real[key]:.2f})" if truth.get(key) is not None else ""
+
+
 def ranking_table(report: dict) -> list[str]:
     """Whether each map says where the error is (bids_jdam.evaluate.error_ranking), against the goals."""
     lines = [
@@ -399,12 +405,13 @@ def ranking_table(report: dict) -> list[str]:
         "predictive SD of the mean (SD x sqrt(1 + 1/n), n members) and a Gaussian; sampling_smoothed: the "
         f"sampling SD smoothed (sigma {report['smoothing_mm']:g} mm inside the mask), a candidate map the app "
         "does not write. Against the noise-free truth (real PET); a goal met against the truth is marked *. "
-        "Goals: " + "; ".join(words for _, _, words in RANKING_GOALS) + ".",
+        "Goals: " + "; ".join(words for _, _, words in RANKING_GOALS) + ". Oracle: the CRPS ratio of the image's "
+        "own local RMS error smoothed at the same scale, the most a smooth map could gain on it (no goal).",
         "",
         "| subject | planes | K | map | "
         + " | ".join(key for key, _, _ in RANKING_GOALS)
-        + " | RMSE per SD fifth (noise-free) | coverage per SD fifth (noise-free) |",
-        "|---|---|---|---|" + "---|" * (len(RANKING_GOALS) + 2),
+        + " | oracle CRPS / constant band | RMSE per SD fifth (noise-free) | coverage per SD fifth (noise-free) |",
+        "|---|---|---|---|" + "---|" * (len(RANKING_GOALS) + 3),
     ]
     for subject in report["subjects"]:
         for c in subject["cases"]:
@@ -414,6 +421,7 @@ def ranking_table(report: dict) -> list[str]:
                     f"{truth[key]:.2f}{'*' if meets(truth[key]) else ''} ({real[key]:.2f})"
                     for key, meets, _ in RANKING_GOALS
                 ]
+                cells.append(_oracle_cell(truth, real))
                 lines.append(
                     f"| {subject['subject']} | {'+'.join(c['planes'])} | {c['num_samples']} | {name} | "
                     + " | ".join(cells)

@@ -9,6 +9,7 @@ from bids_jdam.evaluate.error_ranking import (
     constant_band_scale,
     error_ranking_scores,
     gaussian_crps,
+    local_error_scale,
     predictive_scale,
     relative_ause,
     reliability_table,
@@ -77,3 +78,19 @@ def test_the_local_error_oracle_gains_only_where_the_error_size_varies(heterosce
     flat = error_ranking_scores(true_sd, mean, even, mask, smoothing_voxels=2.0)["oracle_crps_over_constant_band"]
     assert flat > 0.98
     assert error_ranking_scores(true_sd, mean, truth, mask)["oracle_crps_over_constant_band"] is None
+
+
+def test_the_oracle_of_stacked_slices_is_smoothed_within_each_slice():
+    """Stacked 2D slices (of different brains or planes) must not share their error through the smoothing."""
+    mean = np.zeros((2, 16, 16))
+    truth = np.stack([np.ones((16, 16)), np.zeros((16, 16))])
+    mask = np.ones(mean.shape, dtype=bool)
+    within = local_error_scale(mean, truth, mask, (0, 2.0, 2.0))
+    assert np.allclose(within[0], 1.0) and np.allclose(within[1], 0.0)
+    assert local_error_scale(mean, truth, mask, 2.0)[1].max() > 0.1
+    assert (
+        error_ranking_scores(1 + np.arange(mean.size).reshape(mean.shape), mean, truth, mask, (0, 2.0, 2.0))[
+            "oracle_crps_over_constant_band"
+        ]
+        is not None
+    )

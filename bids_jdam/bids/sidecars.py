@@ -42,9 +42,10 @@ PET_STATISTICS = {
     "predictivesd": "Voxel-wise predictive standard deviation of a one-sample synthetic FDG-PET (mean +- 1.645 SD is "
     "its central 90 % interval), from the model's single-sample error model: the log squared error "
     "of held-out subjects regressed on the distance to the brain's edge, local gradients, curvature "
-    "and spread of the synthetic PET and the T1w, the uptake and the position in the slice stack, "
-    "scaled by a split-conformal factor fitted on those subjects (the "
-    "model card's single_sample_sd record)",
+    "and spread of the synthetic PET and the T1w, the uptake, the position in the slice stack and, for a "
+    "model with a healthy-control reference, the healthy SD of uptake and the synthetic PET's departure from the "
+    "healthy mean, scaled by split-conformal factors (one per fifth of the map) fitted on those subjects (the "
+    "model card's single_sample_sd record names the features)",
     "zscore": "Voxel-wise z-score of a synthetic FDG-PET against the model's healthy-control reference, z = "
     "(synthetic SUVR - healthy mean) / healthy SD, where mean and SD are voxelwise over the real FDG-PET of the "
     "model's CN training subjects (the model card's healthy_reference record names them); negative where the "

@@ -108,17 +108,24 @@ def relative_ause(
     return float(np.mean(by_scale - oracle) / max(np.mean(random - oracle), 1e-12))
 
 
-def local_error_scale(mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float) -> np.ndarray:
-    """The local RMS error inside ``mask``, smoothed with a Gaussian of ``smoothing_voxels``: an oracle SD map."""
+def local_error_scale(
+    mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float | tuple[float, ...]
+) -> np.ndarray:
+    """The local RMS error inside ``mask``, smoothed with a Gaussian of ``smoothing_voxels`` (one per axis, or one
+    for all): an oracle SD map."""
     squared = (np.asarray(truth, dtype=np.float64) - np.asarray(mean, dtype=np.float64)) ** 2
     return np.sqrt(smooth_in_mask(squared, np.asarray(mask, dtype=bool), smoothing_voxels))
 
 
 def error_ranking_scores(
-    scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float = 0.0
+    scale: np.ndarray,
+    mean: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    smoothing_voxels: float | tuple[float, ...] = 0.0,
 ) -> dict[str, object]:
     """Every score of the module for one predictive-SD map, with the constant band's CRPS beside the map's (and,
-    with ``smoothing_voxels`` > 0, the local-error oracle's)."""
+    where ``smoothing_voxels`` smooths along some axis, the local-error oracle's; per axis for stacked 2D slices)."""
     band = constant_band_scale(mean, truth, mask)
     table = reliability_table(scale, mean, truth, mask)
     crps, band_crps = gaussian_crps(mean, scale, truth, mask), gaussian_crps(mean, band, truth, mask)
@@ -135,7 +142,7 @@ def error_ranking_scores(
         "crps_over_constant_band": crps / band_crps,
         "oracle_crps_over_constant_band": (
             gaussian_crps(mean, local_error_scale(mean, truth, mask, smoothing_voxels), truth, mask) / band_crps
-            if smoothing_voxels > 0
+            if np.any(np.asarray(smoothing_voxels) > 0)
             else None
         ),
     }
