@@ -7,7 +7,7 @@ TORCH_CPU := torch==2.13.0
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: venv lint test test-all test-container demo screenshot benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-speed \
+.PHONY: venv lint test test-all test-container demo screenshot benchmark-preprocess benchmark-learning-curve benchmark-synthesis benchmark-error-model-selection benchmark-speed \
 	benchmark-attribution benchmark-regional benchmark-phantom-realism benchmark-demo-real-t1w \
 	benchmark-throughput benchmark-training benchmark-noise benchmark-denormals benchmark-gpu benchmark-quality benchmark-quality-default clean
 
@@ -75,6 +75,9 @@ benchmark-regional: venv
 
 benchmark-synthesis: venv
 	$(BIN)/python -m benchmarks.synthesis --threads 2
+
+benchmark-error-model-selection: venv
+	$(BIN)/python -m benchmarks.error_model_selection --threads 2
 
 benchmark-speed: venv
 	$(BIN)/python -m benchmarks.speed --threads 2

@@ -8,8 +8,8 @@ from scipy import ndimage
 
 from bids_jdam.data.healthy_reference import HealthyReference
 from bids_jdam.evaluate.error_ranking import error_ranking_scores
-from bids_jdam.evaluate.single_sample_sd import fit_error_model
-from bids_jdam.synthesis.error_model import ErrorModel
+from bids_jdam.evaluate.single_sample_sd import case_design, fit_error_model, fit_on_designs
+from bids_jdam.synthesis.error_model import FEATURES, ErrorModel
 
 SPACING = 4.0
 
@@ -23,6 +23,14 @@ def case(seed: int):
     depth_mm = ndimage.distance_transform_edt(mask) * SPACING
     true_sd = np.where(depth_mm <= 8, 0.3, 0.1)
     return mean, np.where(mask, 1.0, 0.0), mean + true_sd * rng.standard_normal(mask.shape), mask
+
+
+def test_designs_computed_once_fit_the_same_model():
+    """A selection over held-out subjects reuses each subject's design; the fit must not change with it."""
+    cases = [case(1), case(2)]
+    reused = fit_on_designs([case_design(c, SPACING) for c in cases], FEATURES)
+    assert reused == fit_error_model(cases, SPACING)
+    assert fit_on_designs([case_design(cases[0], SPACING)], FEATURES) != reused
 
 
 def test_a_map_fitted_on_held_out_cases_ranks_and_covers_a_new_case():

@@ -1,0 +1,145 @@
+"""Which single-sample SD model says where the error is on subjects it was not fitted on (leave one subject out).
+
+    python -m benchmarks.error_model_selection [--model demo|DIR] [--subjects 24] [--threads 2] [--work DIR]
+                                               [--results DIR] [--smoke]
+
+The default run's predictive SD map (``bids_jdam.synthesis.error_model``) can be fitted from the image and its T1w
+alone, or with the model's healthy-control reference as well. This benchmark chooses between them as the uncertainty
+issue asks, on calibration subjects only: the phantom the demo model is calibrated on (seed 2) goes through the
+app's preprocessing (``preprocessed_pairs_loader``, the loader of ``bids-jdam-calibrate``) and a default synthesis
+(the model's sampler, one plane); each subject in turn is held out, both SD models are fitted on the others
+(``bids_jdam.evaluate.single_sample_sd``), and the held-out subject's map is scored against its real PET and its
+noise-free truth (``bids_jdam.evaluate.error_ranking``): coverage, RMSE and coverage per SD fifth, smoothed SD-error
+correlation, AUSE, CRPS against a constant-width band, and the local-error oracle. ``--smoke``: 3 subjects, 2 sampler
+steps. Writes ``<results>/error-model-selection-<machine>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from benchmarks.machine import command_line, machine_info, markdown_head, write_results
+from benchmarks.synthesis import RANKING_GOALS
+from bids_jdam.bids.participants import read_diagnoses
+from bids_jdam.data.phantom import PHANTOM_VERSION, generate_phantom_dataset, phantom_truth
+from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
+from bids_jdam.evaluate.error_ranking import error_ranking_scores
+from bids_jdam.evaluate.single_sample_sd import case_design, fit_on_designs
+from bids_jdam.runtime.threads import configure_threads
+from bids_jdam.synthesis.error_model import FEATURES, HEALTHY_FEATURES
+from bids_jdam.synthesis.loaded_model import load_model
+from bids_jdam.synthesis.synthesizer import Synthesizer
+from bids_jdam.workflows.run_config import DEFAULT_PLANES
+from bids_jdam.workflows.training_data import preprocessed_pairs_loader
+
+CALIBRATION_SEED = 2  # the phantom the demo model's card is calibrated on (benchmarks/train_demo.py)
+RESULTS = Path(__file__).resolve().parent / "results"
+FIFTH_COVERAGE = (0.80, 0.97)
+
+
+def syntheses(synthesizer: Synthesizer, bids_dir: Path, work: Path, steps: int | None) -> list[dict]:
+    """Each subject's default synthesis with its T1w, mask, real PET and noise-free truth (model grid)."""
+    cfg = synthesizer.model.cfg
+    sampler = dataclasses.replace(cfg.sampler, steps=steps or cfg.sampler.steps)
+    load = preprocessed_pairs_loader(work / "prep", nthreads=2)
+    cases = []
+    for v in load(bids_dir, cfg, list(read_diagnoses(bids_dir))):
+        mean = synthesizer.synthesize(v.t1, v.brain_mask, sampler, image=f"sub-{v.subject}", planes=DEFAULT_PLANES)
+        truth = nib.load(phantom_truth(bids_dir, v.subject).pet_suvr).get_fdata(dtype=np.float32)
+        cases.append({"subject": v.subject, "mean": mean.mean, "t1": v.t1, "mask": np.asarray(v.brain_mask, dtype=bool),
+                      "real_pet": v.pet, "noise_free_truth": truth})  # fmt: skip
+    return cases
+
+
+def held_out_scores(cases: list[dict], spacing_mm: float, healthy, names: tuple[str, ...]) -> list[dict]:
+    """Per subject: the map fitted on every other subject, scored against the real PET and the truth."""
+    reference = healthy if names != FEATURES else None
+    designs = [case_design((c["mean"], c["t1"], c["real_pet"], c["mask"]), spacing_mm, reference) for c in cases]
+    rows = []
+    for i, case in enumerate(cases):
+        model = fit_on_designs(designs[:i] + designs[i + 1 :], names)
+        sd = model.predictive_sd(case["mean"], case["t1"], case["mask"], spacing_mm, reference)
+        scores = {
+            ref: error_ranking_scores(sd, case["mean"], case[ref], case["mask"], PET_RESOLUTION_SIGMA_MM / spacing_mm)
+            for ref in ("noise_free_truth", "real_pet")
+        }
+        rows.append({"subject": case["subject"], **scores})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo", help="'demo' or a model directory with a healthy reference")
+    parser.add_argument("--subjects", type=int, default=24)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, help="phantom and preprocessing cache (default: a temporary folder)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="3 subjects, 2 sampler steps")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.subjects = 3
+    configure_threads(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bids-jdam-error-model-"))
+    bids_dir = work / "phantom"
+    synthesizer = Synthesizer(load_model(args.model, bids_dir, "cpu"), "cpu")
+    model = synthesizer.model
+    if model.healthy_reference is None:
+        parser.error(f"{args.model}: the model has no healthy-control reference to compare with")
+    spacing = model.cfg.grid.spacing_mm
+    if not bids_dir.exists():
+        generate_phantom_dataset(bids_dir, args.subjects, CALIBRATION_SEED, fast=True, grid_spacing_mm=spacing)
+    cases = syntheses(synthesizer, bids_dir, work, 2 if args.smoke else None)
+    variants = {"image": FEATURES, "image + healthy reference": FEATURES + HEALTHY_FEATURES}
+    report = {
+        "command": command_line("benchmarks.error_model_selection", argv),
+        "machine": machine_info(threads=args.threads),
+        "model_sha256": model.sha256,
+        "seed": CALIBRATION_SEED,
+        "phantom_version": PHANTOM_VERSION,
+        "subjects": len(cases),
+        "variants": {
+            name: held_out_scores(cases, spacing, model.healthy_reference, names) for name, names in variants.items()
+        },
+    }
+    write_results(args.results, "error-model-selection", report, markdown(report))
+    return 0
+
+
+def _summary(values: list[float], meets=None) -> str:
+    """Mean (range; how many meet the goal, where there is one)."""
+    met = "" if meets is None else f"; {sum(map(meets, values))}/{len(values)}"
+    return f"{np.mean(values):.3f} ({min(values):.2f}-{max(values):.2f}{met})"
+
+
+def markdown(report: dict) -> str:
+    goals = [*RANKING_GOALS, ("fifths", lambda v: v, f"coverage in every SD fifth within {FIFTH_COVERAGE}")]
+    lines = [
+        *markdown_head("Single-sample SD model: image features against image + healthy reference", report),
+        f"Phantom seed {report['seed']}, {report['subjects']} subjects through the app's preprocessing and a default "
+        "synthesis; each subject held out in turn, both SD models fitted on the others. Cells: mean over held-out "
+        "subjects (range; subjects meeting the goal). Goals: " + "; ".join(words for _, _, words in goals) + ".",
+        "",
+        "| SD model | reference | " + " | ".join(key for key, _, _ in goals) + " | oracle CRPS / constant band |",
+        "|---|---|" + "---|" * (len(goals) + 1),
+    ]
+    low, high = FIFTH_COVERAGE
+    for name, rows in report["variants"].items():
+        for ref in ("noise_free_truth", "real_pet"):
+            scores = [row[ref] for row in rows]
+            cells = [_summary([s[key] for s in scores], meets) for key, meets, _ in RANKING_GOALS]
+            fifths = [all(low <= f["coverage"] <= high for f in s["reliability"]) for s in scores]
+            cells.append(f"{sum(fifths)}/{len(fifths)}")
+            oracle = [s["oracle_crps_over_constant_band"] for s in scores]
+            lines.append(f"| {name} | {ref} | " + " | ".join(cells) + f" | {_summary(oracle)} |")
+    lines += ["", "Figures on phantoms are upper bounds for real data."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
