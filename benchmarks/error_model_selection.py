@@ -125,8 +125,10 @@ def markdown(report: dict) -> str:
         "synthesis; each subject held out in turn, both SD models fitted on the others. Cells: mean over held-out "
         "subjects (range; subjects meeting the goal). Goals: " + "; ".join(words for _, _, words in goals) + ".",
         "",
-        "| SD model | reference | " + " | ".join(key for key, _, _ in goals) + " | oracle CRPS / constant band |",
-        "|---|---|" + "---|" * (len(goals) + 1),
+        "| SD model | reference | "
+        + " | ".join(key for key, _, _ in goals)
+        + " | coverage per SD fifth, mean over subjects | oracle CRPS / constant band |",
+        "|---|---|" + "---|" * (len(goals) + 2),
     ]
     low, high = FIFTH_COVERAGE
     for name, rows in report["variants"].items():
@@ -135,6 +137,8 @@ def markdown(report: dict) -> str:
             cells = [_summary([s[key] for s in scores], meets) for key, meets, _ in RANKING_GOALS]
             fifths = [all(low <= f["coverage"] <= high for f in s["reliability"]) for s in scores]
             cells.append(f"{sum(fifths)}/{len(fifths)}")
+            by_fifth = np.mean([[f["coverage"] for f in s["reliability"]] for s in scores], axis=0)
+            cells.append(", ".join(f"{c:.3f}" for c in by_fifth))
             oracle = [s["oracle_crps_over_constant_band"] for s in scores]
             lines.append(f"| {name} | {ref} | " + " | ".join(cells) + f" | {_summary(oracle)} |")
     lines += ["", "Figures on phantoms are upper bounds for real data."]
