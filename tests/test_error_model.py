@@ -105,7 +105,10 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
     }
     card = ModelCard.read(record, Path("card"), "m", "w")
     model = SimpleNamespace(
-        card=card, cfg=SimpleNamespace(grid=SimpleNamespace(spacing_mm=SPACING)), healthy_reference=None
+        card=card,
+        cfg=SimpleNamespace(grid=SimpleNamespace(spacing_mm=SPACING)),
+        healthy_reference=None,
+        error_model=ErrorModel.from_dict(card.single_sample_sd),
     )
 
     def result(steps: int) -> SynthesisResult:

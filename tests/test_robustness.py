@@ -267,6 +267,18 @@ def _pickled_weights(model: Path) -> None:
     _rehash(model)  # a swapped file whose checksum was updated too: the format check still refuses it
 
 
+def _healthy_sd_model_without_reference(model: Path) -> None:
+    from bids_jdam.synthesis.error_model import FEATURES, HEALTHY_FEATURES, ErrorModel
+
+    names = FEATURES + HEALTHY_FEATURES
+    sd_model = ErrorModel((0.0,) * len(names), 1.0, 0.9, 2, 100, features=names).to_dict()
+    edit = _edit_json(
+        "model_card.json",
+        lambda card: {k: v for k, v in card.items() if k != "healthy_reference"} | {"single_sample_sd": sd_model},
+    )
+    edit(model)
+
+
 BAD_MODELS = {
     "card-is-a-list": (_edit_json("model_card.json", lambda card: []), "model_card.json: must hold a JSON object"),
     "sha256-not-hex": (
@@ -287,6 +299,11 @@ BAD_MODELS = {
         _edit_json("model_card.json", lambda card: {**card, "training_data": {"subjects": {"train": 3}}}),
         "training_data.subjects.train",
     ),
+    "single-sample-sd-unknown-features": (
+        _edit_json("model_card.json", lambda card: {**card, "single_sample_sd": {"features": ["x"]}}),
+        "malformed single_sample_sd",
+    ),
+    "single-sample-sd-without-its-reference": (_healthy_sd_model_without_reference, "healthy-control reference"),
 }
 
 

@@ -25,6 +25,7 @@ from bids_jdam.methods.hub import HubSnapshot, fetch_hub_model, is_hub_reference
 from bids_jdam.methods.model_card import ModelCard
 from bids_jdam.methods.model_dir import MODEL_CARD, WEIGHTS, load_model_dir
 from bids_jdam.models.demo import DEMO_MODEL_DIR, demo_model_available
+from bids_jdam.synthesis.error_model import ErrorModel
 from bids_jdam.synthesis.provenance import ModelInfo
 
 log = logging.getLogger("bids_jdam.synthesis")
@@ -46,6 +47,7 @@ class LoadedModel:
     method: Method
     hub_snapshot: HubSnapshot | None = None
     healthy_reference: HealthyReference | None = None  # where the card records one (z-scores, AD-pattern score)
+    error_model: ErrorModel | None = None  # the card's single-sample SD model, where it has one
 
     @classmethod
     def from_dir(cls, path: Path, device: torch.device | str) -> LoadedModel:
@@ -63,14 +65,14 @@ class LoadedModel:
                 installed,
             )
         card = ModelCard.read(record, path / MODEL_CARD, path.name, WEIGHTS)
+        healthy = HealthyReference.load(path, card.healthy_reference) if card.healthy_reference is not None else None
         return cls(
             denoiser=denoiser,
             cfg=cfg,
             card=card,
             method=METHODS.named(card.method, str(path / MODEL_CARD)),
-            healthy_reference=(
-                HealthyReference.load(path, card.healthy_reference) if card.healthy_reference is not None else None
-            ),
+            healthy_reference=healthy,
+            error_model=_error_model(card, healthy, path / MODEL_CARD),
         )
 
     @property
@@ -95,6 +97,21 @@ class LoadedModel:
             probabilistic=self.method.probabilistic,
             spread_scale=spread_scale,
         )
+
+
+def _error_model(card: ModelCard, healthy: HealthyReference | None, where: Path) -> ErrorModel | None:
+    """The card's single-sample SD model, checked when the model loads rather than at its first image."""
+    if card.single_sample_sd is None:
+        return None
+    try:
+        error_model = ErrorModel.from_dict(dict(card.single_sample_sd))
+    except (ValueError, TypeError, KeyError) as error:
+        raise InputError(f"{where}: malformed single_sample_sd record ({one_line(error)})") from None
+    if error_model.uses_healthy_reference and healthy is None:
+        raise InputError(
+            f"{where}: single_sample_sd was fitted with a healthy-control reference the card does not record"
+        )
+    return error_model
 
 
 def load_model(model_arg: str | None, bids_dir: Path, device: torch.device | str) -> LoadedModel:

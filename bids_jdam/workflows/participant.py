@@ -45,7 +45,6 @@ from bids_jdam.preprocess.pipeline import (
 )
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
 from bids_jdam.reports.regional_table import write_regional_table
-from bids_jdam.synthesis.error_model import ErrorModel
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.synthesis.volume import SynthesisResult
@@ -133,9 +132,8 @@ def _process_images(
 def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, t1: np.ndarray, mask: np.ndarray) -> None:
     """Give ``result`` the model's predictive SD map where its sampling plan says the map applies (a one-sample
     synthesis of the kind the card's single-sample error model and regional interval were fitted on)."""
-    if result.plan is not None and result.plan.predictive_sd and result.std is None:
-        error_model = ErrorModel.from_dict(model.card.single_sample_sd)
-        result.predictive_sd = error_model.predictive_sd(
+    if result.plan is not None and result.plan.predictive_sd and result.std is None and model.error_model is not None:
+        result.predictive_sd = model.error_model.predictive_sd(
             result.mean, t1, mask, model.cfg.grid.spacing_mm, model.healthy_reference
         )
 
