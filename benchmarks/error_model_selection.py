@@ -4,13 +4,15 @@
                                                [--results DIR] [--smoke]
 
 The default run's predictive SD map (``bids_jdam.synthesis.error_model``) can be fitted from the image and its T1w
-alone, or with the model's healthy-control reference as well. This benchmark chooses between them as the uncertainty
-issue asks, on calibration subjects only: the phantom the demo model is calibrated on (seed 2) goes through the
-app's preprocessing (``preprocessed_pairs_loader``, the loader of ``bids-jdam-calibrate``) and a default synthesis
-(the model's sampler, one plane); each subject in turn is held out, both SD models are fitted on the others
+alone, with the model's healthy-control reference as well, or with that and the method's regression mean along each
+plane too. This benchmark chooses between them as the uncertainty issue asks, on calibration subjects only: the
+phantom the demo model is calibrated on (seed 2) goes through the app's preprocessing (``preprocessed_pairs_loader``,
+the loader of ``bids-jdam-calibrate``) and a default synthesis (the model's sampler, one plane) with the planes'
+regression means; each subject in turn is held out, each SD model is fitted on the others
 (``bids_jdam.evaluate.single_sample_sd``), and the held-out subject's map is scored against its real PET and its
 noise-free truth (``bids_jdam.evaluate.error_ranking``): coverage, RMSE and coverage per SD fifth, smoothed SD-error
-correlation, AUSE, CRPS against a constant-width band, and the local-error oracle. ``--smoke``: 3 subjects, 2 sampler
+correlation, AUSE, CRPS against a constant-width band, that CRPS with the map's widths made right on the image,
+and the local-error oracle. ``--smoke``: 3 subjects, 2 sampler
 steps. Writes ``<results>/error-model-selection-<machine>.{json,md}``.
 """
 
@@ -32,7 +34,7 @@ from bids_jdam.evaluate.consistency import PET_RESOLUTION_SIGMA_MM
 from bids_jdam.evaluate.error_ranking import error_ranking_scores
 from bids_jdam.evaluate.single_sample_sd import case_design, fit_on_designs
 from bids_jdam.runtime.threads import configure_threads
-from bids_jdam.synthesis.error_model import FEATURES, HEALTHY_FEATURES
+from bids_jdam.synthesis.error_model import FEATURES, HEALTHY_FEATURES, VIEW_FEATURES
 from bids_jdam.synthesis.loaded_model import load_model
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.workflows.run_config import DEFAULT_PLANES
@@ -44,27 +46,36 @@ FIFTH_COVERAGE = (0.80, 0.97)
 
 
 def syntheses(synthesizer: Synthesizer, bids_dir: Path, work: Path, steps: int | None) -> list[dict]:
-    """Each subject's default synthesis with its T1w, mask, real PET and noise-free truth (model grid)."""
+    """Each subject's default synthesis with its planes' regression means, T1w, mask, real PET and noise-free truth
+    (model grid)."""
     cfg = synthesizer.model.cfg
     sampler = dataclasses.replace(cfg.sampler, steps=steps or cfg.sampler.steps)
     load = preprocessed_pairs_loader(work / "prep", nthreads=2)
     cases = []
     for v in load(bids_dir, cfg, list(read_diagnoses(bids_dir))):
-        mean = synthesizer.synthesize(v.t1, v.brain_mask, sampler, image=f"sub-{v.subject}", planes=DEFAULT_PLANES)
+        image = f"sub-{v.subject}"
+        mean = synthesizer.synthesize(v.t1, v.brain_mask, sampler, image=image, planes=DEFAULT_PLANES)
+        views = synthesizer.regression_views(v.t1, v.brain_mask, image=image)
         truth = nib.load(phantom_truth(bids_dir, v.subject).pet_suvr).get_fdata(dtype=np.float32)
         cases.append({"subject": v.subject, "mean": mean.mean, "t1": v.t1, "mask": np.asarray(v.brain_mask, dtype=bool),
-                      "real_pet": v.pet, "noise_free_truth": truth})  # fmt: skip
+                      "views": views, "real_pet": v.pet, "noise_free_truth": truth})  # fmt: skip
     return cases
 
 
 def held_out_scores(cases: list[dict], spacing_mm: float, healthy, names: tuple[str, ...]) -> list[dict]:
     """Per subject: the map fitted on every other subject, scored against the real PET and the truth."""
-    reference = healthy if names != FEATURES else None
-    designs = [case_design((c["mean"], c["t1"], c["real_pet"], c["mask"]), spacing_mm, reference) for c in cases]
+    reference = healthy if set(HEALTHY_FEATURES) <= set(names) else None
+    with_views = set(VIEW_FEATURES) <= set(names)
+    designs = [
+        case_design(
+            (c["mean"], c["t1"], c["real_pet"], c["mask"], c["views"] if with_views else None), spacing_mm, reference
+        )
+        for c in cases
+    ]
     rows = []
     for i, case in enumerate(cases):
         model = fit_on_designs(designs[:i] + designs[i + 1 :], names)
-        sd = model.predictive_sd(case["mean"], case["t1"], case["mask"], spacing_mm, reference)
+        sd = model.predictive_sd(case["mean"], case["t1"], case["mask"], spacing_mm, reference, case["views"])
         scores = {
             ref: error_ranking_scores(sd, case["mean"], case[ref], case["mask"], PET_RESOLUTION_SIGMA_MM / spacing_mm)
             for ref in ("noise_free_truth", "real_pet")
@@ -89,13 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     bids_dir = work / "phantom"
     synthesizer = Synthesizer(load_model(args.model, bids_dir, "cpu"), "cpu")
     model = synthesizer.model
-    if model.healthy_reference is None:
-        parser.error(f"{args.model}: the model has no healthy-control reference to compare with")
+    if model.healthy_reference is None or not model.method.has_regression_mean:
+        parser.error(f"{args.model}: the model needs a healthy-control reference and a method with a regression mean")
     spacing = model.cfg.grid.spacing_mm
     if not bids_dir.exists():
         generate_phantom_dataset(bids_dir, args.subjects, CALIBRATION_SEED, fast=True, grid_spacing_mm=spacing)
     cases = syntheses(synthesizer, bids_dir, work, 2 if args.smoke else None)
-    variants = {"image": FEATURES, "image + healthy reference": FEATURES + HEALTHY_FEATURES}
+    variants = {
+        "image": FEATURES,
+        "image + healthy reference": FEATURES + HEALTHY_FEATURES,
+        "image + healthy reference + planes": FEATURES + HEALTHY_FEATURES + VIEW_FEATURES,
+    }
     report = {
         "command": command_line("benchmarks.error_model_selection", argv),
         "machine": machine_info(threads=args.threads),
@@ -120,15 +135,20 @@ def _summary(values: list[float], meets=None) -> str:
 def markdown(report: dict) -> str:
     goals = [*RANKING_GOALS, ("fifths", lambda v: v, f"coverage in every SD fifth within {FIFTH_COVERAGE}")]
     lines = [
-        *markdown_head("Single-sample SD model: image features against image + healthy reference", report),
+        *markdown_head(
+            "Single-sample SD model: image features, + healthy reference, + the planes' regression means", report
+        ),
         f"Phantom seed {report['seed']}, {report['subjects']} subjects through the app's preprocessing and a default "
-        "synthesis; each subject held out in turn, both SD models fitted on the others. Cells: mean over held-out "
-        "subjects (range; subjects meeting the goal). Goals: " + "; ".join(words for _, _, words in goals) + ".",
+        "synthesis; each subject held out in turn, each SD model fitted on the others. Cells: mean over held-out "
+        "subjects (range; subjects meeting the goal). Goals: " + "; ".join(words for _, _, words in goals) + ". "
+        "Widths made right: the map's CRPS ratio with each twentieth of its ranking given that twentieth's RMSE on the "
+        "held-out image, what its ranking alone allows; oracle: the image's own smoothed local error (no goals).",
         "",
         "| SD model | reference | "
         + " | ".join(key for key, _, _ in goals)
-        + " | coverage per SD fifth, mean over subjects | oracle CRPS / constant band |",
-        "|---|---|" + "---|" * (len(goals) + 2),
+        + " | coverage per SD fifth, mean over subjects | CRPS / constant band, widths made right "
+        "| oracle CRPS / constant band |",
+        "|---|---|" + "---|" * (len(goals) + 3),
     ]
     low, high = FIFTH_COVERAGE
     for name, rows in report["variants"].items():
@@ -139,8 +159,9 @@ def markdown(report: dict) -> str:
             cells.append(f"{sum(fifths)}/{len(fifths)}")
             by_fifth = np.mean([[f["coverage"] for f in s["reliability"]] for s in scores], axis=0)
             cells.append(", ".join(f"{c:.3f}" for c in by_fifth))
-            oracle = [s["oracle_crps_over_constant_band"] for s in scores]
-            lines.append(f"| {name} | {ref} | " + " | ".join(cells) + f" | {_summary(oracle)} |")
+            for key in ("recalibrated_crps_over_constant_band", "oracle_crps_over_constant_band"):
+                cells.append(_summary([s[key] for s in scores]))
+            lines.append(f"| {name} | {ref} | " + " | ".join(cells) + " |")
     lines += ["", "Figures on phantoms are upper bounds for real data."]
     return "\n".join(lines) + "\n"
 

@@ -38,6 +38,9 @@ def test_demo_model_card_calibrates_the_spread_for_its_own_sampler():
     crps = calibration.crps_by_temperature
     assert min(crps.values()) == crps[f"{calibration.temperature:g}"]
     assert plan.regional_interval is not None and plan.predictive_sd  # the default run: K = 1, one plane
+    # the SD map the selection benchmark chose: image, healthy reference and the planes' regression means
+    assert loaded.error_model.uses_healthy_reference and loaded.error_model.uses_views
+    assert loaded.error_model.subjects == 24
 
 
 def test_packaging_keeps_fp16_weights_and_names_the_sampler_it_sets(tiny_model_dir, tmp_path):

@@ -75,6 +75,56 @@ def test_the_healthy_reference_says_where_the_image_cannot():
     assert 0.86 < ranked["coverage_90"] < 0.94
 
 
+def view_case(seed: int):
+    """Uniform uptake whose error SD is three times larger in a blob, somewhere else in each case, where the
+    network's three planes disagree: nothing in the image or the population says where, the planes' means do."""
+    mean, t1, _, mask = case(seed)
+    rng = np.random.default_rng(seed + 200)
+    centre = 14.5 + rng.uniform(-5, 5, 3)
+    unsure = np.sqrt(((np.indices(mask.shape) - centre[:, None, None, None]) ** 2).sum(0)) < 7
+    spread = np.where(unsure, 0.2, 0.02)
+    views = mean + spread * rng.standard_normal((3, *mask.shape))
+    true_sd = np.where(unsure, 0.3, 0.1)
+    return mean, t1, mean + true_sd * rng.standard_normal(mask.shape), mask, views
+
+
+def test_the_planes_disagreement_says_where_the_network_is_unsure():
+    with_views = fit_error_model([view_case(1), view_case(2)], SPACING)
+    image_only = fit_error_model([view_case(1)[:4], view_case(2)[:4]], SPACING)
+    assert with_views.uses_views and not image_only.uses_views
+    assert ErrorModel.from_dict(with_views.to_dict()) == with_views
+    mean, t1, reference, mask, views = view_case(3)
+    with pytest.raises(ValueError, match="regression means"):
+        with_views.predictive_sd(mean, t1, mask, SPACING)
+    ranked = error_ranking_scores(with_views.predictive_sd(mean, t1, mask, SPACING, views=views), mean, reference, mask)
+    unranked = error_ranking_scores(image_only.predictive_sd(mean, t1, mask, SPACING), mean, reference, mask)
+    assert ranked["ause_relative"] < 0.7 < unranked["ause_relative"]
+    assert ranked["crps_over_constant_band"] < 0.97 < unranked["crps_over_constant_band"]
+    assert 0.86 < ranked["coverage_90"] < 0.94
+
+
+def test_views_are_on_every_held_out_case_or_on_none():
+    with pytest.raises(ValueError, match="every held-out case"):
+        fit_error_model([view_case(1), view_case(2)[:4]], SPACING)
+    with pytest.raises(ValueError, match="3 volumes"):
+        fit_error_model([(*view_case(1)[:4], view_case(1)[4][:2])], SPACING)
+
+
+def test_the_residual_method_gives_its_regression_mean_along_each_plane(tiny_model_dir):
+    """The demo (jdam-residual) has a one-evaluation mean to compare between planes; the paper's method has none."""
+    from bids_jdam.models.demo import DEMO_MODEL_DIR
+    from bids_jdam.synthesis.synthesizer import Synthesizer
+
+    grid = np.indices((24, 28, 20)) - np.array([11.5, 13.5, 9.5])[:, None, None, None]
+    mask = np.sqrt((grid**2).sum(axis=0)) < 9
+    t1 = np.where(mask, 1.0 + 0.2 * np.cos(grid[0] / 2), 0.0).astype(np.float32)
+    views = Synthesizer.from_model_dir(DEMO_MODEL_DIR, "cpu").regression_views(t1, mask, image="sub-01")
+    assert views.shape == (3, *mask.shape) and np.isfinite(views).all()
+    assert (views[:, ~mask] == 0).all() and (views[:, mask].mean(axis=1) > 0.3).all()
+    assert not np.allclose(views[0], views[1]) and not np.allclose(views[0], views[2])
+    assert Synthesizer.from_model_dir(tiny_model_dir, "cpu").regression_views(t1, mask, image="sub-01") is None
+
+
 def test_the_model_survives_its_model_card():
     model = fit_error_model([case(1)], SPACING)
     assert ErrorModel.from_dict(model.to_dict()) == model
@@ -110,6 +160,7 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
         healthy_reference=None,
         error_model=ErrorModel.from_dict(card.single_sample_sd),
     )
+    synthesizer = SimpleNamespace(model=model)
 
     def result(steps: int) -> SynthesisResult:
         plan = plan_sampling(card, SamplerConfig(name="heun", steps=steps), ("axial",))
@@ -126,11 +177,11 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
         )
 
     default = result(18)
-    attach_predictive_sd(default, model, t1, mask)
+    attach_predictive_sd(default, synthesizer, t1, mask, "sub-04")
     assert default.plan.regional_interval == interval and default.plan.predictive_sd
     assert default.predictive_sd is not None and (default.predictive_sd[mask] > 0).all()
     other = result(8)
-    attach_predictive_sd(other, model, t1, mask)
+    attach_predictive_sd(other, synthesizer, t1, mask, "sub-04")
     assert other.plan.regional_interval is None and other.predictive_sd is None
     assert "8 steps" in other.plan.interval_reason
 

@@ -11,6 +11,7 @@ from bids_jdam.evaluate.error_ranking import (
     gaussian_crps,
     local_error_scale,
     predictive_scale,
+    recalibrated_scale,
     relative_ause,
     reliability_table,
 )
@@ -94,3 +95,20 @@ def test_the_oracle_of_stacked_slices_is_smoothed_within_each_slice():
         ]
         is not None
     )
+
+
+def test_recalibration_keeps_the_ranking_and_makes_the_widths_right(heteroscedastic):
+    """A map twice too wide that ranks perfectly scores badly, its recalibration as well as the true SD; a
+    constant map recalibrated is the constant band."""
+    true_sd, mean, truth, mask = heteroscedastic
+    too_wide = error_ranking_scores(2 * true_sd, mean, truth, mask)
+    right = error_ranking_scores(true_sd, mean, truth, mask)
+    assert too_wide["crps_over_constant_band"] > 1.05
+    assert too_wide["recalibrated_crps_over_constant_band"] == pytest.approx(right["crps_over_constant_band"], abs=0.01)
+    assert right["recalibrated_crps_over_constant_band"] < 0.95
+    flat = error_ranking_scores(np.full(mask.shape, 0.5), mean, truth, mask)
+    assert flat["recalibrated_crps_over_constant_band"] == pytest.approx(1.0, abs=0.01)
+    widths = recalibrated_scale(true_sd, mean, truth, mask)
+    assert (widths[~mask] == 0).all() and np.isclose(
+        np.sort(np.unique(widths[mask]))[[0, -1]], [0.1, 0.3], rtol=0.1
+    ).all()

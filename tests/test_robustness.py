@@ -279,6 +279,14 @@ def _healthy_sd_model_without_reference(model: Path) -> None:
     edit(model)
 
 
+def _view_sd_model_without_a_regression_mean(model: Path) -> None:
+    from bids_jdam.synthesis.error_model import FEATURES, VIEW_FEATURES, ErrorModel
+
+    names = FEATURES + VIEW_FEATURES
+    sd_model = ErrorModel((0.0,) * len(names), 1.0, 0.9, 2, 100, features=names).to_dict()
+    _edit_json("model_card.json", lambda card: {**card, "single_sample_sd": sd_model})(model)
+
+
 BAD_MODELS = {
     "card-is-a-list": (_edit_json("model_card.json", lambda card: []), "model_card.json: must hold a JSON object"),
     "sha256-not-hex": (
@@ -304,6 +312,7 @@ BAD_MODELS = {
         "malformed single_sample_sd",
     ),
     "single-sample-sd-without-its-reference": (_healthy_sd_model_without_reference, "healthy-control reference"),
+    "single-sample-sd-views-without-a-regression-mean": (_view_sd_model_without_a_regression_mean, "regression means"),
 }
 
 

@@ -44,8 +44,9 @@ PET_STATISTICS = {
     "of held-out subjects regressed on the distance to the brain's edge, local gradients, curvature "
     "and spread of the synthetic PET and the T1w, the uptake, the position in the slice stack and, for a "
     "model with a healthy-control reference, the healthy SD of uptake and the synthetic PET's departure from the "
-    "healthy mean, scaled by split-conformal factors (one per fifth of the map) fitted on those subjects (the "
-    "model card's single_sample_sd record names the features)",
+    "healthy mean, and, for a method with a regression mean, how much that mean disagrees between the axial, "
+    "coronal and sagittal planes and how far the sample departs from it, scaled by split-conformal factors (one per "
+    "fifth of the map) fitted on those subjects (the model card's single_sample_sd record names the features)",
     "zscore": "Voxel-wise z-score of a synthetic FDG-PET against the model's healthy-control reference, z = "
     "(synthetic SUVR - healthy mean) / healthy SD, where mean and SD are voxelwise over the real FDG-PET of the "
     "model's CN training subjects (the model card's healthy_reference record names them); negative where the "

@@ -13,6 +13,9 @@ the SD of K samples around their mean, ``predictive_scale`` makes it one), read 
 - CRPS of the map as a Gaussian against the CRPS of the constant band whose 90 % interval covers 90 % of this
   image's voxels (a split-conformal band fitted on the image itself, the strongest constant baseline): below 1 the
   map adds information on where the error is.
+- the same ratio for the map with its widths made right on this image (each twentieth of the voxels ranked by
+  ``scale`` given that twentieth's RMSE): what the map's ranking alone allows, so that a ratio near 1 is read as
+  a ranking too weak (this ratio near 1 as well) or widths that are wrong (this ratio well below the map's).
 - the same ratio for the local RMS error of the image itself, smoothed at the correlation's scale: the map a method
   would write if it knew the error up to that resolution, so the most a smooth map can gain over the constant band
   on this image (an oracle for the record, not a map any run can write).
@@ -28,6 +31,7 @@ from bids_jdam.evaluate.consistency import smooth_in_mask, uncertainty_error_cor
 LEVEL = 0.9
 BINS = 5
 SPARSIFICATION_STEPS = 20
+RECALIBRATION_BINS = 20
 
 
 def predictive_scale(std: np.ndarray, num_samples: int) -> np.ndarray:
@@ -108,6 +112,22 @@ def relative_ause(
     return float(np.mean(by_scale - oracle) / max(np.mean(random - oracle), 1e-12))
 
 
+def recalibrated_scale(
+    scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, bins: int = RECALIBRATION_BINS
+) -> np.ndarray:
+    """``scale`` with each of ``bins`` equal parts of its ranking (tied voxels in one) given that part's RMSE against
+    ``truth``: the map's ranking with the right widths (0 outside the mask)."""
+    sigma, mu, y = _inside(mask, scale, mean, truth)
+    part = np.searchsorted(np.quantile(sigma, np.arange(1, bins) / bins), sigma, side="right")  # ties stay together
+    squared = np.bincount(part, weights=(y - mu) ** 2, minlength=bins) / np.maximum(
+        np.bincount(part, minlength=bins), 1
+    )
+    widths = np.sqrt(squared)[part]
+    out = np.zeros(np.shape(mask))
+    out[np.asarray(mask, dtype=bool)] = widths
+    return out
+
+
 def local_error_scale(
     mean: np.ndarray, truth: np.ndarray, mask: np.ndarray, smoothing_voxels: float | tuple[float, ...]
 ) -> np.ndarray:
@@ -140,6 +160,9 @@ def error_ranking_scores(
         "constant_band_scale": band,
         "constant_band_crps": band_crps,
         "crps_over_constant_band": crps / band_crps,
+        "recalibrated_crps_over_constant_band": (
+            gaussian_crps(mean, recalibrated_scale(scale, mean, truth, mask), truth, mask) / band_crps
+        ),
         "oracle_crps_over_constant_band": (
             gaussian_crps(mean, local_error_scale(mean, truth, mask, smoothing_voxels), truth, mask) / band_crps
             if np.any(np.asarray(smoothing_voxels) > 0)

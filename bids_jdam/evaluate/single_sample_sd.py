@@ -3,35 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import norm
 
 from bids_jdam.data.healthy_reference import HealthyReference
 from bids_jdam.evaluate.calibration import conformal_quantile
-from bids_jdam.synthesis.error_model import BINS, FEATURES, HEALTHY_FEATURES, LEVEL, ErrorModel, features, relative_sd
+from bids_jdam.synthesis.error_model import (
+    BINS,
+    FEATURES,
+    HEALTHY_FEATURES,
+    LEVEL,
+    VIEW_FEATURES,
+    ErrorModel,
+    features,
+    relative_sd,
+)
 
-Case = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # synthetic mean, T1w, reference PET, brain mask
+
+class Case(NamedTuple):
+    """One held-out synthesis: what the run had, and the PET it is scored against."""
+
+    mean: np.ndarray
+    t1: np.ndarray
+    reference: np.ndarray
+    mask: np.ndarray
+    views: np.ndarray | None = None  # the regression mean along each plane, where the method has one
 
 
 def fit_error_model(
-    cases: Sequence[Case], spacing_mm: float, level: float = LEVEL, healthy: HealthyReference | None = None
+    cases: Sequence[Case | tuple], spacing_mm: float, level: float = LEVEL, healthy: HealthyReference | None = None
 ) -> ErrorModel:
-    """Fit on held-out (synthetic mean, T1w, reference PET, brain mask) cases, with the model's healthy-control
-    reference's features where it has one; conformal on the same voxels, one factor per fifth of the relative map
-    (locally adaptive), and one over all voxels for the record."""
-    names = FEATURES if healthy is None else FEATURES + HEALTHY_FEATURES
+    """Fit on held-out cases, with the model's healthy-control reference's features where it has one and the
+    planes' features where every case has its views; conformal on the same voxels, one factor per fifth of the
+    relative map (locally adaptive), and one over all voxels for the record."""
+    cases = [Case(*case) for case in cases]
+    with_views = [case.views is not None for case in cases]
+    if any(with_views) and not all(with_views):
+        raise ValueError("either every held-out case has its planes' regression means or none has")
+    names = FEATURES + (HEALTHY_FEATURES if healthy is not None else ()) + (VIEW_FEATURES if all(with_views) else ())
     return fit_on_designs([case_design(case, spacing_mm, healthy) for case in cases], names, level)
 
 
 def case_design(
-    case: Case, spacing_mm: float, healthy: HealthyReference | None = None
+    case: Case | tuple, spacing_mm: float, healthy: HealthyReference | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """One case's design matrix and its errors (reference - mean) inside the mask."""
-    mean, t1, reference, mask = case
-    mask = np.asarray(mask, dtype=bool)
-    error = (np.asarray(reference, dtype=np.float64) - np.asarray(mean, dtype=np.float64))[mask]
-    return features(mean, t1, mask, spacing_mm, healthy), error
+    case = Case(*case)
+    mask = np.asarray(case.mask, dtype=bool)
+    error = (np.asarray(case.reference, dtype=np.float64) - np.asarray(case.mean, dtype=np.float64))[mask]
+    return features(case.mean, case.t1, mask, spacing_mm, healthy, case.views), error
 
 
 def fit_on_designs(

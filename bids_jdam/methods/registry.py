@@ -32,6 +32,7 @@ class Method(abc.ABC):
     summary: ClassVar[str]  # one line for the CLI's help
     probabilistic: ClassVar[bool] = False  # draws posterior samples (K > 1 gives a spread) with a sampler
     condition_channels: ClassVar[int] = 1  # what a probabilistic model's denoiser takes as cond beside x_t
+    has_regression_mean: ClassVar[bool] = False  # :meth:`regression_mean` gives a point prediction
 
     def configure(self, cfg: JDAMConfig) -> JDAMConfig:
         """A copy of ``cfg`` with the settings this method fixes (e.g. no MRI channel for the ablation)."""
@@ -82,6 +83,11 @@ class Method(abc.ABC):
     def network_evaluations(self, sampler: SamplerConfig) -> int:
         """Network calls per slice and sample: the unit of synthesis cost."""
         return 1
+
+    def regression_mean(self, model: Any, mri: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A deterministic point prediction of PET slices in one network evaluation, for methods that
+        have one (``has_regression_mean``): the single-sample SD map compares it between the planes."""
+        raise NotImplementedError(f"the {self.name} method has no one-evaluation regression mean")
 
     def card_fields(self, cfg: JDAMConfig) -> dict[str, Any]:
         """What the model card says about the method beyond its name."""

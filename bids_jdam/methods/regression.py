@@ -19,6 +19,7 @@ class L1UNet(Method):
 
     name = "unet-l1"
     summary = "the same-size U-Net as an L1 regression (the supervised baseline)"
+    has_regression_mean = True
 
     def build_network(self, cfg: JDAMConfig) -> nn.Module:
         return ScoreUNet(dataclasses.replace(cfg.network, conditional=False), cfg.grid.slice_size)
@@ -37,6 +38,9 @@ class L1UNet(Method):
         sampler: SamplerConfig,
         device: torch.device,
     ) -> torch.Tensor:
+        return self.regression_mean(model, mri, device)
+
+    def regression_mean(self, model: Any, mri: torch.Tensor, device: torch.device) -> torch.Tensor:
         mri = mri.to(device)
         return model(mri, torch.zeros(len(mri), device=device))
 

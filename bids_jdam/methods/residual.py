@@ -87,6 +87,7 @@ class ResidualJDAM(JDAM):
     name = "jdam-residual"
     summary = "an L1 U-Net for the mean and score diffusion of its residual (CorrDiff-style)"
     condition_channels = 2  # [y, mu(y)]
+    has_regression_mean = True
 
     def configure(self, cfg: JDAMConfig) -> JDAMConfig:
         """EDM's preconditioning and noise-level distribution rescaled from the PET's spread to the residual's, and
@@ -157,13 +158,17 @@ class ResidualJDAM(JDAM):
         device: torch.device,
     ) -> Tensor:
         mri = mri.to(device)
-        residual_model = getattr(model, "module", model)  # the synthesis entry point wraps the model
-        with torch.inference_mode():
-            mean = residual_model.mean(mri).float()
+        mean = self.regression_mean(model, mri, device)
         residual = sample(
             model, torch.cat([mri, mean], dim=1), tuple(mri.shape), sampler, sde_of(cfg), keys, device=device
         )
         return mean + residual
+
+    def regression_mean(self, model: Any, mri: Tensor, device: torch.device) -> Tensor:
+        """mu(y), the L1 U-Net's prediction the residual is sampled around."""
+        residual_model = getattr(model, "module", model)  # the synthesis entry point wraps the model
+        with torch.inference_mode():
+            return residual_model.mean(mri.to(device)).float()
 
     def network_evaluations(self, sampler: SamplerConfig) -> int:
         return super().network_evaluations(sampler) + 1  # the mean network once

@@ -7,7 +7,11 @@ ends of the slice stack. Where the model directory holds a healthy-control refer
 (:mod:`bids_jdam.data.healthy_reference`), two more features say where the error is in the population: the healthy
 subjects' SD of uptake (where uptake varies between people, the T1w explains less of it) and how far the synthetic
 PET departs from the healthy mean (the model understates the disease effects it sees, so a departure it predicts
-is one it likely underpredicts). The model regresses the log squared error of held-out subjects' synthetic PET on those
+is one it likely underpredicts). Where the method has a one-evaluation regression mean (the residual method's U-Net),
+two more say where the network itself is unsure: how much that mean disagrees between the axial, coronal and
+sagittal planes (each plane sees the brain differently, and they disagree where the T1w underdetermines the PET),
+and how far the run's sample departs from the three planes' mean (the sampled residual adds to the error where it
+is large). The model regresses the log squared error of held-out subjects' synthetic PET on those
 features (least squares); its exponential is a relative map. Split-conformal factors on the normalized scores
 |error| / map, one per fifth of the relative map (locally adaptive: the regression may under- or overstate how
 fast the error grows, so one global factor would over-cover the quiet fifths and under-cover the busy ones), make
@@ -30,6 +34,7 @@ LEVEL = 0.9
 BINS = 5  # the relative map's fifths, each with its own conformal factor
 EDGE_SCALES_MM = (2.0, 6.0, 12.0)  # how fast the edge features decay inward
 LOCAL_SIGMA_MM = 4.0  # the scale of the local gradients, curvature and spread
+VIEW_VARIANCE_FLOOR = 1e-4  # SUVR^2 (an SD of 0.01): planes that agree closer than that agree
 FEATURES = (
     "constant",
     "edge_2mm",
@@ -45,6 +50,9 @@ FEATURES = (
     "stack_position_squared",
 )
 HEALTHY_FEATURES = ("healthy_sd_log", "healthy_departure")  # with a healthy-control reference
+VIEW_FEATURES = ("view_disagreement_log", "sample_departure")  # with the regression mean along each plane
+VIEW_PLANES = ("axial", "coronal", "sagittal")
+FEATURE_SETS = tuple(FEATURES + healthy + views for healthy in ((), HEALTHY_FEATURES) for views in ((), VIEW_FEATURES))
 
 
 def _smoothed(image: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
@@ -56,15 +64,24 @@ def _gradient_magnitude(image: np.ndarray, spacing_mm: float) -> np.ndarray:
 
 
 def features(
-    mean: np.ndarray, t1: np.ndarray, brain_mask: np.ndarray, spacing_mm: float, healthy: HealthyReference | None = None
+    mean: np.ndarray,
+    t1: np.ndarray,
+    brain_mask: np.ndarray,
+    spacing_mm: float,
+    healthy: HealthyReference | None = None,
+    views: np.ndarray | None = None,
 ) -> np.ndarray:
     """(voxels inside the mask, features) design matrix of the synthetic mean image and its T1w (model grid, axial
-    slices along the last axis): :data:`FEATURES`, then :data:`HEALTHY_FEATURES` where ``healthy`` is given."""
+    slices along the last axis): :data:`FEATURES`, then :data:`HEALTHY_FEATURES` where ``healthy`` is given, then
+    :data:`VIEW_FEATURES` where ``views`` (the regression mean along each of :data:`VIEW_PLANES`) are."""
     mask = np.asarray(brain_mask, dtype=bool)
-    base = _image_features(mean, t1, mask, spacing_mm)
-    if healthy is None:
-        return base
-    return np.column_stack([base, *_healthy_features(mean, mask, healthy, LOCAL_SIGMA_MM / spacing_mm)])
+    sigma = LOCAL_SIGMA_MM / spacing_mm
+    columns = [_image_features(mean, t1, mask, spacing_mm)]
+    if healthy is not None:
+        columns += _healthy_features(mean, mask, healthy, sigma)
+    if views is not None:
+        columns += _view_features(mean, views, mask, sigma)
+    return np.column_stack(columns)
 
 
 def _healthy_features(
@@ -76,6 +93,16 @@ def _healthy_features(
     sd = np.where(sd > 0, sd, np.median(healthy.sd[known]))
     departure = np.abs(_smoothed_within(healthy.zscore_map(np.asarray(mean, np.float32), mask), mask, sigma_voxels))
     return [np.log(sd[mask]), departure[mask]]
+
+
+def _view_features(mean: np.ndarray, views: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> list[np.ndarray]:
+    """log of the planes' smoothed variance (floored) and the sample's squared departure from the planes' mean."""
+    views = np.asarray(views, dtype=np.float64)
+    if views.shape != (len(VIEW_PLANES), *mask.shape):
+        raise ValueError(f"views must be {len(VIEW_PLANES)} volumes of shape {mask.shape}, got {views.shape}")
+    variance = _smoothed_within(views.var(axis=0), mask, sigma_voxels)
+    departure = (np.asarray(mean, dtype=np.float64) - views.mean(axis=0)) ** 2
+    return [np.log(variance[mask] + VIEW_VARIANCE_FLOOR), departure[mask]]
 
 
 def _smoothed_within(image: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:
@@ -113,7 +140,8 @@ class ErrorModel:
 
     ``bin_edges`` split the relative map into fifths (on the held-out voxels) and ``bin_factors`` hold each fifth's
     factor; a card fitted before the fifths has neither and uses the one ``conformal_factor`` everywhere.
-    ``features`` are :data:`FEATURES`, or those and :data:`HEALTHY_FEATURES` for a model with a healthy reference.
+    ``features`` are one of :data:`FEATURE_SETS`: :data:`FEATURES`, with :data:`HEALTHY_FEATURES` for a model with a
+    healthy reference and :data:`VIEW_FEATURES` for one fitted with the planes' regression means.
     """
 
     coefficients: tuple[float, ...]
@@ -127,7 +155,11 @@ class ErrorModel:
 
     @property
     def uses_healthy_reference(self) -> bool:
-        return self.features[len(FEATURES) :] == HEALTHY_FEATURES
+        return set(HEALTHY_FEATURES) <= set(self.features)
+
+    @property
+    def uses_views(self) -> bool:
+        return set(VIEW_FEATURES) <= set(self.features)
 
     def predictive_sd(
         self,
@@ -136,14 +168,25 @@ class ErrorModel:
         brain_mask: np.ndarray,
         spacing_mm: float,
         healthy: HealthyReference | None = None,
+        views: np.ndarray | None = None,
     ) -> np.ndarray:
         """The predictive SD map of ``mean`` (0 outside the mask): mean +- 1.645 SD is its central 90 % interval.
-        ``healthy`` is the model's healthy reference, required where the model was fitted with it."""
+        ``healthy`` (the model's healthy reference) and ``views`` (the regression mean along each of
+        :data:`VIEW_PLANES`) are required where the model was fitted with them."""
         if self.uses_healthy_reference and healthy is None:
             raise ValueError("this single-sample SD model was fitted with a healthy-control reference; pass it")
+        if self.uses_views and views is None:
+            raise ValueError("this single-sample SD model was fitted with the planes' regression means; pass them")
         mask = np.asarray(brain_mask, dtype=bool)
-        reference = healthy if self.uses_healthy_reference else None
-        relative = relative_sd(features(mean, t1, mask, spacing_mm, reference), self.coefficients)
+        design = features(
+            mean,
+            t1,
+            mask,
+            spacing_mm,
+            healthy if self.uses_healthy_reference else None,
+            views if self.uses_views else None,
+        )
+        relative = relative_sd(design, self.coefficients)
         out = np.zeros(mask.shape, dtype=np.float32)
         out[mask] = self.factors(relative) * relative
         return out
@@ -160,9 +203,8 @@ class ErrorModel:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorModel:
         fields = {key: value for key, value in data.items() if key != "features"}
-        known = (list(FEATURES), list(FEATURES + HEALTHY_FEATURES))
-        if data.get("features") not in known:
-            raise ValueError(f"error model features {data.get('features')} are none of {known}")
+        if data.get("features") not in [list(names) for names in FEATURE_SETS]:
+            raise ValueError(f"error model features {data.get('features')} are not a set this version computes")
         if len(data.get("coefficients", ())) != len(data["features"]):
             raise ValueError("error model needs one coefficient per feature")
         if len(fields.get("bin_factors", ())) != len(fields.get("bin_edges", ())) + (

@@ -66,13 +66,14 @@ class LoadedModel:
             )
         card = ModelCard.read(record, path / MODEL_CARD, path.name, WEIGHTS)
         healthy = HealthyReference.load(path, card.healthy_reference) if card.healthy_reference is not None else None
+        method = METHODS.named(card.method, str(path / MODEL_CARD))
         return cls(
             denoiser=denoiser,
             cfg=cfg,
             card=card,
-            method=METHODS.named(card.method, str(path / MODEL_CARD)),
+            method=method,
             healthy_reference=healthy,
-            error_model=_error_model(card, healthy, path / MODEL_CARD),
+            error_model=_error_model(card, healthy, method, path / MODEL_CARD),
         )
 
     @property
@@ -99,7 +100,7 @@ class LoadedModel:
         )
 
 
-def _error_model(card: ModelCard, healthy: HealthyReference | None, where: Path) -> ErrorModel | None:
+def _error_model(card: ModelCard, healthy: HealthyReference | None, method: Method, where: Path) -> ErrorModel | None:
     """The card's single-sample SD model, checked when the model loads rather than at its first image."""
     if card.single_sample_sd is None:
         return None
@@ -111,6 +112,8 @@ def _error_model(card: ModelCard, healthy: HealthyReference | None, where: Path)
         raise InputError(
             f"{where}: single_sample_sd was fitted with a healthy-control reference the card does not record"
         )
+    if error_model.uses_views and not method.has_regression_mean:
+        raise InputError(f"{where}: single_sample_sd uses the planes' regression means, which {method.name} lacks")
     return error_model
 
 

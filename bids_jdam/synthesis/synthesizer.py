@@ -19,6 +19,7 @@ import torch
 from bids_jdam.config import SamplerConfig
 from bids_jdam.diffusion.noise import SliceKey
 from bids_jdam.diffusion.sde import VESDE
+from bids_jdam.synthesis.error_model import VIEW_PLANES
 from bids_jdam.synthesis.inference import InferenceDenoiser
 from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.provenance import SamplerInfo, SynthesisProvenance
@@ -101,6 +102,31 @@ class Synthesizer:
             calibration_notes=tuple(plan.notes().items()),
         )
         return result
+
+    def regression_views(
+        self, t1_model: np.ndarray, brain_mask: np.ndarray, *, image: str, batch_size: int | None = None
+    ) -> np.ndarray | None:
+        """The method's regression mean along each of :data:`VIEW_PLANES` (stacked in that order), which the single-
+        sample SD map compares; None for a method without one. One network evaluation per slice and plane."""
+        method = self.model.method
+        if not method.has_regression_mean:
+            return None
+        result = synthesize_volume(
+            None,
+            t1_model,
+            brain_mask,
+            self.sde,
+            dataclasses.replace(self.model.cfg.sampler, num_samples=1),
+            image=image,
+            slice_size=self.model.cfg.grid.slice_size,
+            planes=VIEW_PLANES,
+            device=self.device,
+            batch_size=batch_size,
+            progress=False,
+            predict_slices=lambda mri, keys: method.regression_mean(self.denoiser, mri, self.device),
+            evaluations_per_slice=1,
+        )
+        return np.stack([result.per_plane[plane] for plane in VIEW_PLANES])
 
     def predict_slices(self, mri: torch.Tensor, keys: list[SliceKey], sampler: SamplerConfig) -> torch.Tensor:
         """The model's PET slices ``[n, 1, H, W]`` for MRI slices ``mri`` (model units), one noise key per slice."""

@@ -19,7 +19,7 @@ from bids_jdam.evaluate.ad_pattern import fit_pattern_interval, minimum_subjects
 from bids_jdam.evaluate.atlas_suvr import RegionRow
 from bids_jdam.evaluate.calibration import MAX_CALIBRATION_EVALUATIONS
 from bids_jdam.evaluate.regional_interval import fit_regional_interval, regional_tables
-from bids_jdam.evaluate.single_sample_sd import fit_error_model
+from bids_jdam.evaluate.single_sample_sd import Case, fit_error_model
 from bids_jdam.methods import Method
 from bids_jdam.methods.model_card import AD_PATTERN_INTERVAL, SINGLE_SAMPLE_SD, RegionalInterval
 from bids_jdam.methods.model_dir import update_model_card
@@ -79,9 +79,14 @@ def calibrate_default_run(
         interval.subjects,
     )
     if sampler.num_samples == 1:
-        error_model = fit_error_model(
-            [(means[v.subject], v.t1, v.pet, v.brain_mask) for v in volumes], spacing, healthy=model.healthy_reference
-        )
+        cases = [
+            Case(
+                means[v.subject], v.t1, v.pet, v.brain_mask,
+                synthesizer.regression_views(v.t1, v.brain_mask, image=f"sub-{v.subject}"),
+            )
+            for v in volumes
+        ]  # fmt: skip
+        error_model = fit_error_model(cases, spacing, healthy=model.healthy_reference)
         record[SINGLE_SAMPLE_SD] = error_model.to_dict()
         log.info(
             "%s: single-sample SD map fitted on %d voxels of %d held-out subjects",

@@ -45,7 +45,6 @@ from bids_jdam.preprocess.pipeline import (
 )
 from bids_jdam.reports.participant import ReportEntry, write_participant_report
 from bids_jdam.reports.regional_table import write_regional_table
-from bids_jdam.synthesis.loaded_model import LoadedModel
 from bids_jdam.synthesis.synthesizer import Synthesizer
 from bids_jdam.synthesis.volume import SynthesisResult
 
@@ -129,13 +128,19 @@ def _process_images(
     return entries
 
 
-def attach_predictive_sd(result: SynthesisResult, model: LoadedModel, t1: np.ndarray, mask: np.ndarray) -> None:
+def attach_predictive_sd(
+    result: SynthesisResult, synthesizer: Synthesizer, t1: np.ndarray, mask: np.ndarray, image: str
+) -> None:
     """Give ``result`` the model's predictive SD map where its sampling plan says the map applies (a one-sample
-    synthesis of the kind the card's single-sample error model and regional interval were fitted on)."""
-    if result.plan is not None and result.plan.predictive_sd and result.std is None and model.error_model is not None:
-        result.predictive_sd = model.error_model.predictive_sd(
-            result.mean, t1, mask, model.cfg.grid.spacing_mm, model.healthy_reference
-        )
+    synthesis of the kind the card's single-sample error model and regional interval were fitted on), with the
+    planes' regression means where the map was fitted with them."""
+    model = synthesizer.model
+    if result.plan is None or not result.plan.predictive_sd or result.std is not None or model.error_model is None:
+        return
+    views = synthesizer.regression_views(t1, mask, image=image) if model.error_model.uses_views else None
+    result.predictive_sd = model.error_model.predictive_sd(
+        result.mean, t1, mask, model.cfg.grid.spacing_mm, model.healthy_reference, views
+    )
 
 
 def _synthesize(
@@ -149,7 +154,7 @@ def _synthesize(
         t1, mask, sampler, image=stem, planes=job.planes, batch_size=job.batch_size,
         progress=log.isEnabledFor(logging.INFO),
     )  # fmt: skip
-    attach_predictive_sd(result, synthesizer.model, t1, mask)
+    attach_predictive_sd(result, synthesizer, t1, mask, stem)
     return result
 
 
