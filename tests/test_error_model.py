@@ -184,6 +184,12 @@ def test_a_run_gets_the_map_only_for_the_synthesis_it_was_fitted_for():
     attach_predictive_sd(other, synthesizer, t1, mask, "sub-04")
     assert other.plan.regional_interval is None and other.predictive_sd is None
     assert "8 steps" in other.plan.interval_reason
+    # every sidecar says how the map was fitted, or why the run has none
+    assert "held-out subjects, split-conformal 90 % per fifth" in default.plan.notes()["predictive_sd"]
+    assert (
+        other.plan.notes()["predictive_sd"].startswith("no predictive SD map: ")
+        and "8 steps" in other.plan.notes()["predictive_sd"]
+    )
 
 
 def heavy_tailed_edge_case(seed: int):

@@ -292,9 +292,10 @@ def _uncertainty_maps(entry: ReportEntry) -> list[tuple]:
             "predictive SD",
             "Predictive standard deviation of the synthetic PET (SUVR; mean +- 1.645 SD is its central 90 % interval), "
             "from the model's single-sample error model fitted on held-out subjects (edge distance, local gradients "
-            "and spread of the synthetic PET and the T1w, uptake, slice position). How well it ranks and covers the "
-            "error on held-out phantoms is "
-            "in the synthesis benchmark of the bids-jdam repository.",
+            "and spread of the synthetic PET and the T1w, uptake, slice position and, where the model has them, the "
+            "healthy controls' SD and the departure from their mean, and how much the model's U-Net mean disagrees "
+            "between the three planes; the sidecar says which). How well it ranks and covers the error on held-out "
+            "phantoms is in the synthesis benchmark of the bids-jdam repository.",
         ),
         (
             entry.view_std_map,

@@ -37,6 +37,7 @@ class SamplingPlan:
     predictive_sd: bool  # the single-sample SD map applies (K = 1, the synthesis it was fitted for)
     pattern_interval: PatternInterval | None  # None: the AD-pattern score carries no interval
     pattern_reason: str
+    predictive_sd_reason: str = ""
 
     def notes(self) -> dict[str, str]:
         """What the sidecars record: why each calibration applies or not."""
@@ -44,6 +45,7 @@ class SamplingPlan:
             "spread": self.spread_reason,
             "regional_interval": self.interval_reason,
             "ad_pattern_interval": self.pattern_reason,
+            "predictive_sd": self.predictive_sd_reason,
         }
 
 
@@ -52,15 +54,37 @@ def plan_sampling(card: ModelCard, sampler: SamplerConfig, planes: tuple[str, ..
     calibrated, spread_scale, spread_reason = _spread(card, sampler, planes)
     interval, interval_reason = _interval(card, sampler, planes)
     pattern, pattern_reason = _pattern_interval(card, sampler, planes)
+    predictive_sd, predictive_sd_reason = _predictive_sd(card, sampler, interval is not None, interval_reason)
     return SamplingPlan(
         sampler=calibrated,
         spread_scale=spread_scale,
         spread_reason=spread_reason,
         regional_interval=interval,
         interval_reason=interval_reason,
-        predictive_sd=interval is not None and sampler.num_samples == 1 and card.single_sample_sd is not None,
+        predictive_sd=predictive_sd,
         pattern_interval=pattern,
         pattern_reason=pattern_reason,
+        predictive_sd_reason=predictive_sd_reason,
+    )
+
+
+def _predictive_sd(card: ModelCard, sampler: SamplerConfig, fitted_run: bool, interval_reason: str) -> tuple[bool, str]:
+    """Whether the single-sample SD map is written (fitted with the regional interval, so for the same run) and
+    how it was fitted, or why not."""
+    record = card.single_sample_sd
+    if record is None:
+        return False, f"the model {card.name} records no single-sample SD model (bids-jdam-calibrate fits one)"
+    if not fitted_run:
+        return False, f"no predictive SD map: {interval_reason}"
+    if sampler.num_samples != 1:
+        return (
+            False,
+            f"no predictive SD map: this run draws K = {sampler.num_samples} samples (their SD is desc-jdamstd)",
+        )
+    fifths = " per fifth of the map" if record.get("bin_factors") else ""
+    return True, (
+        f"log squared error regressed on {', '.join(record.get('features', ()))} over {record.get('voxels')} voxels "
+        f"of {record.get('subjects')} held-out subjects, split-conformal {100 * record.get('level', 0.9):.0f} %{fifths}"
     )
 
 
