@@ -35,6 +35,9 @@ BINS = 5  # the relative map's fifths, each with its own conformal factor
 EDGE_SCALES_MM = (2.0, 6.0, 12.0)  # how fast the edge features decay inward
 LOCAL_SIGMA_MM = 4.0  # the scale of the local gradients, curvature and spread
 VIEW_VARIANCE_FLOOR = 1e-4  # SUVR^2 (an SD of 0.01): planes that agree closer than that agree
+# SUVR^2, about the squared error of the mean (an SD of 0.1): the sampled residual r adds r^2 to it, so the log of
+# their sum grows with r only where r is larger than the mean's own error, and never faster than log r^2
+DEPARTURE_FLOOR = 1e-2
 FEATURES = (
     "constant",
     "edge_2mm",
@@ -50,7 +53,7 @@ FEATURES = (
     "stack_position_squared",
 )
 HEALTHY_FEATURES = ("healthy_sd_log", "healthy_departure")  # with a healthy-control reference
-VIEW_FEATURES = ("view_disagreement_log", "sample_departure")  # with the regression mean along each plane
+VIEW_FEATURES = ("view_disagreement_log", "sample_departure_log")  # with the regression mean along each plane
 VIEW_PLANES = ("axial", "coronal", "sagittal")
 FEATURE_SETS = tuple(FEATURES + healthy + views for healthy in ((), HEALTHY_FEATURES) for views in ((), VIEW_FEATURES))
 
@@ -96,13 +99,13 @@ def _healthy_features(
 
 
 def _view_features(mean: np.ndarray, views: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> list[np.ndarray]:
-    """log of the planes' smoothed variance (floored) and the sample's squared departure from the planes' mean."""
+    """log of the planes' smoothed variance and of the sample's squared departure from the planes' mean (floored)."""
     views = np.asarray(views, dtype=np.float64)
     if views.shape != (len(VIEW_PLANES), *mask.shape):
         raise ValueError(f"views must be {len(VIEW_PLANES)} volumes of shape {mask.shape}, got {views.shape}")
     variance = _smoothed_within(views.var(axis=0), mask, sigma_voxels)
     departure = (np.asarray(mean, dtype=np.float64) - views.mean(axis=0)) ** 2
-    return [np.log(variance[mask] + VIEW_VARIANCE_FLOOR), departure[mask]]
+    return [np.log(variance[mask] + VIEW_VARIANCE_FLOOR), np.log(departure[mask] + DEPARTURE_FLOOR)]
 
 
 def _smoothed_within(image: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> np.ndarray:

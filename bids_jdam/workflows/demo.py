@@ -24,7 +24,8 @@ DEMO_SEED = 20261125  # disjoint from the seeds the demo model was trained on
 
 
 def run_demo(out_dir: Path, *, subjects: int = 2, participant: bool = True) -> dict[str, Path]:
-    """Build and validate the demo dataset, then run participant and group levels; return where outputs are."""
+    """Build and validate the demo dataset, then run participant (a default run: one sample, so the synthetic PET
+    with its predictive SD map) and group levels; return where outputs are."""
     out_dir = Path(out_dir)
     bids_dir = out_dir / "phantom_bids"
     if bids_dir.exists():
@@ -40,7 +41,7 @@ def run_demo(out_dir: Path, *, subjects: int = 2, participant: bool = True) -> d
     if not participant:
         return paths
     derivatives = out_dir / "derivatives"
-    rc = run_app(RunConfig(bids_dir, derivatives, "participant", work_dir=out_dir / "work", num_samples=2))
+    rc = run_app(RunConfig(bids_dir, derivatives, "participant", work_dir=out_dir / "work"))
     rc = rc or run_app(RunConfig(bids_dir, derivatives, "group"))
     if rc:
         raise SystemExit(rc)
