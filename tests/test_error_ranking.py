@@ -108,6 +108,7 @@ def test_recalibration_keeps_the_ranking_and_makes_the_widths_right(heteroscedas
     assert right["recalibrated_crps_over_constant_band"] < 0.95
     flat = error_ranking_scores(np.full(mask.shape, 0.5), mean, truth, mask)
     assert flat["recalibrated_crps_over_constant_band"] == pytest.approx(1.0, abs=0.01)
+    assert flat["correlation_smoothed"] == 0.0  # a constant map ranks nothing (and warns of nothing)
     widths = recalibrated_scale(true_sd, mean, truth, mask)
     assert (widths[~mask] == 0).all() and np.isclose(
         np.sort(np.unique(widths[mask]))[[0, -1]], [0.1, 0.3], rtol=0.1

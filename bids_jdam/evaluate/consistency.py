@@ -54,12 +54,14 @@ def uncertainty_error_correlation(
     1 / sqrt(2 (K - 1)); the reference PET has its own noise), so a calibrated map can still correlate weakly.
     ``smoothing_voxels`` > 0 compares local averages (Gaussian sigma in voxels, inside the mask) instead: whether
     the map says where errors are large, at about the resolution of a PET scan; a sigma per axis (0 along a stack
-    of 2D slices) smooths within each slice only.
+    of 2D slices) smooths within each slice only. A constant map (the constant-width band) ranks nothing: 0.
     """
     m = mask.astype(bool)
     error = np.abs(prediction - truth)
     if np.any(np.asarray(smoothing_voxels) > 0):
         std, error = smooth_in_mask(std, m, smoothing_voxels), smooth_in_mask(error, m, smoothing_voxels)
+    if np.ptp(std[m]) == 0 or np.ptp(error[m]) == 0:
+        return 0.0
     return float(np.corrcoef(std[m], error[m])[0, 1])
 
 
