@@ -99,12 +99,13 @@ def _healthy_features(
 
 
 def _view_features(mean: np.ndarray, views: np.ndarray, mask: np.ndarray, sigma_voxels: float) -> list[np.ndarray]:
-    """log of the planes' smoothed variance and of the sample's squared departure from the planes' mean (floored)."""
+    """log of the planes' variance and of the sample's squared departure from the planes' mean (both smoothed like
+    the other local features, so that the map stays a map rather than the sample's own noise; floored)."""
     views = np.asarray(views, dtype=np.float64)
     if views.shape != (len(VIEW_PLANES), *mask.shape):
         raise ValueError(f"views must be {len(VIEW_PLANES)} volumes of shape {mask.shape}, got {views.shape}")
     variance = _smoothed_within(views.var(axis=0), mask, sigma_voxels)
-    departure = (np.asarray(mean, dtype=np.float64) - views.mean(axis=0)) ** 2
+    departure = _smoothed_within((np.asarray(mean, dtype=np.float64) - views.mean(axis=0)) ** 2, mask, sigma_voxels)
     return [np.log(variance[mask] + VIEW_VARIANCE_FLOOR), np.log(departure[mask] + DEPARTURE_FLOOR)]
 
 
