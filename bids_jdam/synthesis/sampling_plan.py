@@ -37,7 +37,7 @@ class SamplingPlan:
     predictive_sd: bool  # the single-sample SD map applies (K = 1, the synthesis it was fitted for)
     pattern_interval: PatternInterval | None  # None: the AD-pattern score carries no interval
     pattern_reason: str
-    predictive_sd_reason: str = ""
+    predictive_sd_reason: str  # how the single-sample SD map was fitted, or why the run has none
 
     def notes(self) -> dict[str, str]:
         """What the sidecars record: why each calibration applies or not."""
