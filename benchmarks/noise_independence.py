@@ -2,12 +2,12 @@
 
     python -m benchmarks.noise_independence [--subjects 4] [--threads 2] [--results DIR] [--smoke]
 
-Held-out phantom subjects (a fast-mode phantom's template-space truth T1w, no preprocessing) through the demo
-model and the app's synthesis entry point (``Synthesizer.synthesize``) with its default sampler, one plane, K = 2
-(sample indices 0 and 1 of each slice's noise key, as in a participant run). The difference of a subject's two
-samples is sampling noise alone
-(the subject's own anatomy cancels). Two noise-key schemes: ``per-image``, bids-jdam's (the image's name is part of
-every slice's noise key), and ``shared`` (one name for every image, as an early development version keyed the noise).
+Held-out phantom subjects (a fast-mode phantom's raw T1w through the app's own preprocessing, as a participant run
+takes it; ``benchmarks.quality_data.load_participant_subjects``) through the demo model and the app's synthesis
+entry point (``Synthesizer.synthesize``) with its default sampler, one plane, K = 2 (sample indices 0 and 1 of each
+slice's noise key, as in a participant run). The difference of a subject's two samples is sampling noise alone (the
+subject's own anatomy cancels). Two noise-key schemes: ``per-image``, bids-jdam's (the image's name is part of every
+slice's noise key), and ``shared`` (one name for every image, as an early development version keyed the noise).
 Recorded per scheme: the Pearson correlation of that noise between each pair of subjects in the voxels where both
 have brain, and the SD of the subjects' mean noise over the RMS of one subject's noise: about 1/sqrt(n) when the
 noise is independent, 1 when every subject carries the same pattern (a group average then removes none of it).
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import command_line, machine_info, markdown_head, write_results
-from bids_jdam.data.phantom import generate_phantom_dataset
+from benchmarks.quality_data import load_participant_subjects
+from bids_jdam.data.phantom import PHANTOM_VERSION, generate_phantom_dataset
 from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.synthesizer import Synthesizer
-from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
 HELD_OUT_SEED = 779
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     sampler = dataclasses.replace(cfg.sampler, num_samples=2, **({"steps": 2} if args.smoke else {}))
     bids_dir = Path(tempfile.mkdtemp(prefix="bids-jdam-noise-")) / "phantom"
     generate_phantom_dataset(bids_dir, args.subjects, HELD_OUT_SEED, fast=True, grid_spacing_mm=cfg.grid.spacing_mm)
-    volumes = list(load_phantom_truth_subjects(bids_dir, cfg, [f"{i:02d}" for i in range(1, args.subjects + 1)]))
+    subjects = [f"{i:02d}" for i in range(1, args.subjects + 1)]
+    volumes = load_participant_subjects(bids_dir, cfg, subjects, bids_dir.parent / "prep", args.threads)
     common = np.logical_and.reduce([v.brain_mask for v in volumes])
     schemes = {}
     for scheme in SCHEMES:
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": "demo",
         "model_sha256": synthesizer.model.sha256,
         "held_out_seed": HELD_OUT_SEED,
+        "phantom_version": PHANTOM_VERSION,
         "subjects": args.subjects,
         "sampler": sampler.name,
         "steps": sampler.steps,
@@ -103,7 +105,7 @@ def markdown(report: dict) -> str:
         *markdown_head("Sampling noise across subjects", report),
         f"Demo model, {report['sampler']} with {report['steps']} steps, one plane, K = 2; noise = the difference of a "
         f"subject's two samples, compared in the {report['voxels']} voxels where all {report['subjects']} held-out "
-        "phantom subjects have brain.",
+        "phantom subjects have brain; each T1w through the app's own preprocessing.",
         "",
         "| noise keys | correlation between subjects (mean, min to max) | SD of the group mean / one subject's "
         "(independent: 1/sqrt(n)) |",
