@@ -53,7 +53,9 @@ from bids_jdam.models.demo import DEMO_MODEL_DIR
 from bids_jdam.runtime.device import resolve_device
 from bids_jdam.runtime.threads import configure_threads
 from bids_jdam.synthesis.loaded_model import DEMO_MODEL, load_model
+from bids_jdam.synthesis.sampling_plan import plan_sampling
 from bids_jdam.synthesis.synthesizer import Synthesizer
+from bids_jdam.workflows.run_config import DEFAULT_PLANES
 
 HELD_OUT_SEED = 778
 SETTINGS = [
@@ -149,16 +151,6 @@ def measure_setting(
     }
 
 
-def calibrated_temperature(synthesizer: Synthesizer) -> dict | None:
-    """The sampler temperature the model card's spread calibration sets for the run it was fitted for (the slices
-    here are drawn at temperature 1, each sampler as it is), or None without a calibration."""
-    calibration = synthesizer.model.card.calibration
-    if calibration is None:
-        return None
-    name, steps, planes = calibration.fitted_for()
-    return {"sampler": name, "steps": steps, "planes": planes, "temperature": calibration.temperature}
-
-
 def whole_brain_timing(synthesizer: Synthesizer, subject, sampler_cfg: SamplerConfig, planes: tuple[str, ...]) -> dict:
     """One subject's whole brain through the synthesis entry point: seconds, batch size, peak memory."""
     device = synthesizer.device
@@ -233,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, steps in settings:
         rows.append(measure(SamplerConfig(name=name, steps=steps, corrector_steps=1 if name == "pc" else 0, seed=0)))
         print(json.dumps(rows[-1]))
-    calibrated = calibrated_temperature(synthesizer)
-    as_run = None
-    if calibrated and not args.smoke:  # the calibrated sampler as a default run draws it
-        as_run = measure(replace(cfg.sampler, num_samples=1, seed=0, temperature=calibrated["temperature"]))
+    # The model's sampler as a default participant run draws it (the app's own sampling decision).
+    default_plan = plan_sampling(synthesizer.model.card, replace(cfg.sampler, num_samples=1, seed=0), DEFAULT_PLANES)
+    as_run = None if args.smoke else measure(default_plan.sampler)
+    if as_run:
         print(json.dumps(as_run))
     reference = rows[0]
     eligible = [
@@ -275,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "planes": list(cfg.train.planes),
         "rows": rows,
         "samples": args.samples,
-        "calibrated_temperature": calibrated,
+        "default_run_sampling": default_plan.spread_reason,
         "default_as_run": as_run,
         "default_rule": "fewest NFE within 0.3 dB PSNR and 0.005 SSIM of pc-1000 (means of single samples), "
         "sharpness and sample spread >= 90% of pc-1000's",
@@ -327,15 +319,13 @@ def markdown(report: dict) -> str:
         if chosen
         else "Chosen: none of the faster settings met the rule on this run.",
     ]
-    calibrated = report["calibrated_temperature"]
     if as_run:
         lines += [
             "",
-            "The rule compares the samplers at temperature 1 (each as it is). A default participant run draws at the "
-            f"temperature the model card's spread calibration chose, {calibrated['temperature']:g} for "
-            f"{calibrated['sampler']} {calibrated['steps']} along {calibrated['planes']} plane(s) (the default-run "
-            "row, not in the rule); the whole-brain rows ran as the app runs them. A sampler chosen here becomes a "
-            "default only with the card's calibrations refitted for it.",
+            "The rule compares the samplers at temperature 1 (each as it is). The default-run row (not in the rule) "
+            f"draws as a default participant run does; its sampling: {report['default_run_sampling']}. The "
+            "whole-brain rows ran as the app runs them. A sampler chosen here becomes a default only with the card's "
+            "calibrations refitted for it.",
         ]
     return "\n".join(lines) + "\n"
 
