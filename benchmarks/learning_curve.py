@@ -1,9 +1,14 @@
 """Learning curves on the phantom: held-out PSNR/SSIM against CPU training time, per method.
 
-Trains, under the same CPU budget each, JDAM with the paper's parameterization, JDAM with the preconditioned
-denoiser, and the L1 regression U-Net of the same size (``VARIANTS``: registry methods, some with a configuration
-change); evaluates each (the weights its model directory would store) on held-out subjects at several points in
-time, JDAM with the paper's PC sampler and with EDM's Heun sampler. Training is the app's: the method's trainer from
+Trains, under the same CPU budget each, the default residual JDAM, JDAM with the paper's parameterization, JDAM with
+the preconditioned denoiser, and the L1 regression U-Net of the same size (``VARIANTS``: registry methods, some with
+a configuration change); evaluates each (the weights its model directory would store) on held-out subjects at
+several points in time, the diffusion methods with the paper's PC sampler and with EDM's Heun sampler (temperature
+1). By default (``--input participant``) every subject's raw T1w goes through the app's own preprocessing (N4,
+HD-BET, registration; ``benchmarks.quality_data.load_participant_subjects``, cached under ``--work``) and the target
+is the noise-free template-space PET truth, so the curves are those of the input users' runs give the model;
+``--input template`` trains and scores on the phantom's ideal template-space truth T1w instead (what
+``bids-jdam-train --phantom-truth`` uses). Training is the app's: the method's trainer from
 ``bids_jdam.methods.METHODS`` in the one training loop (``bids_jdam.training.loop.fit``), continued with a
 larger ``Budget`` for each point; the held-out slices, predictions and metrics are ``bids_jdam.evaluate.validation``'s.
 Evaluation time is not counted in the training budget.
@@ -24,16 +29,18 @@ import json
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.machine import command_line, machine_info, machine_tag, write_text_atomic
+from benchmarks.quality_data import load_participant_subjects
 from bids_jdam.bids.participants import read_diagnoses
 from bids_jdam.config import JDAMConfig, SamplerConfig, small_config
 from bids_jdam.data.dataset import PairedSliceDataset, split_subjects
-from bids_jdam.data.phantom import generate_phantom_dataset
+from bids_jdam.data.phantom import PHANTOM_VERSION, generate_phantom_dataset
 from bids_jdam.diffusion.samplers import network_evaluations
 from bids_jdam.evaluate.metrics import SUVR_DATA_RANGE
 from bids_jdam.evaluate.validation import evaluate_slices, predict_slices, validation_slices
@@ -44,9 +51,16 @@ from bids_jdam.workflows.training_data import load_phantom_truth_subjects
 
 # result key -> (registry method, SDE settings changed from the configuration's)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "jdam-residual": ("jdam-residual", {}),
     "unet-l1": ("unet-l1", {}),
     "jdam-preconditioned": ("jdam", {"parameterization": "preconditioned"}),
     "jdam-paper": ("jdam", {"parameterization": "paper"}),
+}
+INPUT_TITLES = {"participant": "T1w through the app's preprocessing", "template": "ideal template-space T1w"}
+INPUT_DATA = {
+    "participant": "each T1w through the app's N4, HD-BET and registration, as a participant run gives it to the "
+    "model; target the noise-free template-space PET truth",
+    "template": "the phantom's template-space truth T1w and PET",
 }
 SMOKE = {
     "subjects": 5,
@@ -83,7 +97,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="methods trained at once (threads x jobs <= cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--work", type=Path, help="where the phantom is generated (default: a temporary folder)")
+    parser.add_argument(
+        "--input",
+        choices=["participant", "template"],
+        default="participant",
+        help="T1w through the app's preprocessing (default) or the phantom's ideal template-space truth T1w",
+    )
+    parser.add_argument(
+        "--work", type=Path, help="where the phantom and its preprocessing are kept (default: a temporary folder)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--machine", default=machine_tag(), help="machine name used in the result file names")
     parser.add_argument(
@@ -168,7 +190,8 @@ def learning_curve(
 
 def markdown(report: dict) -> str:
     lines = [
-        f"# Learning curves on the phantom ({report['machine']['cores_available']} CPU cores)",
+        f"# Learning curves on the phantom ({report['machine']['cores_available']} CPU cores), "
+        + INPUT_TITLES[report["settings"].get("input", "template")],
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']['cpu']}, {report['machine']['platform']}, "
@@ -176,7 +199,9 @@ def markdown(report: dict) -> str:
         f"({report['machine']['torch_threads']} thread(s) per method, {report['machine']['jobs']} method(s) at once), "
         f"{report['machine']['date']}  ",
         f"Data: {report['settings']['train_subjects']} training / {report['settings']['held_out_subjects']} held-out "
-        f"phantom subjects, 4 mm grid, 64x64 axial slices ({report['settings']['training_slices']} training slices, "
+        f"phantom subjects (phantom version {report['settings'].get('phantom_version', 1)}; "
+        f"{INPUT_DATA[report['settings'].get('input', 'template')]}), 4 mm grid, 64x64 axial slices "
+        f"({report['settings']['training_slices']} training slices, "
         f"{report['settings']['held_out_slices']} held-out slices); metrics per bids_jdam.evaluate.metrics "
         f"(SUVR, brain mask, fixed range {report['settings']['suvr_data_range']}). sigma_max = "
         f"{report['settings']['sigma_max']:.2f} (largest distance between training slices).",
@@ -198,14 +223,24 @@ def markdown(report: dict) -> str:
         "",
         "Columns: training budget in CPU minutes per thread (process CPU time / threads; equal to wall minutes on "
         "otherwise idle cores). Cells: PSNR / SSIM on held-out subjects (mean over subjects of the per-slice mean), "
-        "Adam steps so far. Evaluation uses the EMA weights and is not counted in the budget.",
+        "Adam steps so far. Evaluation uses the EMA weights and is not counted in the budget. The diffusion methods "
+        "draw one sample per slice at temperature 1 (no calibration applies to a model in training).",
         "",
     ]
     if not report["complete"]:
         lines.append("Partial run: the methods missing from the table did not finish.")
     for name, gap in report.get("gap_to_unet_l1_db", {}).items():
         lines.append(f"- {name}: {gap:+.2f} dB PSNR against the L1 U-Net at the end of the budget (best sampler).")
+    lines += ["", "Figures on phantoms are upper bounds for real data."]
     return "\n".join(lines) + "\n"
+
+
+def subject_loader(args: argparse.Namespace, cfg: JDAMConfig, bids_dir: Path, work: Path):
+    """``load(subjects)`` for ``--input``: the app's preprocessed T1w (cached in ``work``) or the template truth."""
+    if args.input == "template":
+        return lambda subjects: load_phantom_truth_subjects(bids_dir, cfg, subjects)
+    prep = work / "preprocessed"
+    return lambda subjects: load_participant_subjects(bids_dir, cfg, subjects, prep, args.threads * args.jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,24 +257,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg.train.seed = args.seed
         diagnoses = read_diagnoses(bids_dir)
         splits = split_subjects(diagnoses, cfg.train.val_fraction, args.seed)
+        load = subject_loader(args, cfg, bids_dir, work)
         training = PairedSliceDataset(
-            load_phantom_truth_subjects(bids_dir, cfg, splits["train"]),
-            cfg.train.planes,
-            cfg.grid.slice_size,
-            range_mm=cfg.grid.slice_range_mm,
+            load(splits["train"]), cfg.train.planes, cfg.grid.slice_size, range_mm=cfg.grid.slice_range_mm
         )
         # The settings JDAM takes from the training data (sigma_max), as every JDAM variant's run takes them.
         recorded = METHODS.named("jdam").prepare(cfg, training, from_data=True)
-        held_out = validation_slices(
-            list(load_phantom_truth_subjects(bids_dir, cfg, splits["validation"])),
-            cfg,
-            per_plane=args.slices_per_subject,
-        )
+        held_out = validation_slices(list(load(splits["validation"])), cfg, per_plane=args.slices_per_subject)
 
         report = {
             "command": command,
             "machine": machine_info(torch_threads=args.threads, jobs=args.jobs),
             "settings": {
+                "input": args.input,
+                "phantom_version": PHANTOM_VERSION,
                 "train_subjects": len(splits["train"]),
                 "held_out_subjects": len(splits["validation"]),
                 "splits": splits,
@@ -255,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             "methods": {},
         }
         args.out.mkdir(parents=True, exist_ok=True)
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        # Fresh interpreters: a forked worker inherits the thread pools the preprocessing started, and can hang.
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(learning_curve, name, args, cfg, training, held_out): name for name in args.methods}
             for future in as_completed(futures):
                 report["methods"][futures[future]] = future.result()
