@@ -10,6 +10,7 @@ from bids_jdam.evaluate.error_ranking import (
     error_ranking_scores,
     gaussian_crps,
     local_error_scale,
+    pooled_scores,
     predictive_scale,
     recalibrated_scale,
     relative_ause,
@@ -113,3 +114,27 @@ def test_recalibration_keeps_the_ranking_and_makes_the_widths_right(heteroscedas
     assert (widths[~mask] == 0).all() and np.isclose(
         np.sort(np.unique(widths[mask]))[[0, -1]], [0.1, 0.3], rtol=0.1
     ).all()
+
+
+def test_pooling_images_scores_all_their_voxels_against_one_band():
+    """Two images, each with its own constant error SD (0.1 and 0.3): a map of the true SDs ranks nothing within an
+    image but, pooled, ranks the quiet image below the busy one and beats one band for both (two SD levels threefold
+    apart: CRPS about 0.93 of the band's)."""
+    rng = np.random.default_rng(1)
+    shape, images = (30, 30, 30), []
+    for sd in (0.1, 0.3):
+        mean = rng.normal(1.0, 0.2, size=shape)
+        images.append((np.full(shape, sd), mean, mean + rng.normal(size=shape) * sd, np.ones(shape, dtype=bool)))
+    pooled = pooled_scores(images)
+    assert pooled["images"] == 2 and pooled["voxels"] == 2 * 30**3
+    assert 0.88 < pooled["coverage_90"] < 0.92
+    assert pooled["rmse_top_over_bottom_fifth"] > 2.5
+    assert 0.91 < pooled["crps_over_constant_band"] < 0.95
+    assert pooled["ause_relative"] < 0.6
+    alone = error_ranking_scores(*images[0])
+    assert alone["crps_over_constant_band"] == pytest.approx(1.0, abs=0.01)  # one image: the band is as good
+
+
+def test_pooling_nothing_is_an_error():
+    with pytest.raises(ValueError, match="no images"):
+        pooled_scores([])

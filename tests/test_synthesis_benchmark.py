@@ -36,3 +36,13 @@ def test_summary_counts_subjects_and_names_the_farthest_miss():
     assert rows["90 % coverage in [0.85, 0.95]"].count("1/3; farthest: subject 02 0.970, 0.020 above 0.95") == 2
     assert "2/3; farthest: subject 03 0.990, 0.020 above 0.97" in rows[FIFTHS_WORDS]
     assert rows["AUSE / random <= 0.7"].count("| 3/3") == 2  # met on every subject against both references
+
+
+def test_summary_gives_the_overall_scores_and_their_misses():
+    overall = {**_ranking(0.93, [0.9] * 5), "crps_over_constant_band": 0.99}
+    del overall["correlation_smoothed"]  # pooled scores have no smoothed correlation
+    report = {"subjects": [_subject("01", 0.9, [0.9] * 5)], "default_map_overall": dict.fromkeys(REFERENCES, overall)}
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in goal_summary(report) if line.startswith("| ")}
+    assert rows["90 % coverage in [0.85, 0.95]"].endswith("| 0.930* | 0.930* |")
+    assert rows["CRPS / constant band <= 0.95"].endswith("| 0.990 (0.040 above 0.95) | 0.990 (0.040 above 0.95) |")
+    assert rows[r"smoothed SD-\|error\| correlation >= 0.3"].endswith("| per subject only | per subject only |")

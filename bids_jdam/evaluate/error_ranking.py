@@ -16,12 +16,16 @@ the SD of K samples around their mean, ``predictive_scale`` makes it one), read 
 - the same ratio for the map with its widths made right on this image (each twentieth of the voxels ranked by
   ``scale`` given that twentieth's RMSE): what the map's ranking alone allows, so that a ratio near 1 is read as
   a ranking too weak (this ratio near 1 as well) or widths that are wrong (this ratio well below the map's).
+- over several images together (:func:`pooled_scores`): coverage, reliability, AUSE and CRPS on all their voxels, the
+  constant band one width for all of them, as a goal stated over held-out subjects rather than per image reads.
 - the same ratio for the local RMS error of the image itself, smoothed at the correlation's scale: the map a method
   would write if it knew the error up to that resolution, so the most a smooth map can gain over the constant band
   on this image (an oracle for the record, not a map any run can write).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import norm
@@ -167,5 +171,32 @@ def error_ranking_scores(
             gaussian_crps(mean, local_error_scale(mean, truth, mask, smoothing_voxels), truth, mask) / band_crps
             if np.any(np.asarray(smoothing_voxels) > 0)
             else None
+        ),
+    }
+
+
+def pooled_scores(images: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, object]:
+    """The scores of maps over several images' voxels together, each image as (scale, mean, reference, mask): the
+    coverage and the reliability table over all of them, the AUSE, and the CRPS against one constant band for all
+    (no smoothed scores: smoothing across images means nothing)."""
+    if not images:
+        raise ValueError("no images to pool")
+    scale, mean, reference = (
+        np.concatenate([np.asarray(image[i], dtype=np.float64)[np.asarray(image[3], dtype=bool)] for image in images])
+        for i in range(3)
+    )
+    everywhere = np.ones(scale.shape, dtype=bool)
+    table = reliability_table(scale, mean, reference, everywhere)
+    band = constant_band_scale(mean, reference, everywhere)
+    return {
+        "images": len(images),
+        "voxels": int(scale.size),
+        "coverage_90": gaussian_coverage(mean, scale, reference, everywhere, (LEVEL,))[f"{LEVEL:.2f}"],
+        "reliability": table,
+        "rmse_top_over_bottom_fifth": table[-1]["rmse"] / max(table[0]["rmse"], 1e-12),
+        "ause_relative": relative_ause(scale, mean, reference, everywhere),
+        "constant_band_scale": band,
+        "crps_over_constant_band": (
+            gaussian_crps(mean, scale, reference, everywhere) / gaussian_crps(mean, band, reference, everywhere)
         ),
     }
