@@ -12,8 +12,8 @@ regression means; each subject in turn is held out, each SD model is fitted on t
 (``bids_jdam.evaluate.single_sample_sd``), and the held-out subject's map is scored against its real PET and its
 noise-free truth (``bids_jdam.evaluate.error_ranking``): coverage, RMSE and coverage per SD fifth, smoothed SD-error
 correlation, AUSE, CRPS against a constant-width band, that CRPS with the map's widths made right on the image,
-and the local-error oracle. ``--smoke``: 3 subjects, 2 sampler
-steps. Writes ``<results>/error-model-selection-<machine>.{json,md}``.
+and the local-error oracle; and the held-out maps over all subjects' voxels together (``pooled_scores``). ``--smoke``:
+3 subjects, 2 sampler steps. Writes ``<results>/error-model-selection-<machine>.{json,md}``.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ SD (across the three planes' reconstructions, each the mean of its K samples): t
 absolute error of the mean, voxel by voxel and after Gaussian smoothing inside the mask (sigma ``--smoothing-mm``),
 and their calibration (RMSE per SD quintile, spread-skill ratio), against the real PET and the noise-free truth, and
 whether they say where the error is (``bids_jdam.evaluate.error_ranking``: RMSE and coverage per SD fifth, AUSE, the
-CRPS against a constant-width band's) beside the goals. Scores follow ``bids_jdam.evaluate.metrics`` (SUVR, template
-space, brain mask, fixed data range) against the preprocessed real PET, and, for reference, against the phantom's
-noise-free template-space truth. The K samples are sample indices 0..K-1 of each slice's noise key, as in a
-participant run.
+CRPS against a constant-width band's) beside the goals; the default run's map also per goal (the subjects that meet
+it, the farthest miss) and over every subject's voxels together (``pooled_scores``). Scores follow
+``bids_jdam.evaluate.metrics`` (SUVR, template space, brain mask, fixed data range) against the preprocessed real
+PET, and, for reference, against the phantom's noise-free template-space truth. The K samples are sample indices
+0..K-1 of each slice's noise key, as in a participant run.
 ``--smoke``: one subject, K = 2, two sampler steps, to check the path. Writes
 ``<results>/synthesis-<machine>.{json,md}`` (default ``benchmarks/results``).
 """
