@@ -150,20 +150,11 @@ def error_ranking_scores(
 ) -> dict[str, object]:
     """Every score of the module for one predictive-SD map, with the constant band's CRPS beside the map's (and,
     where ``smoothing_voxels`` smooths along some axis, the local-error oracle's; per axis for stacked 2D slices)."""
-    band = constant_band_scale(mean, truth, mask)
-    table = reliability_table(scale, mean, truth, mask)
-    crps, band_crps = gaussian_crps(mean, scale, truth, mask), gaussian_crps(mean, band, truth, mask)
-    sigma, mu, y = _inside(mask, scale, mean, truth)
+    scores = _ranking_scores(scale, mean, truth, mask)
+    band_crps = scores["constant_band_crps"]
     return {
-        "coverage_90": float(np.mean(np.abs(y - mu) <= norm.ppf(0.5 + LEVEL / 2) * sigma)),
-        "reliability": table,
-        "rmse_top_over_bottom_fifth": table[-1]["rmse"] / max(table[0]["rmse"], 1e-12),
+        **scores,
         "correlation_smoothed": uncertainty_error_correlation(scale, mean, truth, mask, smoothing_voxels),
-        "ause_relative": relative_ause(scale, mean, truth, mask),
-        "crps": crps,
-        "constant_band_scale": band,
-        "constant_band_crps": band_crps,
-        "crps_over_constant_band": crps / band_crps,
         "recalibrated_crps_over_constant_band": (
             gaussian_crps(mean, recalibrated_scale(scale, mean, truth, mask), truth, mask) / band_crps
         ),
@@ -172,6 +163,23 @@ def error_ranking_scores(
             if np.any(np.asarray(smoothing_voxels) > 0)
             else None
         ),
+    }
+
+
+def _ranking_scores(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, object]:
+    """The scores that need no spatial neighbourhood: coverage, reliability, AUSE, CRPS against the constant band."""
+    band = constant_band_scale(mean, truth, mask)
+    table = reliability_table(scale, mean, truth, mask)
+    crps, band_crps = gaussian_crps(mean, scale, truth, mask), gaussian_crps(mean, band, truth, mask)
+    return {
+        "coverage_90": gaussian_coverage(mean, scale, truth, mask, (LEVEL,))[f"{LEVEL:.2f}"],
+        "reliability": table,
+        "rmse_top_over_bottom_fifth": table[-1]["rmse"] / max(table[0]["rmse"], 1e-12),
+        "ause_relative": relative_ause(scale, mean, truth, mask),
+        "crps": crps,
+        "constant_band_scale": band,
+        "constant_band_crps": band_crps,
+        "crps_over_constant_band": crps / band_crps,
     }
 
 
@@ -186,17 +194,4 @@ def pooled_scores(images: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.
         for i in range(3)
     )
     everywhere = np.ones(scale.shape, dtype=bool)
-    table = reliability_table(scale, mean, reference, everywhere)
-    band = constant_band_scale(mean, reference, everywhere)
-    return {
-        "images": len(images),
-        "voxels": int(scale.size),
-        "coverage_90": gaussian_coverage(mean, scale, reference, everywhere, (LEVEL,))[f"{LEVEL:.2f}"],
-        "reliability": table,
-        "rmse_top_over_bottom_fifth": table[-1]["rmse"] / max(table[0]["rmse"], 1e-12),
-        "ause_relative": relative_ause(scale, mean, reference, everywhere),
-        "constant_band_scale": band,
-        "crps_over_constant_band": (
-            gaussian_crps(mean, scale, reference, everywhere) / gaussian_crps(mean, band, reference, everywhere)
-        ),
-    }
+    return {"images": len(images), "voxels": int(scale.size), **_ranking_scores(scale, mean, reference, everywhere)}
