@@ -133,6 +133,26 @@ def test_pooling_images_scores_all_their_voxels_against_one_band():
     assert pooled["ause_relative"] < 0.6
     alone = error_ranking_scores(*images[0])
     assert alone["crps_over_constant_band"] == pytest.approx(1.0, abs=0.01)  # one image: the band is as good
+    assert pooled["oracle_crps_over_constant_band"] is None  # no smoothing, no oracle
+
+
+def test_pooled_oracle_and_right_widths_know_each_images_level():
+    """Two images whose errors differ threefold in level, scored with a constant map that ranks nothing: its pooled
+    widths made right stay the one band, while the oracle (each image's own smoothed error) reaches what the true
+    SDs score."""
+    rng = np.random.default_rng(2)
+    shape, flat, true = (24, 24, 24), [], []
+    for sd in (0.1, 0.3):
+        mean = rng.normal(1.0, 0.2, size=shape)
+        truth, mask = mean + rng.normal(size=shape) * sd, np.ones(shape, dtype=bool)
+        flat.append((np.full(shape, 0.2), mean, truth, mask))
+        true.append((np.full(shape, sd), mean, truth, mask))
+    constant = pooled_scores(flat, smoothing_voxels=2.0)
+    assert constant["recalibrated_crps_over_constant_band"] == pytest.approx(1.0, abs=0.01)
+    assert constant["oracle_crps_over_constant_band"] == pytest.approx(
+        pooled_scores(true)["crps_over_constant_band"], abs=0.02
+    )
+    assert constant["oracle_crps_over_constant_band"] < 0.95
 
 
 def test_pooling_nothing_is_an_error():

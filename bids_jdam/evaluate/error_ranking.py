@@ -17,7 +17,9 @@ the SD of K samples around their mean, ``predictive_scale`` makes it one), read 
   ``scale`` given that twentieth's RMSE): what the map's ranking alone allows, so that a ratio near 1 is read as
   a ranking too weak (this ratio near 1 as well) or widths that are wrong (this ratio well below the map's).
 - over several images together (:func:`pooled_scores`): coverage, reliability, AUSE and CRPS on all their voxels, the
-  constant band one width for all of them, as a goal stated over held-out subjects rather than per image reads.
+  constant band one width for all of them, as a goal stated over held-out subjects rather than per image reads; with
+  the widths made right on the pooled ranking and the pooled oracle (below), so that a pooled CRPS goal is read
+  against what any smooth map could reach.
 - the same ratio for the local RMS error of the image itself, smoothed at the correlation's scale: the map a method
   would write if it knew the error up to that resolution, so the most a smooth map can gain over the constant band
   on this image (an oracle for the record, not a map any run can write).
@@ -25,7 +27,7 @@ the SD of K samples around their mean, ``predictive_scale`` makes it one), read 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import norm
@@ -183,15 +185,45 @@ def _ranking_scores(scale: np.ndarray, mean: np.ndarray, truth: np.ndarray, mask
     }
 
 
-def pooled_scores(images: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, object]:
+def pooled_scores(
+    images: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    smoothing_voxels: float | tuple[float, ...] = 0.0,
+) -> dict[str, object]:
     """The scores of maps over several images' voxels together, each image as (scale, mean, reference, mask): the
-    coverage and the reliability table over all of them, the AUSE, and the CRPS against one constant band for all
-    (no smoothed scores: smoothing across images means nothing)."""
+    coverage and the reliability table over all of them, the AUSE, and the CRPS against one constant band for all,
+    with the widths made right on the pooled ranking and, where ``smoothing_voxels`` smooths, the oracle of each
+    image's own smoothed local error (smoothing only ever within an image)."""
     if not images:
         raise ValueError("no images to pool")
-    scale, mean, reference = (
-        np.concatenate([np.asarray(image[i], dtype=np.float64)[np.asarray(image[3], dtype=bool)] for image in images])
-        for i in range(3)
-    )
+    scale, mean, reference = (_pooled(images, lambda image, i=i: image[i]) for i in range(3))
     everywhere = np.ones(scale.shape, dtype=bool)
-    return {"images": len(images), "voxels": int(scale.size), **_ranking_scores(scale, mean, reference, everywhere)}
+    scores = _ranking_scores(scale, mean, reference, everywhere)
+    band_crps = scores["constant_band_crps"]
+    recalibrated = recalibrated_scale(scale, mean, reference, everywhere)
+    oracle = (
+        gaussian_crps(
+            mean,
+            _pooled(images, lambda image: local_error_scale(image[1], image[2], image[3], smoothing_voxels)),
+            reference,
+            everywhere,
+        )
+        / band_crps
+        if np.any(np.asarray(smoothing_voxels) > 0)
+        else None
+    )
+    return {
+        "images": len(images),
+        "voxels": int(scale.size),
+        **scores,
+        "recalibrated_crps_over_constant_band": gaussian_crps(mean, recalibrated, reference, everywhere) / band_crps,
+        "oracle_crps_over_constant_band": oracle,
+    }
+
+
+def _pooled(
+    images: Sequence[tuple[np.ndarray, ...]], take: Callable[[tuple[np.ndarray, ...]], np.ndarray]
+) -> np.ndarray:
+    """``take(image)`` inside each image's mask (its last member), concatenated over the images."""
+    return np.concatenate(
+        [np.asarray(take(image), dtype=np.float64)[np.asarray(image[3], dtype=bool)] for image in images]
+    )
