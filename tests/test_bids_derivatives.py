@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -125,6 +126,12 @@ def test_pet_sidecar_is_honest_about_what_the_image_is():
     template_std = pet_sidecar(source, provenance(phantom_trained=False), space=TEMPLATE_SPACE, statistic="std")
     assert "SpatialReference" not in template_std
     assert "standard deviation" in template_std["Description"] and "phantoms" not in template_std["Description"]
+    assert "NOT calibrated" in template_std["Description"]
+    calibrated = dataclasses.replace(
+        provenance(), model=dataclasses.replace(provenance().model, spread_scale=1.7)
+    )  # K = 4: t(3) 95th percentile 2.353 x sqrt(1 + 1/4)
+    calibrated_std = pet_sidecar(source, calibrated, space=TEMPLATE_SPACE, statistic="std")["Description"]
+    assert "scaled by 1.7" in calibrated_std and "mean +- 2.631 x this SD" in calibrated_std
     view_std = pet_sidecar(source, provenance(), space=TEMPLATE_SPACE, statistic="viewstd")
     assert "each sampled plane" in view_std["Description"] and "phantoms" in view_std["Description"]
     with pytest.raises(ValueError, match="statistic"):

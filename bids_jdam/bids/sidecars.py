@@ -23,6 +23,7 @@ from bids_jdam.bids.query import AnatInput
 from bids_jdam.errors import InputError
 from bids_jdam.io import atomic
 from bids_jdam.synthesis.provenance import SynthesisProvenance
+from bids_jdam.synthesis.spread import interval_half_width_in_sd
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def _pet_description(source: AnatInput, provenance: SynthesisProvenance, statist
         description += (
             f" The samples' spread is calibrated: drawn at sampler temperature "
             f"{provenance.sampler.temperature:g} and scaled by {model.spread_scale:.4g}, both fitted on "
-            "held-out subjects (the model card's calibration record)."
+            "held-out subjects (the model card's calibration record). This is the SD of the samples, not of the "
+            "mean image: the mean's central 90 % interval is mean +- "
+            f"{interval_half_width_in_sd(provenance.sampler.num_samples, 0.9):.3f} x this SD (a Student-t "
+            "prediction interval from K samples, the interval the calibration covers)."
             if model.spread_scale is not None
             else f" The samples' spread is NOT calibrated ({_spread_note(provenance)}): it is likely smaller than "
             "the error."

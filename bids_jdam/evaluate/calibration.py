@@ -22,13 +22,12 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
-from scipy.stats import t as student_t
 
 from bids_jdam.config import SamplerConfig
 from bids_jdam.evaluate.probabilistic import fair_crps
 from bids_jdam.evaluate.validation import ValidationSlices
 from bids_jdam.methods.model_card import SpreadCalibration
-from bids_jdam.synthesis.spread import inflate
+from bids_jdam.synthesis.spread import inflate, interval_half_width_in_sd
 
 CALIBRATION_LEVEL = 0.9
 # The sampler temperatures a calibration compares (1 = the plain sampler).
@@ -55,7 +54,7 @@ def conformity_scores(
         raise ValueError("calibrating a spread needs at least 2 samples")
     m = np.asarray(mask, dtype=bool)
     mean, std = samples.mean(axis=0)[m], samples.std(axis=0, ddof=1)[m]
-    width = student_t.ppf(0.5 + level / 2, k - 1) * std * np.sqrt(1 + 1 / k)
+    width = interval_half_width_in_sd(k, level) * std
     return np.abs(np.asarray(truth, dtype=np.float64)[m] - mean) / np.maximum(width, 1e-12)
 
 

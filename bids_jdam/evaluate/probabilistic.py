@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import t as student_t
+
+from bids_jdam.synthesis.spread import interval_half_width_in_sd
 
 COVERAGE_LEVELS = (0.5, 0.9)
 
@@ -75,10 +76,10 @@ def coverage(
 ) -> dict[str, float]:
     """Fraction of voxels whose reference lies in the central prediction intervals around a K-sample mean (K >= 2)."""
     m = np.asarray(mask, dtype=bool)
-    scale = np.asarray(std, dtype=np.float64)[m] * np.sqrt(1 + 1 / num_samples)
+    sd = np.asarray(std, dtype=np.float64)[m]
     distance = np.abs(np.asarray(truth, dtype=np.float64)[m] - np.asarray(mean, dtype=np.float64)[m])
     return {
-        f"{level:.2f}": float(np.mean(distance <= student_t.ppf(0.5 + level / 2, num_samples - 1) * scale))
+        f"{level:.2f}": float(np.mean(distance <= interval_half_width_in_sd(num_samples, level) * sd))
         for level in levels
     }
 
