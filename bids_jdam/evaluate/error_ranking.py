@@ -28,6 +28,7 @@ the SD of K samples around their mean, ``predictive_scale`` makes it one), read 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 import numpy as np
 from scipy.stats import norm
@@ -195,7 +196,7 @@ def pooled_scores(
     image's own smoothed local error (smoothing only ever within an image)."""
     if not images:
         raise ValueError("no images to pool")
-    scale, mean, reference = (_pooled(images, lambda image, i=i: image[i]) for i in range(3))
+    scale, mean, reference = (_pooled(images, itemgetter(i)) for i in range(3))
     everywhere = np.ones(scale.shape, dtype=bool)
     scores = _ranking_scores(scale, mean, reference, everywhere)
     band_crps = scores["constant_band_crps"]
