@@ -545,7 +545,7 @@ def _reachable(scores: dict) -> str:
 def goal_summary(report: dict) -> list[str]:
     """The issue's goals for the default run's map: per held-out subject (who meets each, and by how much the
     farthest misses) and over all held-out subjects' voxels together (the goals stated overall)."""
-    goals = [(key, goal, words) for key, goal, words in RANKING_GOALS] + [(None, FIFTH_COVERAGE, FIFTHS_WORDS)]
+    goals = [*RANKING_GOALS, (None, FIFTH_COVERAGE, FIFTHS_WORDS)]
     overall = report.get("default_map_overall", {})
     lines = [
         "",
